@@ -1,0 +1,60 @@
+"""The ``demotrace`` command line (Typer + rich).
+
+Each group of sub-commands lives in its own module and adds itself with ``register(app)``:
+
+- :mod:`.recording` — ``record``, ``status``, ``pause``, ``resume``, ``task start|end``
+- :mod:`.sessions` — ``sessions list|show|delete``
+- :mod:`.dataset` — ``import``, ``build``, ``export``, ``replay``
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from .. import __version__
+from ..errors import DemotraceError
+from . import dataset, recording, sessions
+
+app = typer.Typer(
+    name="demotrace",
+    help=(
+        "Record how you use your computer — with your consent, on your device, encrypted — and "
+        "turn recordings into training data for computer-use agents.\n\n"
+        "Typical loop: `demotrace record` (Ctrl-C to stop) → `demotrace sessions list` → "
+        "`demotrace build` → `demotrace export --format agentnet` → `demotrace replay`."
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"demotrace {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Show the version and exit."),
+) -> None:
+    """Root options."""
+
+
+recording.register(app)
+sessions.register(app)
+dataset.register(app)
+
+
+def main() -> None:
+    """Console entry point: runs the Typer app, printing demotrace errors without a traceback."""
+    try:
+        app()
+    except DemotraceError as exc:
+        from rich.console import Console
+
+        Console(stderr=True).print(f"[bold red]error:[/] {exc}", highlight=False, markup=True)
+        sys.exit(1)

@@ -4,7 +4,8 @@ Each group of sub-commands lives in its own module and adds itself with ``regist
 
 - :mod:`.recording` — ``record``, ``status``, ``pause``, ``resume``, ``task start|end``
 - :mod:`.sessions` — ``sessions list|show|delete``
-- :mod:`.dataset` — ``import``, ``build``, ``export``, ``replay``
+- :mod:`.importing` — ``import`` (DuckTrack / AgentNetTool folders)
+- :mod:`.dataset` — ``build``, ``export``, ``replay``
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import typer
 
 from .. import __version__
 from ..errors import DemotraceError
-from . import dataset, recording, sessions
+from . import dataset, importing, recording, sessions
 
 app = typer.Typer(
     name="demotrace",
@@ -47,6 +48,7 @@ def _root(
 recording.register(app)
 sessions.register(app)
 dataset.register(app)
+importing.register(app)
 
 
 def main() -> None:

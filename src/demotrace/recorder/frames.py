@@ -1,0 +1,327 @@
+"""Which frames to keep, and the threads that grab, encode and deduplicate them.
+
+- :class:`ActionDetector` (pure logic, owned by the writer thread) turns stored input events
+  into :class:`FrameRequest` s: one pre-action frame per discrete action (``pointer_down``, the
+  first wheel event of a burst, the first key of a typing run, a special key or hotkey, a
+  focus change) and a *settle* frame after typing / scrolling / an app switch stops
+  (screenpipe's delays: 500 ms after typing, 400 ms after scrolling, 300 ms after an app
+  switch).
+- :class:`FramePipeline` runs two threads: the *frame thread* grabs the screen into a
+  :class:`~demotrace.recorder.ring.FrameRing` (4 Hz while input is active, slower when idle)
+  and answers requests with the newest frame captured before the action (DESIGN.md §5); the
+  *encoder thread* hashes the raw pixels (``DataKey.content_id``), skips the encode if the
+  spool already has that blob, otherwise encodes (WebP / PNG via Pillow) and stores it, then
+  emits a schema ``Frame`` event. None of this runs on the input hooks' threads.
+"""
+
+from __future__ import annotations
+
+import io
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ..capture._base import CaptureBackend, RawFrame
+from ..schema.events import MODIFIER_KEYS, Event, Frame
+from ..spool.store import SessionWriter
+from .ring import FrameRing
+from .settings import RecorderSettings
+
+#: Keys that continue a typing run (text editing inside ``type(text)``, DESIGN.md §5).
+RUN_KEYS = frozenset({"Backspace", "Dead", "Process", "Unidentified", "Compose"})
+#: Modifiers that make a key press a hotkey (Shift alone does not).
+HOTKEY_MODIFIERS = frozenset({"Control", "Alt", "Meta", "Super", "OS"})
+
+
+@dataclass(frozen=True)
+class FrameRequest:
+    """Ask the frame thread for one frame.
+
+    ``reason``: stored in ``Frame.reason`` ("pointer_down", "wheel", "key", "hotkey",
+    "focus_change", "settle", "session_start", "resume"). ``before_ns``: absolute monotonic ns
+    of the action's first raw event — the newest ring frame captured strictly before it is
+    used; ``None`` means grab a fresh frame now (settle / start frames).
+    """
+
+    reason: str
+    before_ns: int | None = None
+
+
+class ActionDetector:
+    """Decides, from the stream of stored input events, which frames to keep.
+
+    Feed every stored event with :meth:`on_event` (kind tag, absolute ``t_ns``, fields); it
+    returns pre-action requests at once. Settle requests come from :meth:`due` once their time
+    has passed; :meth:`next_deadline` tells the writer when to wake up for them. Times are
+    absolute monotonic nanoseconds.
+    """
+
+    def __init__(self, settings: RecorderSettings) -> None:
+        self.s = settings
+        self._last_key_ns: int | None = None
+        self._last_wheel_ns: int | None = None
+        self._settle_at: int | None = None
+
+    def reset(self) -> None:
+        """Forget runs and pending settles (on pause)."""
+        self._last_key_ns = None
+        self._last_wheel_ns = None
+        self._settle_at = None
+
+    def _settle(self, at_ns: int) -> None:
+        self._settle_at = at_ns if self._settle_at is None else max(self._settle_at, at_ns)
+
+    def on_event(self, kind: str, t_ns: int, fields: dict[str, Any]) -> list[FrameRequest]:
+        """Requests triggered by one input event (possibly none)."""
+        s = self.s
+        if kind == "pointer_down":
+            self._last_key_ns = None
+            return [FrameRequest("pointer_down", t_ns)]
+        if kind == "wheel":
+            first = self._last_wheel_ns is None or t_ns - self._last_wheel_ns >= s.scroll_gap_s * 1e9
+            self._last_wheel_ns = t_ns
+            self._last_key_ns = None
+            self._settle(t_ns + int(s.settle_scroll_s * 1e9))
+            return [FrameRequest("wheel", t_ns)] if first else []
+        if kind == "key_down":
+            key = fields.get("key", "")
+            if fields.get("is_repeat") or key in MODIFIER_KEYS:
+                return []
+            mods = set(fields.get("modifiers", ()))
+            self._settle(t_ns + int(s.typing_gap_s * 1e9))
+            if mods & HOTKEY_MODIFIERS:
+                self._last_key_ns = None
+                return [FrameRequest("hotkey", t_ns)]
+            named = len(key) > 1 and key not in RUN_KEYS
+            if named:  # Enter, Tab, Escape, arrows, F-keys, Delete: key(name) actions
+                self._last_key_ns = None
+                return [FrameRequest("key", t_ns)]
+            first = self._last_key_ns is None or t_ns - self._last_key_ns >= s.typing_gap_s * 1e9
+            self._last_key_ns = t_ns
+            return [FrameRequest("key", t_ns)] if first else []
+        if kind == "focus_change":
+            self._last_key_ns = None
+            if s.settle_focus_s is not None:
+                self._settle(t_ns + int(s.settle_focus_s * 1e9))
+            return [FrameRequest("focus_change", t_ns)]
+        return []
+
+    def next_deadline(self) -> int | None:
+        """Absolute ns of the next pending settle frame, or ``None``."""
+        return self._settle_at
+
+    def due(self, now_ns: int) -> list[FrameRequest]:
+        """The settle request if its time has come (at most one; later settles merge)."""
+        if self._settle_at is not None and now_ns >= self._settle_at:
+            self._settle_at = None
+            return [FrameRequest("settle", None)]
+        return []
+
+
+def encode_frame(frame: RawFrame, settings: RecorderSettings) -> tuple[bytes, int, int]:
+    """Encode a BGRA frame as ``settings.frame_format``, box-downscaled by
+    ``settings.downscale_factor``. Returns (encoded bytes, image width, image height) in image
+    pixels."""
+    from PIL import Image
+
+    img = Image.frombuffer("RGB", (frame.width, frame.height), frame.pixels, "raw", "BGRX", 0, 1)
+    n = settings.downscale_factor
+    if n > 1:
+        img = img.reduce(n)
+    buf = io.BytesIO()
+    if settings.frame_format == "webp":
+        img.save(buf, format="WEBP", quality=settings.webp_quality, method=settings.webp_method)
+    else:
+        img.save(buf, format="PNG", compress_level=1)
+    return buf.getvalue(), img.width, img.height
+
+
+_STOP = object()
+
+
+@dataclass
+class FrameStats:
+    """Counters of the frame pipeline (read by status / health; written by its threads)."""
+
+    grabs: int = 0
+    grab_errors: int = 0
+    requests: int = 0
+    missed: int = 0  # no frame captured before the action was in the ring
+    emitted: int = 0
+    encoded: int = 0
+    deduplicated: int = 0
+    encode_errors: int = 0
+    encoded_bytes: int = 0
+    last_error: str | None = None
+
+
+class FramePipeline:
+    """Frame thread (grabs into the ring, answers requests) + encoder thread.
+
+    ``emit(event_cls, t_ns_abs, fields)`` receives each finished ``Frame`` (the recorder's
+    queue); ``start_ns`` is the session's absolute monotonic start, used for
+    ``captured_t_ns``. Lifecycle: :meth:`start`, :meth:`request`* / :meth:`note_input`* /
+    :meth:`set_paused`*, :meth:`stop` (answers pending requests, encodes them, then returns).
+    """
+
+    def __init__(
+        self,
+        backend: CaptureBackend,
+        writer: SessionWriter,
+        settings: RecorderSettings,
+        emit: Callable[[type[Event], int, dict[str, Any]], None],
+        start_ns: int,
+    ) -> None:
+        self.backend = backend
+        self.writer = writer
+        self.s = settings
+        self.emit = emit
+        self.start_ns = start_ns
+        self.stats = FrameStats()
+        self.ring = FrameRing(int(settings.ring_seconds * 1e9), settings.ring_max_frames)
+        self._requests: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._encode: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._last_input_ns = 0
+        self._paused = False
+        self._idle = True
+        self._frame_thread = threading.Thread(target=self._frame_loop, name="demotrace-frames", daemon=True)
+        self._encoder_thread = threading.Thread(target=self._encode_loop, name="demotrace-encoder", daemon=True)
+        self._last_pixels: bytes | None = None
+        self._last_cid: str | None = None
+
+    # -- called from other threads -------------------------------------------------------------
+    def start(self) -> None:
+        """Start both threads."""
+        self._frame_thread.start()
+        self._encoder_thread.start()
+
+    def request(self, req: FrameRequest) -> None:
+        """Queue a request (non-blocking)."""
+        self._requests.put(req)
+
+    def note_input(self, t_ns: int) -> None:
+        """Tell the frame thread input happened at ``t_ns`` (absolute): switches to the active
+        grab rate, waking the thread if it was idle."""
+        self._last_input_ns = t_ns
+        if self._idle:
+            self._idle = False
+            self._requests.put(None)  # wake up
+
+    def set_paused(self, paused: bool) -> None:
+        """While paused nothing is grabbed and the ring is emptied."""
+        self._requests.put(("pause", paused))
+
+    def alive(self) -> bool:
+        """Both threads running."""
+        return self._frame_thread.is_alive() and self._encoder_thread.is_alive()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Answer pending requests, encode and emit their frames, then end both threads."""
+        if self._frame_thread.is_alive():
+            self._requests.put(_STOP)
+            self._frame_thread.join(timeout)
+        if self._encoder_thread.is_alive():
+            self._encode.put(_STOP)
+            self._encoder_thread.join(timeout)
+
+    # -- frame thread ----------------------------------------------------------------------------
+    def _grab(self) -> RawFrame | None:
+        try:
+            frame = self.backend.grab()
+        except Exception as exc:  # noqa: BLE001 - counted and reported by check_health
+            self.stats.grab_errors += 1
+            self.stats.last_error = f"grab failed: {exc!r}"
+            return None
+        self.stats.grabs += 1
+        self.ring.push(frame)
+        return frame
+
+    def _frame_loop(self) -> None:
+        next_grab = time.monotonic_ns()
+        while True:
+            now = time.monotonic_ns()
+            active = now - self._last_input_ns < self.s.idle_after_s * 1e9
+            self._idle = not active
+            timeout = max(0, next_grab - now) / 1e9
+            try:
+                item = self._requests.get(timeout=timeout) if timeout > 0 else self._requests.get_nowait()
+            except queue.Empty:
+                item = None
+                if not self._paused:
+                    frame = self._grab()
+                    done = frame.captured_ns if frame else time.monotonic_ns()
+                else:
+                    done = time.monotonic_ns()
+                interval = self.s.grab_interval_active_s if active else self.s.grab_interval_idle_s
+                next_grab = done + int(interval * 1e9)
+                continue
+            if item is _STOP:
+                break
+            if item is None:  # wake-up: input became active
+                next_grab = min(next_grab, time.monotonic_ns())
+                continue
+            if isinstance(item, tuple):
+                self._paused = bool(item[1])
+                if self._paused:
+                    self.ring.clear()
+                continue
+            self._answer(item)
+
+    def _answer(self, req: FrameRequest) -> None:
+        self.stats.requests += 1
+        if self._paused:
+            return
+        if req.before_ns is None:
+            frame = self._grab()
+        else:
+            frame = self.ring.newest_before(req.before_ns)
+        if frame is None:
+            self.stats.missed += 1
+            return
+        self._encode.put((frame, req.reason))
+
+    # -- encoder thread --------------------------------------------------------------------------
+    def _encode_loop(self) -> None:
+        while True:
+            item = self._encode.get()
+            if item is _STOP:
+                return
+            frame, reason = item
+            try:
+                self._store(frame, reason)
+            except Exception as exc:  # noqa: BLE001 - counted and reported by check_health
+                self.stats.encode_errors += 1
+                self.stats.last_error = f"frame encode/store failed: {exc!r}"
+
+    def _store(self, frame: RawFrame, reason: str) -> None:
+        if self._last_pixels is not None and (frame.pixels is self._last_pixels or frame.pixels == self._last_pixels):
+            cid = self._last_cid
+        else:
+            cid = self.writer.key.content_id(frame.pixels)
+        assert cid is not None
+        self._last_pixels, self._last_cid = frame.pixels, cid
+        n = self.s.downscale_factor
+        width, height = -(-frame.width // n), -(-frame.height // n)  # Pillow's reduce rounds up
+        if self.writer.has_blob(cid):
+            self.stats.deduplicated += 1
+        else:
+            data, width, height = encode_frame(frame, self.s)
+            self.writer.put_blob(cid, data, self.s.frame_format)
+            self.stats.encoded += 1
+            self.stats.encoded_bytes += len(data)
+        fields = {
+            "blob": cid,
+            "monitor": frame.monitor,
+            "bounds": frame.bounds,
+            "width": width,
+            "height": height,
+            "scale": self.s.frame_scale,
+            "captured_t_ns": frame.captured_ns - self.start_ns,
+            "reason": reason,
+            "format": self.s.frame_format,
+        }
+        self.stats.emitted += 1
+        self.emit(Frame, time.monotonic_ns(), fields)

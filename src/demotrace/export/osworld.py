@@ -1,0 +1,208 @@
+"""OSWorld exporter: computer_13 action dicts and per-episode ``traj.jsonl``.
+
+Action space, from OSWorld ``desktop_env/actions.py`` (``ACTION_SPACE``): ``MOVE_TO`` {x, y},
+``CLICK`` {button, x, y, num_clicks}, ``MOUSE_DOWN`` / ``MOUSE_UP`` {button}, ``RIGHT_CLICK``
+{x, y}, ``DOUBLE_CLICK`` {x, y}, ``DRAG_TO`` {x, y} (left button), ``SCROLL`` {dx, dy} (ints,
+no position: preceded by ``MOVE_TO``), ``TYPING`` {text}, ``PRESS`` {key}, ``KEY_DOWN`` /
+``KEY_UP`` {key}, ``HOTKEY`` {keys}, ``WAIT``, ``FAIL``, ``DONE``. Keys are pyautogui key names
+(``KEYBOARD_KEYS``). Coordinates are screenshot pixels (integers here).
+
+Trajectory lines, from OSWorld ``lib_run_single.py``: ``{"step_num", "action_timestamp",
+"action", "reward", "done", "info", "screenshot_file"}``; one line per computer_13 action, so a
+canonical drag or scroll gives two lines with the same ``step_num``. As in OSWorld, the
+screenshot of line ``step_num = k`` is the screen **after** step k: here the observation of
+the next step (the terminal DONE / FAIL step keeps its own, since it changes nothing); the
+first observation is ``initial_state.png``. ``info.observation_file`` names the screenshot
+taken *before* the action (the one a policy acted on).
+
+``action_timestamp`` uses OSWorld's ``%Y%m%d@%H%M%S`` format applied to the time since session
+start on a 1970-01-01 epoch: no wall-clock time is exported (DESIGN.md section 8.11).
+``reward`` is 0 on every line (OSWorld's env.step also returns 0; evaluation is separate);
+``result.txt`` holds 1.0 / 0.0 for a success / failure episode (absent when unknown).
+
+Lossy (reported in the summary): non-ASCII ``TYPING`` (pyautogui ``typewrite`` cannot type it),
+non-left drags, pixel / fractional scrolls rounded to clicks, ``WAIT`` durations, unknown key
+names, steps without observation.
+
+Output: ``OUT/<episode_id>/traj.jsonl``, ``task.json``, ``initial_state.png``,
+``step_<n>_<timestamp>.png``, ``result.txt``; ``OUT/summary.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from . import coords
+from .base import ExportSummary, prepare_out, step_frame, to_png
+from .canonical import CanonicalDataset
+from .pyautogui import ScrollSettings, is_known_key, key_name
+
+NAME = "osworld"
+
+
+@dataclass(frozen=True)
+class OSWorldConfig:
+    """Settings: ``overwrite`` an existing output folder; ``pixels_per_tick`` for pixel-unit
+    scrolls (see :class:`~demotrace.export.pyautogui.ScrollSettings`)."""
+
+    overwrite: bool = False
+    pixels_per_tick: float = ScrollSettings.pixels_per_tick
+
+
+def action_timestamp(t_ns: int) -> str:
+    """OSWorld's ``%Y%m%d@%H%M%S`` applied to ``t_ns`` (ns since session start) on a 1970-01-01
+    epoch, e.g. 3725 s → ``19700101@010205``."""
+    return time.strftime("%Y%m%d@%H%M%S", time.gmtime(t_ns // 1_000_000_000))
+
+
+def _clicks(v: float, what: str, lossy: list[tuple[str, str]]) -> int:
+    if v == 0:
+        return 0
+    n = int(abs(v) + 0.5) * (1 if v > 0 else -1) or (1 if v > 0 else -1)
+    if n != v:
+        lossy.append(("scroll_rounded", f"{what} {v:g} -> {n} click(s)"))
+    return n
+
+
+def computer13(action: dict[str, Any], frame: coords.Frame | None, *,
+               pixels_per_tick: float = ScrollSettings.pixels_per_tick) -> tuple[list[dict[str, Any]], list[tuple[str, str]]]:
+    """computer_13 action dicts for one canonical action, and the lossy conversions made.
+
+    ``frame`` converts desktop pixels to screenshot pixels (required for pointer actions).
+    """
+    t = action["type"]
+    lossy: list[tuple[str, str]] = []
+
+    def xy(xk: str = "x", yk: str = "y") -> dict[str, int]:
+        assert frame is not None, "pointer action without a coordinate frame"
+        px, py = coords.convert(frame, float(action[xk]), float(action[yk]), "pixels")
+        return {"x": int(px), "y": int(py)}
+
+    def a(kind: str, **params: Any) -> dict[str, Any]:
+        return {"action_type": kind, "parameters": params}
+
+    button = action.get("button") or "left"
+    if t == "click":
+        n = int(action.get("count") or 1)
+        if button == "left" and n == 2:
+            return [a("DOUBLE_CLICK", **xy())], lossy
+        if button == "right" and n == 1:
+            return [a("RIGHT_CLICK", **xy())], lossy
+        if button not in ("left", "right", "middle"):
+            lossy.append(("button_unsupported", f"{button} click as left"))
+            button = "left"
+        return [a("CLICK", button=button, **xy(), num_clicks=n)], lossy
+    if t == "drag":
+        if button != "left":
+            lossy.append(("drag_button_unsupported", f"{button} drag exported as DRAG_TO (left button)"))
+        return [a("MOVE_TO", **xy()), a("DRAG_TO", **xy("x2", "y2"))], lossy
+    if t == "scroll":
+        dx, dy = float(action.get("dx") or 0), float(action.get("dy") or 0)
+        if (action.get("unit") or "tick") == "pixel":
+            lossy.append(("scroll_pixels_to_clicks", f"dx={dx:g}, dy={dy:g} px at {pixels_per_tick:g} px/click"))
+            dx, dy = dx / pixels_per_tick, dy / pixels_per_tick
+        return [a("MOVE_TO", **xy()), a("SCROLL", dx=_clicks(dx, "dx", lossy), dy=_clicks(dy, "dy", lossy))], lossy
+    if t == "type":
+        text = action.get("text") or ""
+        bad = sorted({c for c in text if ord(c) > 127})
+        if bad:
+            lossy.append(("non_ascii_typing", f"TYPING {text!r}: pyautogui.typewrite cannot type {''.join(bad)!r}"))
+        return [a("TYPING", text=text)], lossy
+    if t in ("key", "hotkey", "key_down", "key_up"):
+        keys = [key_name(k) for k in action.get("keys") or ()]
+        for k in keys:
+            if not is_known_key(k):
+                lossy.append(("unknown_key", f"{k!r} is not in KEYBOARD_KEYS"))
+        if t == "hotkey":
+            return [a("HOTKEY", keys=keys)], lossy
+        kind = {"key": "PRESS", "key_down": "KEY_DOWN", "key_up": "KEY_UP"}[t]
+        return [a(kind, key=k) for k in keys], lossy
+    if t in ("mouse_down", "mouse_up"):
+        kind = "MOUSE_DOWN" if t == "mouse_down" else "MOUSE_UP"
+        out = [a("MOVE_TO", **xy())] if action.get("x") is not None else []
+        return out + [a(kind, button=button)], lossy
+    if t == "move":
+        return [a("MOVE_TO", **xy())], lossy
+    if t == "wait":
+        if action.get("seconds"):
+            lossy.append(("wait_duration_dropped", f"WAIT has no duration; {action['seconds']:g} s dropped"))
+        return [{"action_type": "WAIT"}], lossy
+    if t == "done":
+        return [{"action_type": "DONE"}], lossy
+    if t == "fail":
+        return [{"action_type": "FAIL"}], lossy
+    if t == "select_option":
+        lossy.append(("select_option_as_click_and_type", f"option {action.get('text')!r}"))
+        return [a("TYPING", text=action.get("text") or "")], lossy
+    raise ValueError(f"unknown action type {t!r}")
+
+
+def export(dataset: CanonicalDataset, out: Path, config: OSWorldConfig = OSWorldConfig()) -> ExportSummary:
+    """Write the OSWorld export of ``dataset`` into ``out`` (see module docstring).
+
+    Raises:
+        ExportError: ``out`` is not empty (without ``overwrite``) or an image is unreadable.
+    """
+    out = prepare_out(Path(out), config.overwrite)
+    summary = ExportSummary(format=NAME, out=str(out), settings=asdict(config))
+    for info, rows in dataset.iter_episodes():
+        eid = info["episode_id"]
+        ep_dir = out / eid
+        ep_dir.mkdir()
+        # file name of each step's (before-action) observation
+        obs_files: list[str | None] = []
+        for i, row in enumerate(rows):
+            if row["image"] is None:
+                obs_files.append(None)
+                continue
+            if i == 0:
+                name = "initial_state.png"
+            else:
+                prev = rows[i - 1]
+                name = f"step_{i}_{action_timestamp(prev['t_start_ns'])}.png"
+            (ep_dir / name).write_bytes(to_png(row["image"]["bytes"]))
+            summary.files += 1
+            obs_files.append(name)
+        with open(ep_dir / "traj.jsonl", "w", encoding="utf-8") as f:
+            for i, row in enumerate(rows):
+                a = row["action"]
+                sid = row["step_index"]
+                if row["image"] is None:
+                    summary.add_lossy("no_observation", eid, sid, "no screenshot before this action")
+                frame = step_frame(row, info)
+                if frame is None and a.get("x") is not None:
+                    summary.add_lossy("no_frame_for_coordinates", eid, sid, "no observation and no screen size: step dropped")
+                    continue
+                actions, lossy = computer13(a, frame, pixels_per_tick=config.pixels_per_tick)
+                for kind, detail in lossy:
+                    summary.add_lossy(kind, eid, sid, detail)
+                terminal = a["type"] in ("done", "fail")
+                after = obs_files[i] if terminal else (obs_files[i + 1] if i + 1 < len(rows) else None)
+                for j, act in enumerate(actions):
+                    line = {
+                        "step_num": i + 1,
+                        "action_timestamp": action_timestamp(row["t_start_ns"]),
+                        "action": act,
+                        "reward": 0,
+                        "done": terminal and j == len(actions) - 1,
+                        "info": {"episode_id": eid, "step_index": sid,
+                                 "observation_file": obs_files[i],
+                                 "observation_gap_ns": (row["observation"] or {}).get("gap_ns")},
+                        "screenshot_file": after,
+                    }
+                    f.write(json.dumps(line, ensure_ascii=False) + "\n")
+                    summary.records += 1
+                summary.steps += 1
+        task = {"id": eid, "instruction": info.get("instruction") or "", "status": info.get("status"),
+                "screen": info.get("screen")}
+        (ep_dir / "task.json").write_text(json.dumps(task, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+        if info.get("status") in ("success", "failure"):
+            (ep_dir / "result.txt").write_text(f"{1.0 if info['status'] == 'success' else 0.0}\n", encoding="utf-8")
+        summary.files += 2
+        summary.episodes += 1
+    summary.write(out)
+    return summary

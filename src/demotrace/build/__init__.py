@@ -2,9 +2,17 @@
 
 Contract used by the CLI and exporters::
 
-    from demotrace.build import BuildSettings, episodes_from_session
+    from demotrace.build import BuildSettings, episodes_from_session, reduce_events
     for episode in episodes_from_session(reader, BuildSettings()):
         ...  # demotrace.schema.Episode
+    actions = reduce_events(events, BuildSettings())   # Iterator[Action], pure, streaming
 
-(being written: see reduce.py, align.py, episodes.py)
+Modules: :mod:`.settings` (every threshold), :mod:`.reduce` (raw events → actions),
+:mod:`.keys` (W3C → pyautogui key names), :mod:`.align` (observation before each action),
+:mod:`.episodes` (segmentation, terminal steps).
 """
+
+from .reduce import ReduceStats, reduce_events
+from .settings import BuildSettings
+
+__all__ = ["BuildSettings", "ReduceStats", "reduce_events"]

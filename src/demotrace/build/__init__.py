@@ -12,7 +12,10 @@ Modules: :mod:`.settings` (every threshold), :mod:`.reduce` (raw events → acti
 :mod:`.episodes` (segmentation, terminal steps).
 """
 
+from .align import align
+from .episodes import episodes_from_events, episodes_from_session
 from .reduce import ReduceStats, reduce_events
 from .settings import BuildSettings
 
-__all__ = ["BuildSettings", "ReduceStats", "reduce_events"]
+__all__ = ["BuildSettings", "ReduceStats", "align", "episodes_from_events",
+           "episodes_from_session", "reduce_events"]

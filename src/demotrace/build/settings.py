@@ -104,6 +104,7 @@ class BuildSettings:
     clock_jump_ns: int = 5 * S
     element_max_age_ns: int = 1 * S
     frame_lateness_ns: int = 2 * S
+    frame_history_ns: int = 60 * S
     idle_gap_ns: int = 120 * S
     meta_key_name: str = "win"
 

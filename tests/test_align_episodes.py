@@ -1,0 +1,129 @@
+"""Observation alignment and episode segmentation, expected values worked out by hand."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from demotrace.build import BuildSettings, episodes_from_events, episodes_from_session
+from demotrace.schema import Frame, Marker, PointerDown, PointerUp, Rect, SessionManifest
+from demotrace.spool import DataKey, Spool
+
+MS = 1_000_000
+S = 1_000_000_000
+
+
+class Rec:
+    def __init__(self) -> None:
+        self.events: list = []
+
+    def add(self, cls, t_ms, **kw):
+        self.events.append(cls(seq=len(self.events), t_ns=int(t_ms * MS), **kw))
+
+    def click(self, t, x=10.0, y=10.0):
+        self.add(PointerDown, t, x=x, y=y, button="left")
+        self.add(PointerUp, t + 50, x=x, y=y, button="left")
+
+    def frame(self, written_ms, captured_ms, blob):
+        self.add(Frame, written_ms, blob=blob, monitor=-1, bounds=Rect(0, 0, 1280, 800), width=1280,
+                 height=800, scale=1.0, captured_t_ns=int(captured_ms * MS), reason="test", format="png")
+
+    def marker(self, t, name, **kw):
+        self.add(Marker, t, name=name, **kw)
+
+
+def test_observation_is_newest_frame_strictly_before_action_even_if_written_late():
+    r = Rec()
+    r.frame(150, 100, "f100")
+    r.frame(1010, 1000, "f1000")       # captured exactly at the press: not "before" it
+    r.click(1000)
+    r.frame(1120, 1100, "f1100")       # after the press
+    r.frame(1500, 900, "f900")         # captured before the press, written 500 ms late
+    (ep,) = episodes_from_events(r.events, "s")
+    click, done = ep.steps
+    assert click.observation.blob == "f900" and click.observation.gap_ns == 100 * MS
+    assert click.observation.captured_t_ns == 900 * MS
+    # terminal step at the session end (t of the last event, 1500 ms): newest frame before it
+    assert done.action.type == "done" and done.observation.blob == "f1100"
+
+
+def test_no_frame_before_action_is_flagged_not_filled_with_a_later_one():
+    r = Rec()
+    r.click(100)
+    r.frame(300, 200, "later")
+    (ep,) = episodes_from_events(r.events, "s")
+    assert ep.steps[0].observation is None and ep.steps[0].flags == ("no_observation",)
+
+
+def test_task_markers_make_an_episode_with_instruction_and_status():
+    r = Rec()
+    r.click(0)                                           # before the task: its own episode
+    r.marker(1000, "task_start", instruction="Rename the file")
+    r.click(2000)
+    r.click(3000, x=200)
+    r.marker(4000, "task_end", status="success")
+    r.marker(5000, "task_start", instruction="Close the window")
+    r.click(6000)
+    r.marker(7000, "task_end", status="abandoned")
+    eps = list(episodes_from_events(r.events, "sess"))
+    assert [e.episode_id for e in eps] == ["sess-0", "sess-1", "sess-2"]
+    assert [(e.instruction, e.status, e.segmented_by) for e in eps] == [
+        (None, "unknown", "task_marker"),
+        ("Rename the file", "success", "task_marker"),
+        ("Close the window", "abandoned", "task_marker"),
+    ]
+    assert [s.action.type for s in eps[1].steps] == ["click", "click", "done"]
+    assert [s.index for s in eps[1].steps] == [0, 1, 2]
+    assert eps[1].t_start_ns == 1000 * MS and eps[1].t_end_ns == 4000 * MS
+    assert eps[1].steps[-1].action.source_seqs == (7,)   # the task_end marker
+    assert [s.action.type for s in eps[2].steps] == ["click", "fail"]
+    assert eps[0].steps[-1].action.flags == ("status_unknown",)
+
+
+def test_segmentation_without_markers_idle_gap_pause_private_gap_session_end():
+    r = Rec()
+    r.click(0)
+    r.click(200_000)                                     # 200 s idle > 120 s → new episode
+    r.marker(201_000, "pause")
+    r.marker(230_000, "resume")
+    r.click(231_000)
+    r.marker(232_000, "private_gap", reason="excluded app", duration_ns=5 * S)
+    r.click(240_000)
+    eps = list(episodes_from_events(r.events, "x"))
+    assert [(e.segmented_by, e.status, e.instruction, len(e.steps)) for e in eps] == [
+        ("idle_gap", "unknown", None, 2), ("pause", "unknown", None, 2),
+        ("private_gap", "unknown", None, 2), ("session_end", "unknown", None, 2)]
+    assert eps[0].steps[-1].action.t_start_ns == 200_000 * MS
+    assert all(e.steps[-1].action.type == "done" for e in eps)
+
+
+def test_pause_inside_task_does_not_split_it():
+    r = Rec()
+    r.marker(0, "task_start", instruction="t")
+    r.click(100)
+    r.marker(200, "pause")
+    r.marker(300, "resume")
+    r.click(400)
+    r.marker(500, "task_end", status="failure")
+    (ep,) = list(episodes_from_events(r.events, "x"))
+    assert [s.action.type for s in ep.steps] == ["click", "click", "fail"]
+
+
+def test_episodes_from_a_real_encrypted_spool_session(tmp_path: Path):
+    key = DataKey.create(tmp_path / "key")
+    spool = Spool(tmp_path / "spool", key)
+    m = SessionManifest(session_id="20261130T000000Z-abcdef", started_utc="2026-11-30T00:00:00Z",
+                        timezone="UTC", platform="linux-x11", backend="test", recorder_version="0")
+    w = spool.create(m)
+    r = Rec()
+    r.frame(60, 50, "ab" * 16)
+    r.marker(80, "task_start", instruction="Click OK")
+    r.click(100, x=640, y=400)
+    r.marker(300, "task_end", status="success")
+    w.append(r.events)
+    w.close()
+    with spool.open(m.session_id) as reader:
+        (ep,) = list(episodes_from_session(reader, BuildSettings()))
+    assert ep.episode_id == "20261130T000000Z-abcdef-0" and ep.instruction == "Click OK"
+    click = ep.steps[0]
+    assert (click.action.type, click.action.x, click.action.y) == ("click", 640, 400)
+    assert click.observation.blob == "ab" * 16 and click.observation.gap_ns == 50 * MS

@@ -128,9 +128,9 @@ def describe(action: dict[str, Any], target: dict[str, Any] | None = None) -> st
         dy, dx = action.get("dy") or 0, action.get("dx") or 0
         parts = []
         if dy:
-            parts.append(f"{'up' if dy > 0 else 'down'} {abs(dy):g} {action.get("unit") or "tick"}(s)")
+            parts.append(f"{'up' if dy > 0 else 'down'} {abs(dy):g} {action.get('unit') or 'tick'}(s)")
         if dx:
-            parts.append(f"{'right' if dx > 0 else 'left'} {abs(dx):g} {action.get("unit") or "tick"}(s)")
+            parts.append(f"{'right' if dx > 0 else 'left'} {abs(dx):g} {action.get('unit') or 'tick'}(s)")
         return "Scroll " + " and ".join(parts or ["0"]) + on
     if t == "type":
         return f"Type {json.dumps(action.get('text') or '', ensure_ascii=False)}"

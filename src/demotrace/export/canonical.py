@@ -6,7 +6,7 @@ Layout of a dataset folder ``DIR``::
                                                configs and dataset_info.features
     DIR/data/train-00000-of-00002.parquet      one row per step, sharded by size
     DIR/data/train-00001-of-00002.parquet
-    DIR/episodes.jsonl                         one line per episode (the "episodes" config)
+    DIR/episodes.jsonl                         episodes index: one line per episode (not a config)
 
 One row per trajectory step; unique, deterministic key ``(episode_id, step_index)``. Rows of
 one episode are contiguous and in step order, episodes in the order the builder produced them
@@ -296,7 +296,8 @@ class CanonicalConfig:
 
 @dataclass
 class BuildSummary:
-    """What a build wrote: counts and files (paths relative to the dataset folder)."""
+    """What a build wrote: counts and files (paths relative to the dataset folder); ``bytes``
+    on disk and ``num_bytes`` uncompressed (Parquet row-group sizes, the card's split size)."""
 
     sessions: list[str] = field(default_factory=list)
     episodes: int = 0
@@ -304,12 +305,14 @@ class BuildSummary:
     steps_without_observation: int = 0
     shards: list[str] = field(default_factory=list)
     bytes: int = 0
+    num_bytes: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict."""
         return {"sessions": self.sessions, "episodes": self.episodes, "steps": self.steps,
                 "steps_without_observation": self.steps_without_observation,
-                "shards": self.shards, "bytes": self.bytes}
+                "shards": self.shards, "bytes": self.bytes,
+                "num_bytes": self.num_bytes}
 
 
 class CanonicalWriter:
@@ -426,6 +429,8 @@ class CanonicalWriter:
     def close(self) -> BuildSummary:
         """Flush, name the shards ``<split>-0000N-of-0000M.parquet``, write ``episodes.jsonl``
         and ``README.md``. Returns the :class:`BuildSummary`."""
+        import pyarrow.parquet as pq
+
         if self._closed:
             return self.summary
         self._flush()
@@ -433,8 +438,6 @@ class CanonicalWriter:
             self._writer.close()
             self._writer = None
         if not self._tmp_shards:  # an empty dataset still gets one (empty) shard
-            import pyarrow.parquet as pq
-
             path = self.data_dir / ".shard-00000.parquet.tmp"
             pq.write_table(arrow_schema().empty_table(), path, compression="zstd")
             self._tmp_shards.append(path)
@@ -444,6 +447,8 @@ class CanonicalWriter:
             os.replace(tmp, final)
             self.summary.shards.append(f"data/{final.name}")
             self.summary.bytes += final.stat().st_size
+            meta = pq.ParquetFile(final).metadata
+            self.summary.num_bytes += sum(meta.row_group(g).total_byte_size for g in range(meta.num_row_groups))
         self._episodes_file.close()
         os.replace(self.out / ".episodes.jsonl.tmp", self.out / "episodes.jsonl")
         (self.out / "README.md").write_text(dataset_card(self.summary, self.config.split), encoding="utf-8")
@@ -497,16 +502,13 @@ def dataset_card(summary: BuildSummary, split: str = "train") -> str:
         "  data_files:",
         f"  - split: {split}",
         f"    path: data/{split}-*",
-        "- config_name: episodes",
-        "  data_files:",
-        f"  - split: {split}",
-        "    path: episodes.jsonl",
         "dataset_info:",
         "  config_name: default",
         "  features:",
         features_yaml(2),
         "  splits:",
         f"  - name: {split}",
+        f"    num_bytes: {summary.num_bytes}",
         f"    num_examples: {summary.steps}",
         f"  download_size: {summary.bytes}",
         "---",
@@ -528,7 +530,7 @@ steps: {summary.steps} ({summary.steps_without_observation} without an observati
   relative to the observation; `action_json` holds the full record.
 - `pyautogui`: the action as pyautogui code in observation image pixels.
 - Times are nanoseconds on the recording's monotonic clock; no wall-clock time is stored.
-- `episodes.jsonl` (config `episodes`): one line per episode — `episode_id`, `session_id`,
+- `episodes.jsonl` (beside `data/`, not a loadable config): one line per episode — `episode_id`, `session_id`,
   `index`, `instruction` (null = unknown), `status`, `segmented_by`, `t_start_ns`,
   `t_end_ns`, `num_steps`, `screen`, `first_shard`.
 

@@ -11,8 +11,9 @@ entry of ``images``)::
      "images": ["images/<episode_id>-<step:04d>.png"],
      "image_size": [width, height]}
 
-The history of previous actions is given as text (Aguvis / UI-TARS style), the last
-``history`` ones (all when ``None``), including steps without observation.
+The history of previous actions is given as text (Aguvis / UI-TARS style), one line per
+step (multi-line code joined with ``; ``), the last ``history`` ones (all when ``None``),
+including steps without observation.
 
 ``action_format``:
 
@@ -219,7 +220,8 @@ def export(dataset: CanonicalDataset, out: Path, config: SFTChatConfig = SFTChat
                 first = len(history) - len(shown)
                 prompt = "<image>\nTask: " + (info.get("instruction") or "(unknown)")
                 if shown:
-                    prompt += "\nPrevious actions:\n" + "\n".join(f"Step {first + k + 1}: {h}" for k, h in enumerate(shown))
+                    prompt += "\nPrevious actions:\n" + "\n".join(
+                        f"Step {first + k + 1}: {h.replace(chr(10), '; ')}" for k, h in enumerate(shown))
                 answer = text if config.action_format == "pyautogui" else f"Action: {text}"
                 sample = {
                     "id": f"{eid}_{sid:04d}",

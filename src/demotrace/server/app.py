@@ -1,0 +1,403 @@
+"""The collector's HTTP API (FastAPI). Build it with :func:`create_app`.
+
+Endpoints (all JSON unless noted; roles in brackets; deny by default)::
+
+    GET    /healthz                                        [anyone]   liveness only
+    POST   /v1/enroll                                      [anyone with a one-time code]
+    POST   /v1/bundles                                     [device]   manifest → missing blobs
+    PUT    /v1/bundles/{bundle_id}/blobs/{sha256}          [device]   raw bytes, verified
+    POST   /v1/bundles/{bundle_id}/commit                  [device]   409 while blobs missing
+    GET    /v1/me/bundles                                  [person]   own bundles
+    GET    /v1/me/bundles/{bundle_id}                      [person]   own manifest
+    GET    /v1/me/bundles/{bundle_id}/blobs/{sha256}       [person]   own blob (bytes)
+    DELETE /v1/me/bundles/{bundle_id}                      [person]
+    GET    /v1/me/access-log                               [person]   every access to own data
+    GET    /v1/me/export                                   [person]   zip of everything
+    POST   /v1/me/erase                                    [person]   crypto-shredding
+    GET    /v1/curator/bundles?purpose=agent-training      [curator]  pseudonymous listing
+    GET    /v1/curator/subjects/{sid}/bundles/{bid}?purpose=…            [curator]
+    GET    /v1/curator/subjects/{sid}/bundles/{bid}/blobs/{sha}?purpose=…  [curator] (bytes)
+    GET    /v1/curator/stats?purpose=…                     [curator]  groups of ≥ k persons
+    GET    /v1/curator/datasets?purpose=…                  [curator]
+    POST   /v1/curator/datasets?purpose=…                  [curator]
+    POST   /v1/admin/enrollment-codes                      [admin]
+    GET    /v1/admin/devices                               [admin]    no person ids, no activity
+    POST   /v1/admin/credentials/{credential_id}/revoke    [admin]
+    GET    /v1/admin/health                                [admin]    fleet-level only
+    GET    /v1/audit/export                                [auditor]  signed export document
+    GET    /v1/audit/public-key                            [auditor]
+
+No endpoint returns per-person activity figures; aggregates need ``k_min_persons`` (10).
+Every curator read must state ``purpose=agent-training`` and is logged with the subject id.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from fastapi import Depends, FastAPI, Query, Request
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, Field
+from sqlalchemy import select
+from starlette.concurrency import run_in_threadpool
+from starlette.routing import Route
+
+from .. import __version__
+from ..errors import ConfigError, SchemaError
+from . import auth
+from .audit import PURPOSE_AGENT_TRAINING, Access
+from .config import ServerConfig
+from .errors import ConflictError, ServerError
+from .middleware import AuditMiddleware, AuthMiddleware, BodyLimitMiddleware, RateLimitMiddleware
+from .models import Credential
+from .service import Collector
+
+PUBLIC_PATHS = frozenset({"/healthz", "/v1/enroll", "/openapi.json", "/docs",
+                          "/docs/oauth2-redirect", "/redoc"})
+"""Routes reachable without a credential (everything else must declare its roles)."""
+
+
+class ApiError(Exception):
+    """Raised by :func:`allow`: an HTTP status and a message."""
+
+    def __init__(self, status: int, detail: str) -> None:
+        self.status = status
+        self.detail = detail
+
+
+def allow(*roles: str) -> Callable[[Request], auth.Principal]:
+    """Dependency admitting only ``roles``: no credential → 401, another role → 403."""
+
+    def dep(request: Request) -> auth.Principal:
+        p: auth.Principal | None = request.state.principal if hasattr(request.state, "principal") else None
+        if p is None:
+            raise ApiError(401, "credential required (Authorization: Bearer dtc_…)")
+        if p.role not in roles:
+            raise ApiError(403, f"role {p.role!r} may not call this endpoint "
+                                f"(allowed: {', '.join(roles)})")
+        return p
+
+    dep.roles = roles  # type: ignore[attr-defined]
+    return dep
+
+
+_SUBJECT_ACTIONS = {"cur_manifest": "curator.read_manifest", "cur_blob": "curator.read_blob"}
+
+
+def curator_purpose(request: Request,
+                    purpose: str | None = Query(None, description="must be 'agent-training'")) -> str:
+    """The purpose a curator states; anything but "agent-training" is refused (403), none 400.
+
+    On routes that name a subject the attempt is logged against that subject whether or not
+    it is allowed, so the person sees refused attempts too.
+    """
+    pp = request.path_params
+    action = _SUBJECT_ACTIONS.get(getattr(request.scope.get("endpoint"), "__name__", ""))
+    if action and "subject_id" in pp:
+        res = f"bundle:{pp.get('bundle_id', '')}" + (f"/blob:{pp['sha256']}" if "sha256" in pp else "")
+        _log(request, action, str(pp["subject_id"])[:64], res, (purpose or "")[:64] or None)
+    if purpose is None:
+        raise ApiError(400, "curator reads must state ?purpose=agent-training")
+    if purpose != PURPOSE_AGENT_TRAINING:
+        raise ApiError(403, f"purpose {purpose[:64]!r} is not permitted; the only purpose is "
+                            f"{PURPOSE_AGENT_TRAINING!r}")
+    return purpose
+
+
+def _log(request: Request, action: str, subject_id: str | None, resource: str,
+         purpose: str | None = None) -> None:
+    request.state.accesses.append(Access(action, subject_id, resource, purpose))
+
+
+class EnrollIn(BaseModel):
+    """A one-time code and a label for the new credential (e.g. the device name)."""
+
+    code: str = Field(max_length=200)
+    label: str = Field("", max_length=200)
+
+
+class CodeIn(BaseModel):
+    """Role of the code; ``person``: the person's identity (e-mail-like) for device/person."""
+
+    role: str = Field(max_length=16)
+    person: str | None = Field(None, max_length=320)
+
+
+class Member(BaseModel):
+    """One (subject, bundle) pair of a dataset."""
+
+    subject_id: str = Field(max_length=64)
+    bundle_id: str = Field(max_length=64)
+
+
+class DatasetIn(BaseModel):
+    """A derived dataset's name and the bundles it was built from."""
+
+    name: str = Field(max_length=200)
+    members: list[Member] = Field(max_length=100_000)
+
+
+def create_app(config: ServerConfig, *, collector: Collector | None = None) -> FastAPI:
+    """Build the API for ``config`` (opens database, blob store and keys, runs migrations).
+
+    Raises:
+        ConfigError: a route declares no roles (deny by default is enforced at build time).
+    """
+    c = collector or Collector(config)
+    app = FastAPI(title="demotrace collector", version=__version__,
+                  description=(__doc__ or "").split("\n\n")[0])
+    app.state.collector = c
+
+    @app.exception_handler(ApiError)
+    async def _api_error(_r: Request, exc: ApiError) -> JSONResponse:
+        return JSONResponse({"detail": exc.detail}, status_code=exc.status)
+
+    @app.exception_handler(ServerError)
+    async def _server_error(_r: Request, exc: ServerError) -> JSONResponse:
+        body: dict[str, Any] = {"detail": str(exc)}
+        if isinstance(exc, ConflictError) and hasattr(exc, "missing"):
+            body["missing"] = exc.missing
+        return JSONResponse(body, status_code=exc.status)
+
+    @app.exception_handler(SchemaError)
+    async def _schema_error(_r: Request, exc: SchemaError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=422)
+
+    @app.exception_handler(ConfigError)
+    async def _config_error(_r: Request, exc: ConfigError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=422)
+
+    # -- public ---------------------------------------------------------------------------------
+    @app.get("/healthz")
+    def healthz() -> dict[str, str]:
+        """Liveness: the process answers (no data, no figures)."""
+        return {"status": "ok"}
+
+    @app.post("/v1/enroll")
+    def enroll(body: EnrollIn) -> dict[str, str]:
+        """Exchange a one-time code for a credential (shown once; stored hashed)."""
+        with c.db.session() as s:
+            p, token = auth.enroll(s, body.code, body.label)
+        return {"credential": token, "credential_id": p.credential_id, "role": p.role}
+
+    # -- device: upload protocol --------------------------------------------------------------
+    device = allow("device")
+
+    @app.post("/v1/bundles", openapi_extra={"requestBody": {
+        "required": True, "content": {"application/json": {"schema": {"type": "object"}}}}})
+    async def begin_upload(request: Request, p: auth.Principal = Depends(device)) -> dict[str, Any]:
+        """Send a manifest; the answer lists the blobs the server lacks."""
+        manifest = c.parse_manifest(await request.body())
+        assert p.subject_id is not None
+        r = await run_in_threadpool(c.begin, p.subject_id, p.credential_id, manifest)
+        return {"bundle_id": r.bundle_id, "state": r.state, "missing": r.missing}
+
+    @app.put("/v1/bundles/{bundle_id}/blobs/{sha256}", openapi_extra={"requestBody": {
+        "required": True, "content": {"application/octet-stream": {
+            "schema": {"type": "string", "format": "binary"}}}}})
+    async def put_blob(bundle_id: str, sha256: str, request: Request,
+                       p: auth.Principal = Depends(device)) -> dict[str, Any]:
+        """Upload one blob's raw bytes (``application/octet-stream``); verified against the
+        manifest's sha256 and size."""
+        data = await request.body()
+        assert p.subject_id is not None
+        new = await run_in_threadpool(c.put_blob, p.subject_id, bundle_id, sha256, data)
+        return {"sha256": sha256, "stored": True, "new": new}
+
+    @app.post("/v1/bundles/{bundle_id}/commit")
+    def commit(bundle_id: str, request: Request,
+               p: auth.Principal = Depends(device)) -> dict[str, Any]:
+        """Commit a bundle whose blobs all arrived (409 lists those still missing)."""
+        assert p.subject_id is not None
+        out = c.commit(p.subject_id, bundle_id)
+        _log(request, "device.commit", p.subject_id, f"bundle:{bundle_id}")
+        return out
+
+    # -- person: own data -----------------------------------------------------------------------
+    person = allow("person")
+
+    @app.get("/v1/me/bundles")
+    def my_bundles(request: Request, p: auth.Principal = Depends(person)) -> list[dict[str, Any]]:
+        """The caller's committed bundles."""
+        _log(request, "person.list_bundles", p.subject_id, "bundles")
+        return c.list_bundles(p.subject_id)
+
+    @app.get("/v1/me/bundles/{bundle_id}")
+    def my_manifest(bundle_id: str, request: Request,
+                    p: auth.Principal = Depends(person)) -> dict[str, Any]:
+        """One own bundle's manifest."""
+        assert p.subject_id is not None
+        _log(request, "person.read_manifest", p.subject_id, f"bundle:{bundle_id}")
+        return c.read_manifest(p.subject_id, bundle_id)
+
+    @app.get("/v1/me/bundles/{bundle_id}/blobs/{sha256}")
+    def my_blob(bundle_id: str, sha256: str, request: Request,
+                p: auth.Principal = Depends(person)) -> Response:
+        """One own blob's bytes."""
+        assert p.subject_id is not None
+        _log(request, "person.read_blob", p.subject_id, f"bundle:{bundle_id}/blob:{sha256}")
+        return Response(c.read_blob(p.subject_id, bundle_id, sha256),
+                        media_type="application/octet-stream")
+
+    @app.delete("/v1/me/bundles/{bundle_id}")
+    def my_delete(bundle_id: str, request: Request,
+                  p: auth.Principal = Depends(person)) -> dict[str, Any]:
+        """Delete one own bundle (datasets that used it are marked for rebuild)."""
+        assert p.subject_id is not None
+        _log(request, "person.delete_bundle", p.subject_id, f"bundle:{bundle_id}")
+        return c.delete_bundle(p.subject_id, bundle_id)
+
+    @app.get("/v1/me/access-log")
+    def my_access_log(request: Request, p: auth.Principal = Depends(person)) -> list[dict[str, Any]]:
+        """Every logged access to the caller's data (DESIGN.md §8.9)."""
+        assert p.subject_id is not None
+        _log(request, "person.read_access_log", p.subject_id, "access-log")
+        return c.access_log(p.subject_id)
+
+    @app.get("/v1/me/export")
+    def my_export(request: Request, p: auth.Principal = Depends(person)) -> Response:
+        """Everything stored about the caller, as a zip."""
+        assert p.subject_id is not None
+        _log(request, "person.export", p.subject_id, "export")
+        return Response(c.export_person(p.subject_id), media_type="application/zip",
+                        headers={"content-disposition": 'attachment; filename="demotrace-export.zip"'})
+
+    @app.post("/v1/me/erase")
+    def my_erase(request: Request, p: auth.Principal = Depends(person)) -> dict[str, Any]:
+        """Erase everything about the caller (crypto-shredding; datasets marked for rebuild)."""
+        assert p.subject_id is not None
+        _log(request, "person.erase", p.subject_id, "all")
+        return c.erase(p.subject_id)
+
+    # -- curator: pseudonymised, purpose-bound --------------------------------------------------
+    curator = allow("curator")
+
+    @app.get("/v1/curator/bundles")
+    def cur_bundles(request: Request, p: auth.Principal = Depends(curator),
+                    purpose: str = Depends(curator_purpose)) -> list[dict[str, Any]]:
+        """Every committed bundle, by pseudonymous subject id (one log entry per subject)."""
+        rows = c.list_bundles()
+        for sid in sorted({r["subject_id"] for r in rows}):
+            _log(request, "curator.list_bundles", sid, "bundles", purpose)
+        if not rows:
+            _log(request, "curator.list_bundles", None, "bundles", purpose)
+        return rows
+
+    @app.get("/v1/curator/subjects/{subject_id}/bundles/{bundle_id}")
+    def cur_manifest(subject_id: str, bundle_id: str, request: Request,
+                     p: auth.Principal = Depends(curator),
+                     purpose: str = Depends(curator_purpose)) -> dict[str, Any]:
+        """A committed bundle's manifest (logged by :func:`curator_purpose`)."""
+        return c.read_manifest(subject_id, bundle_id)
+
+    @app.get("/v1/curator/subjects/{subject_id}/bundles/{bundle_id}/blobs/{sha256}")
+    def cur_blob(subject_id: str, bundle_id: str, sha256: str, request: Request,
+                 p: auth.Principal = Depends(curator),
+                 purpose: str = Depends(curator_purpose)) -> Response:
+        """A blob's bytes (logged by :func:`curator_purpose`)."""
+        return Response(c.read_blob(subject_id, bundle_id, sha256),
+                        media_type="application/octet-stream")
+
+    @app.get("/v1/curator/stats")
+    def cur_stats(request: Request, p: auth.Principal = Depends(curator),
+                  purpose: str = Depends(curator_purpose)) -> dict[str, Any]:
+        """Aggregates by platform, only for groups of at least k persons."""
+        return c.stats()
+
+    @app.get("/v1/curator/datasets")
+    def cur_datasets(request: Request, p: auth.Principal = Depends(curator),
+                     purpose: str = Depends(curator_purpose)) -> list[dict[str, Any]]:
+        """Registered derived datasets and whether they need a rebuild after erasures."""
+        return c.list_datasets()
+
+    @app.post("/v1/curator/datasets")
+    def cur_register(body: DatasetIn, request: Request, p: auth.Principal = Depends(curator),
+                     purpose: str = Depends(curator_purpose)) -> dict[str, Any]:
+        """Record which bundles a derived dataset was built from."""
+        for m in body.members:
+            _log(request, "curator.register_dataset", m.subject_id, f"dataset:{body.name}",
+                 purpose)
+        return c.register_dataset(body.name, p.credential_id,
+                                  [(m.subject_id, m.bundle_id) for m in body.members])
+
+    # -- admin: fleet, never captures -----------------------------------------------------------
+    admin = allow("admin")
+
+    @app.post("/v1/admin/enrollment-codes")
+    def admin_code(body: CodeIn, p: auth.Principal = Depends(admin)) -> dict[str, str]:
+        """Create a one-time enrollment code (device/person codes name the person)."""
+        sid = c.pseudonyms.subject_id(body.person) if body.person else None
+        with c.db.session() as s:
+            code, exp = auth.create_enrollment_code(s, body.role, subject_id=sid,
+                                                    created_by=p.credential_id,
+                                                    ttl_s=config.enrollment_ttl_s)
+        return {"code": code, "role": body.role, "expires_at": exp.isoformat()}
+
+    @app.get("/v1/admin/devices")
+    def admin_devices(p: auth.Principal = Depends(admin)) -> list[dict[str, Any]]:
+        """Enrolled devices: id, label, enrollment time, revoked or not (no person, no activity)."""
+        with c.db.session() as s:
+            rows = s.scalars(select(Credential).where(Credential.role == "device")
+                             .order_by(Credential.created_at)).all()
+            return [{"device_id": r.id, "label": r.label, "enrolled_at": r.created_at.isoformat(),
+                     "revoked": r.revoked_at is not None} for r in rows]
+
+    @app.post("/v1/admin/credentials/{credential_id}/revoke")
+    def admin_revoke(credential_id: str, p: auth.Principal = Depends(admin)) -> dict[str, Any]:
+        """Revoke a credential (device or staff); effective on the next request."""
+        with c.db.session() as s:
+            auth.revoke(s, credential_id)
+        return {"credential_id": credential_id, "revoked": True,
+                "at": datetime.now(UTC).isoformat()}
+
+    @app.get("/v1/admin/health")
+    def admin_health(p: auth.Principal = Depends(admin)) -> dict[str, Any]:
+        """Fleet health (no per-person or per-device activity)."""
+        return c.fleet_health()
+
+    # -- auditor --------------------------------------------------------------------------------
+    auditor = allow("auditor")
+
+    @app.get("/v1/audit/export")
+    def audit_export(p: auth.Principal = Depends(auditor)) -> dict[str, Any]:
+        """The whole access log with signed checkpoints (check with `demotrace audit verify`)."""
+        return c.audit_export()
+
+    @app.get("/v1/audit/public-key")
+    def audit_key(p: auth.Principal = Depends(auditor)) -> dict[str, str]:
+        """The Ed25519 checkpoint public key (hex of 32 raw bytes) and its id."""
+        return {"public_key": c.signer.public_raw.hex(), "key_id": c.signer.key_id}
+
+    _check_policies(app)
+    app.add_middleware(AuditMiddleware, db=c.db, log=c.audit)
+    app.add_middleware(AuthMiddleware, db=c.db)
+    app.add_middleware(RateLimitMiddleware, rate=config.rate_per_s, burst=config.rate_burst)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=config.max_body_bytes)
+    return app
+
+
+def route_roles(app: FastAPI) -> dict[tuple[str, str], tuple[str, ...] | None]:
+    """``(method, path) → roles`` of every route (``None``: public). Used by the start-up check
+    and the authorisation-matrix test."""
+    out: dict[tuple[str, str], tuple[str, ...] | None] = {}
+    for r in app.routes:
+        if not isinstance(r, Route) and not hasattr(r, "dependant"):
+            continue
+        roles = None
+        dependant = getattr(r, "dependant", None)
+        if dependant is not None:
+            for d in dependant.dependencies:
+                if hasattr(d.call, "roles"):
+                    roles = d.call.roles
+        for m in sorted(getattr(r, "methods", None) or []):
+            if m != "HEAD":
+                out[(m, r.path)] = roles  # type: ignore[attr-defined]
+    return out
+
+
+def _check_policies(app: FastAPI) -> None:
+    for (m, path), roles in route_roles(app).items():
+        if roles is None and path not in PUBLIC_PATHS:
+            raise ConfigError(f"route {m} {path} declares no roles (deny by default)")

@@ -1,0 +1,184 @@
+"""Credentials, one-time enrollment codes and roles (DESIGN.md §8.8; issue 5 items 2 and 5).
+
+- A **credential** is a bearer token ``dtc_<id>_<secret>`` (``id``: 16 hex digits, public;
+  ``secret``: 256 random bits, URL-safe base64). The server stores only SHA-256(secret) (a fast
+  hash suffices: the secret has 256 bits of entropy, so there is nothing to brute-force) and
+  compares in constant time.
+- An **enrollment code** ``dte_<id>_<secret>`` is created by an admin (API or the
+  ``demotrace admin enroll-code`` command on the server host), lives ``enrollment_ttl_s``, and
+  is exchanged exactly once for a credential of its role; for ``device`` and ``person`` codes
+  the credential is bound to the person's subject id.
+- **Roles**: ``device`` (uploads for its person), ``person`` (own data only), ``curator``
+  (pseudonymised data, purpose "agent-training"), ``admin`` (devices, codes, fleet health —
+  never captures), ``auditor`` (the access log). A route states the roles it admits with
+  :func:`allow`; a route without such a statement makes :func:`~.app.create_app` fail (deny by
+  default).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import update
+from sqlalchemy.orm import Session
+
+from ..errors import ConfigError
+from .errors import AuthError, NotFound
+from .models import ROLES, Credential, EnrollmentCode
+
+CREDENTIAL_PREFIX = "dtc"
+CODE_PREFIX = "dte"
+SUBJECT_ROLES = frozenset({"device", "person"})
+"""Roles whose credential is bound to one person's subject id."""
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: ``credential_id`` (public id), ``role``, and ``subject_id`` (for
+    ``device``/``person``; ``None`` otherwise)."""
+
+    credential_id: str
+    role: str
+    subject_id: str | None = None
+
+
+def hash_secret(secret: str) -> str:
+    """Hex SHA-256 of a token secret (what the database stores)."""
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def new_token(prefix: str) -> tuple[str, str, str]:
+    """A fresh ``(id, secret, token)`` with ``token = f"{prefix}_{id}_{secret}"``."""
+    tid = secrets.token_hex(8)
+    secret = secrets.token_urlsafe(32).replace("_", "-")
+    return tid, secret, f"{prefix}_{tid}_{secret}"
+
+
+def parse_token(token: str, prefix: str) -> tuple[str, str]:
+    """Split ``prefix_id_secret`` into ``(id, secret)``.
+
+    Raises:
+        AuthError: any other shape (the message says which kind of token was expected).
+    """
+    parts = token.strip().split("_")
+    if len(parts) != 3 or parts[0] != prefix or len(parts[1]) != 16 or not parts[2]:
+        kind = "credential" if prefix == CREDENTIAL_PREFIX else "enrollment code"
+        raise AuthError(f"malformed {kind}: expected {prefix}_<id>_<secret>")
+    return parts[1], parts[2]
+
+
+def claimed_id(authorization: str | None) -> str | None:
+    """The credential id claimed by an ``Authorization: Bearer dtc_…`` header, unverified
+    (used only to key the rate limiter)."""
+    if not authorization or not authorization.startswith("Bearer "):
+        return None
+    try:
+        return parse_token(authorization[7:], CREDENTIAL_PREFIX)[0]
+    except AuthError:
+        return None
+
+
+def authenticate(s: Session, token: str) -> Principal:
+    """Resolve a bearer token.
+
+    Raises:
+        AuthError: malformed, unknown, wrong secret, or revoked (one message for the last three,
+            so a caller cannot probe which ids exist).
+    """
+    cid, secret = parse_token(token, CREDENTIAL_PREFIX)
+    cred = s.get(Credential, cid)
+    ok = cred is not None and hmac.compare_digest(cred.secret_hash, hash_secret(secret))
+    if not ok or cred is None or cred.revoked_at is not None:
+        raise AuthError("credential unknown or revoked")
+    return Principal(cred.id, cred.role, cred.subject_id)
+
+
+def create_credential(s: Session, role: str, *, subject_id: str | None = None,
+                      label: str = "") -> tuple[Principal, str]:
+    """Create a credential directly (server-side tooling and tests); return it and its token.
+
+    Raises:
+        ConfigError: unknown role, or a subject id missing/present against the role.
+    """
+    _check_role(role, subject_id)
+    tid, secret, token = new_token(CREDENTIAL_PREFIX)
+    s.add(Credential(id=tid, secret_hash=hash_secret(secret), role=role, subject_id=subject_id,
+                     label=label[:200], created_at=datetime.now(UTC)))
+    s.flush()
+    return Principal(tid, role, subject_id), token
+
+
+def _check_role(role: str, subject_id: str | None) -> None:
+    if role not in ROLES:
+        raise ConfigError(f"unknown role {role!r}; one of {', '.join(ROLES)}")
+    if role in SUBJECT_ROLES and not subject_id:
+        raise ConfigError(f"a {role} code or credential needs the person it belongs to")
+    if role not in SUBJECT_ROLES and subject_id:
+        raise ConfigError(f"a {role} code or credential is not bound to a person")
+
+
+def create_enrollment_code(s: Session, role: str, *, subject_id: str | None, created_by: str,
+                           ttl_s: int) -> tuple[str, datetime]:
+    """Create a one-time code; return ``(code, expires_at)``.
+
+    Raises:
+        ConfigError: as :func:`create_credential`, or ``ttl_s`` not positive.
+    """
+    _check_role(role, subject_id)
+    if ttl_s <= 0:
+        raise ConfigError(f"enrollment code lifetime must be positive, got {ttl_s} s")
+    tid, secret, code = new_token(CODE_PREFIX)
+    now = datetime.now(UTC)
+    expires = now + timedelta(seconds=ttl_s)
+    s.add(EnrollmentCode(id=tid, secret_hash=hash_secret(secret), role=role,
+                         subject_id=subject_id, created_by=created_by[:64], created_at=now,
+                         expires_at=expires))
+    s.flush()
+    return code, expires
+
+
+def _aware(t: datetime) -> datetime:
+    return t if t.tzinfo else t.replace(tzinfo=UTC)
+
+
+def enroll(s: Session, code: str, label: str = "") -> tuple[Principal, str]:
+    """Exchange a one-time code for a credential (the code is spent atomically: of two
+    concurrent exchanges exactly one succeeds).
+
+    Raises:
+        AuthError: malformed, unknown, expired or already used code.
+    """
+    cid, secret = parse_token(code, CODE_PREFIX)
+    row = s.get(EnrollmentCode, cid)
+    if row is None or not hmac.compare_digest(row.secret_hash, hash_secret(secret)):
+        raise AuthError("enrollment code unknown")
+    now = datetime.now(UTC)
+    if row.used_at is not None:
+        raise AuthError("enrollment code already used; ask an admin for a new one")
+    if _aware(row.expires_at) <= now:
+        raise AuthError("enrollment code expired; ask an admin for a new one")
+    spent = s.execute(update(EnrollmentCode).where(EnrollmentCode.id == cid,
+                                                   EnrollmentCode.used_at.is_(None))
+                      .values(used_at=now)).rowcount
+    if spent != 1:
+        raise AuthError("enrollment code already used; ask an admin for a new one")
+    principal, token = create_credential(s, row.role, subject_id=row.subject_id, label=label)
+    row.credential_id = principal.credential_id
+    return principal, token
+
+
+def revoke(s: Session, credential_id: str) -> None:
+    """Revoke a credential (idempotent).
+
+    Raises:
+        NotFound: no such credential.
+    """
+    cred = s.get(Credential, credential_id)
+    if cred is None:
+        raise NotFound(f"no credential {credential_id!r}")
+    if cred.revoked_at is None:
+        cred.revoked_at = datetime.now(UTC)

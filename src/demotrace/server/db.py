@@ -1,0 +1,125 @@
+"""Database engine, sessions and programmatic Alembic migrations.
+
+- SQLite (embedded default): WAL journal, ``foreign_keys=ON``, ``secure_delete=ON`` (deleted
+  rows — e.g. a destroyed wrapped key — are overwritten with zeros in the file, not left in free
+  pages), ``busy_timeout`` 30 s, and every transaction starts with ``BEGIN IMMEDIATE`` so that
+  concurrent writers queue instead of failing on a read→write lock upgrade (the SQLAlchemy
+  "pysqlite serializable" recipe).
+- PostgreSQL: ``postgresql+psycopg://…`` (psycopg 3); plain ``postgresql://`` URLs are mapped to
+  the psycopg driver.
+
+:func:`migrate` runs ``alembic upgrade head`` on start-up from ``migrations/`` inside the
+package (no ``alembic.ini``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import create_engine, event
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.orm import Session, sessionmaker
+
+from ..errors import ConfigError
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+
+
+def normalise_url(url: str) -> str:
+    """Map ``postgresql://`` / ``postgres://`` to the psycopg 3 driver; leave others alone.
+
+    Raises:
+        ConfigError: the URL cannot be parsed or names a database other than SQLite/PostgreSQL.
+    """
+    if url.startswith("postgres://"):
+        url = "postgresql://" + url[len("postgres://"):]
+    try:
+        u = make_url(url)
+    except Exception as exc:  # sqlalchemy.exc.ArgumentError
+        raise ConfigError(f"database URL cannot be parsed: {url!r} ({exc})") from exc
+    if u.get_backend_name() == "postgresql" and u.drivername == "postgresql":
+        u = u.set(drivername="postgresql+psycopg")
+    if u.get_backend_name() not in ("sqlite", "postgresql"):
+        raise ConfigError(
+            f"unsupported database {u.get_backend_name()!r} in URL; use sqlite:///PATH or "
+            "postgresql+psycopg://USER@HOST:PORT/DB"
+        )
+    return u.render_as_string(hide_password=False)
+
+
+def make_engine(url: str, **kw: Any) -> Engine:
+    """Create an engine for ``url`` with the settings described in the module docstring."""
+    url = normalise_url(url)
+    if url.startswith("sqlite"):
+        path = make_url(url).database
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30}, **kw)
+
+        @event.listens_for(engine, "connect")
+        def _on_connect(dbapi_con: Any, _rec: Any) -> None:
+            dbapi_con.isolation_level = None  # we emit BEGIN ourselves
+            cur = dbapi_con.cursor()
+            for pragma in ("journal_mode=WAL", "foreign_keys=ON", "secure_delete=ON",
+                           "synchronous=NORMAL", "busy_timeout=30000"):
+                cur.execute(f"PRAGMA {pragma}")
+            cur.close()
+
+        @event.listens_for(engine, "begin")
+        def _on_begin(conn: Any) -> None:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+        return engine
+    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20, **kw)
+
+
+def migrate(engine: Engine) -> None:
+    """Upgrade the database to the newest schema (``alembic upgrade head``). Idempotent."""
+    from alembic import command
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "head")
+
+
+class Database:
+    """An engine plus its session factory. ``session()`` is a context manager that commits on
+    success and rolls back on error."""
+
+    def __init__(self, url: str, *, run_migrations: bool = True) -> None:
+        self.engine = make_engine(url)
+        if run_migrations:
+            migrate(self.engine)
+        self._factory = sessionmaker(self.engine, expire_on_commit=False)
+
+    @property
+    def dialect(self) -> str:
+        """``"sqlite"`` or ``"postgresql"``."""
+        return self.engine.dialect.name
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """A transaction: commit when the block ends normally, roll back if it raises."""
+        with self._factory() as s:
+            with s.begin():
+                yield s
+
+    def checkpoint_wal(self) -> None:
+        """SQLite: fold the WAL back into the main file and truncate it (so erased pages leave
+        no copy in ``-wal``). PostgreSQL: no-op (see docs/operations.md on VACUUM)."""
+        if self.dialect == "sqlite":
+            raw = self.engine.raw_connection()
+            try:
+                raw.cursor().execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            finally:
+                raw.close()
+
+    def dispose(self) -> None:
+        """Close every pooled connection."""
+        self.engine.dispose()

@@ -1,0 +1,396 @@
+"""The collector's operations, independent of HTTP: ingest (manifest → missing blobs → blob →
+commit), reads, deletion, export, erasure, datasets and k-anonymous aggregates.
+
+Every blob and manifest is encrypted under its person's data key before it is stored
+(AES-256-GCM, associated data binds it to subject and sha256 / bundle id). Erasure
+(:meth:`Collector.erase`) destroys the key first, in the same transaction that deletes the rows
+and marks derived datasets, then deletes the blob objects: whatever copy of an object survives
+(a backup, a failed delete) can no longer be decrypted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import zipfile
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.exc import IntegrityError as SAIntegrityError
+from sqlalchemy.orm import Session
+
+from .audit import AuditLog, Signer, export_document
+from .blobs import BlobStore, open_blob_store
+from .config import ServerConfig
+from .db import Database
+from .errors import ConflictError, IntegrityError, NotFound
+from .keys import DataCipher, Keyring, LocalKeyManager, Pseudonymiser
+from .models import (
+    AuditEntry,
+    Blob,
+    Bundle,
+    BundleBlob,
+    Credential,
+    Dataset,
+    DatasetMember,
+    Person,
+)
+from .wire import BundleManifest, parse_manifest
+
+
+def _manifest_aad(subject_id: str, bundle_id: str) -> bytes:
+    return f"manifest:{subject_id}:{bundle_id}".encode()
+
+
+def _blob_aad(subject_id: str, sha256: str) -> bytes:
+    return f"blob:{subject_id}:{sha256}".encode()
+
+
+@dataclass(frozen=True)
+class BeginResult:
+    """Answer to a manifest: the ``bundle_id``, its ``state`` ("open"/"committed") and the
+    sha256 of every blob the server still lacks (in manifest order)."""
+
+    bundle_id: str
+    state: str
+    missing: list[str]
+
+
+class Collector:
+    """Everything the routes need: config, database, blob store, keys, pseudonyms, audit log."""
+
+    def __init__(self, config: ServerConfig, *, db: Database | None = None,
+                 blobs: BlobStore | None = None) -> None:
+        config.ensure_dirs()
+        self.config = config
+        self.db = db or Database(config.db_url)
+        self.blobs = blobs or open_blob_store(config.blobs_url,
+                                              s3_endpoint_url=config.s3_endpoint_url)
+        self.keyring = Keyring(LocalKeyManager.from_file(config.master_key_path, create=True))
+        self.pseudonyms = Pseudonymiser.from_file(config.pseudonym_key_path, create=True)
+        self.signer = Signer.from_file(config.audit_key_path, create=True)
+        self.audit = AuditLog(self.signer, config.checkpoint_every)
+        with self.db.session() as s:
+            AuditLog.ensure_head(s)
+
+    def close(self) -> None:
+        """Release database connections."""
+        self.db.dispose()
+
+    # -- ingest -----------------------------------------------------------------------------
+    def begin(self, subject_id: str, device_id: str, manifest: BundleManifest) -> BeginResult:
+        """Register a bundle (or find it again) and list the blobs still missing. Idempotent:
+        a committed bundle answers ``state="committed"`` with nothing missing."""
+        bid = manifest.bundle_id
+        for _attempt in range(3):
+            try:
+                with self.db.session() as s:
+                    b = self._bundle(s, subject_id, bid, must=False)
+                    if b is None:
+                        cipher = self.keyring.get(s, subject_id, create=True)
+                        b = Bundle(bundle_id=bid, subject_id=subject_id, device_id=device_id,
+                                   state="open", platform=manifest.platform[:64],
+                                   manifest_ct=cipher.encrypt(manifest.canonical(),
+                                                              _manifest_aad(subject_id, bid)),
+                                   n_blobs=len(manifest.blobs), total_bytes=manifest.total_bytes,
+                                   created_at=datetime.now(UTC))
+                        s.add(b)
+                        s.flush()
+                        s.add_all(BundleBlob(bundle_pk=b.pk, sha256=r.sha256, size=r.size,
+                                             path=r.path) for r in manifest.blobs)
+                    if b.state == "committed":
+                        return BeginResult(bid, "committed", [])
+                    return BeginResult(bid, b.state, self._missing(s, subject_id, b.pk))
+            except SAIntegrityError:
+                continue  # a concurrent begin of the same bundle won; read its row
+        raise ConflictError(f"bundle {bid} is being registered concurrently; retry")
+
+    def _bundle(self, s: Session, subject_id: str, bundle_id: str, *, must: bool = True) -> Any:
+        b = s.scalars(select(Bundle).where(Bundle.subject_id == subject_id,
+                                           Bundle.bundle_id == bundle_id)).one_or_none()
+        if b is None and must:
+            raise NotFound(f"no bundle {bundle_id} for this person")
+        return b
+
+    def _missing(self, s: Session, subject_id: str, bundle_pk: int) -> list[str]:
+        have = select(Blob.sha256).where(Blob.subject_id == subject_id)
+        q = (select(BundleBlob.sha256).where(BundleBlob.bundle_pk == bundle_pk,
+                                             BundleBlob.sha256.not_in(have)))
+        return list(s.scalars(q))
+
+    def put_blob(self, subject_id: str, bundle_id: str, sha256: str, data: bytes) -> bool:
+        """Store one blob of an open bundle after checking its size and sha256; return
+        whether it was new (False: already stored, nothing written).
+
+        Raises:
+            NotFound: no such bundle for this person, or the blob is not in its manifest.
+            IntegrityError: size or sha256 of ``data`` differ from the manifest.
+        """
+        with self.db.session() as s:
+            b = self._bundle(s, subject_id, bundle_id)
+            ref = s.get(BundleBlob, (b.pk, sha256))
+            if ref is None:
+                raise NotFound(f"blob {sha256} is not listed in bundle {bundle_id}")
+            if len(data) != ref.size:
+                raise IntegrityError(f"blob {sha256}: received {len(data)} bytes, manifest says "
+                                     f"{ref.size}")
+            if hashlib.sha256(data).hexdigest() != sha256:
+                raise IntegrityError(f"blob {sha256}: content does not match its sha256 "
+                                     "(corrupted in transit?)")
+            exists = s.scalars(select(Blob.pk).where(Blob.subject_id == subject_id,
+                                                     Blob.sha256 == sha256)).first()
+            if exists is not None:
+                return False
+            cipher = self.keyring.get(s, subject_id, create=True)
+        name = cipher.object_name(sha256)
+        self.blobs.put(name, cipher.encrypt(data, _blob_aad(subject_id, sha256)))
+        try:
+            with self.db.session() as s:
+                s.add(Blob(subject_id=subject_id, sha256=sha256, size=len(data),
+                           stored_name=name, created_at=datetime.now(UTC)))
+        except SAIntegrityError:
+            return False  # stored concurrently by a retry; same name, same plaintext
+        return True
+
+    def commit(self, subject_id: str, bundle_id: str) -> dict[str, Any]:
+        """Mark an open bundle committed once every blob is stored. Idempotent.
+
+        Raises:
+            NotFound: no such bundle for this person.
+            ConflictError: blobs still missing (the message counts them, ``missing`` lists).
+        """
+        with self.db.session() as s:
+            b = self._bundle(s, subject_id, bundle_id)
+            if b.state != "committed":
+                missing = self._missing(s, subject_id, b.pk)
+                if missing:
+                    err = ConflictError(f"bundle {bundle_id}: {len(missing)} blob(s) not "
+                                        "uploaded yet; PUT them, then commit again")
+                    err.missing = missing  # type: ignore[attr-defined]
+                    raise err
+                b.state = "committed"
+                b.committed_at = datetime.now(UTC)
+            return {"bundle_id": bundle_id, "state": "committed", "n_blobs": b.n_blobs,
+                    "total_bytes": b.total_bytes,
+                    "committed_at": b.committed_at.isoformat() if b.committed_at else None}
+
+    # -- reads ------------------------------------------------------------------------------
+    def list_bundles(self, subject_id: str | None = None) -> list[dict[str, Any]]:
+        """Committed bundles (of one subject, or of everyone for a curator), newest first."""
+        with self.db.session() as s:
+            q = select(Bundle).where(Bundle.state == "committed")
+            if subject_id is not None:
+                q = q.where(Bundle.subject_id == subject_id)
+            rows = s.scalars(q.order_by(Bundle.committed_at.desc(), Bundle.pk.desc())).all()
+            return [{"subject_id": b.subject_id, "bundle_id": b.bundle_id,
+                     "platform": b.platform, "n_blobs": b.n_blobs,
+                     "total_bytes": b.total_bytes,
+                     "committed_at": b.committed_at.isoformat() if b.committed_at else None}
+                    for b in rows]
+
+    def _cipher(self, s: Session, subject_id: str) -> DataCipher:
+        return self.keyring.get(s, subject_id)
+
+    def read_manifest(self, subject_id: str, bundle_id: str) -> dict[str, Any]:
+        """The decrypted manifest of a committed bundle.
+
+        Raises:
+            NotFound: no such committed bundle. KeyDestroyed: the person was erased.
+        """
+        with self.db.session() as s:
+            b = self._bundle(s, subject_id, bundle_id)
+            if b.state != "committed":
+                raise NotFound(f"bundle {bundle_id} is not committed")
+            plain = self._cipher(s, subject_id).decrypt(b.manifest_ct,
+                                                        _manifest_aad(subject_id, bundle_id))
+        return json.loads(plain)  # type: ignore[no-any-return]
+
+    def read_blob(self, subject_id: str, bundle_id: str, sha256: str) -> bytes:
+        """The decrypted bytes of a blob of a committed bundle.
+
+        Raises:
+            NotFound: bundle, membership or blob missing. KeyDestroyed: person erased.
+        """
+        with self.db.session() as s:
+            b = self._bundle(s, subject_id, bundle_id)
+            if b.state != "committed" or s.get(BundleBlob, (b.pk, sha256)) is None:
+                raise NotFound(f"blob {sha256} not in committed bundle {bundle_id}")
+            blob = s.scalars(select(Blob).where(Blob.subject_id == subject_id,
+                                                Blob.sha256 == sha256)).one_or_none()
+            if blob is None:
+                raise NotFound(f"blob {sha256} not stored")
+            cipher = self._cipher(s, subject_id)
+            name = blob.stored_name
+        return cipher.decrypt(self.blobs.get(name), _blob_aad(subject_id, sha256))
+
+    # -- deletion, export, erasure --------------------------------------------------------------
+    def _mark_datasets(self, s: Session, subject_id: str, bundle_id: str | None,
+                       reason: str) -> int:
+        q = select(DatasetMember.dataset_id).where(DatasetMember.subject_id == subject_id)
+        if bundle_id is not None:
+            q = q.where(DatasetMember.bundle_id == bundle_id)
+        ids = set(s.scalars(q))
+        for ds in s.scalars(select(Dataset).where(Dataset.id.in_(ids))):
+            ds.needs_rebuild = True
+            ds.rebuild_reason = (ds.rebuild_reason + "; " if ds.rebuild_reason else "") + reason
+        dq = delete(DatasetMember).where(DatasetMember.subject_id == subject_id)
+        if bundle_id is not None:
+            dq = dq.where(DatasetMember.bundle_id == bundle_id)
+        s.execute(dq)
+        return len(ids)
+
+    def delete_bundle(self, subject_id: str, bundle_id: str) -> dict[str, Any]:
+        """Delete one bundle of a person, its blobs no other bundle of theirs uses, and mark
+        datasets that contained it for rebuild.
+
+        Raises:
+            NotFound: no such bundle.
+        """
+        with self.db.session() as s:
+            b = self._bundle(s, subject_id, bundle_id)
+            shas = set(s.scalars(select(BundleBlob.sha256).where(BundleBlob.bundle_pk == b.pk)))
+            s.execute(delete(BundleBlob).where(BundleBlob.bundle_pk == b.pk))
+            s.delete(b)
+            s.flush()
+            still = set(s.scalars(select(BundleBlob.sha256).join(Bundle).where(
+                Bundle.subject_id == subject_id, BundleBlob.sha256.in_(shas))))
+            gone = s.scalars(select(Blob).where(Blob.subject_id == subject_id,
+                                                Blob.sha256.in_(shas - still))).all()
+            names = [g.stored_name for g in gone]
+            for g in gone:
+                s.delete(g)
+            marked = self._mark_datasets(s, subject_id, bundle_id,
+                                         f"bundle {bundle_id[:12]} deleted by its person")
+        for n in names:
+            self.blobs.delete(n)
+        return {"bundle_id": bundle_id, "deleted": True, "blobs_deleted": len(names),
+                "datasets_marked": marked}
+
+    def export_person(self, subject_id: str) -> bytes:
+        """A zip of everything stored about the person: ``bundles/<id>/manifest.json``,
+        ``bundles/<id>/blobs/<sha256>``, and ``access-log.json`` (entries about them)."""
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+            for b in self.list_bundles(subject_id):
+                bid = b["bundle_id"]
+                m = self.read_manifest(subject_id, bid)
+                z.writestr(f"bundles/{bid}/manifest.json", json.dumps(m, indent=1))
+                for ref in m.get("blobs", []):
+                    z.writestr(f"bundles/{bid}/blobs/{ref['sha256']}",
+                               self.read_blob(subject_id, bid, ref["sha256"]))
+            z.writestr("access-log.json", json.dumps(self.access_log(subject_id), indent=1))
+        return buf.getvalue()
+
+    def erase(self, subject_id: str) -> dict[str, Any]:
+        """Erase a person: destroy their data key (crypto-shredding), delete their bundles and
+        blobs, mark every dataset that contained them for rebuild, then delete the blob
+        objects and (SQLite) checkpoint the WAL so the destroyed key leaves no copy there."""
+        with self.db.session() as s:
+            had_key = self.keyring.destroy(s, subject_id)
+            names = list(s.scalars(select(Blob.stored_name).where(Blob.subject_id == subject_id)))
+            pks = list(s.scalars(select(Bundle.pk).where(Bundle.subject_id == subject_id)))
+            if pks:
+                s.execute(delete(BundleBlob).where(BundleBlob.bundle_pk.in_(pks)))
+            s.execute(delete(Bundle).where(Bundle.subject_id == subject_id))
+            s.execute(delete(Blob).where(Blob.subject_id == subject_id))
+            marked = self._mark_datasets(s, subject_id, None, "a member was erased")
+            p = s.get(Person, subject_id)
+            if p is not None:
+                p.erased_at = datetime.now(UTC)
+        for n in names:
+            self.blobs.delete(n)
+        self.db.checkpoint_wal()
+        return {"erased": True, "key_destroyed": had_key, "bundles_deleted": len(pks),
+                "blobs_deleted": len(names), "datasets_marked": marked}
+
+    def access_log(self, subject_id: str) -> list[dict[str, Any]]:
+        """Every access-log entry that names this subject, oldest first."""
+        with self.db.session() as s:
+            rows = s.scalars(select(AuditEntry).where(AuditEntry.subject_id == subject_id)
+                             .order_by(AuditEntry.seq)).all()
+            return [{"seq": e.seq, "ts": e.ts, "actor_role": e.actor_role, "action": e.action,
+                     "resource": e.resource, "purpose": e.purpose, "status": e.status}
+                    for e in rows]
+
+    # -- datasets and aggregates ----------------------------------------------------------------
+    def register_dataset(self, name: str, created_by: str,
+                         members: list[tuple[str, str]]) -> dict[str, Any]:
+        """Record that dataset ``name`` was built from these (subject_id, bundle_id) pairs.
+
+        Raises:
+            NotFound: a member is not a committed bundle. ConflictError: the name is taken.
+        """
+        try:
+            with self.db.session() as s:
+                for sid, bid in members:
+                    b = self._bundle(s, sid, bid)
+                    if b.state != "committed":
+                        raise NotFound(f"bundle {bid} is not committed")
+                ds = Dataset(name=name[:200], created_by=created_by, created_at=datetime.now(UTC),
+                             needs_rebuild=False)
+                s.add(ds)
+                s.flush()
+                s.add_all(DatasetMember(dataset_id=ds.id, subject_id=sid, bundle_id=bid)
+                          for sid, bid in set(members))
+                return {"id": ds.id, "name": ds.name, "members": len(set(members))}
+        except SAIntegrityError as exc:
+            raise ConflictError(f"a dataset named {name!r} exists") from exc
+
+    def list_datasets(self) -> list[dict[str, Any]]:
+        """Datasets with their rebuild flag (no per-person figures)."""
+        with self.db.session() as s:
+            return [{"id": d.id, "name": d.name, "created_at": d.created_at.isoformat(),
+                     "needs_rebuild": d.needs_rebuild, "rebuild_reason": d.rebuild_reason}
+                    for d in s.scalars(select(Dataset).order_by(Dataset.id))]
+
+    def stats(self) -> dict[str, Any]:
+        """Committed bundles grouped by platform; a group is shown only with at least
+        ``k_min_persons`` distinct persons (else counted in ``suppressed_groups``)."""
+        k = self.config.k_min_persons
+        with self.db.session() as s:
+            rows = s.execute(
+                select(Bundle.platform, func.count(func.distinct(Bundle.subject_id)),
+                       func.count(Bundle.pk), func.coalesce(func.sum(Bundle.total_bytes), 0))
+                .where(Bundle.state == "committed").group_by(Bundle.platform)).all()
+        groups = [{"platform": p, "persons": n, "bundles": nb, "total_bytes": int(tb)}
+                  for p, n, nb, tb in sorted(rows) if n >= k]
+        return {"k_min_persons": k, "groups": groups,
+                "suppressed_groups": sum(1 for r in rows if r[1] < k)}
+
+    def fleet_health(self) -> dict[str, Any]:
+        """Fleet-level figures for admins: credentials by role and state, database and blob
+        backends, audit head; data volumes only when at least ``k_min_persons`` persons hold
+        data (never per person or per device)."""
+        k = self.config.k_min_persons
+        with self.db.session() as s:
+            creds = s.execute(select(Credential.role, Credential.revoked_at.is_(None),
+                                     func.count()).group_by(Credential.role,
+                                                            Credential.revoked_at.is_(None))).all()
+            persons = s.scalar(select(func.count(func.distinct(Bundle.subject_id)))
+                               .where(Bundle.state == "committed")) or 0
+            nb, tb = s.execute(select(func.count(Bundle.pk),
+                                      func.coalesce(func.sum(Bundle.total_bytes), 0))
+                               .where(Bundle.state == "committed")).one()
+            audit_seq = s.scalar(select(func.max(AuditEntry.seq))) or 0
+        by_role: dict[str, dict[str, int]] = {}
+        for role, active, n in creds:
+            by_role.setdefault(role, {"active": 0, "revoked": 0})["active" if active else "revoked"] += n
+        volumes = ({"persons_with_data": persons, "bundles": nb, "total_bytes": int(tb)}
+                   if persons >= k else None)
+        return {"status": "ok", "database": self.db.dialect, "blob_store": self.blobs.scheme,
+                "credentials": by_role, "audit_entries": audit_seq, "k_min_persons": k,
+                "volumes": volumes}
+
+    def audit_export(self) -> dict[str, Any]:
+        """Sign a checkpoint at the head, then return the export document."""
+        with self.db.session() as s:
+            self.audit.checkpoint(s)
+        with self.db.session() as s:
+            return export_document(s, self.signer.public_raw, self.signer.key_id)
+
+    def parse_manifest(self, body: bytes) -> BundleManifest:
+        """Parse an uploaded manifest (errors: :class:`~demotrace.errors.SchemaError`)."""
+        return parse_manifest(body, where="uploaded manifest")

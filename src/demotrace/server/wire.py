@@ -1,0 +1,188 @@
+"""The upload wire format, shared by the client (:mod:`demotrace.upload`) and the collector.
+
+A bundle on the wire is a **manifest** (JSON, :class:`BundleManifest`) plus
+**content-addressed blobs**: each blob is named by the lowercase hex SHA-256 of its bytes and
+carries its size in bytes and its path inside the bundle. ``bundle_id`` is the SHA-256 of the
+canonical manifest JSON (keys sorted, compact), so the same bundle always has the same id and
+uploading it twice stores it once.
+
+This is the ONE module that maps a device-side sealed bundle onto the wire format
+(:func:`read_local_bundle`). Until the privacy layer's sealed-bundle module exists, the local
+layout it reads is the generic one written by :func:`write_local_bundle`::
+
+    <bundle>/manifest.json     {"format", "session_id", "platform", "created_utc", "meta",
+                                "blobs": [{"sha256", "size", "path"}]}
+    <bundle>/blobs/<sha256>    the blob bytes (already sealed / redacted by the device)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from ..errors import SchemaError
+
+WIRE_FORMAT = "demotrace-bundle/1"
+MAX_BLOBS = 200_000
+"""Most blobs one manifest may list (a bound on server memory per request)."""
+
+_SHA = re.compile(r"^[0-9a-f]{64}$")
+
+
+class BlobRef(msgspec.Struct, kw_only=True, frozen=True):
+    """One blob of a bundle: ``sha256`` (64 lowercase hex), ``size`` (bytes), ``path`` (its
+    place in the bundle, e.g. ``frames/000123.webp``; informational)."""
+
+    sha256: str
+    size: int
+    path: str = ""
+
+
+class BundleManifest(msgspec.Struct, kw_only=True, frozen=True):
+    """The manifest of one sealed bundle.
+
+    ``session_id``: the recording session the bundle was sealed from (opaque);
+    ``platform``: e.g. ``"linux-x11"`` (the only clear-text grouping key for aggregates);
+    ``created_utc``: ISO-8601 UTC sealing time; ``meta``: further sealed-bundle metadata (kept
+    encrypted server-side); ``blobs``: every blob, each sha256 once.
+    """
+
+    format: str = WIRE_FORMAT
+    session_id: str | None = None
+    platform: str = ""
+    created_utc: str = ""
+    meta: dict[str, Any] = {}
+    blobs: list[BlobRef] = []
+
+    def canonical(self) -> bytes:
+        """Canonical JSON (keys sorted, compact) — what ``bundle_id`` hashes."""
+        return msgspec.json.encode(msgspec.to_builtins(self, order="sorted"))
+
+    @property
+    def bundle_id(self) -> str:
+        """Hex SHA-256 of :meth:`canonical`."""
+        return hashlib.sha256(self.canonical()).hexdigest()
+
+    @property
+    def total_bytes(self) -> int:
+        """Sum of blob sizes (bytes)."""
+        return sum(b.size for b in self.blobs)
+
+
+def parse_manifest(data: bytes | str | Mapping[str, Any], *, where: str = "manifest") -> BundleManifest:
+    """Decode and validate a manifest.
+
+    Raises:
+        SchemaError: bad JSON, unknown format, a sha256 that is not 64 lowercase hex digits, a
+            negative size, a duplicate sha256, or more than :data:`MAX_BLOBS` blobs (the message
+            names ``where`` and the offending blob index).
+    """
+    try:
+        if isinstance(data, Mapping):
+            m = msgspec.convert(data, BundleManifest)
+        else:
+            m = msgspec.json.decode(data, type=BundleManifest)
+    except msgspec.ValidationError as exc:
+        raise SchemaError(f"{where}: {exc}") from exc
+    except msgspec.DecodeError as exc:
+        raise SchemaError(f"{where}: not valid JSON ({exc})") from exc
+    if m.format != WIRE_FORMAT:
+        raise SchemaError(f"{where}: format {m.format!r} is not {WIRE_FORMAT!r}")
+    if len(m.blobs) > MAX_BLOBS:
+        raise SchemaError(f"{where}: {len(m.blobs)} blobs, more than the limit {MAX_BLOBS}")
+    seen: set[str] = set()
+    for i, b in enumerate(m.blobs):
+        if not _SHA.match(b.sha256):
+            raise SchemaError(f"{where}: blobs[{i}].sha256 {b.sha256!r} is not 64 lowercase hex")
+        if b.size < 0:
+            raise SchemaError(f"{where}: blobs[{i}].size {b.size} is negative")
+        if b.sha256 in seen:
+            raise SchemaError(f"{where}: blobs[{i}].sha256 {b.sha256} listed twice")
+        if len(b.path) > 500:
+            raise SchemaError(f"{where}: blobs[{i}].path longer than 500 characters")
+        seen.add(b.sha256)
+    return m
+
+
+@dataclass(frozen=True)
+class LocalBundle:
+    """A bundle on the device: its ``root`` folder and parsed ``manifest``."""
+
+    root: Path
+    manifest: BundleManifest
+
+    def blob_path(self, sha256: str) -> Path:
+        """File holding the blob ``sha256``."""
+        return self.root / "blobs" / sha256
+
+    def read_blob(self, sha256: str) -> bytes:
+        """The blob's bytes.
+
+        Raises:
+            SchemaError: missing, or its content does not hash to ``sha256`` (bundle damaged).
+        """
+        p = self.blob_path(sha256)
+        try:
+            data = p.read_bytes()
+        except FileNotFoundError as exc:
+            raise SchemaError(f"bundle {self.root}: blob {sha256} missing ({p})") from exc
+        if hashlib.sha256(data).hexdigest() != sha256:
+            raise SchemaError(f"bundle {self.root}: blob {p} does not match its sha256")
+        return data
+
+
+def read_local_bundle(root: str | os.PathLike[str]) -> LocalBundle:
+    """Open a local bundle folder (layout in the module docstring).
+
+    Raises:
+        SchemaError: no ``manifest.json`` or an invalid one (see :func:`parse_manifest`).
+    """
+    root = Path(root)
+    mpath = root / "manifest.json"
+    try:
+        data = mpath.read_bytes()
+    except FileNotFoundError as exc:
+        raise SchemaError(f"{root} is not a bundle: {mpath.name} missing") from exc
+    return LocalBundle(root, parse_manifest(data, where=str(mpath)))
+
+
+def write_local_bundle(root: str | os.PathLike[str], files: Mapping[str, bytes], *,
+                       session_id: str | None = None, platform: str = "",
+                       created_utc: str = "", meta: Mapping[str, Any] | None = None) -> LocalBundle:
+    """Write ``files`` (bundle path → bytes) as a local bundle folder at ``root`` (created;
+    must not exist). Written to a temp folder beside it and renamed, so a crash leaves no
+    half bundle. Returns the opened bundle.
+
+    Raises:
+        FileExistsError: ``root`` exists.
+    """
+    root = Path(root)
+    if root.exists():
+        raise FileExistsError(f"bundle folder exists: {root}")
+    root.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=root.parent, prefix=".bundle-"))
+    try:
+        (tmp / "blobs").mkdir()
+        refs: dict[str, BlobRef] = {}
+        for path, data in files.items():
+            h = hashlib.sha256(data).hexdigest()
+            if h not in refs:
+                (tmp / "blobs" / h).write_bytes(data)
+                refs[h] = BlobRef(sha256=h, size=len(data), path=path)
+        m = BundleManifest(session_id=session_id, platform=platform, created_utc=created_utc,
+                           meta=dict(meta or {}), blobs=list(refs.values()))
+        (tmp / "manifest.json").write_bytes(msgspec.json.encode(m))
+        os.replace(tmp, root)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return LocalBundle(root, m)

@@ -28,7 +28,9 @@ Rules (thresholds are :class:`~demotrace.build.settings.BuildSettings` fields):
   ``max_click_count``). ``x``, ``y`` is the first press point. ``keys`` lists held modifiers
   (pyautogui names) for Ctrl-click, Shift-click …
 - Drag: the pointer got farther than ``drag_threshold_px`` from the press point before the
-  release; ``x``, ``y`` → ``x2``, ``y2`` (press → release) and ``path`` (samples).
+  release; ``x``, ``y`` → ``x2``, ``y2`` (press → release) and ``path`` (samples). A drag
+  whose press would have continued a multi-click (double-click-drag selects by word) follows
+  the emitted click and is flagged ``after_click``.
 - Scroll: wheel events merge while each follows the previous within ``scroll_merge_gap_ns``,
   lies within ``scroll_merge_distance_px`` of the first, has the same ``unit`` and the same
   held modifiers; ``dx`` / ``dy`` are sums (both axes; ticks and pixels never mixed).
@@ -497,8 +499,9 @@ class _Reducer:
         seqs = (p.seq,) if up is None else (p.seq, up.seq)
         t_end = up.t_ns if up is not None else p.path[-1][2]
         if p.maxd2 > self.drag_thr2:
-            if p.continuing:
+            if p.continuing:  # e.g. double-click-drag (select by word): the click stays a click
                 self.flush_click()
+                flags.append("after_click")
             if p.stride > 1:
                 flags.append("path_decimated")
             path = p.path

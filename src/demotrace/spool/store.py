@@ -320,6 +320,86 @@ class Spool:
             return []
         return sorted(p.name for p in self.root.iterdir() if (p / DB_NAME).exists())
 
+    def forget_after(self, session_id: str, t_ns: int) -> tuple[int, int]:
+        """Destroy every event of a session with ``t_ns >= t_ns`` (monotonic ns since session
+        start) and every blob no remaining event references; return ``(events_removed,
+        blobs_removed)``. Added for ``demotrace review forget`` (additive; nothing else changes).
+
+        Batches wholly after the cut are deleted; a batch straddling it is re-encrypted with
+        only its earlier events (same ``first_seq``, so its AAD still binds it). SQLite's
+        ``secure_delete`` zeroes freed pages and the WAL is truncated, so no ciphertext of the
+        forgotten data stays in the database files. A recorder still writing this session
+        should be paused first (its later events are not affected).
+
+        Raises:
+            SessionNotFound: no such session. SpoolCorrupt: a batch fails authentication.
+        """
+        from ..schema.events import Frame
+
+        folder = self._folder(session_id)
+        if not (folder / DB_NAME).exists():
+            raise SessionNotFound(f"no session {session_id!r} in {self.root}")
+        con = _connect(folder / DB_NAME)
+        try:
+            con.execute("PRAGMA secure_delete=ON")
+            removed = 0
+            con.execute("BEGIN IMMEDIATE")
+            rows = con.execute(
+                "SELECT first_seq, last_seq, n, t_first_ns, t_last_ns, payload FROM batches WHERE t_last_ns >= ?",
+                (t_ns,),
+            ).fetchall()
+            for first, last, n, t_first, _t_last, payload in rows:
+                if t_first >= t_ns:
+                    con.execute("DELETE FROM batches WHERE first_seq = ?", (first,))
+                    removed += n
+                    continue
+                try:
+                    events = decode_batch(self.key.decrypt(payload, _batch_aad(session_id, first)))
+                except (DecryptionError, SchemaError) as exc:
+                    con.execute("ROLLBACK")
+                    raise SpoolCorrupt(f"session {session_id}: batch seq {first}..{last}: {exc}") from exc
+                keep = [e for e in events if e.t_ns < t_ns]
+                removed += len(events) - len(keep)
+                con.execute("DELETE FROM batches WHERE first_seq = ?", (first,))
+                # re-store what is kept as batches of contiguous seqs (each its own AAD)
+                runs: list[list[Event]] = []
+                for e in keep:
+                    if runs and runs[-1][-1].seq + 1 == e.seq:
+                        runs[-1].append(e)
+                    else:
+                        runs.append([e])
+                for part in runs:
+                    con.execute(
+                        "INSERT INTO batches (first_seq, last_seq, n, t_first_ns, t_last_ns, payload)"
+                        " VALUES (?, ?, ?, ?, ?, ?)",
+                        (part[0].seq, part[-1].seq, len(part), min(e.t_ns for e in part),
+                         max(e.t_ns for e in part),
+                         self.key.encrypt(encode_batch(part), _batch_aad(session_id, part[0].seq))),
+                    )
+            con.execute("COMMIT")
+            referenced: set[str] = set()
+            for (first, payload) in con.execute("SELECT first_seq, payload FROM batches"):
+                try:
+                    evs = decode_batch(self.key.decrypt(payload, _batch_aad(session_id, first)))
+                except (DecryptionError, SchemaError) as exc:
+                    raise SpoolCorrupt(f"session {session_id}: batch seq {first}: {exc}") from exc
+                referenced.update(e.blob for e in evs if isinstance(e, Frame))
+            blobs_removed = 0
+            base = _SessionBase(folder, self.key, session_id)
+            for (bid,) in con.execute("SELECT id FROM blobs").fetchall():
+                if bid in referenced:
+                    continue
+                try:
+                    base._blob_path(bid).unlink()
+                except FileNotFoundError:
+                    pass
+                con.execute("DELETE FROM blobs WHERE id = ?", (bid,))
+                blobs_removed += 1
+            con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            return removed, blobs_removed
+        finally:
+            con.close()
+
     def delete(self, session_id: str) -> None:
         """Delete a session's folder entirely (events, blobs, WAL files)."""
         folder = self._folder(session_id)

@@ -1,0 +1,183 @@
+"""Text redaction layers: Presidio pattern recognisers (layer 3) + secret detectors (layer 4).
+
+Presidio (``presidio-analyzer``) is configured **fully offline**:
+
+- the NLP engine is Presidio's :class:`NoOpNlpEngine` — no spaCy model is loaded or downloaded
+  (context words in the text therefore do not raise scores; scores are the recognisers' own);
+- only pattern / rule recognisers are registered: e-mail, phone (``phonenumbers``), credit card
+  (regex + Luhn checksum), IBAN (regex + ISO 13616 mod-97 check), US SSN, UK NINO, IP address,
+  and a URL-credentials pattern (``scheme://user:password@`` — only the user-info is redacted);
+- Presidio's e-mail recogniser validates the domain with ``tldextract``, which by default
+  fetches the public-suffix list over the network on first use; ours uses tldextract's bundled
+  snapshot (``suffix_list_urls=()``), so analysis never opens a socket.
+
+A finding is replaced by ``<ENTITY>`` (e.g. ``<CREDIT_CARD>``), the convention of
+presidio-anonymizer's default ``replace`` operator. Overlapping findings are merged first.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+from .policy import Policy
+from .secret_detect import Finding, detect_secrets
+
+#: Signature of a text layer: text -> findings.
+TextLayer = Callable[[str], list[Finding]]
+
+_BUILD_LOCK = threading.Lock()
+
+
+@lru_cache(maxsize=1)
+def _offline_tldextract() -> Any:
+    import tldextract
+
+    return tldextract.TLDExtract(suffix_list_urls=(), cache_dir=None, fallback_to_snapshot=True)
+
+
+@lru_cache(maxsize=8)
+def _analyzer(entities: tuple[str, ...]) -> Any:
+    """Build (once per entity set) an offline AnalyzerEngine with pattern recognisers only."""
+    from presidio_analyzer import AnalyzerEngine, Pattern, PatternRecognizer, RecognizerRegistry
+    from presidio_analyzer.nlp_engine.no_op_nlp_engine import NoOpNlpEngine
+    from presidio_analyzer.predefined_recognizers import (
+        CreditCardRecognizer,
+        EmailRecognizer,
+        IbanRecognizer,
+        IpRecognizer,
+        PhoneRecognizer,
+        UkNinoRecognizer,
+        UsSsnRecognizer,
+    )
+
+    class OfflineEmailRecognizer(EmailRecognizer):  # type: ignore[misc]
+        """Presidio's e-mail recogniser with tldextract's bundled public-suffix snapshot."""
+
+        def validate_result(self, pattern_text: str) -> bool:
+            return bool(_offline_tldextract()(pattern_text.split("@")[-1]).suffix)
+
+    url_creds = PatternRecognizer(
+        supported_entity="URL_CREDENTIALS",
+        name="UrlCredentialsRecognizer",
+        patterns=[
+            Pattern("url user:password@", r"(?i)(?<=://)[^\s/:@]{1,128}:[^\s/@]{1,128}(?=@)", 0.9),
+        ],
+    )
+    available = {
+        "EMAIL_ADDRESS": OfflineEmailRecognizer,
+        "PHONE_NUMBER": PhoneRecognizer,
+        "CREDIT_CARD": CreditCardRecognizer,
+        "IBAN_CODE": IbanRecognizer,
+        "US_SSN": UsSsnRecognizer,
+        "UK_NINO": UkNinoRecognizer,
+        "IP_ADDRESS": IpRecognizer,
+    }
+    nlp = NoOpNlpEngine(models=[{"lang_code": "en", "model_name": "none"}])
+    nlp.load()
+    reg = RecognizerRegistry(supported_languages=["en"])
+    for ent in entities:
+        if ent == "URL_CREDENTIALS":
+            reg.add_recognizer(url_creds)
+        elif ent in available:
+            reg.add_recognizer(available[ent]())
+        else:
+            from .errors import PolicyError
+
+            raise PolicyError(
+                f"redaction.entities: {ent!r} has no offline recogniser; choose from "
+                f"{sorted([*available, 'URL_CREDENTIALS'])}"
+            )
+    return AnalyzerEngine(nlp_engine=nlp, registry=reg, supported_languages=["en"])
+
+
+class PresidioPatternLayer:
+    """Layer 3: Presidio pattern recognisers for ``policy.redaction.entities`` with findings at
+    or above ``policy.redaction.score_threshold``. Thread-safe after construction."""
+
+    name = "patterns"
+
+    def __init__(self, policy: Policy) -> None:
+        self.entities = tuple(policy.redaction.entities)
+        self.threshold = policy.redaction.score_threshold
+        with _BUILD_LOCK:
+            self._engine = _analyzer(self.entities)
+
+    def __call__(self, text: str) -> list[Finding]:
+        """Findings in ``text`` (character offsets)."""
+        if not text.strip():
+            return []
+        res = self._engine.analyze(text=text, language="en", entities=list(self.entities),
+                                   score_threshold=self.threshold)
+        return [Finding(r.start, r.end, r.entity_type, float(r.score), "patterns") for r in res]
+
+
+class SecretLayer:
+    """Layer 4: :func:`demotrace.privacy.secret_detect.detect_secrets`."""
+
+    name = "secrets"
+
+    def __init__(self, entropy: bool = True) -> None:
+        self.entropy = entropy
+
+    def __call__(self, text: str) -> list[Finding]:
+        """Findings in ``text``."""
+        return detect_secrets(text, entropy=self.entropy)
+
+
+def merge_findings(findings: Sequence[Finding]) -> list[Finding]:
+    """Merge overlapping or touching spans; the merged span keeps the entity of its
+    highest-scoring (then longest) member. Sorted by ``start``."""
+    out: list[Finding] = []
+    for f in sorted(findings, key=lambda f: (f.start, -f.end)):
+        if out and f.start <= out[-1].end:
+            prev = out[-1]
+            best = prev if (prev.score, prev.end - prev.start) >= (f.score, f.end - f.start) else f
+            out[-1] = Finding(prev.start, max(prev.end, f.end), best.entity, max(prev.score, f.score), best.layer)
+        else:
+            out.append(f)
+    return out
+
+
+def apply_findings(text: str, findings: Sequence[Finding]) -> str:
+    """Replace each merged finding span of ``text`` with ``<ENTITY>``."""
+    parts, pos = [], 0
+    for f in merge_findings(findings):
+        parts.append(text[pos:f.start])
+        parts.append(f"<{f.entity}>")
+        pos = f.end
+    parts.append(text[pos:])
+    return "".join(parts)
+
+
+@dataclass(frozen=True)
+class RedactedText:
+    """``text`` after redaction and the ``findings`` (offsets into the ORIGINAL text)."""
+
+    text: str
+    findings: tuple[Finding, ...]
+
+
+class TextRedactor:
+    """Layers 3 and 4 together: ``find`` and ``redact`` one text. ``layers`` defaults to
+    ``[PresidioPatternLayer(policy), SecretLayer()]``; each layer is a callable ``text ->
+    list[Finding]`` with a ``name``."""
+
+    def __init__(self, policy: Policy, layers: Sequence[TextLayer] | None = None) -> None:
+        self.layers: list[TextLayer] = list(layers) if layers is not None else [PresidioPatternLayer(policy), SecretLayer()]
+
+    def find(self, text: str) -> list[Finding]:
+        """All findings of every layer (not merged). Exceptions of a layer propagate — the
+        pipeline turns them into a dropped item."""
+        out: list[Finding] = []
+        for layer in self.layers:
+            out.extend(layer(text))
+        return out
+
+    def redact(self, text: str) -> RedactedText:
+        """Redact ``text`` with every layer."""
+        f = self.find(text)
+        return RedactedText(apply_findings(text, f), tuple(f))

@@ -1,0 +1,182 @@
+"""Review on the device (DESIGN.md §8.2, §8.7): list sessions and episodes, delete one, forget
+the last N minutes, and destroy raw data older than the retention period.
+
+Wall-clock mapping: an event's wall time is the session's ``started_utc`` plus its ``t_ns``
+(the monotonic clock does not advance during suspend, so after a suspend the estimate is
+*earlier* than the truth; ``forget`` therefore also removes everything recorded after the
+computed cut, which errs on the side of forgetting more, never less).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from dataclasses import dataclass
+
+from ..errors import ConfigError
+from ..paths import Paths
+from ..schema.events import Frame, Marker, sort_key
+from ..spool import Spool
+from .bundle import delete_bundle, sealed_root
+from .policy import Policy
+
+
+def parse_duration(text: str) -> dt.timedelta:
+    """``"10m"``, ``"90s"``, ``"1h"``, ``"1h30m"``, ``"2d"`` → timedelta.
+
+    Raises:
+        ConfigError: not a positive duration (names the text).
+    """
+    m = re.fullmatch(r"\s*(?:(\d+)d)?\s*(?:(\d+)h)?\s*(?:(\d+)m)?\s*(?:(\d+)s)?\s*", text or "")
+    if not m or not any(m.groups()):
+        raise ConfigError(f"duration {text!r} is not like 10m, 90s, 1h or 1h30m")
+    d, h, mi, s = (int(g or 0) for g in m.groups())
+    td = dt.timedelta(days=d, hours=h, minutes=mi, seconds=s)
+    if td.total_seconds() <= 0:
+        raise ConfigError(f"duration {text!r} must be positive")
+    return td
+
+
+def session_start(started_utc: str) -> dt.datetime:
+    """The manifest's ``started_utc`` as an aware UTC datetime."""
+    t = dt.datetime.fromisoformat(started_utc.replace("Z", "+00:00"))
+    return t if t.tzinfo else t.replace(tzinfo=dt.timezone.utc)
+
+
+@dataclass(frozen=True)
+class Episode:
+    """One episode of a session as review shows it: ``index``, ``t_start_ns`` / ``t_end_ns``
+    (session monotonic ns), ``instruction`` (``None`` = unknown), ``status`` (task_end status
+    or ``None``)."""
+
+    index: int
+    t_start_ns: int
+    t_end_ns: int
+    instruction: str | None
+    status: str | None
+
+
+@dataclass(frozen=True)
+class SessionSummary:
+    """A raw session for ``review list``: id, start (UTC), duration (s), events, frames,
+    episodes, whether a sealed bundle exists."""
+
+    session_id: str
+    started_utc: str
+    duration_s: float
+    events: int
+    frames: int
+    episodes: int
+    sealed: bool
+
+
+def episodes_of(events: list) -> list[Episode]:  # type: ignore[type-arg]
+    """Episodes by task markers (``task_start`` … ``task_end``); stretches outside any task are
+    one episode each with an unknown instruction, split at pauses and private gaps. (The dataset
+    builder's own segmentation may split further on idle gaps.)"""
+    evs = sorted(events, key=sort_key)
+    if not evs:
+        return []
+    out: list[Episode] = []
+    cur_start: int | None = evs[0].t_ns
+    cur_instr: str | None = None
+    last_t = evs[0].t_ns
+    for e in evs:
+        if isinstance(e, Marker) and e.name in ("task_start", "pause", "private_gap", "task_end"):
+            if e.name == "task_end":
+                if cur_start is not None:
+                    out.append(Episode(len(out), cur_start, e.t_ns, cur_instr, e.status))
+                cur_start, cur_instr = None, None
+            else:
+                if cur_start is not None and e.t_ns > cur_start:
+                    out.append(Episode(len(out), cur_start, e.t_ns, cur_instr, None))
+                cur_start = e.t_ns if e.name != "pause" else None
+                cur_instr = e.instruction if e.name == "task_start" else None
+        elif cur_start is None and not (isinstance(e, Marker) and e.name == "session_stop"):
+            cur_start = e.t_ns
+        last_t = e.t_ns
+    if cur_start is not None and last_t > cur_start:
+        out.append(Episode(len(out), cur_start, last_t, cur_instr, None))
+    return out
+
+
+def list_sessions(paths: Paths, spool: Spool) -> list[SessionSummary]:
+    """Summaries of every raw session, oldest first."""
+    out = []
+    for sid in spool.session_ids():
+        with spool.open(sid) as r:
+            evs = list(r.iter_events())
+            frames = sum(isinstance(e, Frame) for e in evs)
+            dur = max((e.t_ns for e in evs), default=0) / 1e9
+            out.append(SessionSummary(sid, r.manifest.started_utc, dur, len(evs), frames, len(episodes_of(evs)),
+                                      (sealed_root(paths) / sid).is_dir()))
+    return out
+
+
+def delete_session(paths: Paths, spool: Spool, session_id: str, *, sealed_too: bool = True) -> None:
+    """Delete a raw session (and by default its sealed bundle).
+
+    Raises:
+        SessionNotFound: no such raw session.
+    """
+    spool.delete(session_id)
+    if sealed_too:
+        delete_bundle(paths, session_id)
+
+
+@dataclass(frozen=True)
+class ForgetResult:
+    """What ``forget`` destroyed: per session id, ``(events, blobs)`` removed."""
+
+    removed: dict[str, tuple[int, int]]
+
+    @property
+    def events(self) -> int:
+        """Events removed in all sessions."""
+        return sum(e for e, _ in self.removed.values())
+
+    @property
+    def blobs(self) -> int:
+        """Blobs (frames) removed in all sessions."""
+        return sum(b for _, b in self.removed.values())
+
+
+def forget_last(paths: Paths, spool: Spool, window: dt.timedelta, now: dt.datetime | None = None) -> ForgetResult:
+    """Destroy every raw event and frame recorded in the last ``window`` before ``now`` (UTC,
+    aware), in every session, plus the sealed bundles of the sessions touched (they contain
+    redacted copies of the forgotten data; re-seal to get a bundle without it).
+
+    The cut in each session is ``t_ns = (now - window - started_utc)``; events at or after it go.
+    """
+    now = now or dt.datetime.now(dt.timezone.utc)
+    cut_wall = now - window
+    removed: dict[str, tuple[int, int]] = {}
+    for sid in spool.session_ids():
+        with spool.open(sid) as r:
+            start = session_start(r.manifest.started_utc)
+            t_last = r.stats().t_last_ns
+        if t_last is None:
+            continue
+        cut_ns = max(0, int((cut_wall - start) / dt.timedelta(microseconds=1)) * 1000)
+        if cut_ns > t_last:
+            continue
+        removed[sid] = spool.forget_after(sid, cut_ns)
+        delete_bundle(paths, sid)
+    return ForgetResult(removed)
+
+
+def purge_expired(paths: Paths, spool: Spool, policy: Policy, now: dt.datetime | None = None) -> list[str]:
+    """Destroy raw sessions whose last event is older than ``policy.raw_retention_days`` before
+    ``now``; return their ids. Sealed bundles are not touched (they are redacted; their own
+    retention is the curated retention)."""
+    now = now or dt.datetime.now(dt.timezone.utc)
+    limit = now - dt.timedelta(days=policy.raw_retention_days)
+    gone = []
+    for sid in spool.session_ids():
+        with spool.open(sid) as r:
+            start = session_start(r.manifest.started_utc)
+            t_last = r.stats().t_last_ns or 0
+        if start + dt.timedelta(microseconds=t_last / 1000) < limit:
+            spool.delete(sid)
+            gone.append(sid)
+    return gone

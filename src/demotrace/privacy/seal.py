@@ -1,0 +1,459 @@
+"""``demotrace seal``: raw spool session → sealed bundle (see :mod:`.bundle` for the layout).
+
+For each event of the raw session, in ``(t_ns, seq)`` order:
+
+1. **Scope** (policy + the person's exclusions, :mod:`.scope`): while the focused context is
+   excluded (or outside the time windows) no input, frame or element is kept; one
+   ``Marker(name="private_gap", reason=…, duration_ns=…)`` replaces the whole excluded stretch
+   (its ``t_ns`` is where the stretch began). Lifecycle markers and screen layouts are kept.
+   This repeats at seal time what the recorder should already do at capture time (defence in
+   depth; see docs/privacy.md for what the recorder does not do yet).
+2. **Secret fields** (:mod:`.secrets`): keystrokes into password / one-time-code / card fields
+   (and, in strict mode, printable keys into unidentified fields) are dropped.
+3. **Typed text**: key presses are grouped into runs (a run ends at a focus change, an element
+   change, a click, a hotkey or a cursor-moving key); each run's text, with Backspace applied,
+   goes through the text layers. The key events that typed a finding are replaced by one
+   ``TextInput`` event whose text is ``<ENTITY>`` (at the time of the first such key), so the
+   trajectory still shows that something was typed. Deleted keystrokes inside a finding go too.
+   The run is then re-scanned — both its edited text and the raw stream of kept keystrokes —
+   and dropped whole if anything is still found or a layer failed.
+4. **Text fields**: window titles, URLs, element names and attributes, task instructions go
+   through the text layers; a field whose redaction fails is removed (set to ``None``) and
+   counted.
+5. **Frames**: decoded, redacted by OCR + boxes (:mod:`.redact_image`), re-encoded; a frame
+   whose redaction fails is dropped with its ``Frame`` event.
+
+Sequence numbers are renumbered 0, 1, 2 … in the bundle (the bundle stands alone).
+The bundle is written to a hidden temporary folder and renamed into place when complete, so a
+crash never leaves a half-sealed bundle that looks sealed.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import json
+import os
+import re
+import shutil
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from zoneinfo import ZoneInfo
+
+import msgspec
+from PIL import Image
+
+from ..errors import SpoolError
+from ..paths import Paths
+from ..schema.events import (
+    Element,
+    Event,
+    FocusChange,
+    Frame,
+    KeyDown,
+    KeyEvent,
+    KeyUp,
+    Marker,
+    PointerDown,
+    ScreenConfig,
+    TextInput,
+    sort_key,
+)
+from ..schema.manifest import SessionManifest
+from ..spool import Spool
+from ..spool.store import SessionReader, SessionWriter
+from .bundle import MARKER, MARKER_TEXT, REPORT, bundle_key, report_aad, sealed_root
+from .errors import RedactionError
+from .pipeline import RedactionPipeline
+from .policy import Policy
+from .redact_text import merge_findings
+from .scope import Exclusions, ScopeDecision, ScopeFilter
+from .secrets import HOTKEY_MODIFIERS, SecretKeyFilter, element_is_secret
+
+#: Keys that move the caret: they end a typing run (the buffer would no longer be linear).
+CURSOR_KEYS = frozenset({"ArrowLeft", "ArrowRight", "ArrowUp", "ArrowDown", "Home", "End", "PageUp", "PageDown"})
+#: Events kept inside an excluded context (no personal content).
+_KEEP_IN_GAP = ("session_start", "session_stop", "pause", "resume", "private_gap")
+BATCH = 512
+
+
+@dataclass
+class SealReport:
+    """Result of sealing one session: ``session_id``, ``bundle`` folder, ``policy_version``,
+    ``sealed_utc``, ``events_in`` / ``events_out``, ``frames_in`` / ``frames_out``,
+    ``private_gaps`` (markers written), ``scope_dropped`` (reason → events dropped),
+    ``secret_keys_dropped`` (reason → key events dropped), and the pipeline ``counts``
+    (entities, items dropped and why) as a dict."""
+
+    session_id: str
+    bundle: str
+    policy_version: int
+    sealed_utc: str
+    events_in: int = 0
+    events_out: int = 0
+    frames_in: int = 0
+    frames_out: int = 0
+    private_gaps: int = 0
+    scope_dropped: dict[str, int] = field(default_factory=dict)
+    secret_keys_dropped: dict[str, int] = field(default_factory=dict)
+    counts: dict[str, dict[str, int]] = field(default_factory=dict)
+
+    def to_json(self) -> bytes:
+        """The report as JSON bytes."""
+        return json.dumps(self.__dict__, indent=1, sort_keys=True).encode()
+
+
+def _session_clock(manifest: SessionManifest) -> tuple[dt.datetime, dt.tzinfo]:
+    start = dt.datetime.fromisoformat(manifest.started_utc.replace("Z", "+00:00"))
+    if start.tzinfo is None:
+        start = start.replace(tzinfo=dt.timezone.utc)
+    tz: dt.tzinfo = dt.timezone.utc
+    name = manifest.timezone or "UTC"
+    m = re.fullmatch(r"(?:UTC)?([+-])(\d{2}):?(\d{2})", name)
+    if m:
+        sign = 1 if m.group(1) == "+" else -1
+        tz = dt.timezone(sign * dt.timedelta(hours=int(m.group(2)), minutes=int(m.group(3))))
+    else:
+        try:
+            tz = ZoneInfo(name)
+        except (ValueError, KeyError, OSError):  # unknown zone name: UTC (documented)
+            tz = dt.timezone.utc
+    return start, tz
+
+
+class _Sealer:
+    def __init__(self, policy: Policy, pipeline: RedactionPipeline, scope: ScopeFilter) -> None:
+        self.policy = policy
+        self.pipe = pipeline
+        self.scope = scope
+        self.secrets = SecretKeyFilter(policy)
+        self.scope_dropped: Counter[str] = Counter()
+        self.gaps = 0
+
+    # 1. scope -------------------------------------------------------------------------------
+    def apply_scope(self, events: list[Event], start: dt.datetime, tz: dt.tzinfo) -> list[Event]:
+        out: list[Event] = []
+        ctx: FocusChange | None = None
+        gap: tuple[int, str] | None = None
+        last_t = 0
+        windows = bool(self.policy.scope.time_windows)
+        decision = ScopeDecision.allow()
+        for ev in events:
+            last_t = ev.t_ns
+            local = (start + dt.timedelta(microseconds=ev.t_ns / 1000)).astimezone(tz)
+            if isinstance(ev, FocusChange):
+                ctx = ev
+                decision = self.scope.decide_focus(ev, now=local)
+            elif windows:
+                decision = (self.scope.decide_focus(ctx, now=local) if ctx is not None
+                            else self.scope.decide(now=local))
+            if not decision.allowed:
+                if gap is None:
+                    gap = (ev.t_ns, decision.reason or "excluded")
+                if isinstance(ev, ScreenConfig) or (isinstance(ev, Marker) and ev.name in _KEEP_IN_GAP):
+                    out.append(ev)
+                else:
+                    self.scope_dropped[decision.reason or "excluded"] += 1
+                continue
+            if gap is not None:
+                out.append(Marker(seq=0, t_ns=gap[0], name="private_gap", reason=gap[1], duration_ns=ev.t_ns - gap[0]))
+                self.gaps += 1
+                gap = None
+            out.append(ev)
+        if gap is not None:
+            out.append(Marker(seq=0, t_ns=gap[0], name="private_gap", reason=gap[1], duration_ns=last_t - gap[0]))
+            self.gaps += 1
+        out.sort(key=lambda e: (e.t_ns, 0 if isinstance(e, Marker) and e.name == "private_gap" else 1))
+        return out
+
+    # 2. secret fields -----------------------------------------------------------------------
+    def apply_secrets(self, events: list[Event]) -> list[Event]:
+        out: list[Event] = []
+        down_dropped: Counter[str] = Counter()
+        for ev in events:
+            if isinstance(ev, KeyUp) and down_dropped[ev.code] > 0:
+                down_dropped[ev.code] -= 1  # the release of a dropped press goes too
+                self.secrets.counts["secret_field_release"] += 1
+                continue
+            if self.secrets.should_drop(ev):
+                if isinstance(ev, KeyDown):
+                    down_dropped[ev.code] += 1
+                continue
+            out.append(ev)
+        return out
+
+    # 3. typed text --------------------------------------------------------------------------
+    def apply_typing(self, events: list[Event]) -> list[Event]:
+        remove: set[int] = set()
+        insert: dict[int, Event] = {}
+        run: list[int] = []
+
+        def flush() -> None:
+            if run:
+                self._redact_run(events, list(run), remove, insert)
+                run.clear()
+
+        for i, ev in enumerate(events):
+            if isinstance(ev, (FocusChange, Element, PointerDown)):
+                flush()
+            elif isinstance(ev, TextInput):
+                run.append(i)
+            elif isinstance(ev, KeyDown):
+                if (set(ev.modifiers) & HOTKEY_MODIFIERS and not ev.text) or ev.key in CURSOR_KEYS:
+                    flush()
+                elif ev.text or ev.key in ("Backspace", "Enter", "Tab"):
+                    run.append(i)
+        flush()
+        # the release of each removed press goes too
+        removed_codes: Counter[str] = Counter()
+        out: list[Event] = []
+        for i, ev in enumerate(events):
+            if i in insert:
+                out.append(insert[i])
+            if i in remove:
+                if isinstance(ev, KeyDown):
+                    removed_codes[ev.code] += 1
+                continue
+            if isinstance(ev, KeyUp) and removed_codes[ev.code] > 0:
+                removed_codes[ev.code] -= 1
+                continue
+            out.append(ev)
+        return out
+
+    @staticmethod
+    def _char(ev: Event) -> str | None:
+        if isinstance(ev, TextInput):
+            return ev.text
+        assert isinstance(ev, KeyDown)
+        if ev.key == "Enter":
+            return "\n"
+        if ev.key == "Tab":
+            return "\t"
+        return ev.text
+
+    def _redact_run(self, events: list[Event], idx: list[int], remove: set[int], insert: dict[int, Event]) -> None:
+        buf: list[tuple[str, int]] = []  # (char, event index)
+        deleted: list[int] = []
+        for i in idx:
+            ev = events[i]
+            if isinstance(ev, KeyDown) and ev.key == "Backspace":
+                if buf:
+                    deleted.append(buf.pop()[1])
+                continue
+            for ch in self._char(ev) or "":
+                buf.append((ch, i))
+        text = "".join(c for c, _ in buf)
+        counts = self.pipe.counts
+        counts.items_in["typed_run"] += 1
+        try:
+            findings = merge_findings(self.pipe.find(text)) if text else []
+        except RedactionError as exc:
+            remove.update(idx)
+            counts.dropped[f"typed_run:{_layer(exc)}:{_cause(exc)}"] += 1
+            return
+        local_remove: set[int] = set()
+        local_insert: dict[int, Event] = {}
+        for f in findings:
+            srcs = sorted({buf[k][1] for k in range(f.start, f.end)})
+            lo, hi = srcs[0], srcs[-1]
+            srcs_all = set(srcs) | {d for d in deleted if lo <= d <= hi}
+            local_remove |= srcs_all
+            first = events[lo]
+            local_insert[lo] = TextInput(seq=0, t_ns=first.t_ns, text=f"<{f.entity}>")
+        # re-scan: the edited text and the raw stream of what is kept
+        kept_edited = []
+        for k, (c, src) in enumerate(buf):
+            if src in local_insert and (k == 0 or buf[k - 1][1] != src):
+                kept_edited.append(local_insert[src].text)  # type: ignore[attr-defined]
+            if src not in local_remove:
+                kept_edited.append(c)
+        raw = "".join(self._char(events[i]) or "" for i in idx
+                      if i not in local_remove and not (isinstance(events[i], KeyDown) and events[i].key == "Backspace"))
+        try:
+            again = self.pipe.find("".join(kept_edited)) + (self.pipe.find(raw) if raw else [])
+        except RedactionError as exc:
+            remove.update(idx)
+            counts.dropped[f"typed_run:{_layer(exc)}:{_cause(exc)}"] += 1
+            return
+        if again:
+            remove.update(idx)
+            counts.dropped["typed_run:rescan:found"] += 1
+            return
+        for f in findings:
+            counts.entities[f.entity] += 1
+        remove |= local_remove
+        insert.update(local_insert)
+        counts.items_out["typed_run"] += 1
+
+    # 4. text fields --------------------------------------------------------------------------
+    def apply_fields(self, ev: Event) -> Event:
+        t = self.pipe.text
+        if isinstance(ev, FocusChange):
+            return msgspec.structs.replace(ev, title=t(ev.title, "title"), url=t(ev.url, "url"))
+        if isinstance(ev, Element):
+            attrs = {}
+            for k, v in ev.attributes.items():
+                r = t(v, "element_attribute")
+                if r is not None:
+                    attrs[k] = r
+            return msgspec.structs.replace(ev, name=t(ev.name, "element_name"), attributes=attrs,
+                                           secret=element_is_secret(self.policy, ev))
+        if isinstance(ev, Marker) and ev.instruction:
+            return msgspec.structs.replace(ev, instruction=t(ev.instruction, "instruction"))
+        return ev
+
+
+def _layer(exc: BaseException) -> str:
+    from .pipeline import _layer_of
+
+    return _layer_of(exc)
+
+
+def _cause(exc: BaseException) -> str:
+    from .pipeline import _cause as c
+
+    return c(exc)
+
+
+def _encode(img: Image.Image, fmt: str) -> bytes:
+    buf = io.BytesIO()
+    if fmt == "webp":
+        img.save(buf, format="WEBP", lossless=True, method=0)
+    else:
+        img.save(buf, format="PNG", compress_level=1)
+    return buf.getvalue()
+
+
+def seal_session(
+    paths: Paths,
+    spool: Spool,
+    session_id: str,
+    policy: Policy,
+    *,
+    pipeline: RedactionPipeline | None = None,
+    exclusions: Exclusions | None = None,
+    replace: bool = False,
+    now: dt.datetime | None = None,
+) -> SealReport:
+    """Seal one raw session into ``<home>/sealed/<session_id>/`` and return its report.
+
+    ``pipeline``: a prepared :class:`RedactionPipeline` (tests inject failing layers; default:
+    built from ``policy``); ``exclusions``: the person's exclusions (default: loaded from the
+    home); ``replace``: overwrite an existing bundle.
+
+    Raises:
+        SessionNotFound: no such raw session. SpoolError: the bundle exists and ``replace`` is
+        false. SpoolCorrupt: the raw session cannot be read (nothing is written then).
+    """
+    final = sealed_root(paths) / session_id
+    if final.exists() and not replace:
+        raise SpoolError(f"session {session_id} is already sealed ({final}); use --replace to seal it again")
+    own_pipe = pipeline is None
+    pipe = pipeline or RedactionPipeline(policy)
+    scope = ScopeFilter(policy, exclusions if exclusions is not None else Exclusions.load(paths))
+    key = bundle_key(paths)
+    reader: SessionReader = spool.open(session_id)
+    tmp = sealed_root(paths) / f".{session_id}.sealing-{os.getpid()}"
+    try:
+        events = sorted(reader.iter_events(), key=sort_key)
+        start, tz = _session_clock(reader.manifest)
+        s = _Sealer(policy, pipe, scope)
+        n_in = len(events)
+        frames_in = sum(isinstance(e, Frame) for e in events)
+        events = s.apply_scope(events, start, tz)
+        events = s.apply_secrets(events)
+        events = s.apply_typing(events)
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        sealed_root(paths).mkdir(parents=True, exist_ok=True)
+        os.chmod(sealed_root(paths), 0o700)
+        manifest = msgspec.structs.replace(
+            reader.manifest,
+            extra={**reader.manifest.extra, "sealed": "1", "policy_version": str(policy.version)},
+        )
+        writer = SessionWriter(tmp, key, manifest)
+        out: list[Event] = []
+        seq = 0
+        frames_out = 0
+        for ev in events:
+            if isinstance(ev, Frame):
+                try:
+                    raw = reader.read_blob(ev.blob)
+                    img = Image.open(io.BytesIO(raw))
+                    img.load()
+                except (SpoolError, OSError) as exc:
+                    pipe.counts.items_in["frame"] += 1
+                    pipe.counts.dropped[f"frame:decode:{type(exc).__name__}"] += 1
+                    continue
+                red = pipe.frame(img, stream=(ev.monitor, img.width, img.height))
+                if red is None:
+                    continue
+                data = _encode(red, policy.redaction.frame_format)
+                bid = key.content_id(data)
+                writer.put_blob(bid, data, policy.redaction.frame_format)
+                ev = msgspec.structs.replace(ev, blob=bid, format=policy.redaction.frame_format,
+                                             width=red.width, height=red.height)
+                frames_out += 1
+            else:
+                ev = s.apply_fields(ev)
+            out.append(msgspec.structs.replace(ev, seq=seq))
+            seq += 1
+            if len(out) >= BATCH:
+                writer.append(out)
+                out = []
+        writer.append(out)
+        writer.close(duration_ns=reader.manifest.duration_ns)
+        sealed_utc = (now or dt.datetime.now(dt.timezone.utc)).astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        rep = SealReport(
+            session_id=session_id, bundle=str(final), policy_version=policy.version, sealed_utc=sealed_utc,
+            events_in=n_in, events_out=seq, frames_in=frames_in, frames_out=frames_out,
+            private_gaps=s.gaps, scope_dropped=dict(s.scope_dropped),
+            secret_keys_dropped=dict(s.secrets.counts), counts=pipe.counts.to_dict(),
+        )
+        fd = os.open(tmp / REPORT, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.write(fd, key.encrypt(rep.to_json(), report_aad(session_id)))
+        finally:
+            os.close(fd)
+        (tmp / MARKER).write_text(MARKER_TEXT)
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        return rep
+    finally:
+        reader.close()
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+        if own_pipe:
+            pipe.close()
+
+
+def sessions_to_seal(paths: Paths, spool: Spool, ids: Sequence[str] = ()) -> list[str]:
+    """``ids`` if given; else every raw session that ended cleanly and has no bundle yet."""
+    if ids:
+        return list(ids)
+    out = []
+    for sid in spool.session_ids():
+        if (sealed_root(paths) / sid / MARKER).exists():
+            continue
+        with spool.open(sid) as r:
+            if r.manifest.ended:
+                out.append(sid)
+    return out
+
+
+def seal_many(paths: Paths, spool: Spool, ids: Iterable[str], policy: Policy, *, replace: bool = False) -> list[SealReport]:
+    """Seal several sessions with one shared pipeline (Presidio is built once). Pipeline counts
+    are reset per session."""
+    pipe = RedactionPipeline(policy)
+    try:
+        reports = []
+        for sid in ids:
+            pipe.counts = type(pipe.counts)()
+            if pipe.frames is not None:
+                pipe.frames._prev.clear()
+            reports.append(seal_session(paths, spool, sid, policy, pipeline=pipe, replace=replace))
+        return reports
+    finally:
+        pipe.close()

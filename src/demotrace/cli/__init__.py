@@ -6,6 +6,7 @@ Each group of sub-commands lives in its own module and adds itself with ``regist
 - :mod:`.sessions` — ``sessions list|show|delete``
 - :mod:`.importing` — ``import`` (DuckTrack / AgentNetTool folders)
 - :mod:`.dataset` — ``build``, ``export``, ``replay``
+- :mod:`.privacy` — ``enroll``, ``policy show``, ``seal``, ``review …``, ``exclusions …``
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import typer
 from .. import __version__
 from ..errors import DemotraceError
 from . import dataset, importing, recording, sessions
+from . import privacy as privacy_cli
+from . import server as server_cli
 
 app = typer.Typer(
     name="demotrace",
@@ -49,6 +52,8 @@ recording.register(app)
 sessions.register(app)
 dataset.register(app)
 importing.register(app)
+privacy_cli.register(app)
+server_cli.register(app)
 
 
 def main() -> None:

@@ -1,0 +1,185 @@
+"""Privacy commands: ``enroll``, ``policy show``, ``seal``, ``review list|show|delete|forget``,
+``exclusions add|list|remove`` (see :mod:`demotrace.privacy` and docs/privacy.md)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from .common import console, err_console, open_spool
+
+_HOME = typer.Option(None, "--home", help="demotrace home folder (default $DEMOTRACE_HOME).")
+_POLICY = typer.Option(None, "--policy", help="Policy TOML file (default <home>/policy.toml, else built-in).")
+
+
+def register(app: typer.Typer) -> None:
+    """Add the privacy commands to ``app``."""
+    from ..paths import Paths
+
+    @app.command("enroll")
+    def enroll(
+        yes: bool = typer.Option(False, "--yes", help="Accept without the interactive question (after reading the notice)."),
+        home: Optional[str] = _HOME,
+        policy_file: Optional[Path] = _POLICY,
+    ) -> None:
+        """Show the notice and record your consent (policy version, UTC time, notice SHA-256)."""
+        from ..privacy.consent import record_consent
+        from ..privacy.policy import load_policy
+
+        paths = Paths.from_env(home).ensure()
+        policy = load_policy(paths, policy_file)
+        console.print(policy.notice, highlight=False, markup=False)
+        console.print(f"\n(policy version {policy.version}, notice SHA-256 {policy.notice_sha256[:16]}…)", highlight=False)
+        if not yes and not typer.confirm("Do you accept recording under this notice?", default=False):
+            err_console.print("Not enrolled. Nothing was recorded and nothing about this choice is kept.")
+            raise typer.Exit(1)
+        rec = record_consent(paths, policy)
+        console.print(f"Consent recorded for policy version {rec.policy_version} at {rec.accepted_utc}.", highlight=False)
+
+    policy_app = typer.Typer(help="The capture policy.", no_args_is_help=True)
+    app.add_typer(policy_app, name="policy")
+
+    @policy_app.command("show")
+    def policy_show(home: Optional[str] = _HOME, policy_file: Optional[Path] = _POLICY) -> None:
+        """Say in plain words what is and is not captured."""
+        from ..privacy.consent import read_consent
+        from ..privacy.policy import load_policy
+        from ..privacy.scope import Exclusions
+
+        paths = Paths.from_env(home)
+        policy = load_policy(paths, policy_file)
+        for line in policy.describe():
+            console.print("• " + line, highlight=False, markup=False)
+        ex = Exclusions.load(paths)
+        for e in ex.items:
+            console.print(f"• Never captured (your exclusion): {e.kind} {e.value}", highlight=False, markup=False)
+        rec = read_consent(paths)
+        if rec is None:
+            console.print("• You have not enrolled: recording will not start.", highlight=False)
+        elif rec.policy_version != policy.version or rec.notice_sha256 != policy.notice_sha256:
+            console.print(f"• You accepted version {rec.policy_version}; the notice changed: run `demotrace enroll`.", highlight=False)
+        else:
+            console.print(f"• You accepted this notice on {rec.accepted_utc}.", highlight=False)
+
+    @app.command("seal")
+    def seal(
+        session_ids: Optional[list[str]] = typer.Argument(None, help="Sessions to seal (default: every ended, unsealed one)."),
+        replace: bool = typer.Option(False, "--replace", help="Seal again over an existing bundle."),
+        home: Optional[str] = _HOME,
+        policy_file: Optional[Path] = _POLICY,
+    ) -> None:
+        """Redact raw sessions into sealed bundles (<home>/sealed/<id>) and print each redaction report."""
+        from ..privacy.policy import load_policy
+        from ..privacy.review import purge_expired
+        from ..privacy.seal import seal_many, sessions_to_seal
+
+        paths, spool = open_spool(home)
+        policy = load_policy(paths, policy_file)
+        for sid in purge_expired(paths, spool, policy):
+            err_console.print(f"retention: destroyed raw session {sid} (older than {policy.raw_retention_days:g} days)")
+        ids = sessions_to_seal(paths, spool, session_ids or ())
+        if not ids:
+            err_console.print("nothing to seal")
+            return
+        for rep in seal_many(paths, spool, ids, policy, replace=replace):
+            c = rep.counts
+            ents = ", ".join(f"{k} {v}" for k, v in c["entities"].items()) or "none"
+            drops = ", ".join(f"{k} {v}" for k, v in c["dropped"].items()) or "none"
+            console.print(
+                f"{rep.session_id}: {rep.events_out}/{rep.events_in} events, {rep.frames_out}/{rep.frames_in} frames kept;"
+                f" redacted: {ents}; dropped: {drops}; private gaps {rep.private_gaps};"
+                f" secret-field keys dropped {sum(rep.secret_keys_dropped.values())}", highlight=False, markup=False)
+
+    review_app = typer.Typer(help="Review, delete and forget recordings on this device.", no_args_is_help=True)
+    app.add_typer(review_app, name="review")
+
+    @review_app.command("list")
+    def review_list(home: Optional[str] = _HOME, policy_file: Optional[Path] = _POLICY) -> None:
+        """List raw sessions (and destroy those past the retention period first)."""
+        from rich.table import Table
+
+        from ..privacy.policy import load_policy
+        from ..privacy.review import list_sessions, purge_expired
+
+        paths, spool = open_spool(home)
+        policy = load_policy(paths, policy_file)
+        for sid in purge_expired(paths, spool, policy):
+            err_console.print(f"retention: destroyed raw session {sid}")
+        t = Table("session", "started (UTC)", "duration s", "events", "frames", "episodes", "sealed")
+        for s in list_sessions(paths, spool):
+            t.add_row(s.session_id, s.started_utc, f"{s.duration_s:.1f}", str(s.events), str(s.frames),
+                      str(s.episodes), "yes" if s.sealed else "no")
+        console.print(t)
+
+    @review_app.command("show")
+    def review_show(session_id: str, home: Optional[str] = _HOME) -> None:
+        """List the episodes of one raw session."""
+        from ..privacy.review import episodes_of
+
+        _paths, spool = open_spool(home)
+        with spool.open(session_id) as r:
+            eps = episodes_of(list(r.iter_events()))
+        for e in eps:
+            console.print(f"episode {e.index}: {e.t_start_ns / 1e9:.1f}–{e.t_end_ns / 1e9:.1f} s"
+                          f"  instruction: {e.instruction or '(unknown)'}  status: {e.status or '-'}",
+                          highlight=False, markup=False)
+
+    @review_app.command("delete")
+    def review_delete(session_id: str, home: Optional[str] = _HOME) -> None:
+        """Delete a raw session and its sealed bundle."""
+        from ..privacy.review import delete_session
+
+        paths, spool = open_spool(home)
+        delete_session(paths, spool, session_id)
+        console.print(f"deleted {session_id}", highlight=False)
+
+    @review_app.command("forget")
+    def review_forget(
+        last: str = typer.Option(..., "--last", help="How much to forget, e.g. 10m, 90s, 1h."),
+        home: Optional[str] = _HOME,
+    ) -> None:
+        """Destroy everything recorded in the last N minutes (events and frames), in every session."""
+        from ..privacy.review import forget_last, parse_duration
+
+        paths, spool = open_spool(home)
+        res = forget_last(paths, spool, parse_duration(last))
+        console.print(f"forgot {res.events} events and {res.blobs} frames in {len(res.removed)} session(s)", highlight=False)
+
+    ex_app = typer.Typer(help="Your own exclusions: apps, window titles, web sites never captured.", no_args_is_help=True)
+    app.add_typer(ex_app, name="exclusions")
+
+    @ex_app.command("add")
+    def ex_add(kind: str = typer.Argument(..., help="app | title | domain"),
+               value: str = typer.Argument(..., help="App name (WM_CLASS or executable; * wildcards), title text, or domain."),
+               home: Optional[str] = _HOME) -> None:
+        """Exclude an app (also one never seen yet), a window title or a web site."""
+        from ..privacy.scope import Exclusions
+
+        paths = Paths.from_env(home).ensure()
+        ex = Exclusions.load(paths)
+        e = ex.add(kind, value)
+        ex.save()
+        console.print(f"excluded {e.kind} {e.value}", highlight=False, markup=False)
+
+    @ex_app.command("list")
+    def ex_list(home: Optional[str] = _HOME) -> None:
+        """List your exclusions."""
+        from ..privacy.scope import Exclusions
+
+        for e in Exclusions.load(Paths.from_env(home)).items:
+            console.print(f"{e.kind}\t{e.value}\t{e.added_utc}", highlight=False, markup=False)
+
+    @ex_app.command("remove")
+    def ex_remove(kind: str, value: str, home: Optional[str] = _HOME) -> None:
+        """Remove one of your exclusions."""
+        from ..errors import ConfigError
+        from ..privacy.scope import Exclusions
+
+        paths = Paths.from_env(home)
+        ex = Exclusions.load(paths)
+        if not ex.remove(kind, value):
+            raise ConfigError(f"no exclusion {kind} {value!r}; see `demotrace exclusions list`")
+        ex.save()
+        console.print(f"removed {kind} {value}", highlight=False, markup=False)

@@ -205,7 +205,7 @@ def _dist2(ax: float, ay: float, bx: float, by: float) -> float:
 
 class _Press:
     __slots__ = ("button", "x", "y", "t", "seq", "path", "stride", "maxd2", "pre_move",
-                 "continuing", "keys", "context", "flags")
+                 "continuing", "cont", "keys", "context", "flags")
 
     def __init__(self, ev: PointerDown, pre_move: tuple[Point, ...], continuing: bool,
                  keys: tuple[str, ...], context: Context | None, flags: list[str]) -> None:
@@ -219,6 +219,7 @@ class _Press:
         self.maxd2 = 0.0
         self.pre_move = pre_move
         self.continuing = continuing
+        self.cont: _Click | None = None
         self.keys = keys
         self.context = context
         self.flags = flags
@@ -278,13 +279,14 @@ class _KeyAct:
 
 
 class _Held:
-    __slots__ = ("key", "t", "seq", "used")
+    __slots__ = ("key", "t", "seq", "used", "attached")
 
     def __init__(self, key: str, t: int, seq: int) -> None:
         self.key = key
         self.t = t
         self.seq = seq
         self.used = False
+        self.attached = False  # its press is in some action's source_seqs already
 
 
 def _code_id(ev: KeyDown | KeyUp) -> str:
@@ -318,7 +320,7 @@ class _Reducer:
         self.context: Context | None = None
         self.element: Element | None = None
         self.pending_flags: list[tuple[int, str]] = []
-        self.out: list[tuple[int, int, Action]] = []
+        self.out: list[tuple[int, int, Action | Marker]] = []
         self.counter = 0
         self.ready: list[Item] = []
         self.drag_thr2 = s.drag_threshold_px ** 2
@@ -478,7 +480,9 @@ class _Reducer:
             self.flush_click()
             c = None
         if c is not None:
-            self.pressed[b] = _Press(ev, (), True, keys, c.context, [])
+            p = _Press(ev, (), True, keys, c.context, [])
+            p.cont = c
+            self.pressed[b] = p
             c.last_press_t = t
         else:
             self.pressed[b] = _Press(ev, self.take_moves(), False, keys, self.context, [])
@@ -521,7 +525,7 @@ class _Reducer:
                       context=p.context)
             return
         c = self.click
-        if p.continuing and c is not None:
+        if p.continuing and c is not None and c is p.cont:
             c.count += 1
             c.seqs.extend(seqs)
             c.t_end = t_end
@@ -749,7 +753,11 @@ class _Reducer:
         k.t_start = ev.t_ns
         k.t_end = ev.t_ns
         k.count = 1
-        seqs = [self.held[c].seq for c in self.held if self.held[c].key in mods and c != code]
+        seqs = []
+        for c, h in self.held.items():
+            if h.key in mods and c != code and not h.attached:
+                seqs.append(h.seq)
+                h.attached = True
         seqs.append(ev.seq)
         k.seqs = seqs
         k.flags = list(flags or ())
@@ -847,10 +855,10 @@ class _Reducer:
         elif tp is Element:
             self.element = ev  # type: ignore[assignment]
         elif tp is Marker:
+            # close what is open, then let the marker take its place in time order
             self.flush_all()
-            self.release(everything=True)
-            self.ready.append(ev)  # type: ignore[arg-type]
-            return
+            self.counter += 1
+            heapq.heappush(self.out, (t, self.counter, ev))  # type: ignore[arg-type]
         elif tp is Frame or tp is ScreenConfig:
             self.ready.append(ev)  # type: ignore[arg-type]
         self.release()
@@ -878,7 +886,7 @@ class _Reducer:
 
 def _pipeline(events: Iterable[Event], settings: BuildSettings, stats: ReduceStats) -> Iterator[Item]:
     """Order + reduce; yields actions (time order) interleaved with pass-through frames,
-    markers and screen configurations (markers after every action that precedes them)."""
+    markers and screen configurations (markers in time order among the actions)."""
     r = _Reducer(settings, stats)
     handle = r.handle
     moves = r.moves

@@ -154,9 +154,11 @@ class AuditLog:
         head = s.execute(select(AuditHead).where(AuditHead.id == 1).with_for_update()).scalar_one()
         seqs = []
         for a in accesses:
-            fields = {"seq": head.seq + 1, "ts": now_ts(), "actor_role": actor_role,
-                      "actor_id": actor_id, "action": a.action, "subject_id": a.subject_id,
-                      "resource": a.resource[:500], "purpose": a.purpose, "status": status}
+            fields = {"seq": head.seq + 1, "ts": now_ts(), "actor_role": actor_role[:16],
+                      "actor_id": actor_id[:64], "action": a.action[:64],
+                      "subject_id": a.subject_id[:64] if a.subject_id else None,
+                      "resource": a.resource[:500],
+                      "purpose": a.purpose[:64] if a.purpose else None, "status": status}
             h = entry_hash(head.entry_hash, fields)
             s.add(AuditEntry(**fields, prev_hash=head.entry_hash, entry_hash=h))
             head.seq, head.entry_hash = fields["seq"], h

@@ -212,8 +212,8 @@ class AuditMiddleware:
                         for part in qs.split("&"):
                             if part.startswith("purpose="):
                                 purpose = part[8:][:64]
-                        accesses = [Access(f"{scope['method']} {scope['path']}", None,
-                                           scope["path"], purpose)]
+                        accesses = [Access("http.request", None,
+                                           f"{scope['method']} {scope['path']}", purpose)]
                     try:
                         await to_thread.run_sync(self._write, principal, msg["status"], accesses)
                     except Exception:

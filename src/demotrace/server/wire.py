@@ -6,18 +6,32 @@ carries its size in bytes and its path inside the bundle. ``bundle_id`` is the S
 canonical manifest JSON (keys sorted, compact), so the same bundle always has the same id and
 uploading it twice stores it once.
 
-This is the ONE module that maps a device-side sealed bundle onto the wire format
-(:func:`read_local_bundle`). Until the privacy layer's sealed-bundle module exists, the local
-layout it reads is the generic one written by :func:`write_local_bundle`::
+This is the ONE module that maps a device-side bundle onto the wire format
+(:func:`read_local_bundle`). It reads two local layouts:
 
-    <bundle>/manifest.json     {"format", "session_id", "platform", "created_utc", "meta",
-                                "blobs": [{"sha256", "size", "path"}]}
-    <bundle>/blobs/<sha256>    the blob bytes (already sealed / redacted by the device)
+1. A **sealed bundle** of the privacy layer (:mod:`demotrace.privacy.bundle`, a folder with a
+   ``SEALED`` marker, encrypted on the device under the bundle key). It is decrypted on the
+   device and sent over TLS as these blobs (the server re-encrypts them under the person's
+   server-side data key):
+
+   - ``session.json`` — the session manifest (JSON);
+   - ``report.json`` — the redaction report (counts only);
+   - ``events/<first_seq>.msgpack`` — one blob per event batch (schema v1 MessagePack array);
+   - ``frames/<blob_id>`` — each redacted, encoded frame.
+
+   ``meta`` carries ``{"kind": "sealed-session", "schema_version": …}``.
+2. The **generic** layout written by :func:`write_local_bundle` (tests, benchmarks, other
+   producers)::
+
+       <bundle>/manifest.json     {"format", "session_id", "platform", "created_utc", "meta",
+                                   "blobs": [{"sha256", "size", "path"}]}
+       <bundle>/blobs/<sha256>    the blob bytes
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -140,13 +154,78 @@ class LocalBundle:
         return data
 
 
-def read_local_bundle(root: str | os.PathLike[str]) -> LocalBundle:
-    """Open a local bundle folder (layout in the module docstring).
+class SealedBundle:
+    """A privacy-layer sealed bundle seen through the wire format (layout 1 in the module
+    docstring). Encoded event batches are kept in memory (they are small); frames are read
+    from the bundle on demand. Same interface as :class:`LocalBundle` (``root``,
+    ``manifest``, ``read_blob``)."""
+
+    def __init__(self, root: Path, home: Path | None = None) -> None:
+        from ..paths import Paths
+        from ..privacy.bundle import BundleReader, bundle_key
+        from ..schema.events import encode_batch
+
+        self.root = root
+        self._reader = BundleReader(root, bundle_key(Paths.from_env(home)))
+        self._mem: dict[str, bytes] = {}
+        self._frames: dict[str, str] = {}
+        refs: list[BlobRef] = []
+
+        def add_mem(path: str, data: bytes) -> None:
+            h = hashlib.sha256(data).hexdigest()
+            if h not in self._mem and h not in self._frames:
+                self._mem[h] = data
+                refs.append(BlobRef(sha256=h, size=len(data), path=path))
+
+        m = self._reader.manifest
+        add_mem("session.json", msgspec.json.encode(m))
+        add_mem("report.json", json.dumps(self._reader.report, sort_keys=True).encode())
+        for batch in self._reader.iter_batches():
+            if batch:
+                add_mem(f"events/{batch[0].seq}.msgpack", encode_batch(batch))
+        for bid in self._reader.blob_ids():
+            data = self._reader.read_blob(bid)
+            h = hashlib.sha256(data).hexdigest()
+            if h not in self._mem and h not in self._frames:
+                self._frames[h] = bid
+                refs.append(BlobRef(sha256=h, size=len(data), path=f"frames/{bid}"))
+        self.manifest = BundleManifest(
+            session_id=m.session_id, platform=m.platform, created_utc=m.started_utc,
+            meta={"kind": "sealed-session", "schema_version": m.schema_version}, blobs=refs)
+
+    def read_blob(self, sha256: str) -> bytes:
+        """The blob's plaintext bytes.
+
+        Raises:
+            SchemaError: not part of this bundle, or the frame changed since it was indexed.
+        """
+        if sha256 in self._mem:
+            return self._mem[sha256]
+        bid = self._frames.get(sha256)
+        if bid is None:
+            raise SchemaError(f"sealed bundle {self.root}: no blob {sha256}")
+        data = self._reader.read_blob(bid)
+        if hashlib.sha256(data).hexdigest() != sha256:
+            raise SchemaError(f"sealed bundle {self.root}: frame {bid} changed while uploading")
+        return data
+
+    def close(self) -> None:
+        """Close the bundle's database."""
+        self._reader.close()
+
+
+def read_local_bundle(root: str | os.PathLike[str],
+                      home: str | os.PathLike[str] | None = None) -> LocalBundle | SealedBundle:
+    """Open a local bundle folder: a sealed bundle (``SEALED`` marker; decrypted with the
+    bundle key of the demotrace ``home``) or the generic layout (module docstring).
 
     Raises:
         SchemaError: no ``manifest.json`` or an invalid one (see :func:`parse_manifest`).
+        KeyMissing: a sealed bundle but no data key in ``home``.
     """
     root = Path(root)
+    if (root / "SEALED").is_file():
+        return SealedBundle(root, Path(home) if home is not None else None)
     mpath = root / "manifest.json"
     try:
         data = mpath.read_bytes()

@@ -1,0 +1,234 @@
+"""Collector commands: ``server``, ``admin enroll-code``, ``device enroll``, ``upload``,
+``audit export`` and ``audit verify``.
+
+Server-side commands (``server``, ``admin …``, ``audit export``, ``audit verify --data-dir``)
+work on the server's data folder (``--data-dir`` or ``$DEMOTRACE_SERVER_DATA``); device-side
+commands (``device enroll``, ``upload``) on the device's home (``$DEMOTRACE_HOME``).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from ..errors import ConfigError
+from .common import console, err_console
+
+admin_app = typer.Typer(help="Server-side administration (run on the collector host).",
+                        no_args_is_help=True)
+device_app = typer.Typer(help="This device's enrollment with a collector.", no_args_is_help=True)
+audit_app = typer.Typer(help="The collector's tamper-evident access log.", no_args_is_help=True)
+
+DATA_DIR = typer.Option(None, "--data-dir", help="Server data folder (default $DEMOTRACE_SERVER_DATA).")
+DB_URL = typer.Option(None, "--database-url", help="SQLAlchemy URL (default SQLite in the data folder; $DEMOTRACE_DATABASE_URL).")
+
+
+def _config(data_dir: str | None, database_url: str | None, **kw: Any) -> Any:
+    from ..server.config import ServerConfig
+
+    return ServerConfig.from_env(data_dir, database_url=database_url, **kw)
+
+
+def server(
+    data_dir: str = DATA_DIR,
+    database_url: str = DB_URL,
+    blob_url: str = typer.Option(None, "--blob-url", help="file:///PATH or s3://BUCKET/PREFIX ($DEMOTRACE_BLOB_URL)."),
+    s3_endpoint_url: str = typer.Option(None, "--s3-endpoint-url", help="S3-compatible endpoint (non-AWS)."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to bind (loopback unless told otherwise)."),
+    port: int = typer.Option(8470, "--port", help="TCP port."),
+    cert: Path = typer.Option(None, "--cert", help="TLS certificate chain (PEM)."),
+    key: Path = typer.Option(None, "--key", help="TLS private key (PEM)."),
+    max_body_bytes: int = typer.Option(64 * 1024 * 1024, "--max-body-bytes", help="Request body limit (bytes) → 413."),
+    rate: float = typer.Option(200.0, "--rate", help="Requests per second per credential → 429."),
+    workers: int = typer.Option(1, "--workers", help="uvicorn worker processes."),
+) -> None:
+    """Run the collector API (FastAPI on uvicorn)."""
+    import uvicorn
+
+    if (cert is None) != (key is None):
+        raise ConfigError("TLS needs both --cert and --key")
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = host == "localhost"
+    if not loopback:
+        err_console.print(f"[yellow]warning:[/] binding to {host}: reachable from the network"
+                          + ("" if cert else " WITHOUT TLS (pass --cert/--key)"))
+    cfg = _config(data_dir, database_url, blob_url=blob_url, s3_endpoint_url=s3_endpoint_url,
+                  max_body_bytes=max_body_bytes, rate_per_s=rate, rate_burst=max(1, int(rate * 5)))
+    from ..server.app import create_app
+
+    app = create_app(cfg)
+    err_console.print(f"collector on {'https' if cert else 'http'}://{host}:{port} "
+                      f"(database {cfg.db_url.split(':')[0]}, blobs {cfg.blobs_url.split(':')[0]})")
+    uvicorn.run(app, host=host, port=port, ssl_certfile=str(cert) if cert else None,
+                ssl_keyfile=str(key) if key else None, workers=1 if workers < 2 else workers,
+                log_level="warning", access_log=False)
+
+
+@admin_app.command("enroll-code")
+def enroll_code(
+    role: str = typer.Option("device", "--role", help="device | person | curator | admin | auditor"),
+    person: str = typer.Option(None, "--person", help="The person's identity (e-mail-like), for device/person codes."),
+    ttl_hours: float = typer.Option(168.0, "--ttl-hours", help="Lifetime of the code (hours)."),
+    data_dir: str = DATA_DIR,
+    database_url: str = DB_URL,
+) -> None:
+    """Create a one-time enrollment code (printed once; exchange it with `demotrace device enroll`
+    or POST /v1/enroll)."""
+    from ..server import auth
+    from ..server.db import Database
+    from ..server.keys import Pseudonymiser
+
+    cfg = _config(data_dir, database_url)
+    cfg.ensure_dirs()
+    db = Database(cfg.db_url)
+    try:
+        sid = Pseudonymiser.from_file(cfg.pseudonym_key_path, create=True).subject_id(person) if person else None
+        with db.session() as s:
+            code, exp = auth.create_enrollment_code(s, role, subject_id=sid, created_by="cli",
+                                                    ttl_s=int(ttl_hours * 3600))
+    finally:
+        db.dispose()
+    console.print(code, highlight=False, soft_wrap=True)
+    err_console.print(f"one-time {role} code, valid until {exp.isoformat()}")
+
+
+@device_app.command("enroll")
+def device_enroll(
+    server_url: str = typer.Option(..., "--server", help="Collector URL, e.g. https://collector.example:8470"),
+    code: str = typer.Option(..., "--code", help="The one-time code from an admin."),
+    label: str = typer.Option("", "--label", help="A name for this device (shown to admins)."),
+    ca: str = typer.Option(None, "--ca", help="CA bundle to trust for the collector's TLS certificate."),
+    home: str = typer.Option(None, "--home", help="demotrace home (default $DEMOTRACE_HOME)."),
+) -> None:
+    """Exchange a one-time code for this device's credential (saved 0600 in the home folder)."""
+    from ..paths import Paths
+    from ..upload import Enrollment, UploadClient
+
+    paths = Paths.from_env(home).ensure()
+    with UploadClient(server_url, verify=ca or True) as c:
+        token = c.enroll(code, label)
+    path = Enrollment(server_url, token, ca).save(paths.home)
+    console.print(f"enrolled; credential saved in {path}")
+
+
+def upload(
+    bundles: list[Path] = typer.Argument(None, help="Bundle folders to upload (default: every sealed bundle in <home>/sealed)."),
+    keep: bool = typer.Option(False, "--keep", help="Keep the local bundle after the server acknowledged it."),
+    home: str = typer.Option(None, "--home", help="demotrace home (default $DEMOTRACE_HOME)."),
+) -> None:
+    """Upload sealed bundles (resumable, retried; each is deleted locally only after the server
+    acknowledged its commit)."""
+    from ..paths import Paths
+    from ..upload import Enrollment, UploadClient
+
+    paths = Paths.from_env(home)
+    enr = Enrollment.load(paths.home)
+    if not bundles:
+        from ..privacy.bundle import bundle_ids, sealed_root
+
+        bundles = [sealed_root(paths) / b for b in bundle_ids(paths)]
+        if not bundles:
+            console.print("no sealed bundles to upload (run `demotrace seal` first)")
+            return
+    failed = 0
+    with UploadClient(enr.url, enr.credential, verify=enr.ca or True) as c:
+        for b in bundles:
+            try:
+                r = c.upload_path(b, delete_local=not keep, home=home)
+            except Exception as exc:  # report and go on with the next bundle
+                failed += 1
+                err_console.print(f"[red]failed[/] {b}: {exc}", highlight=False)
+                continue
+            console.print(f"{b}: committed {r.bundle_id[:16]} ({r.n_blobs} blobs, "
+                          f"{r.total_bytes} bytes, {r.sent_blobs} sent)"
+                          + (", local copy deleted" if r.deleted_local else ""), highlight=False)
+    if failed:
+        raise typer.Exit(1)
+
+
+@audit_app.command("export")
+def audit_export(
+    out: Path = typer.Argument(..., help="File to write the export document to (JSON)."),
+    data_dir: str = DATA_DIR,
+    database_url: str = DB_URL,
+) -> None:
+    """Sign a checkpoint at the head and export the whole log (server host)."""
+    from ..server.audit import AuditLog, Signer, export_document
+    from ..server.db import Database
+
+    cfg = _config(data_dir, database_url)
+    db = Database(cfg.db_url)
+    try:
+        signer = Signer.from_file(cfg.audit_key_path)
+        with db.session() as s:
+            AuditLog.ensure_head(s)
+            AuditLog(signer).checkpoint(s)
+        with db.session() as s:
+            doc = export_document(s, signer.public_raw, signer.key_id)
+    finally:
+        db.dispose()
+    out.write_text(json.dumps(doc, indent=1))
+    console.print(f"{len(doc['entries'])} entries, {len(doc['checkpoints'])} checkpoints → {out}")
+
+
+@audit_app.command("verify")
+def audit_verify(
+    export_file: Path = typer.Argument(None, help="An export document (from `audit export` or GET /v1/audit/export). Omit to check the server database directly."),
+    public_key: str = typer.Option(None, "--public-key", help="Trusted Ed25519 public key: 64 hex digits, or a file holding them."),
+    data_dir: str = DATA_DIR,
+    database_url: str = DB_URL,
+) -> None:
+    """Check the access log: every entry hash, the chain, seq contiguity, every signed
+    checkpoint. Exit 0 if intact, 1 with every problem listed otherwise."""
+    from ..server.audit import Signer, export_document, verify
+    from ..server.errors import AuditVerifyError
+
+    if export_file is not None:
+        try:
+            doc = json.loads(export_file.read_text())
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"cannot read audit export {export_file}: {exc}") from exc
+    else:
+        from ..server.db import Database
+
+        cfg = _config(data_dir, database_url)
+        signer = Signer.from_file(cfg.audit_key_path)
+        db = Database(cfg.db_url, run_migrations=False)
+        try:
+            with db.session() as s:
+                doc = export_document(s, signer.public_raw, signer.key_id)
+        finally:
+            db.dispose()
+    trusted = None
+    if public_key:
+        text = Path(public_key).read_text().strip() if Path(public_key).is_file() else public_key
+        try:
+            trusted = bytes.fromhex(text)
+        except ValueError as exc:
+            raise ConfigError(f"--public-key: not hex ({exc})") from exc
+    try:
+        rep = verify(doc, trusted_public_key=trusted)
+    except AuditVerifyError as exc:
+        err_console.print("[bold red]audit log FAILED verification:[/]")
+        for p in exc.problems:
+            err_console.print(f"  - {p}", highlight=False)
+        sys.exit(1)
+    console.print(f"audit log OK: {rep.entries} entries, {rep.checkpoints} signed checkpoints, "
+                  f"newest signed seq {rep.last_signed_seq}"
+                  + (f", {rep.unsigned_tail} newer entries not yet signed" if rep.unsigned_tail else ""))
+
+
+def register(app: typer.Typer) -> None:
+    """Add this module's commands to ``app``."""
+    app.command("server")(server)
+    app.command("upload")(upload)
+    app.add_typer(admin_app, name="admin")
+    app.add_typer(device_app, name="device")
+    app.add_typer(audit_app, name="audit")

@@ -1,0 +1,231 @@
+"""Upload client: sends sealed bundles to the collector (issue 5 item 3).
+
+Protocol (see :mod:`demotrace.server.app`): ``POST /v1/bundles`` with the manifest → the
+server answers which blobs it lacks → ``PUT /v1/bundles/<id>/blobs/<sha256>`` for each →
+``POST /v1/bundles/<id>/commit``. Every step is idempotent on the server, so the client simply
+retries: network errors, 5xx and 429 are retried with exponential backoff and full jitter
+(AWS Architecture Blog, "Exponential Backoff And Jitter", 2015), honouring ``Retry-After``.
+An interrupted upload resumes from what the server already holds (it re-asks which blobs are
+missing). The local bundle is deleted only after the server acknowledged the commit.
+
+The device's enrollment (server URL + credential) is kept in ``<home>/collector.json``
+(mode 0600), written by ``demotrace device enroll``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from .errors import ConfigError
+from .server.errors import UploadError
+from .server.wire import LocalBundle, SealedBundle, read_local_bundle
+
+ENROLLMENT_FILE = "collector.json"
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """``attempts`` per request (count); delays (seconds) grow as ``base_s · 2^n`` capped at
+    ``max_s``, each drawn uniformly from [0, that] ("full jitter")."""
+
+    attempts: int = 8
+    base_s: float = 0.2
+    max_s: float = 10.0
+
+    def delay(self, n: int, rng: random.Random) -> float:
+        """Delay before retry ``n`` (0-based), seconds."""
+        return rng.uniform(0, min(self.max_s, self.base_s * (2 ** n)))
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """The server's acknowledgement: ``bundle_id``, ``n_blobs`` and ``total_bytes`` of the
+    bundle, ``sent_blobs`` (blobs this call actually transferred — 0 when the server already
+    had everything), ``committed_at`` (server time, ISO 8601), ``deleted_local``."""
+
+    bundle_id: str
+    n_blobs: int
+    total_bytes: int
+    sent_blobs: int
+    committed_at: str | None
+    deleted_local: bool
+
+
+@dataclass(frozen=True)
+class Enrollment:
+    """A device's enrollment: collector ``url``, bearer ``credential``, TLS ``ca`` file (None:
+    system trust store). The credential is masked in ``repr``."""
+
+    url: str
+    credential: str
+    ca: str | None = None
+
+    def __repr__(self) -> str:
+        return f"Enrollment(url={self.url!r}, credential=***, ca={self.ca!r})"
+
+    def save(self, home: Path) -> Path:
+        """Write ``<home>/collector.json`` with mode 0600 (replacing an older one)."""
+        path = home / ENROLLMENT_FILE
+        tmp = path.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump({"url": self.url, "credential": self.credential, "ca": self.ca}, f)
+        os.replace(tmp, path)
+        return path
+
+    @classmethod
+    def load(cls, home: Path) -> "Enrollment":
+        """Read ``<home>/collector.json``.
+
+        Raises:
+            ConfigError: absent (fix: ``demotrace device enroll``) or unreadable.
+        """
+        path = home / ENROLLMENT_FILE
+        try:
+            d = json.loads(path.read_text())
+            return cls(d["url"], d["credential"], d.get("ca"))
+        except FileNotFoundError as exc:
+            raise ConfigError(f"this device is not enrolled ({path} missing); run "
+                              "`demotrace device enroll --server URL --code CODE`") from exc
+        except (ValueError, KeyError) as exc:
+            raise ConfigError(f"{path} is damaged ({exc}); enroll again") from exc
+
+
+def _detail(r: httpx.Response) -> str:
+    try:
+        return str(r.json().get("detail", r.text))
+    except ValueError:
+        return r.text[:200]
+
+
+class UploadClient:
+    """Talks the upload protocol to one collector.
+
+    ``transport``: an ``httpx.BaseTransport`` (tests inject faults here; default: real
+    network). ``verify``: TLS verification (True, False, or a CA bundle path). ``timeout``:
+    seconds per request. ``sleep``: the function that waits between retries.
+    """
+
+    def __init__(self, url: str, credential: str | None = None, *,
+                 transport: httpx.BaseTransport | None = None, verify: bool | str = True,
+                 timeout: float = 30.0, retry: RetryPolicy = RetryPolicy(),
+                 sleep: Callable[[float], None] = time.sleep, seed: int | None = None) -> None:
+        headers = {"authorization": f"Bearer {credential}"} if credential else {}
+        self._http = httpx.Client(base_url=url.rstrip("/"), headers=headers, timeout=timeout,
+                                  transport=transport, verify=verify)
+        self.retry = retry
+        self._sleep = sleep
+        self._rng = random.Random(seed)
+        self.requests = 0
+        self.retries = 0
+
+    def __repr__(self) -> str:
+        return f"UploadClient({str(self._http.base_url)!r}, credential=***)"
+
+    def close(self) -> None:
+        """Close the connection pool."""
+        self._http.close()
+
+    def __enter__(self) -> "UploadClient":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _call(self, step: str, method: str, path: str, *, ok: tuple[int, ...] = (200,),
+              **kw: Any) -> httpx.Response:
+        """One request with retries; returns a response whose status is in ``ok``.
+
+        Raises:
+            UploadError: a non-retryable answer (4xx other than 429 and not in ``ok``), or
+                retries exhausted (the message names ``step`` and the last failure).
+        """
+        last = ""
+        for n in range(self.retry.attempts):
+            if n:
+                self.retries += 1
+            self.requests += 1
+            try:
+                r = self._http.request(method, path, **kw)
+            except httpx.TransportError as exc:
+                last = f"{type(exc).__name__}: {exc}"
+                self._sleep(self.retry.delay(n, self._rng))
+                continue
+            if r.status_code in ok:
+                return r
+            if r.status_code == 429 or r.status_code >= 500:
+                last = f"HTTP {r.status_code}: {_detail(r)}"
+                ra = r.headers.get("retry-after")
+                wait = self.retry.delay(n, self._rng)
+                if ra and ra.isdigit():
+                    wait = max(wait, min(float(ra), self.retry.max_s))
+                self._sleep(wait)
+                continue
+            raise UploadError(f"{step}: server refused with HTTP {r.status_code}: {_detail(r)}")
+        raise UploadError(f"{step}: gave up after {self.retry.attempts} attempts; last: {last}")
+
+    def enroll(self, code: str, label: str = "") -> str:
+        """Exchange a one-time enrollment code for a credential (returned; store it)."""
+        r = self._call("enroll", "POST", "/v1/enroll", json={"code": code, "label": label})
+        return str(r.json()["credential"])
+
+    def upload(self, bundle: LocalBundle | SealedBundle, *, delete_local: bool = False,
+               max_rounds: int = 5) -> Receipt:
+        """Upload one bundle (resuming whatever the server already holds) and commit it;
+        with ``delete_local``, remove the bundle folder after the commit is acknowledged.
+
+        Raises:
+            UploadError: the server refused a step, or retries were exhausted; the local
+                bundle is untouched.
+            SchemaError: the local bundle is damaged (a blob missing or not matching).
+        """
+        m = bundle.manifest
+        body = m.canonical()
+        sent = 0
+        for _round in range(max_rounds):
+            r = self._call("send manifest", "POST", "/v1/bundles", content=body,
+                           headers={"content-type": "application/json"})
+            ans = r.json()
+            bid = ans["bundle_id"]
+            if bid != m.bundle_id:
+                raise UploadError(f"server computed bundle id {bid}, client {m.bundle_id}")
+            for sha in ans["missing"]:
+                self._call(f"send blob {sha[:12]}", "PUT", f"/v1/bundles/{bid}/blobs/{sha}",
+                           content=bundle.read_blob(sha),
+                           headers={"content-type": "application/octet-stream"})
+                sent += 1
+            r = self._call("commit", "POST", f"/v1/bundles/{bid}/commit", ok=(200, 409))
+            if r.status_code == 200:
+                ack = r.json()
+                deleted = False
+                if delete_local:
+                    if isinstance(bundle, SealedBundle):
+                        bundle.close()
+                    shutil.rmtree(bundle.root)
+                    deleted = True
+                return Receipt(bid, int(ack["n_blobs"]), int(ack["total_bytes"]), sent,
+                               ack.get("committed_at"), deleted)
+            # 409: blobs went missing between our PUTs and the commit — ask again.
+        raise UploadError(f"commit of {m.bundle_id}: server still lacks blobs after "
+                          f"{max_rounds} rounds")
+
+    def upload_path(self, path: str | os.PathLike[str], *, delete_local: bool = False,
+                    home: str | os.PathLike[str] | None = None) -> Receipt:
+        """:meth:`upload` of the bundle folder at ``path`` (sealed bundles are decrypted with
+        the key of the demotrace ``home``)."""
+        b = read_local_bundle(path, home)
+        try:
+            return self.upload(b, delete_local=delete_local)
+        finally:
+            if isinstance(b, SealedBundle) and b.root.exists():
+                b.close()

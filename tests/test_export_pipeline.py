@@ -168,3 +168,31 @@ def test_build_errors_are_clear(tmp_path: Path) -> None:
                            "--out", str(tmp_path / "x"), "--coords", "pixels"],
                           capture_output=True, text=True, env=env, timeout=60)
     assert proc.returncode == 1 and "--coords applies to --format sft-chat only" in proc.stderr
+
+
+def test_ducktrack_example_import_build_agentnet(tmp_path: Path, shared_data: Path) -> None:
+    """The real DuckTrack recording (macOS, 1512x982 logical points): import → build → AgentNet.
+
+    By hand from events.jsonl: the first press is a left click at (1319.11328125, 65.06640625)
+    points → 0–1 coordinates (1319.113/1512, 65.066/982) = (0.8724, 0.0663); then the keys
+    w-i-k-i-p-e-d-i-a and Enter. No video: every step is reported as without observation.
+    """
+    home = tmp_path / "home"
+    Paths.from_env(str(home)).ensure()
+    DataKey.create(Paths.from_env(str(home)).key_file)
+    sid = _cli(home, "import", str(shared_data / "ducktrack-example")).stdout.strip().splitlines()[-1]
+    _cli(home, "build", sid, "--out", str(tmp_path / "ds"))
+    _cli(home, "export", "--format", "agentnet", "--dataset", str(tmp_path / "ds"), "--out", str(tmp_path / "an"))
+    task = json.loads((tmp_path / "an" / "agentnet.jsonl").read_text().splitlines()[0])
+    codes = [st["value"]["code"] for st in task["traj"]]
+    assert codes[:3] == ["pyautogui.click(x=0.8724, y=0.0663)", "pyautogui.write('wikipedia')",
+                         "pyautogui.press('enter')"]
+    assert codes[-1].startswith("computer.terminate(")
+    for c in codes:
+        validate_code(c)
+    summary = json.loads((tmp_path / "an" / "summary.json").read_text())
+    n = pq.read_metadata(next((tmp_path / "ds" / "data").glob("*.parquet"))).num_rows
+    assert summary["steps"] == n == len(codes)
+    assert summary["lossy"]["no_observation"]["count"] == n
+    # the outcome of an unmarked episode is unknown: its success terminal is reported
+    assert summary["lossy"]["terminal_status_unknown"]["count"] == 1

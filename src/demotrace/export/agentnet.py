@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from . import coords
-from .base import ExportSummary, describe, prepare_out, step_frame, to_png
+from .base import ExportSummary, describe, note_unknown_outcome, prepare_out, step_frame, to_png
 from .canonical import CanonicalDataset
 from .pyautogui import ScrollSettings, action_code, validate_code
 
@@ -65,6 +65,7 @@ def export(dataset: CanonicalDataset, out: Path, config: AgentNetConfig = AgentN
             for row in rows:
                 a = row["action"]
                 frame = step_frame(row, info)
+                note_unknown_outcome(summary, info, row)
                 if row["image"] is None:
                     summary.add_lossy("no_observation", eid, row["step_index"], "step has no screenshot; image is null")
                 image_name = None

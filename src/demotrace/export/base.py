@@ -59,6 +59,14 @@ class ExportSummary:
         return path
 
 
+def note_unknown_outcome(summary: ExportSummary, info: dict[str, Any], row: dict[str, Any]) -> None:
+    """Report a terminal ``done`` whose episode outcome is not known (segmented without task
+    markers): formats with only success / failure terminals then claim a success."""
+    if row["action"]["type"] == "done" and info.get("status") not in ("success",):
+        summary.add_lossy("terminal_status_unknown", info["episode_id"], row["step_index"],
+                          f"episode status {info.get('status')!r} exported as a success terminal")
+
+
 def step_frame(row: dict[str, Any], episode: dict[str, Any]) -> coords.Frame | None:
     """The coordinate frame of a step: its observation, else the episode's screen (bounds
     and size in physical pixels), else ``None``."""

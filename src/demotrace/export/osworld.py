@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from . import coords
-from .base import ExportSummary, prepare_out, step_frame, to_png
+from .base import ExportSummary, note_unknown_outcome, prepare_out, step_frame, to_png
 from .canonical import CanonicalDataset
 from .pyautogui import ScrollSettings, is_known_key, key_name
 
@@ -171,6 +171,7 @@ def export(dataset: CanonicalDataset, out: Path, config: OSWorldConfig = OSWorld
             for i, row in enumerate(rows):
                 a = row["action"]
                 sid = row["step_index"]
+                note_unknown_outcome(summary, info, row)
                 if row["image"] is None:
                     summary.add_lossy("no_observation", eid, sid, "no screenshot before this action")
                 frame = step_frame(row, info)

@@ -42,7 +42,7 @@ from typing import Any
 
 from ..errors import ConfigError
 from . import coords as cs
-from .base import ExportSummary, describe, prepare_out, step_frame, to_png
+from .base import ExportSummary, describe, note_unknown_outcome, prepare_out, step_frame, to_png
 from .canonical import CanonicalDataset
 from .pyautogui import ScrollSettings, action_code, key_name, validate_code
 
@@ -182,6 +182,7 @@ def export(dataset: CanonicalDataset, out: Path, config: SFTChatConfig = SFTChat
             history: list[str] = []
             for row in rows:
                 a, sid = row["action"], row["step_index"]
+                note_unknown_outcome(summary, info, row)
                 frame = step_frame(row, info)
                 summary.steps += 1
 

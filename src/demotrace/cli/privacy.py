@@ -169,7 +169,7 @@ def register(app: typer.Typer) -> None:
         from ..privacy.scope import Exclusions
 
         for e in Exclusions.load(Paths.from_env(home)).items:
-            console.print(f"{e.kind}\t{e.value}\t{e.added_utc}", highlight=False, markup=False)
+            typer.echo(f"{e.kind}\t{e.value}\t{e.added_utc}")
 
     @ex_app.command("remove")
     def ex_remove(kind: str, value: str, home: Optional[str] = _HOME) -> None:

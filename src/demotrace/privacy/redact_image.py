@@ -272,10 +272,10 @@ def changed_regions(prev: np.ndarray | None, cur: np.ndarray, pad: int = 16) -> 
         return []
     seen = np.zeros_like(tiles)
     boxes: list[Box] = []
-    for ty, tx in zip(*np.nonzero(tiles)):
+    for ty, tx in zip(*(a.tolist() for a in np.nonzero(tiles))):
         if seen[ty, tx]:
             continue
-        stack = [(int(ty), int(tx))]
+        stack = [(ty, tx)]
         seen[ty, tx] = True
         y0, x0, y1, x1 = ty, tx, ty, tx
         while stack:

@@ -1,0 +1,155 @@
+"""Text layers: offline Presidio pattern recognisers, secret detectors, and the fail-closed
+pipeline (a layer that raises or times out drops the item; the re-scan drops leftovers)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from demotrace.privacy.pipeline import RedactionPipeline
+from demotrace.privacy.policy import Policy, default_policy
+from demotrace.privacy.redact_text import TextRedactor
+from demotrace.privacy.secret_detect import Finding, detect_secrets
+from privacy_corpus import BENIGN, PLANTED
+
+
+@pytest.fixture(scope="module")
+def redactor() -> TextRedactor:
+    return TextRedactor(default_policy())
+
+
+# (text, the planted value, the entity expected) — worked out by hand from each format's rule
+CASES = [
+    ("pay with 4111 1111 1111 1111 today", "4111 1111 1111 1111", "CREDIT_CARD"),
+    ("card 5555555555554444 exp 12/29", "5555555555554444", "CREDIT_CARD"),
+    ("write to jane.roe@example.com please", "jane.roe@example.com", "EMAIL_ADDRESS"),
+    ("call +1 415-555-0132 now", "+1 415-555-0132", "PHONE_NUMBER"),
+    ("IBAN DE89 3704 0044 0532 0130 00 ok", "DE89 3704 0044 0532 0130 00", "IBAN_CODE"),
+    ("ssn 536-22-8145 on file", "536-22-8145", "US_SSN"),
+    ("NINO AB 12 34 56 C on file", "AB 12 34 56 C", "UK_NINO"),
+    ("host 198.51.100.23 down", "198.51.100.23", "IP_ADDRESS"),
+    ("open https://bob:Blue7Otter@intranet.example.org/x", "bob:Blue7Otter", "URL_CREDENTIALS"),
+    ("key AKIAIOSFODNN7EXAMPLE here", "AKIAIOSFODNN7EXAMPLE", "AWS_ACCESS_KEY"),
+    ("gcp AIzaSyA1b2C3d4E5f6G7h8I9j0KlMnOpQrStUvW x", "AIzaSyA1b2C3d4E5f6G7h8I9j0KlMnOpQrStUvW", "GCP_API_KEY"),
+    ("tok ghp_R2d2C3poX9k7L1m0N8b6V4c2Z0a9S7d5F3g1 x", "ghp_R2d2C3poX9k7L1m0N8b6V4c2Z0a9S7d5F3g1", "GITHUB_TOKEN"),
+    ("slack xoxb-2048-4096-Zq9Lm2Xp7Rt4Vb8N x", "xoxb-2048-4096-Zq9Lm2Xp7Rt4Vb8N", "SLACK_TOKEN"),
+    ("stripe sk_live_4eC39HqLyjWDarjtT1zdp7dc x", "sk_live_4eC39HqLyjWDarjtT1zdp7dc", "STRIPE_KEY"),
+    ("jwt " + PLANTED["jwt"][0] + " x", PLANTED["jwt"][0], "JWT"),
+    ("password: Blue7Otter!Sky", "Blue7Otter!Sky", "PASSWORD_LABEL"),
+    ("pwd=hunter22;next", "hunter22", "PASSWORD_LABEL"),
+    ("my password is Tr0ub4dor&3", "Tr0ub4dor&3", "PASSWORD_LABEL"),
+]
+
+
+@pytest.mark.parametrize(("text", "value", "entity"), CASES)
+def test_planted_value_found_and_removed(redactor: TextRedactor, text: str, value: str, entity: str) -> None:
+    red = redactor.redact(text)
+    assert value not in red.text
+    assert f"<{entity}>" in red.text or any(f.entity == entity for f in red.findings), red
+    start = text.index(value)
+    assert any(f.start <= start and f.end >= start + len(value) - 1 for f in red.findings)
+
+
+def test_pem_private_key_block() -> None:
+    pem = "-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEAsynthetic\nAbCdEf123\n-----END RSA PRIVATE KEY-----"
+    text = f"config:\n{pem}\ntrailer"
+    f = [x for x in detect_secrets(text) if x.entity == "PRIVATE_KEY"]
+    assert len(f) == 1 and text[f[0].start:f[0].end] == pem
+    truncated = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXk"
+    assert [x.entity for x in detect_secrets(truncated) if x.entity == "PRIVATE_KEY"] == ["PRIVATE_KEY"]
+
+
+def test_luhn_invalid_card_is_not_a_card(redactor: TextRedactor) -> None:
+    # 4111 1111 1111 1112: check digit off by one (Luhn sum 31, not a multiple of 10)
+    assert not [f for f in redactor.find("ref 4111 1111 1111 1112") if f.entity == "CREDIT_CARD"]
+
+
+def test_benign_corpus_has_no_findings(redactor: TextRedactor) -> None:
+    flagged = {b: redactor.find(b) for b in BENIGN}
+    assert {b: f for b, f in flagged.items() if f} == {}
+
+
+def test_analysis_never_touches_the_network() -> None:
+    code = textwrap.dedent("""
+        import socket
+        calls = []
+        def refuse(*a, **k):
+            calls.append(a)
+            raise OSError("network disabled in test")
+        socket.socket.connect = refuse
+        socket.create_connection = refuse
+        socket.getaddrinfo = refuse
+        from demotrace.privacy.policy import default_policy
+        from demotrace.privacy.redact_text import TextRedactor
+        r = TextRedactor(default_policy()).redact("mail jane.roe@example.com card 4111 1111 1111 1111")
+        assert r.text == "mail <EMAIL_ADDRESS> card <CREDIT_CARD>", r.text
+        import sys
+        assert not [m for m in sys.modules if m.startswith("en_core")], "a spaCy model was loaded"
+        print("calls", len(calls))
+    """)
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert "calls 0" in p.stdout
+
+
+class Boom:
+    name = "boom"
+
+    def __call__(self, text: str) -> list[Finding]:
+        raise RuntimeError("analyzer crashed")
+
+
+class Slow:
+    name = "slow"
+
+    def __call__(self, text: str) -> list[Finding]:
+        time.sleep(3)
+        return []
+
+
+class FlagsPlaceholders:
+    """Finds 'zz' (first pass) and then flags the placeholder itself on the re-scan."""
+
+    name = "sticky"
+
+    def __call__(self, text: str) -> list[Finding]:
+        out = []
+        for tok in ("zz", "<STICKY>"):
+            i = text.find(tok)
+            if i >= 0:
+                out.append(Finding(i, i + len(tok), "STICKY"))
+        return out
+
+
+def test_pipeline_drops_on_layer_error() -> None:
+    pipe = RedactionPipeline(default_policy(), text_layers=[Boom()], ocr=False)
+    assert pipe.text("card 4111 1111 1111 1111", "title") is None
+    assert pipe.counts.dropped == {"title:boom:error": 1}
+    assert pipe.counts.items_out["title"] == 0
+    pipe.close()
+
+
+def test_pipeline_drops_on_layer_timeout() -> None:
+    pol = Policy.from_toml('version = 1\nnotice = "n"\n[redaction]\nlayer_timeout_s = 0.2\nentities = []\n')
+    pipe = RedactionPipeline(pol, text_layers=[Slow()], ocr=False)
+    t0 = time.monotonic()
+    assert pipe.text("anything at all", "url") is None
+    assert time.monotonic() - t0 < 2.5  # did not wait for the 3 s layer
+    assert pipe.counts.dropped == {"url:slow:timeout": 1}
+    pipe.close()
+
+
+def test_pipeline_rescan_drops_leftovers_and_passes_clean_text() -> None:
+    pipe = RedactionPipeline(default_policy(), text_layers=[FlagsPlaceholders()], ocr=False)
+    assert pipe.text("a zz b", "title") is None
+    assert pipe.counts.dropped == {"title:rescan:found": 1}
+    assert pipe.text("clean", "title") == "clean"
+    real = RedactionPipeline(default_policy(), ocr=False)
+    assert real.text("mail jane.roe@example.com", "title") == "mail <EMAIL_ADDRESS>"
+    assert real.counts.entities == {"EMAIL_ADDRESS": 1}
+    pipe.close()
+    real.close()

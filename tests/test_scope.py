@@ -1,0 +1,141 @@
+"""Capture scope: built-in deny-list, private windows, the person's exclusions (apps not yet
+seen), time windows, allow-lists, masking rectangles."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import stat
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from demotrace.cli import app
+from demotrace.errors import ConfigError
+from demotrace.paths import Paths
+from demotrace.privacy.policy import Policy, default_policy
+from demotrace.privacy.scope import Exclusions, ScopeFilter, domain_matches
+from demotrace.schema import FocusChange
+from demotrace.schema.events import Rect
+
+MON_9 = dt.datetime(2026, 11, 30, 9, 0, tzinfo=dt.timezone.utc)  # 2026-11-30 is a Monday
+
+
+@pytest.mark.parametrize(
+    ("ctx", "reason"),
+    [
+        ({"app_id": "KeePassXC", "title": "Passwords.kdbx"}, "deny:password_manager:app"),
+        ({"app_id": "bitwarden"}, "deny:password_manager:app"),
+        ({"app_id": "1Password"}, "deny:password_manager:app"),
+        ({"app_id": None, "exe": "/opt/Signal/signal-desktop"}, "deny:personal_messaging:app"),
+        ({"app_id": "TelegramDesktop"}, "deny:personal_messaging:app"),
+        ({"app_id": "org.remmina.Remmina"}, "deny:remote_desktop:app"),
+        ({"app_id": "firefox", "title": "Example — Mozilla Firefox Private Browsing"}, "deny:private_browsing:title"),
+        ({"app_id": "Chromium", "title": "New Tab - Chromium (Incognito)"}, "deny:private_browsing:title"),
+        ({"app_id": "Chromium", "url": "https://www.paypal.com/myaccount"}, "deny:banking:domain"),
+        ({"app_id": "Chromium", "url": "https://web.whatsapp.com/"}, "deny:personal_messaging:domain"),
+        ({"app_id": "Chromium", "url": "https://portal.example.bank/login"}, "deny:banking:domain"),
+        ({"app_id": "Chromium", "url": "https://acme.bamboohr.com/home"}, "deny:hr:domain"),
+        ({"app_id": "Chromium", "url": "https://www.nhs.uk/conditions"}, "deny:health:domain"),
+    ],
+)
+def test_builtin_deny_list(ctx: dict, reason: str) -> None:
+    d = ScopeFilter(default_policy()).decide(now=MON_9, **ctx)
+    assert (d.allowed, d.reason) == (False, reason)
+
+
+@pytest.mark.parametrize(
+    "ctx",
+    [
+        {"app_id": "XTerm", "title": "xterm"},
+        {"app_id": "Chromium", "url": "https://notpaypal.com/", "title": "Docs"},
+        {"app_id": "Chromium", "url": "https://example.org/bank", "title": "Bank holidays list"},
+        {"app_id": "code", "title": "private.py - Visual Studio Code"},
+    ],
+)
+def test_ordinary_work_is_allowed(ctx: dict) -> None:
+    assert ScopeFilter(default_policy()).decide(now=MON_9, **ctx).allowed
+
+
+def test_domain_matching() -> None:
+    assert domain_matches("mail.example.com", "example.com")
+    assert domain_matches("example.com", "example.com")
+    assert not domain_matches("badexample.com", "example.com")
+    assert domain_matches("x.y.bank", "*.bank")
+    assert not domain_matches(None, "example.com")
+
+
+def test_person_exclusions_include_apps_never_seen(tmp_path: Path) -> None:
+    paths = Paths(tmp_path).ensure()
+    ex = Exclusions.load(paths)
+    ex.add("app", "ZedEditor")  # not installed, never seen
+    ex.add("domain", "https://Sports.Example.net/scores")
+    ex.add("title", "Salary review")
+    ex.save()
+    f = tmp_path / "exclusions.json"
+    assert stat.S_IMODE(f.stat().st_mode) == 0o600
+    assert [(e["kind"], e["value"]) for e in json.loads(f.read_text())] == [
+        ("app", "ZedEditor"), ("domain", "sports.example.net"), ("title", "Salary review")]
+    sf = ScopeFilter(default_policy(), Exclusions.load(paths))
+    assert sf.decide(app_id="zededitor", now=MON_9).reason == "exclusion:app"
+    assert sf.decide(app_id="Chromium", url="https://live.sports.example.net/x", now=MON_9).reason == "exclusion:domain"
+    assert sf.decide(app_id="Gedit", title="notes: SALARY REVIEW 2027", now=MON_9).reason == "exclusion:title"
+    ex = Exclusions.load(paths)
+    assert ex.remove("app", "zededitor") and not ex.remove("app", "zededitor")
+    with pytest.raises(ConfigError, match="kind must be one of"):
+        ex.add("window", "x")
+
+
+def test_time_windows_local_time() -> None:
+    pol = Policy.from_toml(
+        'version = 1\nnotice = "n"\n'
+        '[[scope.time_windows]]\ndays = ["mon", "tue", "wed", "thu", "fri"]\nstart = "08:00"\nend = "18:00"\n'
+        '[[scope.time_windows]]\ndays = ["sat"]\nstart = "22:00"\nend = "02:00"\n'
+    )
+    sf = ScopeFilter(pol)
+    at = lambda d, h, m=0: dt.datetime(2026, 11, d, h, m, tzinfo=dt.timezone.utc)  # noqa: E731
+    assert sf.decide(app_id="XTerm", now=at(30, 9)).allowed  # Monday 09:00
+    assert sf.decide(app_id="XTerm", now=at(30, 7, 59)).reason == "time_window"
+    assert sf.decide(app_id="XTerm", now=at(30, 18, 0)).reason == "time_window"  # end exclusive
+    assert sf.decide(app_id="XTerm", now=at(28, 12)).reason == "time_window"  # Saturday noon
+    assert sf.decide(app_id="XTerm", now=at(28, 23)).allowed  # Saturday 23:00
+    assert sf.decide(app_id="XTerm", now=at(29, 1, 30)).allowed  # Sunday 01:30, Saturday's window
+    assert sf.decide(app_id="XTerm", now=at(29, 2, 0)).reason == "time_window"
+
+
+def test_allow_list_and_deny_wins() -> None:
+    pol = Policy.from_toml(
+        'version = 1\nnotice = "n"\n[scope]\nallow_apps = ["code", "Chromium"]\n'
+        'allow_domains = ["example.org"]\n[scope.deny.pm]\napps = ["KeePassXC"]\n'
+        'domains = ["vault.example.org"]\n'
+    )
+    sf = ScopeFilter(pol)
+    assert sf.decide(app_id="code").allowed
+    assert sf.decide(app_id="XTerm").reason == "not_in_allow_list"
+    assert sf.decide(app_id=None, title=None).reason == "not_in_allow_list"  # unknown: closed
+    assert sf.decide(app_id="Chromium", url="https://vault.example.org/").reason == "deny:pm:domain"
+
+
+def test_decide_focus_and_excluded_rects() -> None:
+    sf = ScopeFilter(default_policy())
+    fc = FocusChange(seq=0, t_ns=0, app_id="KeePassXC", title="db")
+    assert not sf.decide_focus(fc, MON_9).allowed
+    rects = sf.excluded_rects([
+        ("XTerm", "xterm", None, Rect(0, 0, 640, 800)),
+        ("KeePassXC", "db", None, Rect(640, 0, 640, 400)),
+        ("Chromium", "Bank (Incognito)", None, Rect(640, 400, 640, 400)),
+    ], MON_9)
+    assert rects == [Rect(640, 0, 640, 400), Rect(640, 400, 640, 400)]
+
+
+def test_cli_exclusions(dt_home: Path) -> None:
+    r = CliRunner()
+    assert r.invoke(app, ["exclusions", "add", "app", "Obsidian"]).exit_code == 0
+    assert r.invoke(app, ["exclusions", "add", "domain", "news.example.net"]).exit_code == 0
+    out = r.invoke(app, ["exclusions", "list"]).output
+    assert "app\tObsidian" in out and "domain\tnews.example.net" in out
+    assert r.invoke(app, ["exclusions", "remove", "app", "Obsidian"]).exit_code == 0
+    assert "Obsidian" not in r.invoke(app, ["exclusions", "list"]).output
+    bad = r.invoke(app, ["exclusions", "remove", "app", "Nope"])
+    assert bad.exit_code != 0

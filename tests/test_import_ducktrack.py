@@ -18,7 +18,7 @@ from demotrace.build import BuildSettings, episodes_from_session, reduce_events
 from demotrace.errors import MalformedInputError
 from demotrace.importers import DuckTrackConfig, import_ducktrack
 from demotrace.importers.ducktrack import map_key
-from demotrace.schema import PointerDown, Wheel
+from demotrace.schema import PointerDown, Rect, Wheel
 from demotrace.spool import DataKey, Spool
 
 S = 1_000_000_000
@@ -77,6 +77,7 @@ def test_real_ducktrack_example_hand_checked(shared_data: Path, spool: Spool):
     # first burst: 7 ticks at 168.915–169.115 and 6 at 169.365–169.525 (0.25 s pause, 10 px away)
     assert scrolls[0].dy == -13 and round(scrolls[0].t_start_ns / S, 3) == 7.950
     assert acts[-1].type == "done" and ep.status == "unknown"
+    assert ep.screen == Rect(0, 0, 1512 * 2, 982 * 2) and ep.episode_id == f"{res.session_id}-0"
 
 
 def test_pynput_key_names():

@@ -344,3 +344,32 @@ def test_ctrl_click_and_ctrl_wheel_keep_modifiers():
     a, b = run(r.events)
     assert (a.type, a.keys) == ("click", ("ctrl",))
     assert (b.type, b.keys, b.dy) == ("scroll", ("ctrl",), 1)
+
+
+def test_numpad_without_character_is_a_named_key_and_with_numlock_types():
+    r = Rec()
+    r.tap(0, "ArrowLeft", "Numpad4")                  # NumLock off: the keypad arrow
+    r.tap(1000, "5", "Numpad5", "5")                  # NumLock on: a digit
+    r.tap(1100, "Clear", "Numpad5")                   # NumLock off keypad 5
+    acts = run(r.events)
+    assert [(a.type, a.keys, a.text) for a in acts] == [
+        ("key", ("left",), None), ("type", ("5",), "5"), ("key", ("clear",), None)]
+
+
+def test_fractional_touchpad_deltas_are_summed_not_rounded():
+    r = Rec()
+    for i in range(4):
+        r.wheel(i * 20, 300, 300, dx=-0.25, dy=0.125, unit="pixel")
+    (a,) = run(r.events)
+    assert (a.dx, a.dy, a.unit) == (-1.0, 0.5, "pixel")
+
+
+def test_double_click_drag_is_click_then_drag():
+    r = Rec()
+    r.click(0, 100, 100)
+    r.down(200, 100, 100)                             # second press of a double click …
+    r.move(300, 160, 100)                             # … dragged: select by word
+    r.up(400, 160, 100)
+    a, b = run(r.events)
+    assert (a.type, a.count) == ("click", 1)
+    assert (b.type, b.x, b.x2) == ("drag", 100, 160) and "after_click" in b.flags

@@ -70,12 +70,17 @@ class Action(msgspec.Struct, frozen=True, kw_only=True):
 
     Fields used per ``type``:
 
-    - click: ``x``, ``y``, ``button`` ("left" | "right" | "middle"), ``count`` 1–3
-    - drag: ``x``, ``y`` (start), ``x2``, ``y2`` (end), ``button``, ``path`` (samples)
-    - scroll: ``x``, ``y``, ``dx``, ``dy`` (dy > 0 = up), ``unit`` ("tick" | "pixel")
-    - type: ``text`` (edits applied); ``keys`` keeps the raw key names for provenance
-    - key: ``keys`` = [name] (W3C key name, e.g. "Enter")
-    - hotkey: ``keys`` = pyautogui-style base names, e.g. ["ctrl", "c"]
+    - click: ``x``, ``y``, ``button`` ("left" | "right" | "middle"), ``count`` 1–3;
+      ``keys`` = modifiers held (pyautogui names, e.g. ["ctrl"] for Ctrl-click), else empty
+    - drag: ``x``, ``y`` (start), ``x2``, ``y2`` (end), ``button``, ``path`` (samples);
+      ``keys`` = modifiers held
+    - scroll: ``x``, ``y``, ``dx``, ``dy`` (dy > 0 = up), ``unit`` ("tick" | "pixel");
+      ``keys`` = modifiers held (Ctrl+wheel = zoom)
+    - type: ``text`` (edits applied); ``keys`` keeps the raw W3C key values for provenance
+    - key: ``keys`` = [name], the pyautogui name ("enter", "esc", "left", "f5"; map in
+      :mod:`demotrace.build.keys`); ``count`` = presses produced (> 1 when auto-repeated)
+    - hotkey: ``keys`` = pyautogui-style names, modifiers first, e.g. ["ctrl", "c"];
+      ``count`` as for key
     - move: ``x``, ``y``; mouse_down / mouse_up: ``x``, ``y``, ``button``
     - key_down / key_up: ``keys`` = [name]
     - select_option: ``text`` = the option value; ``target`` the select element
@@ -84,7 +89,7 @@ class Action(msgspec.Struct, frozen=True, kw_only=True):
     Common: ``t_start_ns`` / ``t_end_ns`` (first / last raw event), ``source_seqs`` (the raw
     events it came from), ``pre_move`` (pointer trace folded in before it), ``context``,
     ``target``, ``flags`` (e.g. "auto_repeat", "unpaired_release", "ime_text",
-    "secret_dropped").
+    "secret_dropped"; the builder's flags are listed in :mod:`demotrace.build.reduce`).
     """
 
     type: ActionType

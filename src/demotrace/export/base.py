@@ -90,8 +90,9 @@ def to_png(data: bytes, *, size: tuple[int, int] | None = None) -> bytes:
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(io.BytesIO(data)) as im:
-            im.load()
+        with Image.open(io.BytesIO(data)) as src:
+            src.load()
+            im: Image.Image = src
             if im.mode not in ("RGB", "RGBA", "L"):
                 im = im.convert("RGBA" if "A" in im.getbands() else "RGB")
             if size is not None and im.size != size:
@@ -160,4 +161,4 @@ def describe(action: dict[str, Any], target: dict[str, Any] | None = None) -> st
         return "The task is done"
     if t == "fail":
         return "The task cannot be completed"
-    return t
+    return str(t)

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from ..errors import ExportError
 
@@ -96,7 +96,7 @@ class Frame:
     height: int
 
     @classmethod
-    def from_row(cls, obs: dict | None) -> "Frame | None":
+    def from_row(cls, obs: dict[str, Any] | None) -> "Frame | None":
         """From a canonical row's ``observation`` struct (``bounds`` = [x, y, w, h]); ``None``
         if the step has no observation."""
         if obs is None:

@@ -70,7 +70,7 @@ class _Shards:
         info.uname = info.gname = ""
         assert self.tar is not None
         self.tar.addfile(info, io.BytesIO(data))
-        self.tar.fileobj.flush()  # type: ignore[union-attr]
+        self.tar.fileobj.flush()  # type: ignore[attr-defined]
 
     def close(self) -> None:
         if self.tar is not None:

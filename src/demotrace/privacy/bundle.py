@@ -15,7 +15,7 @@ data (different key), and destroying the data key destroys both (crypto-shreddin
 
 :class:`BundleReader` has the same read interface as :class:`demotrace.spool.SessionReader`
 (``session_id``, ``manifest``, ``iter_events()``, ``iter_batches()``, ``read_blob(id)``,
-``has_blob(id)``, ``blob_ids()``, ``stats()``, ``close()``, context manager), so the dataset
+``has_blob(id)``, ``blob_ids()``, ``events_since(t_ns)``, ``stats()``, ``close()``, context manager), so the dataset
 builder reads sealed bundles instead of the raw spool: nothing but seal and review reads the
 raw spool (DESIGN.md §2.3).
 """
@@ -107,6 +107,10 @@ class BundleReader:
     def has_blob(self, blob_id: str) -> bool:
         """True if the blob is in the bundle."""
         return self._reader.has_blob(blob_id)
+
+    def events_since(self, t_ns: int) -> int:
+        """Number of events whose batch ends at or after ``t_ns`` (approximate, for display)."""
+        return self._reader.events_since(t_ns)
 
     def blob_ids(self) -> list[str]:
         """Ids of every frame blob in the bundle."""

@@ -1,0 +1,166 @@
+"""Review: forget the last N minutes (exactly the events and frames of that window, computed
+from what the test wrote), delete, retention purge, episodes."""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+from pathlib import Path
+
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from demotrace.cli import app
+from demotrace.errors import ConfigError, SessionNotFound
+from demotrace.paths import Paths
+from demotrace.privacy.policy import Policy
+from demotrace.privacy.review import delete_session, episodes_of, forget_last, list_sessions, parse_duration, purge_expired
+from demotrace.schema import Frame, Marker, PointerMove
+from demotrace.schema.events import Event, Rect
+from demotrace.spool import DataKey, Spool
+from privacy_corpus import manifest
+
+S = 1_000_000_000
+T0 = dt.datetime(2026, 11, 30, 1, 0, 0, tzinfo=dt.timezone.utc)
+
+
+def _png(shade: int) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 8), (shade, shade, shade)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _write(spool: Spool, sid: str, start: dt.datetime, minutes: int) -> tuple[list[Event], dict[str, bytes]]:
+    """One pointer move every 10 s for ``minutes``; a frame every 60 s (at 5 s past) whose
+    image is unique per minute, except that minutes 2 and 17 share one image (dedup).
+    Batches of 7 events, so cuts fall inside batches."""
+    key = spool.key
+    evs: list[Event] = []
+    blobs: dict[str, bytes] = {}
+    seq = 0
+    for tenth in range(minutes * 6):
+        t = tenth * 10 * S
+        evs.append(PointerMove(seq=seq, t_ns=t, x=tenth, y=1.0))
+        seq += 1
+        if tenth % 6 == 0:
+            minute = tenth // 6
+            data = _png(2 if minute in (2, 17) else 10 + minute)
+            bid = key.content_id(data)
+            blobs[bid] = data
+            evs.append(Frame(seq=seq, t_ns=t + 5 * S, blob=bid, monitor=0, bounds=Rect(0, 0, 8, 8), width=8,
+                             height=8, scale=1.0, captured_t_ns=t + 5 * S, reason="settle", format="png"))
+            seq += 1
+    w = spool.create(manifest(sid, start.strftime("%Y-%m-%dT%H:%M:%SZ")))
+    for bid, data in blobs.items():
+        w.put_blob(bid, data, "png")
+    for i in range(0, len(evs), 7):
+        w.append(evs[i:i + 7])
+    w.close(duration_ns=evs[-1].t_ns)
+    return evs, blobs
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> tuple[Paths, Spool]:
+    paths = Paths(tmp_path).ensure()
+    return paths, Spool(paths.spool, DataKey.create(paths.key_file))
+
+
+def test_forget_last_removes_exactly_that_window(home: tuple[Paths, Spool]) -> None:
+    paths, spool = home
+    evs, blobs = _write(spool, "a", T0, 20)
+    (paths.home / "sealed" / "a").mkdir(parents=True)  # a bundle made from it goes too
+    now = T0 + dt.timedelta(minutes=20)
+    res = forget_last(paths, spool, dt.timedelta(minutes=10), now=now)
+    cut = 10 * 60 * S
+    expect_kept = [e for e in evs if e.t_ns < cut]
+    # by hand: 60 moves + 10 frames before minute 10; 60 moves + 10 frames after
+    assert len(expect_kept) == 70 and len(evs) == 140
+    with spool.open("a") as r:
+        kept = list(r.iter_events())
+        ids = set(r.blob_ids())
+    assert kept == expect_kept
+    # frames of minutes 10..19 are gone except minute 17's, which shares minute 2's image
+    expect_blobs = {e.blob for e in expect_kept if isinstance(e, Frame)}
+    assert ids == expect_blobs and len(ids) == 10
+    assert res.removed == {"a": (70, 9)}
+    on_disk = {p.name for p in (paths.spool / "a" / "blobs").rglob("*") if p.is_file()}
+    assert on_disk == expect_blobs
+    assert not (paths.home / "sealed" / "a").exists()
+
+
+def test_forget_spans_sessions_and_leaves_older_ones(home: tuple[Paths, Spool]) -> None:
+    paths, spool = home
+    old, _ = _write(spool, "old", T0 - dt.timedelta(hours=2), 5)
+    new, _ = _write(spool, "new", T0, 4)
+    res = forget_last(paths, spool, dt.timedelta(minutes=3), now=T0 + dt.timedelta(minutes=4))
+    assert set(res.removed) == {"new"}
+    with spool.open("old") as r:
+        assert list(r.iter_events()) == old
+    with spool.open("new") as r:
+        assert list(r.iter_events()) == [e for e in new if e.t_ns < 60 * S]
+
+
+def test_retention_purge(home: tuple[Paths, Spool]) -> None:
+    paths, spool = home
+    _write(spool, "eight-days", T0 - dt.timedelta(days=8), 1)
+    _write(spool, "six-days", T0 - dt.timedelta(days=6), 1)
+    pol = Policy.from_toml('version = 1\nnotice = "n"\n')  # raw_days defaults to 7
+    assert purge_expired(paths, spool, pol, now=T0) == ["eight-days"]
+    assert spool.session_ids() == ["six-days"]
+
+
+def test_delete_and_list(home: tuple[Paths, Spool]) -> None:
+    paths, spool = home
+    _write(spool, "x", T0, 2)
+    rows = list_sessions(paths, spool)
+    # 2 minutes: 12 moves + 2 frames; last event at 110 s
+    assert [(r.session_id, r.events, r.frames, r.duration_s, r.sealed) for r in rows] == [("x", 14, 2, 110.0, False)]
+    delete_session(paths, spool, "x")
+    assert spool.session_ids() == []
+    with pytest.raises(SessionNotFound):
+        delete_session(paths, spool, "x")
+
+
+def test_episodes_from_markers() -> None:
+    evs = [
+        Marker(seq=0, t_ns=0, name="session_start"),
+        PointerMove(seq=1, t_ns=1 * S, x=0, y=0),
+        Marker(seq=2, t_ns=2 * S, name="task_start", instruction="Rename the file"),
+        PointerMove(seq=3, t_ns=3 * S, x=0, y=0),
+        Marker(seq=4, t_ns=4 * S, name="task_end", status="success"),
+        PointerMove(seq=5, t_ns=5 * S, x=0, y=0),
+        Marker(seq=6, t_ns=6 * S, name="private_gap", reason="deny:banking:domain", duration_ns=S),
+        PointerMove(seq=7, t_ns=8 * S, x=0, y=0),
+    ]
+    eps = [(e.t_start_ns, e.t_end_ns, e.instruction, e.status) for e in episodes_of(evs)]
+    assert eps == [(0, 2 * S, None, None), (2 * S, 4 * S, "Rename the file", "success"),
+                   (5 * S, 6 * S, None, None), (6 * S, 8 * S, None, None)]
+
+
+def test_parse_duration() -> None:
+    assert parse_duration("10m") == dt.timedelta(minutes=10)
+    assert parse_duration("1h30m") == dt.timedelta(minutes=90)
+    assert parse_duration("45s") == dt.timedelta(seconds=45)
+    for bad in ("", "10", "ten minutes", "0m"):
+        with pytest.raises(ConfigError):
+            parse_duration(bad)
+
+
+def test_cli_forget_and_list(dt_home: Path) -> None:
+    paths = Paths(dt_home).ensure()
+    spool = Spool(paths.spool, DataKey.create(paths.key_file))
+    start = dt.datetime.now(dt.timezone.utc).replace(microsecond=0) - dt.timedelta(minutes=6)
+    evs, _ = _write(spool, "live", start, 6)  # events up to 5:55 after start, i.e. ~5 s ago
+    r = CliRunner()
+    out = r.invoke(app, ["review", "forget", "--last", "3m5s"])
+    assert out.exit_code == 0, out.output
+    # cut = 6 min + (up to 1 s truncation + run time) - 3:05 → between 175 s and 180 s after
+    # start; the nearest events are the moves at 170 s and 180 s (frames sit at 125 s, 185 s)
+    expect = [e for e in evs if e.t_ns < 175 * S]
+    with spool.open("live") as rd:
+        assert list(rd.iter_events()) == expect
+    removed = len(evs) - len(expect)
+    assert f"forgot {removed} events and 3 frames" in out.output
+    listed = r.invoke(app, ["review", "list"])
+    assert listed.exit_code == 0 and "live" in listed.output

@@ -18,6 +18,7 @@ import json
 import os
 import random
 import shutil
+import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -121,6 +122,8 @@ class UploadClient:
                  timeout: float = 30.0, retry: RetryPolicy = RetryPolicy(),
                  sleep: Callable[[float], None] = time.sleep, seed: int | None = None) -> None:
         headers = {"authorization": f"Bearer {credential}"} if credential else {}
+        if isinstance(verify, str):
+            verify = ssl.create_default_context(cafile=verify)  # type: ignore[assignment]
         self._http = httpx.Client(base_url=url.rstrip("/"), headers=headers, timeout=timeout,
                                   transport=transport, verify=verify)
         self.retry = retry

@@ -1,0 +1,317 @@
+"""Uploads over a real loopback socket to a real ``demotrace server`` subprocess: random network
+faults, the server killed mid-upload and restarted, TLS, and the CLI flow. The result must be
+exactly one stored copy of every bundle and nothing lost (SQLite and PostgreSQL)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import os
+import random
+import shutil
+import signal
+import ssl
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from conftest_pg import free_port, sha
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from sqlalchemy import create_engine, text
+
+from demotrace.server.errors import UploadError
+from demotrace.server.wire import LocalBundle, write_local_bundle
+from demotrace.upload import RetryPolicy, UploadClient
+
+DEMOTRACE = str(Path(sys.executable).parent / "demotrace")
+PURPOSE = {"purpose": "agent-training"}
+
+
+class ServerProc:
+    """``demotrace server`` as a subprocess on 127.0.0.1:``port``."""
+
+    def __init__(self, data_dir: Path, db_url: str, tls: tuple[Path, Path] | None = None) -> None:
+        self.data_dir, self.db_url, self.tls = data_dir, db_url, tls
+        self.port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log: Any = None
+
+    @property
+    def url(self) -> str:
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
+
+    def cli(self, *args: str) -> str:
+        r = subprocess.run([DEMOTRACE, *args, "--data-dir", str(self.data_dir),
+                            "--database-url", self.db_url], capture_output=True, text=True,
+                           timeout=60)
+        assert r.returncode == 0, r.stderr
+        return r.stdout.strip()
+
+    def code(self, role: str = "device", person: str | None = None) -> str:
+        """A one-time code made in-process on the server's database (the CLI path is
+        exercised by the TLS test; a subprocess per code would cost seconds)."""
+        from demotrace.server import auth
+        from demotrace.server.config import ServerConfig
+        from demotrace.server.db import Database
+        from demotrace.server.keys import Pseudonymiser
+
+        cfg = ServerConfig(data_dir=self.data_dir, database_url=self.db_url)
+        sid = Pseudonymiser.from_file(cfg.pseudonym_key_path).subject_id(person) if person else None
+        db = Database(self.db_url, run_migrations=False)
+        try:
+            with db.session() as s:
+                return auth.create_enrollment_code(s, role, subject_id=sid, created_by="test",
+                                                   ttl_s=600)[0]
+        finally:
+            db.dispose()
+
+    def start(self) -> None:
+        cmd = [DEMOTRACE, "server", "--data-dir", str(self.data_dir), "--database-url",
+               self.db_url, "--port", str(self.port), "--rate", "10000"]
+        if self.tls:
+            cmd += ["--cert", str(self.tls[0]), "--key", str(self.tls[1])]
+        if self.log is None:
+            self.log = open(self.data_dir / "server.log", "ab")
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=self.log)
+        verify: Any = ssl.create_default_context(cafile=str(self.tls[0])) if self.tls else True
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited: {(self.data_dir / 'server.log').read_text()}")
+            try:
+                if httpx.get(self.url + "/healthz", verify=verify, timeout=1).status_code == 200:
+                    return
+            except httpx.TransportError:
+                time.sleep(0.05)
+        raise RuntimeError("server did not answer /healthz within 60 s")
+
+    def kill(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        if self.log is not None:
+            self.log.close()
+
+
+@pytest.fixture
+def server(tmp_path: Path, db_url: str) -> Iterator[ServerProc]:
+    s = ServerProc(tmp_path / "srv", db_url)
+    s.data_dir.mkdir()
+    try:
+        yield s
+    finally:
+        s.stop()
+
+
+class FaultyTransport(httpx.BaseTransport):
+    """A real HTTP transport that fails at random points: before the request leaves
+    (connect error) or after the server processed it (the response is lost)."""
+
+    def __init__(self, p_before: float, p_after: float, seed: int) -> None:
+        self.inner = httpx.HTTPTransport()
+        self.rng = random.Random(seed)
+        self.p_before, self.p_after = p_before, p_after
+        self.injected = 0
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        if self.rng.random() < self.p_before:
+            self.injected += 1
+            raise httpx.ConnectError("injected: connection refused", request=request)
+        resp = self.inner.handle_request(request)
+        if self.rng.random() < self.p_after:
+            resp.read()
+            resp.close()
+            self.injected += 1
+            raise httpx.ReadError("injected: connection reset after the server answered",
+                                  request=request)
+        return resp
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def make_bundles(root: Path, n: int, blobs_each: int, seed: int) -> list[LocalBundle]:
+    rng = random.Random(seed)
+    shared = b"frame shared by every bundle " * 40
+    out = []
+    for i in range(n):
+        files = {f"frames/{j}.png": rng.randbytes(rng.randint(100, 40_000))
+                 for j in range(blobs_each)}
+        files["frames/shared.png"] = shared
+        files["events/0.msgpack"] = f"events of session {i}".encode()
+        out.append(write_local_bundle(root / f"b{i}", files, session_id=f"s{i}",
+                                      platform="linux-x11"))
+    return out
+
+
+def stored_counts(db_url: str) -> tuple[int, int, int]:
+    eng = create_engine(db_url.replace("postgresql+psycopg", "postgresql+psycopg"))
+    try:
+        with eng.connect() as c:
+            nb = c.execute(text("SELECT count(*) FROM bundles WHERE state='committed'")).scalar()
+            nall = c.execute(text("SELECT count(*) FROM bundles")).scalar()
+            nblob = c.execute(text("SELECT count(*) FROM blobs")).scalar()
+    finally:
+        eng.dispose()
+    return int(nb), int(nall), int(nblob)
+
+
+def objects(data_dir: Path) -> list[Path]:
+    return [p for p in (data_dir / "blobs").rglob("*") if p.is_file()]
+
+
+def enroll(server: ServerProc, code: str, label: str = "") -> str:
+    with UploadClient(server.url) as c:
+        return c.enroll(code, label)
+
+
+def curator_check(server: ServerProc, bundles: list[tuple[str, dict[str, bytes]]]) -> None:
+    cur = enroll(server, server.code("curator"))
+    with httpx.Client(base_url=server.url, headers={"authorization": f"Bearer {cur}"}) as c:
+        listing = c.get("/v1/curator/bundles", params=PURPOSE).json()
+        assert sorted(b["bundle_id"] for b in listing) == sorted(b for b, _ in bundles)
+        sid = listing[0]["subject_id"]
+        for bid, files in bundles:
+            for data in files.values():
+                r = c.get(f"/v1/curator/subjects/{sid}/bundles/{bid}/blobs/{sha(data)}",
+                          params=PURPOSE)
+                assert r.status_code == 200 and r.content == data
+
+
+def test_random_network_faults_lose_nothing_and_store_once(server: ServerProc,
+                                                            tmp_path: Path) -> None:
+    server.start()
+    code = server.code("device", "gus@example.org")
+    token = enroll(server, code, "gus-laptop")
+    bundles = make_bundles(tmp_path / "dev", n=4, blobs_each=6, seed=7)
+    originals = [(b.manifest.bundle_id, {r.path: b.read_blob(r.sha256) for r in b.manifest.blobs})
+                 for b in bundles]
+    copies = [shutil.copytree(b.root, tmp_path / "copy" / b.root.name) for b in bundles]
+    t = FaultyTransport(p_before=0.25, p_after=0.25, seed=11)
+    client = UploadClient(server.url, token, transport=t, sleep=lambda s: None,
+                          retry=RetryPolicy(attempts=40), seed=3)
+    with client:
+        receipts = [client.upload(b, delete_local=True) for b in bundles]
+    assert t.injected >= 10  # the faults really happened
+    assert all(r.deleted_local and not b.root.exists() for r, b in zip(receipts, bundles))
+    distinct = {sha(d) for _, files in originals for d in files.values()}
+    assert len(distinct) == 4 * 8 - 3  # the shared frame counts once
+    assert stored_counts(server.db_url) == (4, 4, len(distinct))
+    assert len(objects(server.data_dir)) == len(distinct)
+    # the same bundles again: acknowledged, nothing sent, still stored once
+    with UploadClient(server.url, token) as again:
+        for c in copies:
+            r = again.upload_path(c)
+            assert r.sent_blobs == 0 and Path(c).exists()
+    assert stored_counts(server.db_url) == (4, 4, len(distinct))
+    curator_check(server, originals)
+
+
+class KillingTransport(httpx.BaseTransport):
+    """Kills the server (SIGKILL) while the ``kill_at``-th blob PUT is in flight."""
+
+    def __init__(self, server: ServerProc, kill_at: int) -> None:
+        self.inner = httpx.HTTPTransport()
+        self.server, self.kill_at, self.puts = server, kill_at, 0
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        if request.method == "PUT":
+            self.puts += 1
+            if self.puts == self.kill_at:
+                threading.Timer(0.002, self.server.kill).start()
+        return self.inner.handle_request(request)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def test_server_killed_mid_upload_then_restarted_resumes(server: ServerProc,
+                                                         tmp_path: Path) -> None:
+    server.start()
+    code = server.code("device", "hal@example.org")
+    token = enroll(server, code)
+    [bundle] = make_bundles(tmp_path / "dev", n=1, blobs_each=12, seed=5)
+    original = {r.path: bundle.read_blob(r.sha256) for r in bundle.manifest.blobs}
+    n = len(bundle.manifest.blobs)
+    with UploadClient(server.url, token, transport=KillingTransport(server, kill_at=5),
+                      sleep=lambda s: None, retry=RetryPolicy(attempts=3)) as c:
+        with pytest.raises(UploadError, match="gave up"):
+            c.upload(bundle, delete_local=True)
+    assert bundle.root.exists()  # not acknowledged → kept
+    server.start()  # same data, same port
+    with UploadClient(server.url, token) as c:
+        r = c.upload(bundle, delete_local=True)
+    assert r.n_blobs == n == 14 and r.deleted_local
+    assert 14 - 5 <= r.sent_blobs <= 14 - 3  # resumed: what arrived before the kill is not resent
+    assert stored_counts(server.db_url) == (1, 1, 14)
+    assert len(objects(server.data_dir)) == 14
+    curator_check(server, [(r.bundle_id, original)])
+
+
+def _self_signed(tmp: Path) -> tuple[Path, Path]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "demotrace test collector")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(minutes=1))
+            .not_valid_after(now + dt.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    c, k = tmp / "cert.pem", tmp / "key.pem"
+    c.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    k.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                    serialization.PrivateFormat.PKCS8,
+                                    serialization.NoEncryption()))
+    os.chmod(k, 0o600)
+    return c, k
+
+
+def test_cli_flow_over_tls(tmp_path: Path) -> None:
+    """admin enroll-code → device enroll (TLS, pinned CA) → upload → the bundle is on the
+    server and gone from the device; plain HTTP to the TLS port fails."""
+    cert, key = _self_signed(tmp_path)
+    srv = ServerProc(tmp_path / "srv", f"sqlite:///{tmp_path / 'srv' / 'c.db'}", tls=(cert, key))
+    srv.data_dir.mkdir()
+    home = tmp_path / "home"
+    env = {**os.environ, "DEMOTRACE_HOME": str(home)}
+    try:
+        srv.start()
+        code = srv.cli("admin", "enroll-code", "--person", "ivy@example.org")
+        r = subprocess.run([DEMOTRACE, "device", "enroll", "--server", srv.url, "--code", code,
+                            "--ca", str(cert), "--label", "ivy-desktop"],
+                           capture_output=True, text=True, env=env, timeout=60)
+        assert r.returncode == 0, r.stderr
+        assert (home / "collector.json").stat().st_mode & 0o777 == 0o600
+        b = write_local_bundle(tmp_path / "bundle", {"frames/1.png": b"ivy frame" * 100},
+                               session_id="ivy-1", platform="linux-x11")
+        r = subprocess.run([DEMOTRACE, "upload", str(b.root)], capture_output=True, text=True,
+                           env=env, timeout=60)
+        assert r.returncode == 0, r.stderr
+        assert "committed" in r.stdout and "local copy deleted" in r.stdout
+        assert not b.root.exists()
+        assert stored_counts(srv.db_url)[0] == 1
+        with pytest.raises(httpx.TransportError):
+            httpx.get(f"http://127.0.0.1:{srv.port}/healthz", timeout=2)
+    finally:
+        srv.stop()

@@ -115,3 +115,100 @@ def test_replay_unknown_episode(dataset) -> None:
 
     with pytest.raises(ExportError, match=f"no episode 'nope'.*{SID}-0"):
         write_replay(ds, "nope", tmp / "x.html")
+
+
+# -- a session recorded by `demotrace record` on Xvfb, replayed in Chromium ------------------
+
+APP = Path(__file__).resolve().parent / "apps" / "rec_colour_app.py"
+GREEN = (0, 200, 0)
+RED = (200, 0, 0)
+
+
+def _demotrace(home: Path | None, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    import os
+
+    tail = ["--home", str(home)] if home is not None else []
+    proc = subprocess.run([str(Path(sys.executable).parent / "demotrace"), *args, *tail],
+                          capture_output=True, text=True, timeout=120, env=env or dict(os.environ, COLUMNS="200"))
+    assert proc.returncode == 0, f"demotrace {args}: {proc.stdout}\n{proc.stderr}"
+    return proc
+
+
+@pytest.mark.x11
+def test_recorded_session_replay_shows_screen_before_click(xvfb, browser, tmp_path: Path) -> None:
+    """Tk app at (200, 150): its top half (x 200–500, y 150–250) is a green button that turns
+    red when pressed. We record a click at (300, 190) inside a task, build, replay, and check
+    in Chromium's screenshot that the marker sits at (300, 190) on the observation and that the
+    observation still shows the button green (it was taken before the click)."""
+    import os
+    import signal
+    import time
+
+    from demotrace.errors import ControlError
+    from demotrace.paths import Paths
+    from demotrace.recorder.control import call
+
+    home = tmp_path / "home"
+    app = subprocess.Popen([sys.executable, str(APP), "Replay test", "200", "150"], env=xvfb.env,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    rec = None
+    try:
+        assert app.stdout.readline().strip() == "READY"
+        rec = subprocess.Popen([str(Path(sys.executable).parent / "demotrace"), "record", "--home", str(home),
+                                "--no-indicator"], env=dict(xvfb.env, COLUMNS="200"),
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 30
+        while True:
+            assert rec.poll() is None, f"recorder exited: {rec.communicate()}"
+            assert time.monotonic() < deadline, "recorder did not start"
+            try:
+                if call(Paths(home).control_socket, "status", timeout=2).get("state") == "recording":
+                    break
+            except ControlError:
+                pass
+            time.sleep(0.05)
+        env = dict(xvfb.env, COLUMNS="200")
+        _demotrace(home, "task", "start", "Press the green button", env=env)
+        time.sleep(0.5)
+        subprocess.run(["xdotool", "mousemove", "300", "190"], env=xvfb.env, check=True)
+        time.sleep(0.5)
+        subprocess.run(["xdotool", "click", "1"], env=xvfb.env, check=True)
+        assert app.stdout.readline().strip() == "CLICKED"
+        time.sleep(0.7)
+        _demotrace(home, "task", "end", "--status", "success", env=env)
+        time.sleep(0.3)
+        rec.send_signal(signal.SIGINT)
+        out, err = rec.communicate(timeout=60)
+        assert rec.returncode == 0, out + err
+    finally:
+        if rec is not None and rec.poll() is None:
+            rec.kill()
+        app.kill()
+        app.wait()
+    ds = tmp_path / "ds"
+    _demotrace(home, "build", "--out", str(ds), env=dict(os.environ, COLUMNS="200"))
+    import json
+
+    episodes = [json.loads(x) for x in (ds / "episodes.jsonl").read_text().splitlines()]
+    task = [e for e in episodes if e["instruction"] == "Press the green button"]
+    assert len(task) == 1 and task[0]["status"] == "success"
+    out_html = tmp_path / "recorded.html"
+    _demotrace(None, "replay", task[0]["episode_id"], "--dataset", str(ds), "--out", str(out_html))
+    page = browser.new_page(viewport={"width": 1000, "height": 800}, device_scale_factor=1)
+    page.goto(out_html.as_uri())
+    click_steps = page.locator("section.step[data-action='click']")
+    assert click_steps.count() == 1
+    step = int(click_steps.first.get_attribute("data-step"))
+    shot_path = tmp_path / "recorded.png"
+    page.screenshot(path=str(shot_path), full_page=True)
+    shot = Image.open(shot_path).convert("RGB")
+    # Xvfb 1280x800 frames at (0, 0): desktop (300, 190) is image (300, 190)
+    _marker_check(page, shot, step, 300, 190)
+    left, top, w, h, nw, nh = page.evaluate(
+        """(i) => { const im = document.getElementById('img-' + i); const r = im.getBoundingClientRect();
+                    return [r.left + window.scrollX, r.top + window.scrollY, r.width, r.height,
+                            im.naturalWidth, im.naturalHeight]; }""", step)
+    # 50 desktop px left of the click, still on the button, clear of the marker ring: green
+    gx, gy = round(left + 250 * w / nw), round(top + 190 * h / nh)
+    assert _near(shot.getpixel((gx, gy)), GREEN), shot.getpixel((gx, gy))
+    page.close()

@@ -318,8 +318,9 @@ class BuildSummary:
 class CanonicalWriter:
     """Streams episodes into a canonical dataset folder (see module docstring).
 
-    Use ``add_episode`` for each episode, then ``close()``. Memory is bounded by one row group.
-    Keys must be unique: a repeated ``(episode_id, step_index)`` raises :class:`ExportError`.
+    Use ``add_episode`` for each episode, then ``close()``. Memory is bounded by one row group
+    (plus the set of episode ids). Keys ``(episode_id, step_index)`` are unique because episode
+    ids must be unique and steps are indexed 0..n-1; a violation raises :class:`ExportError`.
 
     Raises (constructor):
         ConfigError: ``out`` holds a dataset or other files and ``overwrite`` is false.
@@ -337,7 +338,6 @@ class CanonicalWriter:
         self._writer: Any = None
         self._tmp_shards: list[Path] = []
         self._episodes_file = open(self.out / ".episodes.jsonl.tmp", "w", encoding="utf-8")
-        self._keys: set[tuple[str, int]] = set()
         self._episode_ids: set[str] = set()
         self._closed = False
 
@@ -382,10 +382,6 @@ class CanonicalWriter:
             if step.index != i:
                 raise ExportError(
                     f"{episode.episode_id}: step {i} has index {step.index} (steps must be 0..n-1)")
-            key = (episode.episode_id, step.index)
-            if key in self._keys:
-                raise ExportError(f"duplicate step key {key}")
-            self._keys.add(key)
             img = read_blob(step.observation.blob) if step.observation is not None else None
             row = step_row(episode, step, img)
             self._buffer.append(row)
@@ -588,9 +584,11 @@ class CanonicalDataset:
             for batch in pf.iter_batches(batch_size=batch_rows, columns=columns):
                 yield from batch.to_pylist()
 
-    def iter_episodes(self) -> Iterator[tuple[dict[str, Any], list[dict[str, Any]]]]:
-        """Yield ``(episode_info, rows)`` per episode, in dataset order (one episode in memory
-        at a time).
+    def iter_episodes(self) -> Iterator[tuple[dict[str, Any], Iterator[dict[str, Any]]]]:
+        """Yield ``(episode_info, rows)`` per episode in dataset order, where ``rows`` is an
+        iterator over the episode's rows in step order. Streaming: memory holds one batch of
+        rows, whatever the episode length; consume ``rows`` before asking for the next episode
+        (unconsumed rows are skipped).
 
         Raises:
             ExportError: rows of an episode are not contiguous, or an episode is missing from
@@ -598,20 +596,30 @@ class CanonicalDataset:
         """
         index = {e["episode_id"]: e for e in self.episodes()}
         seen: set[str] = set()
-        current: str | None = None
-        rows: list[dict[str, Any]] = []
-        for row in self.iter_rows():
-            eid = row["episode_id"]
-            if eid != current:
-                if current is not None:
-                    yield self._info(index, current), rows
-                if eid in seen:
-                    raise ExportError(f"rows of episode {eid} are not contiguous in {self.root}")
-                seen.add(eid)
-                current, rows = eid, []
-            rows.append(row)
-        if current is not None:
-            yield self._info(index, current), rows
+        it = self.iter_rows()
+        pending: list[dict[str, Any]] = []
+        for row in it:
+            pending = [row]
+            break
+        while pending:
+            first = pending.pop()
+            eid = first["episode_id"]
+            if eid in seen:
+                raise ExportError(f"rows of episode {eid} are not contiguous in {self.root}")
+            seen.add(eid)
+
+            def rows(first: dict[str, Any] = first, eid: str = eid) -> Iterator[dict[str, Any]]:
+                yield first
+                for row in it:
+                    if row["episode_id"] != eid:
+                        pending.append(row)
+                        return
+                    yield row
+
+            group = rows()
+            yield self._info(index, eid), group
+            for _ in group:  # skip what the consumer left
+                pass
 
     def _info(self, index: dict[str, dict[str, Any]], eid: str) -> dict[str, Any]:
         if eid not in index:

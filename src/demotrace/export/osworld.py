@@ -141,6 +141,17 @@ def computer13(action: dict[str, Any], frame: coords.Frame | None, *,
     raise ValueError(f"unknown action type {t!r}")
 
 
+def _flush(f: Any, held: list[dict[str, Any]], screenshot: str | None) -> int:
+    """Write the held lines of a step with their after-step ``screenshot_file``; empties
+    ``held`` and returns the number of lines written."""
+    n = len(held)
+    for line in held:
+        line["screenshot_file"] = screenshot
+        f.write(json.dumps(line, ensure_ascii=False) + "\n")
+    held.clear()
+    return n
+
+
 def export(dataset: CanonicalDataset, out: Path, config: OSWorldConfig = OSWorldConfig()) -> ExportSummary:
     """Write the OSWorld export of ``dataset`` into ``out`` (see module docstring).
 
@@ -153,27 +164,25 @@ def export(dataset: CanonicalDataset, out: Path, config: OSWorldConfig = OSWorld
         eid = info["episode_id"]
         ep_dir = out / eid
         ep_dir.mkdir()
-        # file name of each step's (before-action) observation
-        obs_files: list[str | None] = []
-        for i, row in enumerate(rows):
-            if row["image"] is None:
-                obs_files.append(None)
-                continue
-            if i == 0:
-                name = "initial_state.png"
-            else:
-                prev = rows[i - 1]
-                name = f"step_{i}_{action_timestamp(prev['t_start_ns'])}.png"
-            (ep_dir / name).write_bytes(to_png(row["image"]["bytes"]))
-            summary.files += 1
-            obs_files.append(name)
+        # One row of look-ahead: a step's lines need the next step's observation file (the
+        # screen after the step), so they are written when the next row arrives.
         with open(ep_dir / "traj.jsonl", "w", encoding="utf-8") as f:
+            held: list[dict[str, Any]] = []   # lines of the previous step, screenshot pending
+            prev: dict[str, Any] | None = None
             for i, row in enumerate(rows):
                 a = row["action"]
                 sid = row["step_index"]
                 note_unknown_outcome(summary, info, row)
+                obs_file = None
                 if row["image"] is None:
                     summary.add_lossy("no_observation", eid, sid, "no screenshot before this action")
+                else:
+                    obs_file = ("initial_state.png" if prev is None
+                                else f"step_{i}_{action_timestamp(prev['t_start_ns'])}.png")
+                    (ep_dir / obs_file).write_bytes(to_png(row["image"]["bytes"]))
+                    summary.files += 1
+                summary.records += _flush(f, held, obs_file)
+                prev = row
                 frame = step_frame(row, info)
                 if frame is None and a.get("x") is not None:
                     summary.add_lossy("no_frame_for_coordinates", eid, sid, "no observation and no screen size: step dropped")
@@ -182,22 +191,20 @@ def export(dataset: CanonicalDataset, out: Path, config: OSWorldConfig = OSWorld
                 for kind, detail in lossy:
                     summary.add_lossy(kind, eid, sid, detail)
                 terminal = a["type"] in ("done", "fail")
-                after = obs_files[i] if terminal else (obs_files[i + 1] if i + 1 < len(rows) else None)
-                for j, act in enumerate(actions):
-                    line = {
-                        "step_num": i + 1,
-                        "action_timestamp": action_timestamp(row["t_start_ns"]),
-                        "action": act,
-                        "reward": 0,
-                        "done": terminal and j == len(actions) - 1,
-                        "info": {"episode_id": eid, "step_index": sid,
-                                 "observation_file": obs_files[i],
-                                 "observation_gap_ns": (row["observation"] or {}).get("gap_ns")},
-                        "screenshot_file": after,
-                    }
-                    f.write(json.dumps(line, ensure_ascii=False) + "\n")
-                    summary.records += 1
+                held = [{
+                    "step_num": i + 1,
+                    "action_timestamp": action_timestamp(row["t_start_ns"]),
+                    "action": act,
+                    "reward": 0,
+                    "done": terminal and j == len(actions) - 1,
+                    "info": {"episode_id": eid, "step_index": sid, "observation_file": obs_file,
+                             "observation_gap_ns": (row["observation"] or {}).get("gap_ns")},
+                    "screenshot_file": None,
+                } for j, act in enumerate(actions)]
                 summary.steps += 1
+                if terminal:  # DONE / FAIL change nothing: the screen after is the one before
+                    summary.records += _flush(f, held, obs_file)
+            summary.records += _flush(f, held, None)
         task = {"id": eid, "instruction": info.get("instruction") or "", "status": info.get("status"),
                 "screen": info.get("screen")}
         (ep_dir / "task.json").write_text(json.dumps(task, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")

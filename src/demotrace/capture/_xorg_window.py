@@ -1,0 +1,394 @@
+"""X11 focused-window and monitor-layout tracking (EWMH + RandR), on its own X connection.
+
+:class:`WindowTracker` runs one thread with its own python-xlib display (python-xlib displays
+are not shared between threads here). It reports:
+
+- the focused top-level window: ``_NET_ACTIVE_WINDOW`` on the root (EWMH) when a window
+  manager advertises it (``_NET_SUPPORTING_WM_CHECK``), watched by ``PropertyNotify``;
+  without a window manager (plain Xvfb) ``GetInputFocus`` is polled every ``poll_s`` seconds
+  (150 ms by default: cheap, one round trip) and the focus window is walked up to the client
+  window carrying ``WM_CLASS``; ``PointerRoot`` focus resolves to the top-level under the
+  pointer. Title changes of the focused window (``_NET_WM_NAME`` / ``WM_NAME``
+  ``PropertyNotify``) are reported too.
+- the monitor layout from RandR CRTCs (``RRScreenChangeNotify`` / CRTC change notify), or the
+  whole screen when RandR reports nothing.
+- ``MappingNotify`` (keyboard layout changes), forwarded to the key translator.
+
+Window description (:class:`WindowInfo`): XID of the client window, ``WM_CLASS`` class as
+app id, title from ``_NET_WM_NAME`` (UTF8_STRING) else ``WM_NAME`` (STRING = Latin-1,
+UTF8_STRING, COMPOUND_TEXT best effort), decoded with invalid bytes → U+FFFD (never raises),
+pid from ``_NET_WM_PID`` else the X-Resource extension (client pid), bounds in root
+coordinates of the top-level ancestor (the WM frame when a reparenting WM is running) including
+its border.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ..schema.events import Monitor, Rect
+
+
+@dataclass(frozen=True)
+class WindowInfo:
+    """The focused window (see module docstring); any field ``None`` = unknown."""
+
+    window_id: int | None = None
+    app_id: str | None = None
+    title: str | None = None
+    pid: int | None = None
+    bounds: Rect | None = None
+
+    def fields(self) -> dict[str, Any]:
+        """Payload for :class:`~demotrace.schema.FocusChange`."""
+        return {"window_id": self.window_id, "app_id": self.app_id, "title": self.title,
+                "pid": self.pid, "bounds": self.bounds}
+
+
+def decode_text(raw: bytes | str | None, type_name: str | None) -> str | None:
+    """Decode an X text property value safely: UTF8_STRING as UTF-8, STRING as Latin-1
+    (ICCCM), COMPOUND_TEXT as Latin-1 when it has no escape sequences else UTF-8; invalid
+    bytes become U+FFFD; never raises."""
+    if raw is None:
+        return None
+    if isinstance(raw, str):
+        return raw
+    data = bytes(raw)
+    if type_name == "STRING" or (type_name == "COMPOUND_TEXT" and b"\x1b" not in data):
+        # ICCCM: STRING is ISO Latin-1; but many clients (xdotool) store UTF-8 there.
+        try:
+            return data.decode("utf-8")
+        except UnicodeDecodeError:
+            return data.decode("latin-1")
+    return data.decode("utf-8", errors="replace")
+
+
+class WindowTracker:
+    """Thread that tracks focus, titles and monitors on display ``display_name``.
+
+    Callbacks (called on the tracker thread, must only enqueue): ``on_focus(info)`` on every
+    change of the focused window or its title; ``on_screen(monitors, desktop)`` on layout
+    change; ``on_mapping()`` on a keyboard mapping change.
+    """
+
+    def __init__(self, display_name: str | None, on_focus: Callable[[WindowInfo], None],
+                 on_screen: Callable[[tuple[Monitor, ...], Rect], None],
+                 on_mapping: Callable[[], None], poll_s: float = 0.15) -> None:
+        from Xlib import display as xdisplay
+
+        self.poll_s = poll_s
+        self.on_focus = on_focus
+        self.on_screen = on_screen
+        self.on_mapping = on_mapping
+        self.error: BaseException | None = None
+        self.x_errors = 0
+        self.dpy = xdisplay.Display(display_name)
+        self.dpy.set_error_handler(self._x_error)
+        self.root = self.dpy.screen().root
+        a = self.dpy.intern_atom
+        self.A_ACTIVE = a("_NET_ACTIVE_WINDOW")
+        self.A_CHECK = a("_NET_SUPPORTING_WM_CHECK")
+        self.A_NET_NAME = a("_NET_WM_NAME")
+        self.A_PID = a("_NET_WM_PID")
+        self.A_UTF8 = a("UTF8_STRING")
+        from Xlib import Xatom
+
+        self.A_WM_NAME = Xatom.WM_NAME
+        self.A_WM_CLASS = Xatom.WM_CLASS
+        self._type_names: dict[int, str] = {}
+        from Xlib import X
+
+        self.root.change_attributes(event_mask=X.PropertyChangeMask)
+        self.has_randr = self.dpy.has_extension("RANDR")
+        if self.has_randr:
+            from Xlib.ext import randr
+
+            randr.select_input(self.root, randr.RRScreenChangeNotifyMask | randr.RRCrtcChangeNotifyMask
+                               | randr.RROutputChangeNotifyMask)
+        self.has_res = self.dpy.has_extension("X-Resource")
+        self._watched: int | None = None
+        self.current: WindowInfo = WindowInfo()
+        self.screen: tuple[tuple[Monitor, ...], Rect] = self.read_screen()
+        self._stop = threading.Event()
+        self._wake_r, self._wake_w = os.pipe()
+        self._thread: threading.Thread | None = None
+        self.dpy.flush()
+
+    # -- X helpers (tracker thread only, or before start) --------------------------------------
+    def _x_error(self, err: Any, *args: Any) -> None:
+        self.x_errors += 1  # BadWindow on a window that vanished: expected, counted
+
+    def _prop(self, win: Any, atom: int) -> tuple[Any, str | None] | None:
+        from Xlib import X, error
+
+        try:
+            p = win.get_full_property(atom, X.AnyPropertyType)
+        except (error.BadWindow, error.BadDrawable, error.BadMatch, error.BadValue):
+            return None
+        if p is None:
+            return None
+        if p.property_type not in self._type_names:
+            try:
+                self._type_names[p.property_type] = self.dpy.get_atom_name(p.property_type)
+            except Exception:  # noqa: BLE001
+                self._type_names[p.property_type] = ""
+        return p.value, self._type_names[p.property_type]
+
+    def wm_running(self) -> bool:
+        """True when an EWMH window manager advertises itself and ``_NET_ACTIVE_WINDOW``."""
+        p = self._prop(self.root, self.A_CHECK)
+        if not p or not len(p[0]):
+            return False
+        return self._prop(self.root, self.A_ACTIVE) is not None
+
+    def _client_of(self, wid: int) -> int | None:
+        """Walk up from ``wid`` to the first window with ``WM_CLASS`` (the client top-level);
+        below root, if none has one, the top-level child of root."""
+        from Xlib import error
+
+        win = self.dpy.create_resource_object("window", wid)
+        last = None
+        for _ in range(64):
+            if win.id == self.root.id:
+                return last
+            if self._prop(win, self.A_WM_CLASS) is not None:
+                return win.id
+            last = win.id
+            try:
+                tree = win.query_tree()
+            except (error.BadWindow, error.BadDrawable):
+                return None
+            if tree.parent in (0, self.root.id):
+                # top-level without WM_CLASS: maybe a WM frame; look for a client inside it
+                return self._client_inside(win) or win.id
+            win = self.dpy.create_resource_object("window", tree.parent)
+        return last
+
+    def _client_inside(self, win: Any, depth: int = 0) -> int | None:
+        from Xlib import error
+
+        if depth > 3:
+            return None
+        try:
+            children = win.query_tree().children
+        except (error.BadWindow, error.BadDrawable):
+            return None
+        for ch in children:
+            if self._prop(ch, self.A_WM_CLASS) is not None:
+                return int(ch.id)
+        for ch in children:
+            found = self._client_inside(ch, depth + 1)
+            if found:
+                return found
+        return None
+
+    def focused_client(self) -> int | None:
+        """XID of the focused client window, or ``None`` (nothing / root focused)."""
+        from Xlib import X
+
+        if self.wm_running():
+            p = self._prop(self.root, self.A_ACTIVE)
+            wid = int(p[0][0]) if p and len(p[0]) else 0
+            return self._client_of(wid) if wid else None
+        focus = self.dpy.get_input_focus().focus
+        fid = focus if isinstance(focus, int) else focus.id
+        if fid == X.PointerRoot:
+            child = self.root.query_pointer().child
+            fid = child if isinstance(child, int) else child.id
+        if fid in (X.NONE, X.PointerRoot, self.root.id):
+            return None
+        return self._client_of(fid)
+
+    def describe(self, wid: int | None) -> WindowInfo:
+        """Read app id, title, pid and bounds of client window ``wid``; never raises on a
+        vanished window (fields become ``None``)."""
+        if wid is None:
+            return WindowInfo()
+        win = self.dpy.create_resource_object("window", wid)
+        app_id = None
+        cls = self._prop(win, self.A_WM_CLASS)
+        if cls is not None:
+            parts = bytes(cls[0]).split(b"\0") if not isinstance(cls[0], str) else cls[0].split("\0")
+            if len(parts) >= 2 and parts[1]:
+                app_id = decode_text(parts[1], "STRING")
+            elif parts and parts[0]:
+                app_id = decode_text(parts[0], "STRING")
+        title = None
+        p = self._prop(win, self.A_NET_NAME)
+        if p is not None:
+            title = decode_text(p[0], p[1] or "UTF8_STRING")
+        else:
+            p = self._prop(win, self.A_WM_NAME)
+            if p is not None:
+                title = decode_text(p[0], p[1])
+        pid = None
+        p = self._prop(win, self.A_PID)
+        if p is not None and len(p[0]):
+            pid = int(p[0][0])
+        elif self.has_res:
+            pid = self._res_pid(wid)
+        return WindowInfo(window_id=wid, app_id=app_id, title=title, pid=pid, bounds=self._bounds(win))
+
+    def _res_pid(self, wid: int) -> int | None:
+        from Xlib.ext import res
+
+        try:
+            reply = self.dpy.res_query_client_ids([{"client": wid, "mask": res.LocalClientPIDMask}])
+        except Exception:  # noqa: BLE001 - unknown is fine
+            return None
+        for item in reply.ids:
+            if item.spec.mask == res.LocalClientPIDMask and item.value:
+                return int(item.value[0])
+        return None
+
+    def _bounds(self, win: Any) -> Rect | None:
+        from Xlib import error
+
+        try:
+            top = win
+            for _ in range(64):
+                tree = top.query_tree()
+                if tree.parent in (0, self.root.id) or getattr(tree.parent, "id", None) == self.root.id:
+                    break
+                top = tree.parent if not isinstance(tree.parent, int) else \
+                    self.dpy.create_resource_object("window", tree.parent)
+            g = top.get_geometry()
+        except (error.BadWindow, error.BadDrawable):
+            return None
+        b = int(g.border_width)
+        return Rect(float(g.x), float(g.y), float(g.width + 2 * b), float(g.height + 2 * b))
+
+    def read_screen(self) -> tuple[tuple[Monitor, ...], Rect]:
+        """Monitors from RandR (active CRTCs, named by their first output; primary from
+        ``RRGetOutputPrimary``, else the first monitor) and the desktop = root window size."""
+        scr = self.dpy.screen()
+        desktop = Rect(0.0, 0.0, float(scr.width_in_pixels), float(scr.height_in_pixels))
+        monitors: list[Monitor] = []
+        if self.has_randr:
+            from Xlib.ext import randr
+
+            try:
+                res = randr.get_screen_resources(self.root)
+                primary = randr.get_output_primary(self.root).output
+                rows = []
+                for c in res.crtcs:
+                    ci = randr.get_crtc_info(self.root, c, res.config_timestamp)
+                    if not ci.mode or not ci.width or not ci.height:
+                        continue
+                    name = None
+                    is_primary = False
+                    for o in ci.outputs:
+                        oi = randr.get_output_info(self.root, o, res.config_timestamp)
+                        nm = oi.name if isinstance(oi.name, str) else bytes(oi.name).decode("utf-8", "replace")
+                        name = name or nm
+                        is_primary = is_primary or o == primary
+                    rows.append((ci.x, ci.y, ci.width, ci.height, is_primary, name))
+                rows.sort(key=lambda r: (r[0], r[1]))
+                if rows and not any(r[4] for r in rows):
+                    rows[0] = rows[0][:4] + (True,) + rows[0][5:]
+                for i, (x, y, w, h, prim, name) in enumerate(rows):
+                    monitors.append(Monitor(index=i, bounds=Rect(float(x), float(y), float(w), float(h)),
+                                            scale=1.0, primary=prim, name=name))
+            except Exception:  # noqa: BLE001 - fall back to the whole screen below
+                monitors = []
+        if not monitors:
+            monitors = [Monitor(index=0, bounds=desktop, scale=1.0, primary=True, name=None)]
+        return tuple(monitors), desktop
+
+    # -- the thread ------------------------------------------------------------------------------
+    def poll_focus(self) -> WindowInfo:
+        """Read the focused window now and watch its title; returns its description."""
+        from Xlib import X
+
+        wid = self.focused_client()
+        if wid != self._watched:
+            if self._watched is not None:
+                old = self.dpy.create_resource_object("window", self._watched)
+                old.change_attributes(event_mask=0)  # BadWindow if gone: counted, harmless
+            if wid is not None:
+                self.dpy.create_resource_object("window", wid).change_attributes(
+                    event_mask=X.PropertyChangeMask | X.StructureNotifyMask)
+            self._watched = wid
+        return self.describe(wid)
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="demotrace-x11-windows", daemon=True)
+        self._thread.start()
+
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def stop(self, timeout: float = 1.0) -> None:
+        self._stop.set()
+        try:
+            os.write(self._wake_w, b"x")
+        except OSError:
+            pass
+        if self._thread is not None:
+            self._thread.join(timeout)
+        if self._thread is None or not self._thread.is_alive():
+            try:
+                self.dpy.close()
+            except Exception:  # noqa: BLE001
+                pass
+            for fd in (self._wake_r, self._wake_w):
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+
+    def _emit_focus_if_changed(self) -> None:
+        info = self.poll_focus()
+        if (info.window_id, info.title) != (self.current.window_id, self.current.title):
+            self.current = info
+            self.on_focus(info)
+
+    def _run(self) -> None:
+        from Xlib import X
+
+        try:
+            fd = self.dpy.fileno()
+            next_poll = 0.0
+            while not self._stop.is_set():
+                wm = self.wm_running()
+                timeout = None if wm else max(0.0, next_poll - time.monotonic())
+                if not self.dpy.pending_events():
+                    r, _, _ = select.select([fd, self._wake_r], [], [], timeout)
+                    if self._wake_r in r:
+                        break
+                focus_dirty = False
+                screen_dirty = False
+                while self.dpy.pending_events():
+                    ev = self.dpy.next_event()
+                    et = ev.type
+                    if et == X.PropertyNotify:
+                        if ev.window.id == self.root.id and ev.atom in (self.A_ACTIVE, self.A_CHECK):
+                            focus_dirty = True
+                        elif ev.atom in (self.A_NET_NAME, self.A_WM_NAME, self.A_WM_CLASS):
+                            focus_dirty = True
+                    elif et == X.MappingNotify:
+                        self.on_mapping()
+                    elif et in (X.DestroyNotify, X.UnmapNotify, X.ConfigureNotify):
+                        focus_dirty = focus_dirty or et != X.ConfigureNotify
+                    elif self.has_randr and et >= 64:  # extension events (RandR)
+                        screen_dirty = True
+                if not wm and time.monotonic() >= next_poll:
+                    focus_dirty = True
+                    next_poll = time.monotonic() + self.poll_s
+                if focus_dirty:
+                    self._emit_focus_if_changed()
+                if screen_dirty:
+                    scr = self.read_screen()
+                    if scr != self.screen:
+                        self.screen = scr
+                        self.on_screen(*scr)
+                self.dpy.flush()
+        except Exception as exc:  # noqa: BLE001 - reported by check_health
+            if not self._stop.is_set():
+                self.error = exc

@@ -1,0 +1,526 @@
+"""X11 capture backend: input through the X RECORD extension, focus through EWMH, monitors
+through RandR, frames through mss.
+
+Threads and X connections (python-xlib displays are never shared between threads):
+
+- ``demotrace-x11-input``: one RECORD context (on its own connection) for device events
+  (KeyPress … MotionNotify) **and** the core ``ChangeKeyboardMapping`` request of every client.
+  It follows pynput's X listener (same RECORD mechanism, as pynput's ``ListenerMixin``) but
+  talks to python-xlib directly, because pynput's callbacks drop what we must record — the
+  keycode (for the W3C ``code``), the modifier ``state`` and the server time (auto-repeat) —
+  and because one context gives one server-ordered stream of keyboard, pointer and keymap
+  changes (two pynput listeners would interleave keyboard and mouse arbitrarily).
+- ``demotrace-x11-windows``: :class:`~demotrace.capture._xorg_window.WindowTracker`
+  (focus, titles, RandR, MappingNotify).
+- ``demotrace-x11-release``: flushes a held-back key release after ``release_hold_s`` (see
+  auto-repeat below).
+- a control connection used by :meth:`X11Backend.start` / :meth:`X11Backend.stop` and
+  :meth:`X11Backend.pointer_position` under a lock.
+- :meth:`X11Backend.grab` uses one ``mss`` instance **per calling thread** (mss objects hold an
+  X connection and are not thread-safe), created lazily and closed by :meth:`X11Backend.stop`.
+
+Hook callbacks only translate and call the sink (``sink(event_cls, time.monotonic_ns(),
+fields)``); no I/O, no X round trip on the input thread.
+
+How the cases of DESIGN.md section 10 are handled on X11:
+
+- Keys the layout does not map: xdotool (and similar tools) bind a spare keycode to the keysym
+  (``ChangeKeyboardMapping``), press it, and unbind it right away — often before a listener
+  gets to ask the server. The RECORD context records those requests in stream order, so the
+  keymap used for each key event is exactly the one the server used (an overlay over the
+  mapping read at start / after ``MappingNotify``). ``é`` → key ``"é"``, text ``"é"``, code
+  ``"Unidentified"`` (a spare keycode is no physical key).
+- Shift case: ``key_up`` carries the ``key``/``code``/``keysym`` of its ``key_down`` (kept per
+  keycode), so ``W`` down / Shift up / ``W`` up stays ``"W"``.
+- Ctrl+letter: ``key`` comes from the keysym, never from a control character: Ctrl+C →
+  key ``"c"``, modifiers ``("Control",)``, text ``None`` (text is ``None`` whenever Control,
+  Alt or Meta is held).
+- Numpad: NumLock on → ``KP_5`` → key ``"5"``, text ``"5"``; off → ``KP_Begin`` → key
+  ``"Clear"``, text ``None``; code ``"Numpad5"`` either way; ``KP_Enter`` → ``"Enter"`` /
+  ``"NumpadEnter"``.
+- AltGr / Mode_switch / XKB group: third-level columns of the core keymap (see
+  :func:`~demotrace.capture._xorg_keys.select_keysym`); AZERTY/QWERTZ follow the live keymap.
+- Dead keys: key ``"Dead"``, text ``None``; the composed character is made inside the client's
+  input method and is not visible to RECORD (no ``text_input`` on X11 yet).
+- Modifiers: W3C names from the event's ``state`` (the modifiers held *before* the event, as
+  X reports it), sorted; the modifier bits' meaning comes from the live modifier mapping.
+  Lock states (``CapsLock``, ``NumLock``) are included when on. Both Shift keys held and one
+  released: the server's state still has Shift, so does ours.
+- Auto-repeat: a ``KeyPress`` of a keycode already held is a repeat (``is_repeat=True``, no
+  ``key_up`` in between) — that is what RECORD sees from current X servers. Servers that send
+  synthetic release/press pairs are handled too: a release is held back until the next device
+  event; when that is a press of the same keycode within ``repeat_window_ms`` (1 ms) of server
+  time the release is dropped and the press flagged a repeat (SDL and GLFW use the same test).
+  A held-back release is flushed after ``release_hold_s`` (50 ms) or at :meth:`stop`, with
+  the ``t_ns`` of its arrival.
+- Wheel: buttons 4/5/6/7 → one tick each, ``dy=+1`` (4, up), ``dy=-1`` (5), ``dx=-1`` (6,
+  left), ``dx=+1`` (7, right); their releases are ignored. Buttons 8/9 → ``"x1"``/``"x2"``.
+- Titles: UTF-8 decoded with U+FFFD for invalid bytes, never an exception.
+- Time: ``t_ns`` is ``time.monotonic_ns()`` when the event reaches the input thread.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import threading
+import time
+from typing import Any
+
+from ..errors import CaptureError
+from ..schema.events import (
+    FocusChange,
+    KeyDown,
+    KeyUp,
+    Monitor,
+    PointerDown,
+    PointerMove,
+    PointerUp,
+    Rect,
+    ScreenConfig,
+    Wheel,
+)
+from . import _xorg_keys as keys
+from ._base import CaptureBackend, EventSink, RawFrame
+from ._xorg_window import WindowInfo, WindowTracker
+
+_KEY_PRESS, _KEY_RELEASE, _BUTTON_PRESS, _BUTTON_RELEASE, _MOTION = 2, 3, 4, 5, 6
+_CHANGE_KEYBOARD_MAPPING = 100  # core request opcode
+_BUTTONS = {1: "left", 2: "middle", 3: "right", 8: "x1", 9: "x2"}
+_WHEEL = {4: (0.0, 1.0), 5: (0.0, -1.0), 6: (-1.0, 0.0), 7: (1.0, 0.0)}
+
+
+class _Keymap:
+    """The keyboard mapping as the server applies it to the recorded stream.
+
+    ``base``: keycode → keysyms, read with GetKeyboardMapping (at start and after
+    MappingNotify, from another thread: replaced atomically); ``overlay``: keycodes changed by
+    recorded ``ChangeKeyboardMapping`` requests, applied in stream order (wins over ``base``).
+    """
+
+    def __init__(self) -> None:
+        self.base: dict[int, tuple[int, ...]] = {}
+        self.overlay: dict[int, tuple[int, ...]] = {}
+        self.mods = keys.ModifierMap()
+
+    def refresh(self, dpy: Any) -> None:
+        """Re-read the mapping and the modifier mapping from display ``dpy`` (its own thread)."""
+        info = dpy.display.info
+        first, count = info.min_keycode, info.max_keycode - info.min_keycode + 1
+        rows = dpy.get_keyboard_mapping(first, count)
+        base = {first + i: tuple(int(s) for s in row) for i, row in enumerate(rows)}
+        modmap = [list(m) for m in dpy.get_modifier_mapping()]
+        merged = dict(base)
+        merged.update(self.overlay)
+        self.mods = keys.ModifierMap.build(modmap, merged)
+        self.base = base
+
+    def apply_request(self, data: bytes, swapped: bool) -> None:
+        """Apply a recorded ChangeKeyboardMapping request (X11 protocol encoding)."""
+        if len(data) < 8:
+            return
+        order = ">" if swapped == (struct.pack("=H", 1) == b"\x01\x00") else "<"
+        n, first, per = data[1], data[4], data[5]
+        need = 8 + 4 * n * per
+        if per == 0 or len(data) < need:
+            return
+        syms = struct.unpack(f"{order}{n * per}I", data[8:need])
+        for i in range(n):
+            self.overlay[first + i] = tuple(syms[i * per:(i + 1) * per])
+
+    def syms(self, keycode: int) -> tuple[int, ...]:
+        got = self.overlay.get(keycode)
+        return got if got is not None else self.base.get(keycode, ())
+
+
+class _InputTranslator:
+    """Turns recorded X device events into schema events (runs on the input thread; the
+    release flusher shares ``lock``)."""
+
+    def __init__(self, sink: EventSink, keymap: _Keymap, repeat_window_ms: int) -> None:
+        self.sink = sink
+        self.keymap = keymap
+        self.repeat_window_ms = repeat_window_ms
+        self.held: dict[int, dict[str, Any]] = {}  # keycode → fields of its key_down
+        # held-back release: (keycode, server time ms, t_ns, key_up fields, key_down fields)
+        self.pending: tuple[int, int, int, dict[str, Any], dict[str, Any]] | None = None
+        self.pending_since = 0.0
+        self.lock = threading.Lock()
+        self.last_xy: tuple[float, float] | None = None
+
+    def flush_pending(self, older_than_s: float | None = None) -> None:
+        with self.lock:
+            p = self.pending
+            if p is None:
+                return
+            if older_than_s is not None and time.monotonic() - self.pending_since < older_than_s:
+                return
+            self.pending = None
+        self.sink(KeyUp, p[2], p[3])
+
+    def handle(self, ev: Any, t_ns: int) -> None:
+        et = ev.type & 0x7F
+        if et == _KEY_PRESS:
+            self._key_press(ev, t_ns)
+            return
+        if et == _KEY_RELEASE:
+            self._key_release(ev, t_ns)
+            return
+        self.flush_pending()
+        x, y = float(ev.root_x), float(ev.root_y)
+        if et == _MOTION:
+            if (x, y) != self.last_xy:
+                self.last_xy = (x, y)
+                self.sink(PointerMove, t_ns, {"x": x, "y": y})
+        elif et == _BUTTON_PRESS:
+            self.last_xy = (x, y)
+            if ev.detail in _WHEEL:
+                dx, dy = _WHEEL[ev.detail]
+                self.sink(Wheel, t_ns, {"x": x, "y": y, "dx": dx, "dy": dy, "unit": "tick"})
+            else:
+                self.sink(PointerDown, t_ns, {"x": x, "y": y, "button": _BUTTONS.get(ev.detail, "unknown")})
+        elif et == _BUTTON_RELEASE:
+            self.last_xy = (x, y)
+            if ev.detail not in _WHEEL:
+                self.sink(PointerUp, t_ns, {"x": x, "y": y, "button": _BUTTONS.get(ev.detail, "unknown")})
+
+    def _fields(self, keycode: int, state: int) -> dict[str, Any]:
+        info = keys.translate(keycode, self.keymap.syms(keycode), state, self.keymap.mods)
+        return {"key": info.key, "code": info.code, "keysym": info.keysym or None, "vk": keycode,
+                "is_repeat": False, "modifiers": self.keymap.mods.modifiers(state), "text": info.text}
+
+    def _key_press(self, ev: Any, t_ns: int) -> None:
+        kc, state = int(ev.detail), int(ev.state)
+        repeat = False
+        with self.lock:
+            p = self.pending
+            if p is not None:
+                if p[0] == kc and 0 <= (int(ev.time) - p[1]) % (1 << 32) <= self.repeat_window_ms:
+                    repeat = True  # synthetic release/press pair of X auto-repeat
+                    self.held[kc] = p[4]
+                    self.pending = None
+                    p = None
+        if p is not None:
+            self.flush_pending()
+        fields = self._fields(kc, state)
+        if repeat or kc in self.held:
+            fields["is_repeat"] = True
+        else:
+            self.held[kc] = fields
+        self.sink(KeyDown, t_ns, fields)
+
+    def _key_release(self, ev: Any, t_ns: int) -> None:
+        self.flush_pending()
+        kc, state = int(ev.detail), int(ev.state)
+        down = self.held.pop(kc, None)
+        if down is None:  # pressed before capture started
+            down = self._fields(kc, state)
+        fields = dict(down, is_repeat=False, modifiers=self.keymap.mods.modifiers(state), text=None)
+        with self.lock:
+            self.pending = (kc, int(ev.time), t_ns, fields, down)
+            self.pending_since = time.monotonic()
+
+    def release_all(self) -> None:
+        """Flush the held-back release (at stop)."""
+        self.flush_pending()
+
+
+class X11Backend(CaptureBackend):
+    """Capture on an X11 display (see module docstring for threads and section-10 handling).
+
+    Args:
+        display: X display name (``":0"``); ``None`` = ``$DISPLAY``.
+        focus_poll_s: seconds between ``GetInputFocus`` polls when no EWMH window manager runs
+            (150 ms: a focus change is seen within one poll, at one round trip per poll).
+        repeat_window_ms: server-time window in milliseconds for a release/press pair of the
+            same keycode to count as auto-repeat (1 ms; SDL/GLFW use the same test).
+        release_hold_s: how long a key release may be held back waiting for a repeat press
+            (50 ms; its ``t_ns`` is its arrival time regardless).
+
+    Raises (from :meth:`start`):
+        CaptureError: the display cannot be opened or lacks the RECORD extension.
+    """
+
+    name = "x11"
+    platform = "linux-x11"
+
+    def __init__(self, display: str | None = None, *, focus_poll_s: float = 0.15,
+                 repeat_window_ms: int = 1, release_hold_s: float = 0.05) -> None:
+        self.display_name = display if display is not None else os.environ.get("DISPLAY")
+        if not self.display_name:
+            raise CaptureError("no X display: $DISPLAY is not set and no display was given")
+        self.focus_poll_s = focus_poll_s
+        self.repeat_window_ms = repeat_window_ms
+        self.release_hold_s = release_hold_s
+        self._lock = threading.Lock()
+        self._running = False
+        self._ctl: Any = None
+        self._rec: Any = None
+        self._ctx: Any = None
+        self._input_thread: threading.Thread | None = None
+        self._flush_thread: threading.Thread | None = None
+        self._tracker: WindowTracker | None = None
+        self._translator: _InputTranslator | None = None
+        self._keymap = _Keymap()
+        self._input_error: BaseException | None = None
+        self._record_ready = threading.Event()
+        self._record_done = threading.Event()
+        self._stopping = threading.Event()
+        self._mss_local = threading.local()
+        self._mss_all: list[Any] = []
+        self._screen: tuple[tuple[Monitor, ...], Rect] | None = None
+        self._sink: EventSink | None = None
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    def _open(self) -> Any:
+        from Xlib import display as xdisplay
+        from Xlib import error as xerror
+
+        import gc
+        import warnings
+
+        # python-xlib leaves the sockets of failed connection attempts to the garbage
+        # collector: collect them here, quietly, rather than as stray ResourceWarnings later.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ResourceWarning)
+            try:
+                return xdisplay.Display(self.display_name)
+            except (xerror.DisplayError, xerror.ConnectionClosedError, OSError) as exc:
+                reason = str(exc)
+            gc.collect()
+        raise CaptureError(f"cannot open X display {self.display_name!r}: {reason} "
+                           "(is the X server running and $DISPLAY right?)")
+
+    def start(self, sink: EventSink) -> None:
+        """Install the RECORD hook and the window / monitor tracker, then emit one
+        ``ScreenConfig`` and one ``FocusChange`` for the current state. Returns once the
+        RECORD context delivers (events from then on are captured).
+
+        Raises:
+            CaptureError: display unavailable, no RECORD extension, or RECORD did not start
+                within 5 s.
+        """
+        if self._running:
+            raise CaptureError("X11 backend already started")
+        self._sink = sink
+        self._stopping.clear()
+        self._record_ready.clear()
+        self._record_done.clear()
+        try:
+            self._ctl = self._open()
+            if not self._ctl.has_extension("RECORD"):
+                raise CaptureError(f"X display {self.display_name!r} has no RECORD extension "
+                                   "(start Xvfb/Xorg with '+extension RECORD')")
+            self._ctl.set_error_handler(lambda *a: None)
+            self._keymap.refresh(self._ctl)
+            self._translator = _InputTranslator(sink, self._keymap, self.repeat_window_ms)
+            self._tracker = WindowTracker(self.display_name, self._on_focus, self._on_screen,
+                                          self._on_mapping, poll_s=self.focus_poll_s)
+            self._screen = self._tracker.screen
+            self._rec = self._open()
+            from Xlib import X
+            from Xlib.ext import record
+
+            self._ctx = self._rec.record_create_context(0, [record.AllClients], [{
+                "core_requests": (_CHANGE_KEYBOARD_MAPPING, _CHANGE_KEYBOARD_MAPPING),
+                "core_replies": (0, 0), "ext_requests": (0, 0, 0, 0), "ext_replies": (0, 0, 0, 0),
+                "delivered_events": (0, 0), "device_events": (X.KeyPress, X.MotionNotify),
+                "errors": (0, 0), "client_started": False, "client_died": False}])
+            self._rec.sync()
+            self._input_thread = threading.Thread(target=self._record_loop, name="demotrace-x11-input",
+                                                  daemon=True)
+            self._input_thread.start()
+            if not self._record_ready.wait(5.0):
+                raise CaptureError(f"X RECORD on {self.display_name!r} did not start within 5 s"
+                                   + (f": {self._input_error!r}" if self._input_error else ""))
+            self._running = True
+            now = time.monotonic_ns()
+            monitors, desktop = self._screen
+            sink(ScreenConfig, now, {"monitors": monitors, "desktop": desktop})
+            self._tracker.current = self._tracker.poll_focus()
+            sink(FocusChange, time.monotonic_ns(), self._tracker.current.fields())
+            self._tracker.start()
+            self._flush_thread = threading.Thread(target=self._flush_loop, name="demotrace-x11-release",
+                                                  daemon=True)
+            self._flush_thread.start()
+        except CaptureError:
+            self._teardown()
+            raise
+        except Exception as exc:
+            self._teardown()
+            raise CaptureError(f"X11 capture could not start on {self.display_name!r}: {exc!r}") from exc
+
+    def _record_loop(self) -> None:
+        from Xlib.ext import record
+        from Xlib.protocol import rq
+
+        parser = rq.EventField(None)
+        tr = self._translator
+        rec = self._rec
+        assert tr is not None
+        keymap = self._keymap
+
+        def callback(reply: Any) -> None:
+            t_ns = time.monotonic_ns()
+            cat = reply.category
+            if cat == record.StartOfData:
+                self._record_ready.set()
+                return
+            if cat == record.FromClient:
+                data = bytes(reply.data)
+                if data and data[0] == _CHANGE_KEYBOARD_MAPPING:
+                    keymap.apply_request(data, bool(reply.client_swapped))
+                return
+            if cat != record.FromServer:
+                return
+            data = reply.data
+            while data and len(data) >= 32:
+                ev, data = parser.parse_binary_value(data, rec.display, None, None)
+                tr.handle(ev, t_ns)
+
+        try:
+            rec.record_enable_context(self._ctx, callback)
+        except Exception as exc:  # noqa: BLE001 - reported by check_health
+            if not self._stopping.is_set():
+                self._input_error = exc
+        finally:
+            self._record_done.set()
+
+    def _flush_loop(self) -> None:
+        tr = self._translator
+        assert tr is not None
+        while not self._stopping.wait(self.release_hold_s / 2):
+            tr.flush_pending(older_than_s=self.release_hold_s)
+
+    def _on_focus(self, info: WindowInfo) -> None:
+        if self._sink is not None:
+            self._sink(FocusChange, time.monotonic_ns(), info.fields())
+
+    def _on_screen(self, monitors: tuple[Monitor, ...], desktop: Rect) -> None:
+        self._screen = (monitors, desktop)
+        if self._sink is not None:
+            self._sink(ScreenConfig, time.monotonic_ns(), {"monitors": monitors, "desktop": desktop})
+
+    def _on_mapping(self) -> None:
+        tracker = self._tracker
+        if tracker is not None:
+            try:
+                self._keymap.refresh(tracker.dpy)  # tracker thread, its own display
+            except Exception:  # noqa: BLE001 - keep the previous mapping
+                pass
+
+    def stop(self) -> None:
+        """Disable RECORD, stop the tracker and flusher, flush a held-back key release, close
+        every X connection (mss ones included). Idempotent; joins threads within ~1 s."""
+        self._teardown()
+
+    def _teardown(self) -> None:
+        self._stopping.set()
+        self._running = False
+        with self._lock:
+            if self._ctl is not None and self._ctx is not None:
+                try:
+                    self._ctl.record_disable_context(self._ctx)
+                    self._ctl.flush()
+                except Exception:  # noqa: BLE001 - connection may be gone already
+                    pass
+        if self._input_thread is not None:
+            self._input_thread.join(1.0)
+        if self._tracker is not None:
+            self._tracker.stop(1.0)
+        if self._flush_thread is not None:
+            self._flush_thread.join(1.0)
+        if self._translator is not None:
+            self._translator.release_all()
+        with self._lock:
+            if self._ctl is not None and self._ctx is not None and self._record_done.is_set():
+                try:
+                    self._ctl.record_free_context(self._ctx)
+                    self._ctl.sync()
+                except Exception:  # noqa: BLE001
+                    pass
+            for attr in ("_rec", "_ctl"):
+                dpy = getattr(self, attr)
+                if dpy is not None and (attr != "_rec" or self._record_done.is_set()):
+                    try:
+                        dpy.close()
+                    except Exception:  # noqa: BLE001
+                        pass
+                setattr(self, attr, None)
+            self._ctx = None
+            for inst in self._mss_all:
+                try:
+                    inst.close()
+                except Exception:  # noqa: BLE001
+                    pass
+            self._mss_all.clear()
+            self._mss_local = threading.local()
+        self._input_thread = self._flush_thread = None
+        self._tracker = None
+
+    def check_health(self) -> list[str]:
+        """Problems now: a dead input / window / release thread, a lost X connection."""
+        if not self._running:
+            return []
+        problems = []
+        if self._input_thread is None or not self._input_thread.is_alive():
+            problems.append(f"X11 input (RECORD) thread stopped: {self._input_error!r}")
+        if self._tracker is None or not self._tracker.alive():
+            err = self._tracker.error if self._tracker else None
+            problems.append(f"X11 window tracker stopped: {err!r}")
+        if self._flush_thread is None or not self._flush_thread.is_alive():
+            problems.append("X11 key-release flusher stopped")
+        return problems
+
+    # -- queries --------------------------------------------------------------------------------
+    def screen_config(self) -> tuple[tuple[Monitor, ...], Rect]:
+        """Monitors (RandR CRTCs, scale 1.0: X11 has no per-monitor scale) and the desktop
+        (root window), physical pixels; the last layout seen by the tracker while running."""
+        if self._screen is not None:
+            return self._screen
+        dpy = self._open()
+        try:
+            scr = dpy.screen()
+            desk = Rect(0.0, 0.0, float(scr.width_in_pixels), float(scr.height_in_pixels))
+            return (Monitor(index=0, bounds=desk, scale=1.0, primary=True),), desk
+        finally:
+            dpy.close()
+
+    def pointer_position(self) -> tuple[float, float] | None:
+        """Pointer position in root (physical) pixels, or ``None`` if not running."""
+        with self._lock:
+            if self._ctl is None:
+                return None
+            p = self._ctl.screen().root.query_pointer()
+            return float(p.root_x), float(p.root_y)
+
+    def grab(self) -> RawFrame:
+        """Grab the whole virtual desktop (mss monitor 0) as BGRA bytes.
+
+        Thread-safe: one mss instance per calling thread, created on first use (mss objects
+        are not thread-safe); all are closed by :meth:`stop`.
+
+        Raises:
+            CaptureError: the grab failed (display gone).
+        """
+        inst = getattr(self._mss_local, "mss", None)
+        if inst is None:
+            import mss
+
+            try:
+                factory = getattr(mss, "MSS", None) or mss.mss  # mss >= 10.2 renamed the factory
+                inst = factory(display=self.display_name)
+            except Exception as exc:
+                raise CaptureError(f"mss cannot open X display {self.display_name!r}: {exc}") from exc
+            self._mss_local.mss = inst
+            with self._lock:
+                self._mss_all.append(inst)
+        try:
+            mon = inst.monitors[0]
+            shot = inst.grab(mon)
+        except Exception as exc:
+            raise CaptureError(f"screen grab failed on {self.display_name!r}: {exc}") from exc
+        done = time.monotonic_ns()
+        return RawFrame(pixels=bytes(shot.raw), width=shot.width, height=shot.height,
+                        bounds=Rect(float(mon["left"]), float(mon["top"]), float(shot.width), float(shot.height)),
+                        monitor=-1, captured_ns=done)

@@ -136,3 +136,282 @@ def test_batch_writer_seq_relative_time_and_batches(tmp_path: Path) -> None:
     ]
     assert bw.stored == 3 and bw.stored_by_kind == {"marker": 1, "pointer_down": 1, "key_down": 1}
     assert bw.delays.n == 3
+
+
+# -- end to end: the real CLI, the real X11 backend, Xvfb, xdotool -------------------------------
+
+import io
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+
+from demotrace.paths import Paths
+from demotrace.schema import Frame, KeyUp, PointerUp
+from demotrace.schema.events import Event
+
+APP = Path(__file__).resolve().parent / "apps" / "rec_colour_app.py"
+DEMOTRACE = [str(Path(sys.executable).parent / "demotrace")]
+GREEN = (0, 200, 0)
+RED = (200, 0, 0)
+
+
+def _close(rgb: tuple[int, ...], want: tuple[int, int, int], tol: int = 40) -> bool:
+    return all(abs(a - b) <= tol for a, b in zip(rgb[:3], want))
+
+
+def _start_app(xvfb, title: str, x: int, y: int) -> subprocess.Popen[str]:
+    proc = subprocess.Popen([sys.executable, str(APP), title, str(x), str(y)], env=xvfb.env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    line = proc.stdout.readline()
+    assert line.strip() == "READY", f"test app did not start: {line!r} {proc.stderr.read() if proc.poll() is not None else ''}"
+    return proc
+
+
+def _xdo(xvfb, *args: str) -> None:
+    subprocess.run(["xdotool", *args], env=xvfb.env, check=True, timeout=30)
+
+
+def _cli(home: Path, *args: str, env: dict[str, str] | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run([*DEMOTRACE, *args, "--home", str(home)], capture_output=True, text=True,
+                          timeout=60, env=env or dict(os.environ, COLUMNS="200"))
+    if check:
+        assert proc.returncode == 0, f"demotrace {args} failed: {proc.stdout}\n{proc.stderr}"
+    return proc
+
+
+def _start_recorder(xvfb, home: Path, *extra: str) -> subprocess.Popen[str]:
+    env = dict(xvfb.env, COLUMNS="200")
+    proc = subprocess.Popen([*DEMOTRACE, "record", "--home", str(home), *extra], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    sock = Paths(home).control_socket
+    deadline = time.monotonic() + 30
+    from demotrace.errors import ControlError
+    from demotrace.recorder.control import call
+
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, f"recorder exited: {proc.communicate()}"
+        try:
+            if call(sock, "status", timeout=2).get("state") == "recording":
+                return proc
+        except ControlError:
+            pass
+        time.sleep(0.05)
+    proc.kill()
+    raise AssertionError(f"recorder did not start: {proc.communicate()}")
+
+
+def _stop_recorder(proc: subprocess.Popen[str]) -> str:
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, f"recorder failed: {out}\n{err}"
+    return out
+
+
+def _open(home: Path, sid: str | None = None):
+    from demotrace.spool import DataKey, Spool
+
+    spool = Spool(Paths(home).spool, DataKey.load(Paths(home).key_file))
+    ids = spool.session_ids()
+    assert len(ids) == 1, ids
+    return spool, spool.open(sid or ids[0])
+
+
+def _pixel(reader, frame: Frame, x: int, y: int) -> tuple[int, ...]:
+    from PIL import Image
+
+    img = Image.open(io.BytesIO(reader.read_blob(frame.blob))).convert("RGB")
+    assert (img.width, img.height) == (frame.width, frame.height)
+    return img.getpixel((int((x - frame.bounds.x) * frame.scale), int((y - frame.bounds.y) * frame.scale)))
+
+
+def _all_files(root: Path) -> list[Path]:
+    return [p for p in root.rglob("*") if p.is_file()]
+
+
+def _assert_no_plaintext(root: Path, secrets: list[str]) -> None:
+    files = _all_files(root)
+    assert files
+    for p in files:
+        data = p.read_bytes()
+        for s in secrets:
+            for enc in ("utf-8", "utf-16-le", "utf-16-be"):
+                assert s.encode(enc) not in data, f"{s!r} ({enc}) in plaintext in {p}"
+
+
+def test_record_click_type_task_and_show(xvfb, dt_home: Path) -> None:
+    title = "Quarterly ☃ Zürich 🦆 report"
+    typed = "secret words qx"  # lower case only: xdotool sends one key press per character
+    instruction = "Fill the quarterly form for Ödön"
+    app = _start_app(xvfb, title, 100, 100)
+    try:
+        t_begin = time.monotonic()
+        rec = _start_recorder(xvfb, dt_home)  # with the REC indicator
+        _cli(dt_home, "task", "start", instruction)
+        _xdo(xvfb, "mousemove", "250", "150")
+        time.sleep(0.4)
+        _xdo(xvfb, "click", "1")
+        assert app.stdout.readline().strip() == "CLICKED"
+        time.sleep(0.3)
+        _xdo(xvfb, "type", "--delay", "40", typed)
+        time.sleep(0.8)  # settle frame after typing (0.5 s)
+        # while recording: no plaintext anywhere, WAL and temp files included
+        _assert_no_plaintext(dt_home, [typed, "secret words", title, "Zürich", instruction])
+        _cli(dt_home, "task", "end", "--status", "success")
+        status = json.loads(_cli(dt_home, "status", "--json").stdout)
+        assert status["state"] == "recording" and status["events_dropped"] == 0
+        out = _stop_recorder(rec)
+        t_total = time.monotonic() - t_begin
+    finally:
+        app.kill()
+        app.communicate()
+    spool, r = _open(dt_home)
+    sid = r.session_id
+    assert f"session id: {sid}" in out
+    events: list[Event] = list(r.iter_events())
+    assert [e.seq for e in events] == list(range(len(events)))  # seq: arrival order, no gaps
+    markers = [(e.name, e.instruction, e.status) for e in events if isinstance(e, Marker)]
+    assert markers == [("session_start", None, None), ("task_start", instruction, None),
+                       ("task_end", None, "success"), ("session_stop", None, None)]
+    assert isinstance(events[0], Marker) and events[0].t_ns == 0
+    downs = [e for e in events if isinstance(e, PointerDown)]
+    ups = [e for e in events if isinstance(e, PointerUp)]
+    assert [(d.x, d.y, d.button) for d in downs] == [(250, 150, "left")]
+    assert [(u.x, u.y, u.button) for u in ups] == [(250, 150, "left")]
+    kd = [e for e in events if isinstance(e, KeyDown)]
+    ku = [e for e in events if isinstance(e, KeyUp)]
+    assert "".join(k.text or "" for k in kd) == typed
+    assert len(kd) == len(ku) == len(typed)
+    # the frame kept for the click was captured before it and shows the button still green
+    frames = [e for e in events if isinstance(e, Frame)]
+    click_frames = [f for f in frames if f.reason == "pointer_down"]
+    assert len(click_frames) == 1
+    cf = click_frames[0]
+    assert cf.captured_t_ns < downs[0].t_ns
+    assert (cf.scale, cf.format, cf.width, cf.height) == (1.0, "webp", xvfb.width, xvfb.height)
+    assert _close(_pixel(r, cf, 250, 150), GREEN), _pixel(r, cf, 250, 150)
+    # ...while the settle frame after typing shows it red (the click happened)
+    settle = [f for f in frames if f.reason == "settle" and f.captured_t_ns > kd[-1].t_ns]
+    assert settle and _close(_pixel(r, settle[0], 250, 150), RED)
+    # the first key of the typing run has its pre-action frame
+    key_frames = [f for f in frames if f.reason == "key"]
+    assert key_frames and key_frames[0].captured_t_ns < kd[0].t_ns
+    # the REC indicator is in the frames, top-right (documented: frames show what the person saw)
+    assert _close(_pixel(r, cf, xvfb.width - 10, 12), (0xC0, 0x39, 0x2B))
+    r.close()
+    _assert_no_plaintext(dt_home, [typed, "secret words", title, "Zürich", instruction])
+
+    # sessions show: counts computed from what was driven
+    show = _cli(dt_home, "sessions", "show", sid).stdout
+
+    def count(kind: str) -> int:
+        m = re.search(rf"│\s*{kind}\s*│\s*(\d+)\s*│", show)
+        assert m, f"{kind} missing in:\n{show}"
+        return int(m.group(1))
+
+    assert count("pointer_down") == 1 and count("pointer_up") == 1
+    assert count("key_down") == len(typed) and count("key_up") == len(typed)
+    assert count("marker") == 4
+    assert count("frame") == len(frames)
+    assert f"'{instruction}': success" in show
+    assert "state: ended" in show
+    assert re.search(r"^apps: .*Dtrecapp", show, re.M), show
+    m = re.search(r"duration: (\d+):(\d\d):(\d\d)", show)
+    dur = int(m.group(1)) * 3600 + int(m.group(2)) * 60 + int(m.group(3))
+    assert 2 <= dur <= t_total + 1
+    size = sum(p.stat().st_size for p in _all_files(Paths(dt_home).spool / sid))
+    assert f"({size} bytes)" in show
+    listing = _cli(dt_home, "sessions", "list").stdout
+    assert sid in listing and "ended" in listing
+    # delete
+    _cli(dt_home, "sessions", "delete", sid, "--yes")
+    assert not (Paths(dt_home).spool / sid).exists()
+    gone = _cli(dt_home, "sessions", "show", sid, check=False)
+    assert gone.returncode == 1 and "sessions list" in gone.stderr
+
+
+def test_pause_resume_hotkey_and_control_errors(xvfb, dt_home: Path) -> None:
+    rec = _start_recorder(xvfb, dt_home, "--no-indicator")
+    try:
+        _xdo(xvfb, "type", "--delay", "30", "ab")
+        _cli(dt_home, "pause")
+        again = _cli(dt_home, "pause", check=False)
+        assert again.returncode == 1 and "already paused" in again.stderr
+        _xdo(xvfb, "type", "--delay", "30", "xyz")
+        _xdo(xvfb, "mousemove", "400", "300", "click", "1")
+        _cli(dt_home, "resume")
+        _xdo(xvfb, "type", "--delay", "30", "cd")
+        _xdo(xvfb, "key", "ctrl+alt+shift+p")  # the global pause hotkey
+        _xdo(xvfb, "type", "--delay", "30", "uvw")
+        _xdo(xvfb, "key", "ctrl+alt+shift+p")
+        _xdo(xvfb, "type", "--delay", "30", "ef")
+        time.sleep(0.3)
+        bad = _cli(dt_home, "task", "end", "--status", "success", check=False)
+        assert bad.returncode == 1 and "no task is open" in bad.stderr
+        bad = _cli(dt_home, "task", "end", "--status", "meh", check=False)
+        assert bad.returncode == 1 and "success, failure or abandoned" in bad.stderr
+        _stop_recorder(rec)
+    finally:
+        if rec.poll() is None:
+            rec.kill()
+            rec.communicate()
+    _spool, r = _open(dt_home)
+    events = list(r.iter_events())
+    r.close()
+    assert "".join(e.text or "" for e in events if isinstance(e, KeyDown)) == "abcdef"
+    assert not [e for e in events if isinstance(e, (PointerDown, PointerUp))]
+    markers = [(e.name, e.reason) for e in events if isinstance(e, Marker)]
+    assert markers == [("session_start", None), ("pause", "control"), ("resume", "control"),
+                       ("pause", "hotkey"), ("resume", "hotkey"), ("session_stop", None)]
+    # nothing captured inside a pause: no input event and no frame grabbed between pause and resume
+    spans = []
+    marks = [e for e in events if isinstance(e, Marker)]
+    for a, b in zip(marks, marks[1:]):
+        if a.name == "pause":
+            spans.append((a.t_ns, b.t_ns))
+    assert len(spans) == 2
+    for e in events:
+        when = e.captured_t_ns if isinstance(e, Frame) else e.t_ns
+        if not isinstance(e, Marker):
+            assert not any(lo < when < hi for lo, hi in spans), e
+
+
+def test_kill_9_keeps_every_flushed_event(xvfb, dt_home: Path) -> None:
+    rec = _start_recorder(xvfb, dt_home, "--no-indicator")
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    driven: list[tuple[float, str]] = []
+    try:
+        for i in range(60):
+            ch = letters[i % 26]
+            _xdo(xvfb, "key", ch)
+            driven.append((time.monotonic(), ch))
+            time.sleep(0.03)
+        t_kill = time.monotonic()
+        rec.send_signal(signal.SIGKILL)
+        rec.communicate(timeout=30)
+    finally:
+        if rec.poll() is None:
+            rec.kill()
+    # the WAL is still there (no clean close): no plaintext in it either
+    _assert_no_plaintext(dt_home, [letters[:10]])
+    import sqlite3
+
+    _spool, r = _open(dt_home)
+    db = Paths(dt_home).spool / r.session_id / "session.db"
+    assert sqlite3.connect(db).execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    assert r.manifest.ended is False
+    events = list(r.iter_events())
+    r.close()
+    assert [e.seq for e in events] == list(range(len(events)))
+    stored = "".join(e.text or "" for e in events if isinstance(e, KeyDown))
+    all_driven = "".join(ch for _, ch in driven)
+    assert all_driven.startswith(stored), (stored, all_driven)  # a prefix, no gaps
+    # everything driven more than one flush interval (0.5 s, + 0.2 s delivery slack) before the kill
+    must = "".join(ch for t, ch in driven if t < t_kill - 0.7)
+    assert len(must) > 20 and stored.startswith(must), (len(must), len(stored))
+    listing = _cli(dt_home, "sessions", "list").stdout
+    assert "crashed" in listing
+    st = _cli(dt_home, "status", check=False)
+    assert st.returncode == 1 and "no recorder running; start one with `demotrace record`" in st.stderr

@@ -18,7 +18,7 @@ RED = "#c80000"
 
 def main() -> None:
     title, x, y = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-    root = tk.Tk(className="RecColourApp")
+    root = tk.Tk(className="Dtrecapp")  # WM_CLASS class (Tk keeps only the first letter upper case)
     root.title(title)
     root.geometry(f"300x200+{x}+{y}")
     frame = tk.Frame(root, width=300, height=100, bg=GREEN)

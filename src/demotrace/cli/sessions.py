@@ -98,13 +98,15 @@ def summarize(spool: Spool, session_id: str) -> SessionSummary:
                     tasks[-1] = (tasks[-1][0], ev.status)
                 elif ev.name == "pause":
                     pauses += 1
-        st = r.stats()
-        return SessionSummary(
-            session_id=session_id, started_utc=r.manifest.started_utc, ended=r.manifest.ended,
-            events=sum(kinds.values()), by_kind=dict(kinds), duration_ns=last, apps=apps,
-            frames=kinds.get("frame", 0), images=len(blobs), bytes_on_disk=st.bytes_on_disk,
-            tasks=tasks, pauses=pauses,
-        )
+        manifest = r.manifest
+    # size after closing: an open reader adds its own -wal/-shm files to the folder
+    size = sum(p.stat().st_size for p in (spool.root / session_id).rglob("*") if p.is_file())
+    return SessionSummary(
+        session_id=session_id, started_utc=manifest.started_utc, ended=manifest.ended,
+        events=sum(kinds.values()), by_kind=dict(kinds), duration_ns=last, apps=apps,
+        frames=kinds.get("frame", 0), images=len(blobs), bytes_on_disk=size,
+        tasks=tasks, pauses=pauses,
+    )
 
 
 @sessions_app.command("list")
@@ -127,7 +129,8 @@ def list_sessions(home: str | None = HomeOpt) -> None:
     live = _recording_session(paths)
     table = Table(title=f"sessions in {spool.root}")
     for col in ("id", "start (UTC)", "duration", "events", "frames", "size", "state"):
-        table.add_column(col, justify="right" if col in ("events", "frames", "size", "duration") else "left")
+        table.add_column(col, justify="right" if col in ("events", "frames", "size", "duration") else "left",
+                         no_wrap=col in ("id", "state"))
     for sid in ids:
         try:
             with spool.open(sid) as r:
@@ -135,8 +138,9 @@ def list_sessions(home: str | None = HomeOpt) -> None:
                 man = r.manifest
             state = "recording" if sid == live else ("ended" if man.ended else "crashed")
             dur = man.duration_ns if man.ended and man.duration_ns is not None else st.t_last_ns
+            size = sum(p.stat().st_size for p in (spool.root / sid).rglob("*") if p.is_file())  # reader closed
             table.add_row(sid, man.started_utc.replace("T", " ")[:19], _fmt_duration(dur), str(st.events),
-                          str(st.blobs), _human_bytes(st.bytes_on_disk), state)
+                          str(st.blobs), _human_bytes(size), state)
         except SpoolError as exc:
             table.add_row(sid, "?", "?", "?", "?", "?", f"unreadable: {exc}")
     console.print(table)

@@ -22,7 +22,10 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 from ..capture._base import CaptureBackend, RawFrame
 from ..schema.events import MODIFIER_KEYS, Event, Frame
@@ -121,22 +124,32 @@ class ActionDetector:
         return []
 
 
-def encode_frame(frame: RawFrame, settings: RecorderSettings) -> tuple[bytes, int, int]:
-    """Encode a BGRA frame as ``settings.frame_format``, box-downscaled by
-    ``settings.downscale_factor``. Returns (encoded bytes, image width, image height) in image
-    pixels."""
+def frame_image(frame: RawFrame, settings: RecorderSettings) -> "Image.Image":
+    """The frame as an RGB Pillow image, box-downscaled by ``settings.downscale_factor``
+    (Pillow's ``reduce``: each output pixel is the mean of an n×n block; sizes round up)."""
     from PIL import Image
 
     img = Image.frombuffer("RGB", (frame.width, frame.height), frame.pixels, "raw", "BGRX", 0, 1)
     n = settings.downscale_factor
-    if n > 1:
-        img = img.reduce(n)
+    return img.reduce(n) if n > 1 else img
+
+
+def encode_image(img: "Image.Image", settings: RecorderSettings) -> bytes:
+    """Encode as ``settings.frame_format``: lossy WebP (``webp_quality``, ``webp_method``) or
+    PNG (zlib level 1)."""
     buf = io.BytesIO()
     if settings.frame_format == "webp":
         img.save(buf, format="WEBP", quality=settings.webp_quality, method=settings.webp_method)
     else:
         img.save(buf, format="PNG", compress_level=1)
-    return buf.getvalue(), img.width, img.height
+    return buf.getvalue()
+
+
+def encode_frame(frame: RawFrame, settings: RecorderSettings) -> tuple[bytes, int, int]:
+    """Encode a BGRA frame per ``settings``. Returns (encoded bytes, width, height) in image
+    pixels."""
+    img = frame_image(frame, settings)
+    return encode_image(img, settings), img.width, img.height
 
 
 _STOP = object()
@@ -156,6 +169,10 @@ class FrameStats:
     encode_errors: int = 0
     encoded_bytes: int = 0
     last_error: str | None = None
+    #: CPU time spent per stage (ns of thread CPU time), for the benchmark's breakdown.
+    grab_cpu_ns: int = 0
+    hash_cpu_ns: int = 0
+    encode_cpu_ns: int = 0
 
 
 class FramePipeline:
@@ -229,12 +246,15 @@ class FramePipeline:
 
     # -- frame thread ----------------------------------------------------------------------------
     def _grab(self) -> RawFrame | None:
+        c0 = time.thread_time_ns()
         try:
             frame = self.backend.grab()
         except Exception as exc:  # noqa: BLE001 - counted and reported by check_health
             self.stats.grab_errors += 1
             self.stats.last_error = f"grab failed: {exc!r}"
             return None
+        finally:
+            self.stats.grab_cpu_ns += time.thread_time_ns() - c0
         self.stats.grabs += 1
         self.ring.push(frame)
         return frame
@@ -297,21 +317,38 @@ class FramePipeline:
                 self.stats.last_error = f"frame encode/store failed: {exc!r}"
 
     def _store(self, frame: RawFrame, reason: str) -> None:
+        """Dedup and store one frame, then emit its ``Frame`` event.
+
+        The content id is the keyed hash of the raw pixels that are stored: the BGRA grab at
+        scale 1, else the downscaled RGB pixels (hashing 1/n² of the data). A frame whose grab
+        is byte-identical to the previous stored one (``memcmp``) reuses its id without hashing.
+        """
+        c0 = time.thread_time_ns()
+        n = self.s.downscale_factor
+        width, height = -(-frame.width // n), -(-frame.height // n)  # Pillow's reduce rounds up
+        img = None
         if self._last_pixels is not None and (frame.pixels is self._last_pixels or frame.pixels == self._last_pixels):
             cid = self._last_cid
+        elif n > 1:
+            img = frame_image(frame, self.s)
+            cid = self.writer.key.content_id(img.tobytes())
         else:
             cid = self.writer.key.content_id(frame.pixels)
         assert cid is not None
         self._last_pixels, self._last_cid = frame.pixels, cid
-        n = self.s.downscale_factor
-        width, height = -(-frame.width // n), -(-frame.height // n)  # Pillow's reduce rounds up
+        c1 = time.thread_time_ns()
+        self.stats.hash_cpu_ns += c1 - c0
         if self.writer.has_blob(cid):
             self.stats.deduplicated += 1
         else:
-            data, width, height = encode_frame(frame, self.s)
+            if img is None:
+                img = frame_image(frame, self.s)
+            data = encode_image(img, self.s)
+            width, height = img.width, img.height
             self.writer.put_blob(cid, data, self.s.frame_format)
             self.stats.encoded += 1
             self.stats.encoded_bytes += len(data)
+            self.stats.encode_cpu_ns += time.thread_time_ns() - c1
         fields = {
             "blob": cid,
             "monitor": frame.monitor,

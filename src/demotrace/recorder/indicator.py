@@ -20,9 +20,9 @@ from pathlib import Path
 
 from ..errors import ControlError
 
-POLL_MS = 500
+POLL_MS = 1000
 #: Consecutive failed polls (at ``POLL_MS``) after which the indicator exits.
-MAX_FAILURES = 6
+MAX_FAILURES = 4
 REC_TEXT = "\u25cf REC"
 PAUSED_TEXT = "\u275a\u275a PAUSED"
 

@@ -23,6 +23,7 @@ Threads (none of them is an input hook's thread)::
 from __future__ import annotations
 
 import datetime as _dt
+import queue
 import threading
 import time
 from collections.abc import Callable
@@ -32,14 +33,12 @@ from typing import Any
 from .. import __version__
 from ..capture._base import CaptureBackend
 from ..errors import ControlError
-from ..schema.events import Event, FocusChange, Frame, KeyDown, KeyUp, Marker, ScreenConfig
+from ..schema.events import MODIFIER_KEYS, Event, Marker
 from ..schema.manifest import SessionManifest
 from ..spool.store import SessionWriter
 from .frames import ActionDetector, FramePipeline, FrameRequest
 from .settings import RecorderSettings, parse_hotkey
 from .writer import BatchWriter
-
-import queue
 
 #: Event kinds stored only while recording (not paused).
 _INPUT_KINDS = frozenset(
@@ -60,6 +59,20 @@ class _Ctrl:
 
 
 _STOP = object()
+
+
+def _threads_cpu() -> dict[str, float]:
+    """CPU seconds used so far by each live Python thread of this process (by thread name)."""
+    out: dict[str, float] = {}
+    for th in threading.enumerate():
+        if th.ident is None:
+            continue
+        try:
+            cpu = time.clock_gettime(time.pthread_getcpuclockid(th.ident))
+        except (OSError, ValueError):
+            continue
+        out[th.name] = round(out.get(th.name, 0.0) + cpu, 3)
+    return out
 
 
 def new_manifest(session_id: str, backend: CaptureBackend) -> SessionManifest:
@@ -118,6 +131,9 @@ class Recorder:
         self._stopped = False
         self._writer_error: str | None = None
         self._suppressed = 0
+        self._writer_cpu_ns = 0
+        self._malformed = 0
+        self._urgent = threading.Event()
         self._held_mods: set[str] = set()
         self._swallow_key_up: str | None = None
         self._last_hidden: dict[str, tuple[type[Event], dict[str, Any]]] = {}
@@ -170,14 +186,18 @@ class Recorder:
             self._stopped = True
             try:
                 self.backend.stop()
+            except Exception as exc:  # noqa: BLE001 - still store what was captured
+                self._writer_error = f"capture backend failed to stop cleanly: {exc!r}"
             finally:
                 if self._thread.is_alive():
                     barrier = _Ctrl("barrier", {})
                     self._q.put((barrier, time.monotonic_ns(), None))
+                    self._urgent.set()
                     barrier.done.wait(timeout)
                 if self.frames is not None:
                     self.frames.stop(timeout)
                 self._q.put((_STOP, time.monotonic_ns(), None))
+                self._urgent.set()
                 self._thread.join(timeout)
                 if self.batch is not None and self.batch.pending:  # writer died: last attempt
                     try:
@@ -205,42 +225,59 @@ class Recorder:
 
     # -- writer thread --------------------------------------------------------------------------
     def _writer_loop(self) -> None:
+        """Wake every ``flush_interval_s / 2`` (or at once for a control command, or at a
+        settle deadline), drain the queue, and commit what is pending as one batch. The hooks
+        never wake this thread (they only enqueue), so a burst costs no context switches; an
+        event is durable at most ~``flush_interval_s / 2`` + one commit after it was queued."""
         assert self.batch is not None and self.frames is not None
         batch = self.batch
-        while True:
+        tick_ns = int(self.settings.flush_interval_s * 1e9 / 2)
+        next_tick = time.monotonic_ns() + tick_ns
+        stop = False
+        while not stop:
             now = time.monotonic_ns()
-            deadlines = [d for d in (batch.flush_deadline(), self.detector.next_deadline()) if d is not None]
-            timeout = max(0.0, (min(deadlines) - now) / 1e9) if deadlines else 1.0
-            stop = False
-            try:
-                item = self._q.get(timeout=timeout) if timeout > 0 else self._q.get_nowait()
-                while True:
-                    if item[0] is _STOP:
-                        stop = True
-                        break
-                    self._process(item)
-                    if batch.pending >= 5000:
-                        break
+            wake = next_tick
+            settle = self.detector.next_deadline()
+            if settle is not None and settle < wake:
+                wake = settle
+            if wake > now:
+                self._urgent.wait((wake - now) / 1e9)
+            self._urgent.clear()
+            now = time.monotonic_ns()
+            if now >= next_tick:
+                next_tick = now + tick_ns
+            while True:
+                try:
                     item = self._q.get_nowait()
-            except queue.Empty:
-                pass
+                except queue.Empty:
+                    break
+                if item[0] is _STOP:
+                    stop = True
+                    break
+                try:
+                    self._process(item)
+                except Exception as exc:  # noqa: BLE001 - one bad event never stops the writer
+                    self._writer_error = f"event dropped by the writer: {exc!r}"
+                    self._malformed += 1
+                if batch.pending >= 5000:
+                    self._flush()
             now = time.monotonic_ns()
             if not self._paused:
                 for req in self.detector.due(now):
                     self.frames.request(req)
             if stop:
                 batch.add(Marker, time.monotonic_ns(), {"name": "session_stop"})
-            if stop or batch.flush_due(now) or batch.pending >= 5000:
-                try:
-                    batch.flush()
-                    self._writer_error = None
-                except Exception as exc:  # noqa: BLE001 - kept pending, retried, reported
-                    self._writer_error = f"spool append failed (will retry): {exc!r}"
-                    if stop:
-                        return
-                    time.sleep(0.1)
-            if stop:
-                return
+            if batch.pending:
+                self._flush()
+            self._writer_cpu_ns = time.thread_time_ns()
+
+    def _flush(self) -> None:
+        assert self.batch is not None
+        try:
+            self.batch.flush()
+            self._writer_error = None
+        except Exception as exc:  # noqa: BLE001 - kept pending, retried at the next tick, reported
+            self._writer_error = f"spool append failed (will retry): {exc!r}"
 
     def _process(self, item: tuple[Any, int, Any]) -> None:
         cls, t_ns, fields = item
@@ -274,8 +311,6 @@ class Recorder:
         """Track held modifiers; on the pause hotkey toggle pause. True = swallow the event."""
         key = str(fields.get("key", ""))
         code = str(fields.get("code", ""))
-        from ..schema.events import MODIFIER_KEYS
-
         if kind == "key_up":
             if key in MODIFIER_KEYS:
                 self._held_mods.discard(key)
@@ -290,7 +325,7 @@ class Recorder:
             return False
         mods, hk = self._hotkey
         held = self._held_mods | set(fields.get("modifiers", ()))
-        if key.lower() == hk and mods <= held and not (held - mods - {"CapsLock", "NumLock"}):
+        if key.lower() == hk and mods <= held:
             self._swallow_key_up = code
             self._set_paused(not self._paused, t_ns, via="hotkey")
             return True
@@ -314,10 +349,7 @@ class Recorder:
                 if hidden is not None:
                     self.batch.add(hidden[0], t_ns, hidden[1])
             self.frames.request(FrameRequest("resume", None))
-        try:
-            self.batch.flush()
-        except Exception as exc:  # noqa: BLE001 - kept pending and retried
-            self._writer_error = f"spool append failed (will retry): {exc!r}"
+        self._flush()
         if self.on_state_change is not None:
             self.on_state_change("paused" if paused else "recording")
 
@@ -343,7 +375,7 @@ class Recorder:
                 return {"ok": False, "error": f"a task is already open ({self._task!r}); end it first with `demotrace task end --status ...`"}
             self._task = instruction
             self.batch.add(Marker, t_ns, {"name": "task_start", "instruction": instruction})
-            self.batch.flush()
+            self._flush()
             return {"ok": True, "task": instruction}
         if c.cmd == "task_end":
             status = c.args.get("status")
@@ -353,7 +385,7 @@ class Recorder:
                 return {"ok": False, "error": "no task is open; start one with `demotrace task start \"instruction\"`"}
             self._task = None
             self.batch.add(Marker, t_ns, {"name": "task_end", "status": status})
-            self.batch.flush()
+            self._flush()
             return {"ok": True, "status": status}
         return {"ok": False, "error": f"unknown command {c.cmd!r}"}
 
@@ -363,6 +395,7 @@ class Recorder:
             return {"ok": False, "error": "the recorder is not running"}
         c = _Ctrl(cmd, args)
         self._q.put((c, time.monotonic_ns(), None))
+        self._urgent.set()
         if not c.done.wait(timeout):
             return {"ok": False, "error": f"{cmd}: the writer did not answer within {timeout} s (backlog {self._q.qsize()})"}
         return c.result
@@ -409,8 +442,10 @@ class Recorder:
             problems.append(f"writer falling behind: {backlog} events waiting")
         if self._writer_error:
             problems.append(self._writer_error)
-        if self.batch is not None and self.batch.malformed:
-            problems.append(f"{self.batch.malformed} malformed events from the backend ({self.batch.last_error})")
+        if self.batch is not None and (self.batch.malformed or self._malformed):
+            problems.append(
+                f"{self.batch.malformed + self._malformed} malformed events from the backend ({self.batch.last_error})"
+            )
         if self.frames is not None:
             fs = self.frames.stats
             if fs.grab_errors or fs.encode_errors:
@@ -437,6 +472,13 @@ class Recorder:
             "frames_missed": fs.missed if fs else 0,
             "grabs": fs.grabs if fs else 0,
             "encoded_bytes": fs.encoded_bytes if fs else 0,
+            "cpu_s": {
+                "grab": round(fs.grab_cpu_ns / 1e9, 3) if fs else 0.0,
+                "hash": round(fs.hash_cpu_ns / 1e9, 3) if fs else 0.0,
+                "encode": round(fs.encode_cpu_ns / 1e9, 3) if fs else 0.0,
+                "writer": round(self._writer_cpu_ns / 1e9, 3),
+            },
+            "threads_cpu_s": _threads_cpu(),
             "task": self._task,
             "delay_p50_ms": b.delays.quantile_ms(0.5) if b else None,
             "delay_p99_ms": b.delays.quantile_ms(0.99) if b else None,

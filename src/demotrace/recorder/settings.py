@@ -47,8 +47,8 @@ class RecorderSettings:
     grab_interval_active_s: float = 0.25
     grab_interval_idle_s: float = 2.0
     idle_after_s: float = 2.0
-    ring_seconds: float = 1.5
-    ring_max_frames: int = 6
+    ring_seconds: float = 1.0
+    ring_max_frames: int = 5
     typing_gap_s: float = 0.5
     scroll_gap_s: float = 0.5
     settle_scroll_s: float = 0.4

@@ -3,9 +3,9 @@
 The recorder's writer thread turns each queued ``(event_cls, t_ns_abs, fields)`` into a
 schema-v1 event with :meth:`BatchWriter.add` (assigning ``seq`` in arrival order and
 converting ``t_ns`` to nanoseconds since the session start) and calls
-:meth:`BatchWriter.flush` whenever :meth:`BatchWriter.flush_due` says so — at least every
-``flush_interval_s`` (0.5 s, DESIGN.md §9) — and on stop. One transaction per batch, never
-one per event (OpenAdapt's one-transaction-per-event is the anti-pattern).
+:meth:`BatchWriter.flush` on each of its ticks (every ``flush_interval_s / 2``, so nothing
+waits longer than ``flush_interval_s`` = 0.5 s, DESIGN.md §9) and on stop. One transaction per
+batch, never one per event (OpenAdapt's one-transaction-per-event is the anti-pattern).
 
 It also measures the delay from each event's capture time to the commit of its batch (the
 "event to durable spool" delay of the benchmark) in a 1 ms histogram.

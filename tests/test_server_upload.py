@@ -315,3 +315,70 @@ def test_cli_flow_over_tls(tmp_path: Path) -> None:
             httpx.get(f"http://127.0.0.1:{srv.port}/healthz", timeout=2)
     finally:
         srv.stop()
+
+
+def test_sealed_bundle_from_the_privacy_layer_uploads_intact(tmp_path: Path) -> None:
+    """A session sealed by `demotrace seal` (privacy layer) → upload → the curator reads back
+    the same events and frames the device's BundleReader sees."""
+    import msgspec
+    from PIL import Image
+    from privacy_corpus import Builder
+
+    from demotrace.paths import Paths
+    from demotrace.privacy.bundle import open_bundle, sealed_root
+    from demotrace.privacy.pipeline import RedactionPipeline, SecretLayer
+    from demotrace.privacy.policy import default_policy
+    from demotrace.privacy.seal import seal_session
+    from demotrace.schema.events import decode_batch
+    from demotrace.spool import DataKey, Spool
+
+    paths = Paths(tmp_path / "home").ensure()
+    spool = Spool(paths.spool, DataKey.create(paths.key_file))
+    b = Builder(spool.key)
+    b.focus("xterm", "notes")
+    b.type_text("hello world")
+    b.frame(Image.new("RGB", (64, 48), (30, 120, 200)))
+    b.type_text("more")
+    b.frame(Image.new("RGB", (64, 48), (200, 40, 40)))
+    b.write(spool, "s1")
+    # OCR stays on (it keeps frames); only the secret detectors run as text layers, to keep
+    # the test fast (Presidio's start-up is the privacy tests' business)
+    pipe = RedactionPipeline(default_policy(), text_layers=[SecretLayer()])
+    seal_session(paths, spool, "s1", default_policy(), pipeline=pipe)
+    pipe.close()
+    with open_bundle(paths, "s1") as b:
+        want_events = list(b.iter_events())
+        want_frames = {bid: b.read_blob(bid) for bid in b.blob_ids()}
+        want_platform = b.manifest.platform
+    assert want_events and want_frames
+
+    srv = ServerProc(tmp_path / "srv", f"sqlite:///{tmp_path / 'srv' / 'c.db'}")
+    srv.data_dir.mkdir()
+    try:
+        srv.start()
+        token = enroll(srv, srv.code("device", "jo@example.org"))
+        with UploadClient(srv.url, token) as c:
+            r = c.upload_path(sealed_root(paths) / "s1", delete_local=True, home=paths.home)
+        assert r.deleted_local and not (sealed_root(paths) / "s1").exists()
+        cur = enroll(srv, srv.code("curator"))
+        with httpx.Client(base_url=srv.url, headers={"authorization": f"Bearer {cur}"}) as h:
+            [row] = h.get("/v1/curator/bundles", params=PURPOSE).json()
+            assert row["platform"] == want_platform
+            base = f"/v1/curator/subjects/{row['subject_id']}/bundles/{row['bundle_id']}"
+            m = h.get(base, params=PURPOSE).json()
+            assert m["session_id"] == "s1" and m["meta"]["kind"] == "sealed-session"
+            got_events = []
+            got_frames = {}
+            for ref in m["blobs"]:
+                data = h.get(f"{base}/blobs/{ref['sha256']}", params=PURPOSE).content
+                assert sha(data) == ref["sha256"]
+                if ref["path"].startswith("events/"):
+                    got_events.extend(decode_batch(data))
+                elif ref["path"].startswith("frames/"):
+                    got_frames[ref["path"][len("frames/"):]] = data
+                elif ref["path"] == "session.json":
+                    assert msgspec.json.decode(data)["session_id"] == "s1"
+        assert sorted(got_events, key=lambda e: e.seq) == want_events
+        assert got_frames == want_frames
+    finally:
+        srv.stop()

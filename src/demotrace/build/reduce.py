@@ -157,6 +157,7 @@ def ordered_chunks(
     disorder = False
     flags = stats.event_flags
     n = 0
+    check_at = _CHUNK
     for ev in events:
         t = ev.t_ns
         if offset:
@@ -180,7 +181,7 @@ def ordered_chunks(
         if t > max_t:
             max_t = t
         n += 1
-        if len(buf) >= _CHUNK:
+        if n >= check_at:
             if disorder:
                 buf.sort(key=_order_key)
                 disorder = False
@@ -190,6 +191,7 @@ def ordered_chunks(
                 del buf[:cut]
                 released_t = out[-1].t_ns
                 yield out
+            check_at = n + max(1, _CHUNK - len(buf))
     stats.events += n
     if buf:
         if disorder:
@@ -376,6 +378,9 @@ class _Reducer:
             for o in (self.click, self.scroll, self.run, self.keyact):
                 if o is not None:
                     limit = min(limit, o.t_start)
+            for h in self.held.values():  # a lone modifier may still become an action
+                if not h.used and h.key in MODIFIER_KEYS:
+                    limit = min(limit, h.t)
         ready = self.ready
         while out and out[0][0] <= limit:
             ready.append(heapq.heappop(out)[2])
@@ -892,12 +897,14 @@ def _pipeline(events: Iterable[Event], settings: BuildSettings, stats: ReduceSta
     moves = r.moves
     pressed = r.pressed
     ready = r.ready
+    cap = settings.drag_path_max_points
     for chunk in ordered_chunks(events, settings, stats):
         mappend = moves.append
         for ev in chunk:
             if type(ev) is PointerMove:
                 if pressed:
-                    r.drag_move(ev)  # type: ignore[arg-type]
+                    for p in pressed.values():
+                        p.add(ev.x, ev.y, ev.t_ns, cap)  # type: ignore[attr-defined]
                 else:
                     mappend((ev.x, ev.y, ev.t_ns))  # type: ignore[attr-defined]
                 continue

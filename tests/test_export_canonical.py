@@ -119,6 +119,9 @@ def test_sharding_by_size_keeps_rows_and_order(tmp_path: Path) -> None:
     ds = CanonicalDataset(out)
     got = [(info["episode_id"], [r["step_index"] for r in rows]) for info, rows in ds.iter_episodes()]
     assert got == [(f"{SID}-0", list(range(9))), (f"{SID}-1", [0, 1])]
+    # rows flush two by two into a new shard each time: A's rows 0-7 fill shards 0-3, its row 8
+    # and B's rows 0-1 follow, so B starts in shard 4
+    assert [e["first_shard"] for e in ds.episodes()] == [0, 4]
     info, rows = ds.episode(f"{SID}-1")
     assert [r["step_index"] for r in rows] == [0, 1] and info["status"] == "failure"
 

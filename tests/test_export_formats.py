@@ -308,3 +308,35 @@ def test_export_refuses_non_empty_output(built) -> None:
     with pytest.raises(ExportError, match="not empty"):
         get_exporter("agentnet").run(CanonicalDataset(ds), out)
     assert (out / "keep.txt").read_text() == "mine"
+
+
+def test_select_option_uses_the_target(tmp_path: Path) -> None:
+    """A Mind2Web-style select_option on a <select> at (100, 50, 200x40): click its centre
+    (200, 70) then type the option; reported as lossy in every format."""
+    from demotrace.schema import Action, Episode, Rect, Step, Target
+
+    fx = make_fixture(tmp_path)
+    base = fx.episodes[0].steps[0]
+    sel = Step(index=0, observation=base.observation, action=Action(
+        type="select_option", t_start_ns=base.action.t_start_ns, t_end_ns=base.action.t_end_ns,
+        text="Economy", target=Target(role="combo box", name="Class", bounds=Rect(100, 50, 200, 40),
+                                      source="dom", tag="select")))
+    done = Step(index=1, observation=base.observation, action=Action(
+        type="done", t_start_ns=base.action.t_end_ns, t_end_ns=base.action.t_end_ns))
+    ep = Episode(episode_id=f"{SID}-9", session_id=SID, index=9, instruction="Pick economy", status="success",
+                 segmented_by="task_marker", t_start_ns=0, t_end_ns=base.action.t_end_ns, steps=[sel, done],
+                 screen=Rect(0, 0, 1280, 800))
+    ds = tmp_path / "ds"
+    write_dataset(ds, [(ep, fx.reader.read_blob)])
+    s = get_exporter("agentnet").run(ds, tmp_path / "an")
+    task = json.loads((tmp_path / "an" / "agentnet.jsonl").read_text())
+    # centre (200, 70) -> (200/1280, 70/800) = (0.15625, 0.0875); Python rounds the exact tie
+    # 0.15625 half-to-even -> 0.1562
+    assert task["traj"][0]["value"]["code"] == "pyautogui.click(x=0.1562, y=0.0875)\npyautogui.write('Economy')"
+    assert s.lossy_count("select_option_as_click_and_type") == 1
+    s = get_exporter("osworld").run(ds, tmp_path / "ow")
+    lines = [json.loads(x) for x in (tmp_path / "ow" / f"{SID}-9" / "traj.jsonl").read_text().splitlines()]
+    assert [ln["action"] for ln in lines[:2]] == [
+        {"action_type": "CLICK", "parameters": {"button": "left", "x": 200, "y": 70, "num_clicks": 1}},
+        {"action_type": "TYPING", "parameters": {"text": "Economy"}}]
+    assert s.lossy_count("select_option_as_click_and_type") == 1

@@ -63,7 +63,7 @@ def export(dataset: CanonicalDataset, out: Path, config: AgentNetConfig = AgentN
             eid = info["episode_id"]
             traj: list[dict[str, Any]] = []
             for row in rows:
-                a = row["action"]
+                a = {**row["action"], "target": row.get("target")}
                 frame = step_frame(row, info)
                 note_unknown_outcome(summary, info, row)
                 if row["image"] is None:

@@ -137,7 +137,12 @@ def computer13(action: dict[str, Any], frame: coords.Frame | None, *,
         return [{"action_type": "FAIL"}], lossy
     if t == "select_option":
         lossy.append(("select_option_as_click_and_type", f"option {action.get('text')!r}"))
-        return [a("TYPING", text=action.get("text") or "")], lossy
+        bounds = (action.get("target") or {}).get("bounds")
+        out = []
+        if bounds and frame is not None:
+            px, py = coords.convert(frame, bounds[0] + bounds[2] / 2, bounds[1] + bounds[3] / 2, "pixels")
+            out.append(a("CLICK", button="left", x=int(px), y=int(py), num_clicks=1))
+        return out + [a("TYPING", text=action.get("text") or "")], lossy
     raise ValueError(f"unknown action type {t!r}")
 
 
@@ -170,7 +175,7 @@ def export(dataset: CanonicalDataset, out: Path, config: OSWorldConfig = OSWorld
             held: list[dict[str, Any]] = []   # lines of the previous step, screenshot pending
             prev: dict[str, Any] | None = None
             for i, row in enumerate(rows):
-                a = row["action"]
+                a = {**row["action"], "target": row.get("target")}
                 sid = row["step_index"]
                 note_unknown_outcome(summary, info, row)
                 obs_file = None

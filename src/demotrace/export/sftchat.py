@@ -181,7 +181,7 @@ def export(dataset: CanonicalDataset, out: Path, config: SFTChatConfig = SFTChat
             eid = info["episode_id"]
             history: list[str] = []
             for row in rows:
-                a, sid = row["action"], row["step_index"]
+                a, sid = {**row["action"], "target": row.get("target")}, row["step_index"]
                 note_unknown_outcome(summary, info, row)
                 frame = step_frame(row, info)
                 summary.steps += 1

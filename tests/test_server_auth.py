@@ -48,6 +48,17 @@ EXPECTED: dict[tuple[str, str], set[str] | None] = {
     ("GET", "/v1/admin/health"): {"admin"},
     ("GET", "/v1/audit/export"): {"auditor"},
     ("GET", "/v1/audit/public-key"): {"auditor"},
+    ("GET", "/portal/login"): None,
+    ("POST", "/portal/login"): None,
+    ("POST", "/portal/logout"): None,
+    ("GET", "/portal/"): {"person"},
+    ("GET", "/portal/bundles/{bundle_id}"): {"person"},
+    ("GET", "/portal/bundles/{bundle_id}/blobs/{sha256}"): {"person"},
+    ("POST", "/portal/bundles/{bundle_id}/delete"): {"person"},
+    ("GET", "/portal/export"): {"person"},
+    ("POST", "/portal/erase"): {"person"},
+    ("GET", "/portal/admin"): {"admin"},
+    ("POST", "/portal/admin/devices/{credential_id}/revoke"): {"admin"},
 }
 
 BODIES = {
@@ -62,18 +73,25 @@ def _call(st: Stack, method: str, path: str, token: str | None) -> int:
            .replace("{subject_id}", H64).replace("{credential_id}", "0123456789abcdef"))
     headers = st.h(token) if token else {}
     kw: dict[str, object] = {"headers": headers, "params": {"purpose": "agent-training"}}
-    if path == "/v1/enroll":  # a fresh valid code each time: public means anyone may enroll
+    if path in ("/v1/enroll", "/portal/login") and method == "POST":
+        # a fresh valid code each time: public means anyone may enroll / sign in
         from demotrace.server import auth
 
+        role = "auditor" if path == "/v1/enroll" else "admin"
         with st.collector.db.session() as s:
-            code, _ = auth.create_enrollment_code(s, "auditor", subject_id=None,
+            code, _ = auth.create_enrollment_code(s, role, subject_id=None,
                                                   created_by="test", ttl_s=60)
-        kw["json"] = {"code": code}
+        if path == "/v1/enroll":
+            kw["json"] = {"code": code}
+        else:
+            kw["data"] = {"code": code}
+            kw["follow_redirects"] = False
     elif method in ("POST", "PUT"):
         if path in BODIES:
             kw["json"] = BODIES[path]
         elif method == "PUT":
             kw["content"] = b"x"
+    kw.setdefault("follow_redirects", False)
     return st.client.request(method, url, **kw).status_code  # type: ignore[arg-type]
 
 

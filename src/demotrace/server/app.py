@@ -26,6 +26,8 @@ Endpoints (all JSON unless noted; roles in brackets; deny by default)::
     GET    /v1/admin/health                                [admin]    fleet-level only
     GET    /v1/audit/export                                [auditor]  signed export document
     GET    /v1/audit/public-key                            [auditor]
+    /portal/…                                              the person's portal and the admin's
+                                                           fleet page (see :mod:`.portal`)
 
 No endpoint returns per-person activity figures; aggregates need ``k_min_persons`` (10).
 Every curator read must state ``purpose=agent-training`` and is logged with the subject id.
@@ -46,7 +48,7 @@ from starlette.routing import Route
 
 from .. import __version__
 from ..errors import ConfigError, SchemaError
-from . import auth
+from . import auth, portal
 from .audit import PURPOSE_AGENT_TRAINING, Access
 from .config import ServerConfig
 from .errors import ConflictError, ServerError
@@ -55,7 +57,7 @@ from .models import Credential
 from .service import Collector
 
 PUBLIC_PATHS = frozenset({"/healthz", "/v1/enroll", "/openapi.json", "/docs",
-                          "/docs/oauth2-redirect", "/redoc"})
+                          "/docs/oauth2-redirect", "/redoc", "/portal/login", "/portal/logout"})
 """Routes reachable without a credential (everything else must declare its roles)."""
 
 
@@ -154,8 +156,14 @@ def create_app(config: ServerConfig, *, collector: Collector | None = None) -> F
     async def _api_error(_r: Request, exc: ApiError) -> JSONResponse:
         return JSONResponse({"detail": exc.detail}, status_code=exc.status)
 
+    @app.exception_handler(portal.PageError)
+    async def _page_error(_r: Request, exc: portal.PageError) -> Response:
+        return portal.render("message.html", exc.status, code=exc.status, text=exc.message)
+
     @app.exception_handler(ServerError)
-    async def _server_error(_r: Request, exc: ServerError) -> JSONResponse:
+    async def _server_error(r: Request, exc: ServerError) -> Response:
+        if r.url.path.startswith("/portal/"):
+            return portal.render("message.html", exc.status, code=exc.status, text=str(exc))
         body: dict[str, Any] = {"detail": str(exc)}
         if isinstance(exc, ConflictError) and hasattr(exc, "missing"):
             body["missing"] = exc.missing
@@ -370,6 +378,7 @@ def create_app(config: ServerConfig, *, collector: Collector | None = None) -> F
         """The Ed25519 checkpoint public key (hex of 32 raw bytes) and its id."""
         return {"public_key": c.signer.public_raw.hex(), "key_id": c.signer.key_id}
 
+    portal.register(app, c)
     _check_policies(app)
     app.add_middleware(AuditMiddleware, db=c.db, log=c.audit)
     app.add_middleware(AuthMiddleware, db=c.db)
@@ -383,8 +392,9 @@ def route_roles(app: FastAPI) -> dict[tuple[str, str], tuple[str, ...] | None]:
     and the authorisation-matrix test."""
     out: dict[tuple[str, str], tuple[str, ...] | None] = {}
     for r in app.routes:
-        if not isinstance(r, Route) and not hasattr(r, "dependant"):
-            continue
+        if not isinstance(r, Route):
+            raise ConfigError(f"route entry {r!r} cannot be checked for roles; register "
+                              "routes directly on the app (deny by default)")
         roles = None
         dependant = getattr(r, "dependant", None)
         if dependant is not None:

@@ -4,7 +4,8 @@ Order, outermost first (see :func:`~.app.create_app`)::
 
     BodyLimitMiddleware   413 for bodies over the limit (Content-Length or counted stream)
     RateLimitMiddleware   token bucket per credential id (or client address) → 429
-    AuthMiddleware        resolves "Authorization: Bearer" → scope["state"]["principal"]; 401
+    AuthMiddleware        resolves "Authorization: Bearer" (or, under /portal/, the portal
+                          cookie) → scope["state"]["principal"]; a bad bearer header → 401
     AuditMiddleware       writes the access-log entries before the response starts; if the
                           log cannot be written the response is replaced by 503 (fail closed)
 
@@ -49,6 +50,24 @@ def _header(scope: Scope, name: bytes) -> str | None:
         if k == name:
             return v.decode("latin-1")  # type: ignore[no-any-return]
     return None
+
+
+PORTAL_COOKIE = "dt_portal"
+"""The portal's session cookie (read only for ``/portal/`` paths; see :mod:`.portal`)."""
+
+
+def _cookie(scope: Scope, name: str) -> str | None:
+    raw = _header(scope, b"cookie")
+    if not raw:
+        return None
+    from http.cookies import CookieError, SimpleCookie
+
+    try:
+        jar = SimpleCookie(raw)
+    except CookieError:
+        return None
+    morsel = jar.get(name)
+    return morsel.value if morsel else None
 
 
 def _state(scope: Scope) -> dict[str, Any]:
@@ -164,7 +183,14 @@ class AuthMiddleware:
         state = _state(scope)
         state["principal"] = None
         auth = _header(scope, b"authorization")
-        if auth is not None:
+        if auth is None and scope["path"].startswith("/portal/"):
+            token = _cookie(scope, PORTAL_COOKIE)
+            if token:
+                try:
+                    state["principal"] = await to_thread.run_sync(self._resolve, token)
+                except AuthError:
+                    pass  # stale cookie: the page asks to sign in again
+        elif auth is not None:
             if not auth.startswith("Bearer "):
                 await send_json(send, 401, {"detail": "Authorization must be 'Bearer <credential>'"},
                                 [(b"www-authenticate", b"Bearer")])

@@ -1,0 +1,263 @@
+"""The person's portal and the admin's fleet page: server-rendered HTML (Jinja2, no front-end
+build), mounted under ``/portal`` by :func:`~.app.create_app` (issue 5 item 7).
+
+Sign-in: the person (or admin) pastes a one-time code from an admin — exchanged for a
+credential exactly like ``POST /v1/enroll`` — or an existing credential. The credential is kept
+in an ``HttpOnly``, ``SameSite=Strict`` cookie scoped to ``/portal`` (``Secure`` over HTTPS);
+:class:`~.middleware.AuthMiddleware` reads it only for ``/portal`` paths. State-changing forms
+are POSTs, refused when an ``Origin`` header names another host (cross-site request forgery).
+
+Pages (roles; deny by default like the API, refusals are HTML with a sign-in link)::
+
+    GET  /portal/login, POST /portal/login, POST /portal/logout     [anyone]
+    GET  /portal/                              [person]  notice, sessions, access log, actions
+    GET  /portal/bundles/{bundle_id}           [person]  replay: frames and events in order
+    GET  /portal/bundles/{bundle_id}/blobs/{sha256}   [person]  one blob (image bytes)
+    POST /portal/bundles/{bundle_id}/delete    [person]
+    GET  /portal/export                        [person]  zip of everything
+    POST /portal/erase                         [person]  crypto-shredding (confirm box)
+    GET  /portal/admin                         [admin]   devices, fleet health; no persons
+    POST /portal/admin/devices/{credential_id}/revoke   [admin]
+
+Every page that shows the person's data is logged (``portal.*`` actions) and so appears in
+their own access log.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlparse
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from sqlalchemy import select
+
+from ..errors import SchemaError
+from . import auth
+from .audit import Access
+from .errors import AuthError
+from .models import Credential
+
+from .middleware import PORTAL_COOKIE as COOKIE
+TEMPLATES = Path(__file__).resolve().parent / "templates"
+
+_env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["html"]))
+
+NOTICE = (
+    "This service stores the recordings your devices uploaded after you reviewed and sealed "
+    "them on the device (redacted there, before anything left it). They are encrypted with a "
+    "key that belongs to you alone. They are used for one purpose only: training computer-use "
+    "agents (\"agent-training\"). Curators see them under a pseudonym, every read states that "
+    "purpose and is listed below. Nobody — including your employer — gets per-person activity "
+    "figures; statistics need at least 10 persons. You can delete a session, export "
+    "everything, or erase everything (your key is destroyed, so no copy can be read again)."
+)
+
+_IMAGE_MAGIC = ((b"\x89PNG", "image/png"), (b"RIFF", "image/webp"), (b"\xff\xd8", "image/jpeg"))
+
+
+def sniff(data: bytes) -> str:
+    """Media type of a blob from its first bytes (PNG, WebP, JPEG), else octet-stream."""
+    for magic, media in _IMAGE_MAGIC:
+        if data.startswith(magic):
+            return media
+    return "application/octet-stream"
+
+
+def render(name: str, status: int = 200, **ctx: Any) -> HTMLResponse:
+    """Render ``templates/<name>`` with ``ctx``."""
+    return HTMLResponse(_env.get_template(name).render(**ctx), status_code=status)
+
+
+class PageError(Exception):
+    """A refused page: HTTP ``status`` and a human message (rendered, with a sign-in link)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        self.status, self.message = status, message
+
+
+def allow_page(*roles: str) -> Any:
+    """Like :func:`~.app.allow` for pages: no credential → 401 page, other role → 403 page."""
+
+    def dep(request: Request) -> auth.Principal:
+        p = getattr(request.state, "principal", None)
+        if p is None:
+            raise PageError(401, "Please sign in.")
+        if p.role not in roles:
+            raise PageError(403, f"This page is not available to the role {p.role!r}.")
+        return p
+
+    dep.roles = roles  # type: ignore[attr-defined]
+    return dep
+
+
+def same_origin(request: Request) -> None:
+    """Refuse a state-changing request whose ``Origin`` names another host (403)."""
+    origin = request.headers.get("origin")
+    if origin and origin != "null" and urlparse(origin).netloc != request.headers.get("host"):
+        raise PageError(403, "Cross-site request refused.")
+
+
+async def form(request: Request) -> dict[str, str]:
+    """The urlencoded form fields of a POST (first value of each)."""
+    body = (await request.body()).decode("utf-8", "replace")
+    return {k: v[0] for k, v in parse_qs(body).items()}
+
+
+def _log(request: Request, action: str, subject_id: str | None, resource: str) -> None:
+    request.state.accesses.append(Access(action, subject_id, resource))
+
+
+def _events_summary(data: bytes) -> list[dict[str, Any]]:
+    from ..schema.events import decode_batch
+
+    rows = []
+    for e in decode_batch(data):
+        d = {k: getattr(e, k) for k in e.__struct_fields__ if k not in ("seq", "t_ns")}
+        detail = ", ".join(f"{k}={v!r}" for k, v in d.items() if v not in (None, (), "", False))
+        rows.append({"seq": e.seq, "t_ms": e.t_ns / 1e6, "kind": type(e).__struct_config__.tag,
+                     "detail": detail[:160]})
+    return rows
+
+
+def register(app: FastAPI, c: Any) -> None:
+    """Add the portal's routes (over the collector ``c``) to ``app``."""
+    person = allow_page("person")
+    admin = allow_page("admin")
+
+    @app.get("/portal/login", response_class=HTMLResponse)
+    def login_page() -> HTMLResponse:
+        """Sign-in form."""
+        return render("login.html")
+
+    @app.post("/portal/login")
+    async def login(request: Request) -> Response:
+        """Exchange a one-time code (or check a credential) and set the session cookie."""
+        same_origin(request)
+        secret = (await form(request)).get("code", "").strip()
+
+        def resolve() -> tuple[auth.Principal, str]:
+            with c.db.session() as s:
+                if secret.startswith(auth.CODE_PREFIX + "_"):
+                    return auth.enroll(s, secret, "portal sign-in")
+                return auth.authenticate(s, secret), secret
+
+        from starlette.concurrency import run_in_threadpool
+
+        try:
+            p, token = await run_in_threadpool(resolve)
+        except AuthError as exc:
+            return render("login.html", 401, error=str(exc))
+        if p.role not in ("person", "admin"):
+            return render("login.html", 403, error=f"the portal is for persons and admins, not {p.role}")
+        resp = RedirectResponse("/portal/admin" if p.role == "admin" else "/portal/", 303)
+        resp.set_cookie(COOKIE, token, httponly=True, samesite="strict", path="/portal",
+                        secure=request.url.scheme == "https")
+        return resp
+
+    @app.post("/portal/logout")
+    def logout(request: Request) -> Response:
+        """Forget the session cookie."""
+        same_origin(request)
+        resp = RedirectResponse("/portal/login", 303)
+        resp.delete_cookie(COOKIE, path="/portal")
+        return resp
+
+    @app.get("/portal/", response_class=HTMLResponse)
+    def home(request: Request, p: auth.Principal = Depends(person)) -> HTMLResponse:
+        """Notice, sessions, access log, export and erase."""
+        sid = p.subject_id
+        _log(request, "portal.home", sid, "portal")
+        bundles = c.list_bundles(sid)
+        for b in bundles:
+            try:
+                b["session_id"] = c.read_manifest(sid, b["bundle_id"]).get("session_id")
+            except Exception:
+                b["session_id"] = None
+        return render("home.html", notice=NOTICE, bundles=bundles, log=c.access_log(sid),
+                      message=request.query_params.get("msg"))
+
+    @app.get("/portal/bundles/{bundle_id}", response_class=HTMLResponse)
+    def replay(bundle_id: str, request: Request, p: auth.Principal = Depends(person)) -> HTMLResponse:
+        """Replay one session: frames and events in time order."""
+        sid = p.subject_id
+        _log(request, "portal.replay", sid, f"bundle:{bundle_id}")
+        m = c.read_manifest(sid, bundle_id)
+        frames, events, others = [], [], []
+        for ref in m.get("blobs", []):
+            path = ref.get("path", "")
+            if path.startswith("events/"):
+                try:
+                    events += _events_summary(c.read_blob(sid, bundle_id, ref["sha256"]))
+                except SchemaError:
+                    others.append(ref)
+            elif path.startswith("frames/") or path.endswith((".png", ".webp", ".jpg")):
+                frames.append(ref)
+            else:
+                others.append(ref)
+        events.sort(key=lambda e: e["seq"])
+        return render("replay.html", bundle_id=bundle_id, manifest=m, frames=frames,
+                      events=events, others=others)
+
+    @app.get("/portal/bundles/{bundle_id}/blobs/{sha256}")
+    def blob(bundle_id: str, sha256: str, request: Request,
+             p: auth.Principal = Depends(person)) -> Response:
+        """One own blob (images are served with their media type)."""
+        _log(request, "portal.read_blob", p.subject_id, f"bundle:{bundle_id}/blob:{sha256}")
+        data = c.read_blob(p.subject_id, bundle_id, sha256)
+        return Response(data, media_type=sniff(data),
+                        headers={"x-content-type-options": "nosniff",
+                                 "cache-control": "no-store"})
+
+    @app.post("/portal/bundles/{bundle_id}/delete")
+    def delete(bundle_id: str, request: Request, p: auth.Principal = Depends(person)) -> Response:
+        """Delete one session."""
+        same_origin(request)
+        _log(request, "portal.delete_bundle", p.subject_id, f"bundle:{bundle_id}")
+        c.delete_bundle(p.subject_id, bundle_id)
+        return RedirectResponse("/portal/?msg=Session+deleted", 303)
+
+    @app.get("/portal/export")
+    def export(request: Request, p: auth.Principal = Depends(person)) -> Response:
+        """Everything about the person, as a zip download."""
+        _log(request, "portal.export", p.subject_id, "export")
+        return Response(c.export_person(p.subject_id), media_type="application/zip",
+                        headers={"content-disposition":
+                                 'attachment; filename="demotrace-export.zip"'})
+
+    @app.post("/portal/erase")
+    async def erase(request: Request, p: auth.Principal = Depends(person)) -> Response:
+        """Erase everything (needs the confirmation box)."""
+        same_origin(request)
+        if (await form(request)).get("confirm") != "yes":
+            return RedirectResponse("/portal/?msg=Tick+the+box+to+confirm+erasure", 303)
+        from starlette.concurrency import run_in_threadpool
+
+        _log(request, "portal.erase", p.subject_id, "all")
+        await run_in_threadpool(c.erase, p.subject_id)
+        return RedirectResponse("/portal/?msg=Everything+was+erased", 303)
+
+    @app.get("/portal/admin", response_class=HTMLResponse)
+    def admin_page(request: Request, p: auth.Principal = Depends(admin)) -> HTMLResponse:
+        """Devices and fleet health — no person, no per-person or per-device activity."""
+        with c.db.session() as s:
+            devices = [{"id": d.id, "label": d.label, "enrolled": d.created_at.isoformat(),
+                        "revoked": d.revoked_at is not None}
+                       for d in s.scalars(select(Credential).where(Credential.role == "device")
+                                          .order_by(Credential.created_at))]
+        return render("admin.html", devices=devices, health=c.fleet_health())
+
+    @app.post("/portal/admin/devices/{credential_id}/revoke")
+    def admin_revoke(credential_id: str, request: Request,
+                     p: auth.Principal = Depends(admin)) -> Response:
+        """Revoke a device."""
+        same_origin(request)
+        with c.db.session() as s:
+            auth.revoke(s, credential_id)
+        return RedirectResponse("/portal/admin", 303)
+
+
+PAGE_PUBLIC = frozenset({"/portal/login", "/portal/logout"})
+"""Portal paths reachable without a credential."""

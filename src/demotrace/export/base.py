@@ -3,6 +3,7 @@ image re-encoding, and the coordinate frame of a step."""
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 from dataclasses import dataclass, field
@@ -81,6 +82,14 @@ def step_frame(row: dict[str, Any], episode: dict[str, Any]) -> coords.Frame | N
 
 
 def to_png(data: bytes, *, size: tuple[int, int] | None = None) -> bytes:
+    """See :func:`_to_png`; results for the 16 most recent inputs are cached, since recordings
+    reuse frames (the recorder deduplicates identical screens; a terminal step shows the last
+    frame again)."""
+    return _to_png(data, size)
+
+
+@functools.lru_cache(maxsize=16)
+def _to_png(data: bytes, size: tuple[int, int] | None = None) -> bytes:
     """Re-encode an image (WebP, PNG, …) as PNG, optionally resized to ``size`` = (width,
     height) with Lanczos. Lossless unless resized. zlib level 1: about half the encoding time
     of Pillow's default level 6 on 1280x800 screenshots for ~8 % larger files (measured with

@@ -17,7 +17,9 @@ Measures (one run, one process, one core):
    the list is not timed), for N = 1 M and N = ``--events``, median of ``--repeat`` passes;
 2. memory: tracemalloc peak of the same pipeline fed by a *lazy* generator (so the input does
    not count) for 1 M and ``--events``, to show that it does not grow with session length;
-3. the profile of the 1 M run's top functions (cProfile, cumulative) if ``--profile``.
+3. the same throughput on the session without its pointer moves (98 % of the recorded events),
+   i.e. the slow path of discrete events only;
+4. the profile of the 1 M run's top functions (cProfile, internal time) if ``--profile``.
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ sys.path.insert(0, str(REPO / "src"))
 from demotrace.build import BuildSettings, align  # noqa: E402
 from demotrace.build.reduce import ReduceStats, _pipeline  # noqa: E402
 from demotrace.importers import DuckTrackConfig, import_ducktrack  # noqa: E402
-from demotrace.schema import Event, Frame, KeyDown, PointerDown, Rect, Wheel  # noqa: E402
+from demotrace.schema import Event, Frame, KeyDown, PointerDown, PointerMove, Rect, Wheel  # noqa: E402
 from demotrace.spool import DataKey, Spool  # noqa: E402
 
 
@@ -167,6 +169,11 @@ def main() -> None:
         print(f"throughput N={n:>9,}: median {r['seconds']:.2f} s of [{r['runs']}] → "
               f"{r['events_per_s']:,.0f} events/s wall, {r['cpu_events_per_s']:,.0f} events/s per CPU-second, "
               f"{r['actions']:,} actions, {r['steps']:,} aligned items")
+    no_moves = [e for e in base if type(e) is not PointerMove]
+    r = throughput(no_moves, 1_000_000, settings, args.repeat)
+    print(f"throughput without pointer moves ({len(no_moves)} events per copy), N=1,000,000: median "
+          f"{r['seconds']:.2f} s of [{r['runs']}] → {r['events_per_s']:,.0f} events/s wall, "
+          f"{r['cpu_events_per_s']:,.0f} events/s per CPU-second, {r['actions']:,} actions")
     print("load average after throughput: %.2f %.2f %.2f" % os.getloadavg())
     for n in (1_000_000, args.events):
         peak = memory(base, n, settings)

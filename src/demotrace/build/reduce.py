@@ -396,6 +396,8 @@ class _Reducer:
         return mods
 
     def mod_keys(self, mods: list[str]) -> tuple[str, ...]:
+        if not mods:
+            return ()
         return tuple(dict.fromkeys(modifier_name(m, self.meta) for m in mods))
 
     # -- flushing -----------------------------------------------------------------------------
@@ -464,7 +466,7 @@ class _Reducer:
             p.add(ev.x, ev.y, ev.t_ns, cap)
 
     def pointer_down(self, ev: PointerDown) -> None:
-        keys = self.mod_keys(self.mods_held())
+        keys = self.mod_keys(self.mods_held()) if self.held else ()
         self.flush_run()
         self.flush_scroll()
         self.flush_keyact()
@@ -557,7 +559,7 @@ class _Reducer:
             self.flush_click()
 
     def wheel(self, ev: Wheel) -> None:
-        keys = self.mod_keys(self.mods_held())
+        keys = self.mod_keys(self.mods_held()) if self.held else ()
         self.flush_run()
         self.flush_click()
         self.flush_keyact()

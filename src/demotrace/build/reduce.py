@@ -59,6 +59,8 @@ Rules (thresholds are :class:`~demotrace.build.settings.BuildSettings` fields):
   action ``unpaired_release``. A button still pressed at the end (or pressed again without a
   release) becomes ``mouse_down`` (or a drag if it moved) flagged ``unpaired_press``; a lone
   modifier still held at the end becomes ``key_down``; a key / hotkey still held is flagged.
+- A focus change does not release held keys or buttons (Alt stays held across Alt+Tab); it
+  ends a typing run and a scroll.
 - Matching of releases uses the physical ``code`` (a press reported as "W" and its release as
   "w" still pair); both Shift keys are tracked separately.
 - If the source reports ``modifiers`` on key events, they override the tracked state (a

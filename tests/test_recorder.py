@@ -89,6 +89,9 @@ def test_detector_pre_action_and_settle_frames() -> None:
     assert [r.reason for r in d.on_event("wheel", t3 + 1100 * MS, {})] == ["wheel"]
     assert d.next_deadline() == t3 + 1500 * MS  # settle 0.4 s after the last wheel
     assert [r.reason for r in d.on_event("focus_change", t3 + 2 * S, {})] == ["focus_change"]
+    # at the end of a session a pending settle is taken at once
+    assert [r.reason for r in d.take_pending()] == ["settle"]
+    assert d.take_pending() == [] and d.next_deadline() is None
 
 
 def test_hotkey_parsing() -> None:
@@ -227,6 +230,24 @@ def _pixel(reader, frame: Frame, x: int, y: int) -> tuple[int, ...]:
     return img.getpixel((int((x - frame.bounds.x) * frame.scale), int((y - frame.bounds.y) * frame.scale)))
 
 
+INDICATOR_REC = (0xC0, 0x39, 0x2B)
+INDICATOR_PAUSED = (0x7F, 0x8C, 0x8D)
+
+
+def _wait_screen_pixel(xvfb, x: int, y: int, want: tuple[int, int, int], timeout: float = 8.0) -> None:
+    import mss
+
+    with mss.MSS(display=xvfb.display) as sct:
+        deadline = time.monotonic() + timeout
+        while True:
+            shot = sct.grab({"left": x, "top": y, "width": 1, "height": 1})
+            rgb = shot.pixel(0, 0)
+            if _close(rgb, want, tol=10):
+                return
+            assert time.monotonic() < deadline, f"screen pixel ({x}, {y}) is {rgb}, expected {want}"
+            time.sleep(0.1)
+
+
 def _all_files(root: Path) -> list[Path]:
     return [p for p in root.rglob("*") if p.is_file()]
 
@@ -260,6 +281,11 @@ def test_record_click_type_task_and_show(xvfb, dt_home: Path) -> None:
         # while recording: no plaintext anywhere, WAL and temp files included
         _assert_no_plaintext(dt_home, [typed, "secret words", title, "Zürich", instruction])
         _cli(dt_home, "task", "end", "--status", "success")
+        # the indicator turns grey "PAUSED" while paused, red again on resume (read off the screen)
+        _cli(dt_home, "pause")
+        _wait_screen_pixel(xvfb, xvfb.width - 10, 12, INDICATOR_PAUSED)
+        _cli(dt_home, "resume")
+        _wait_screen_pixel(xvfb, xvfb.width - 10, 12, INDICATOR_REC)
         status = json.loads(_cli(dt_home, "status", "--json").stdout)
         assert status["state"] == "recording" and status["events_dropped"] == 0
         out = _stop_recorder(rec)
@@ -274,7 +300,8 @@ def test_record_click_type_task_and_show(xvfb, dt_home: Path) -> None:
     assert [e.seq for e in events] == list(range(len(events)))  # seq: arrival order, no gaps
     markers = [(e.name, e.instruction, e.status) for e in events if isinstance(e, Marker)]
     assert markers == [("session_start", None, None), ("task_start", instruction, None),
-                       ("task_end", None, "success"), ("session_stop", None, None)]
+                       ("task_end", None, "success"), ("pause", None, None), ("resume", None, None),
+                       ("session_stop", None, None)]
     assert isinstance(events[0], Marker) and events[0].t_ns == 0
     downs = [e for e in events if isinstance(e, PointerDown)]
     ups = [e for e in events if isinstance(e, PointerUp)]
@@ -290,7 +317,9 @@ def test_record_click_type_task_and_show(xvfb, dt_home: Path) -> None:
     assert len(click_frames) == 1
     cf = click_frames[0]
     assert cf.captured_t_ns < downs[0].t_ns
-    assert (cf.scale, cf.format, cf.width, cf.height) == (1.0, "webp", xvfb.width, xvfb.height)
+    # default: half resolution, lossy WebP; bounds = the whole desktop, so coordinates map by x * 0.5
+    assert (cf.scale, cf.format, cf.width, cf.height) == (0.5, "webp", xvfb.width // 2, xvfb.height // 2)
+    assert cf.bounds == Rect(0, 0, xvfb.width, xvfb.height)
     assert _close(_pixel(r, cf, 250, 150), GREEN), _pixel(r, cf, 250, 150)
     # ...while the settle frame after typing shows it red (the click happened)
     settle = [f for f in frames if f.reason == "settle" and f.captured_t_ns > kd[-1].t_ns]
@@ -299,7 +328,7 @@ def test_record_click_type_task_and_show(xvfb, dt_home: Path) -> None:
     key_frames = [f for f in frames if f.reason == "key"]
     assert key_frames and key_frames[0].captured_t_ns < kd[0].t_ns
     # the REC indicator is in the frames, top-right (documented: frames show what the person saw)
-    assert _close(_pixel(r, cf, xvfb.width - 10, 12), (0xC0, 0x39, 0x2B))
+    assert _close(_pixel(r, cf, xvfb.width - 10, 12), INDICATOR_REC)
     r.close()
     _assert_no_plaintext(dt_home, [typed, "secret words", title, "Zürich", instruction])
 
@@ -313,7 +342,8 @@ def test_record_click_type_task_and_show(xvfb, dt_home: Path) -> None:
 
     assert count("pointer_down") == 1 and count("pointer_up") == 1
     assert count("key_down") == len(typed) and count("key_up") == len(typed)
-    assert count("marker") == 4
+    assert count("marker") == 6
+    assert "pauses: 1" in show
     assert count("frame") == len(frames)
     assert f"'{instruction}': success" in show
     assert "state: ended" in show
@@ -352,7 +382,12 @@ def test_pause_resume_hotkey_and_control_errors(xvfb, dt_home: Path) -> None:
         assert bad.returncode == 1 and "no task is open" in bad.stderr
         bad = _cli(dt_home, "task", "end", "--status", "meh", check=False)
         assert bad.returncode == 1 and "success, failure or abandoned" in bad.stderr
-        _stop_recorder(rec)
+        second = _cli(dt_home, "record", "--duration", "1", "--no-indicator", check=False)
+        assert second.returncode == 1 and f"already running for this home (pid {rec.pid})" in second.stderr
+        _cli(dt_home, "stop")
+        out, err = rec.communicate(timeout=60)
+        assert rec.returncode == 0, err
+        assert "session id:" in out
     finally:
         if rec.poll() is None:
             rec.kill()
@@ -415,3 +450,37 @@ def test_kill_9_keeps_every_flushed_event(xvfb, dt_home: Path) -> None:
     assert "crashed" in listing
     st = _cli(dt_home, "status", check=False)
     assert st.returncode == 1 and "no recorder running; start one with `demotrace record`" in st.stderr
+
+
+def test_overflow_is_counted_and_reported_loudly(xvfb, dt_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With a tiny queue limit the writer "falls behind": events beyond it are dropped, counted,
+    and reported by check_health and status — never silently (real backend, real input)."""
+    from demotrace.capture import get_backend
+    from demotrace.recorder import Recorder, new_manifest
+    from demotrace.spool import DataKey, Spool, new_session_id
+
+    monkeypatch.setenv("DISPLAY", xvfb.display)
+    key = DataKey.load_or_create(Paths(dt_home).key_file)
+    spool = Spool(Paths(dt_home).spool, key)
+    backend = get_backend()
+    rec = Recorder(backend, spool.create(new_manifest(new_session_id(), backend)),
+                   RecorderSettings(queue_limit=3, flush_interval_s=2.0, pause_hotkey=None))
+    rec.start()
+    try:
+        time.sleep(0.3)
+        _xdo(xvfb, "type", "--delay", "1", "abcdefghijklmnopqrst")  # 40 events within ~0.1 s
+        deadline = time.monotonic() + 10
+        while rec.status()["events_dropped"] == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        st = rec.status()
+        assert st["events_dropped"] > 0
+        assert any(p.startswith(f"LOST {st['events_dropped']} input events") for p in st["problems"]), st["problems"]
+    finally:
+        summary = rec.stop()
+    assert summary.dropped > 0 and any("LOST" in p for p in summary.problems)
+    with spool.open(rec.session_id) as r:
+        events = list(r.iter_events())
+    kd = [e for e in events if isinstance(e, KeyDown)]
+    ku = [e for e in events if isinstance(e, KeyUp)]
+    assert len(kd) + len(ku) + summary.dropped >= 40  # every driven key event is stored or counted
+    assert [e.seq for e in events] == list(range(len(events)))

@@ -32,7 +32,7 @@ def record(
     no_indicator: bool = typer.Option(False, "--no-indicator", help="Do not show the on-screen REC indicator."),
     home: str | None = HomeOpt,
     webp_quality: int = typer.Option(60, "--webp-quality", min=0, max=100, help="Lossy WebP quality of stored frames (0-100)."),
-    frame_scale: float = typer.Option(1.0, "--frame-scale", help="Stored frame pixels per desktop pixel: 1, 0.5 or 0.25."),
+    frame_scale: float = typer.Option(0.5, "--frame-scale", help="Stored frame pixels per desktop pixel: 1 (full resolution), 0.5 or 0.25."),
     grab_hz: float = typer.Option(4.0, "--grab-hz", min=0.1, max=30, help="Screen grabs per second into the in-memory ring while input is active."),
 ) -> None:
     """Record this desktop until Ctrl-C (or --duration), then print the session id and a summary."""

@@ -116,6 +116,13 @@ class ActionDetector:
         """Absolute ns of the next pending settle frame, or ``None``."""
         return self._settle_at
 
+    def take_pending(self) -> list[FrameRequest]:
+        """The pending settle request now, whatever its deadline (at the end of a session)."""
+        if self._settle_at is None:
+            return []
+        self._settle_at = None
+        return [FrameRequest("settle", None)]
+
     def due(self, now_ns: int) -> list[FrameRequest]:
         """The settle request if its time has come (at most one; later settles merge)."""
         if self._settle_at is not None and now_ns >= self._settle_at:

@@ -126,7 +126,6 @@ class Recorder:
         self._drop_lock = threading.Lock()
         self._paused = False
         self._task: str | None = None
-        self._stopping = False
         self._started = False
         self._stopped = False
         self._writer_error: str | None = None
@@ -355,7 +354,10 @@ class Recorder:
 
     def _control(self, c: _Ctrl, t_ns: int) -> dict[str, Any]:
         assert self.batch is not None
-        if c.cmd == "barrier":
+        if c.cmd == "barrier":  # stop(): capture ended; a pending settle frame is taken now
+            if not self._paused and self.frames is not None:
+                for req in self.detector.take_pending():
+                    self.frames.request(req)
             return {"ok": True}
         if c.cmd == "pause":
             if self._paused:

@@ -6,7 +6,7 @@ screenpipe / AgentNetTool anchors). Benchmarked defaults: see ``docs/benchmarks.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from ..errors import ConfigError
 
@@ -35,7 +35,10 @@ class RecorderSettings:
     - ``frame_format``: ``"webp"`` (lossy, ``webp_quality`` 0–100, ``webp_method`` 0–6) or
       ``"png"`` (lossless).
     - ``frame_scale``: stored image pixels per desktop pixel: 1.0, or 1/n (0.5, 0.25) for an
-      integer box downscale; the ``Frame`` event records it so coordinates stay mappable.
+      integer box downscale; the ``Frame`` event records it so coordinates stay mappable
+      (image x = (desktop x − bounds.x) × scale). Default 0.5: at 1920×1080 full-resolution
+      frames cost about twice the encoder CPU and three times the disk (bench/recorder_overhead.py,
+      docs/benchmarks.md); pass 1.0 where small text must stay legible.
     - ``pause_hotkey``: global pause / resume toggle, ``"+"``-joined W3C modifier names and a
       key (case-insensitive), default ``"Control+Alt+Shift+P"``; ``None`` disables it.
     - ``queue_warn_backlog``: unprocessed events above which health reports the writer as
@@ -56,11 +59,10 @@ class RecorderSettings:
     frame_format: str = "webp"
     webp_quality: int = 60
     webp_method: int = 0
-    frame_scale: float = 1.0
+    frame_scale: float = 0.5
     pause_hotkey: str | None = "Control+Alt+Shift+P"
     queue_warn_backlog: int = 10_000
     queue_limit: int = 2_000_000
-    extra: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not 0 < self.flush_interval_s <= 5:

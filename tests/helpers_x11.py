@@ -59,10 +59,23 @@ def search_window(env: dict[str, str], title: str, timeout: float = 5.0) -> int:
     return int(wait_for(find, timeout, what=f"window {title!r}"))
 
 
+def toplevel(env: dict[str, str], wid: int) -> int:
+    """The ancestor of ``wid`` that is a child of the root (the WM frame under a reparenting
+    window manager), walking ``xwininfo -tree``."""
+    for _ in range(32):
+        out = x(["xwininfo", "-tree", "-id", str(wid)], env)
+        m = re.search(r"Parent window id: (0x[0-9a-f]+)( \(the root window\))?", out)
+        assert m, out
+        if m.group(2):
+            return wid
+        wid = int(m.group(1), 16)
+    raise AssertionError("window tree too deep")
+
+
 def geometry(env: dict[str, str], wid: int, frame: bool = False) -> tuple[int, int, int, int]:
-    """(x, y, width, height) in root coordinates from xwininfo (``-frame``: include the WM
-    frame)."""
-    out = x(["xwininfo", *(["-frame"] if frame else []), "-id", str(wid)], env)
+    """(x, y, width, height) in root coordinates, border included, from xwininfo (``frame``:
+    of the top-level ancestor, i.e. the WM frame)."""
+    out = x(["xwininfo", "-id", str(toplevel(env, wid) if frame else wid)], env)
     def num(label: str) -> int:
         m = re.search(rf"{label}:\s+(-?\d+)", out)
         assert m, f"xwininfo has no {label}: {out}"
@@ -78,6 +91,17 @@ def wm_class(env: dict[str, str], wid: int) -> str:
     parts = re.findall(r'"([^"]*)"', out)
     assert len(parts) == 2, out
     return parts[1]
+
+
+def list_monitors(env: dict[str, str]) -> list[tuple[str, bool, tuple[int, int, int, int]]]:
+    """``xrandr --listmonitors`` as (name, primary, (x, y, width, height)), in server order."""
+    out = x(["xrandr", "--listmonitors"], env)
+    mons = []
+    for m in re.finditer(r"^\s*\d+: ([+*]*)(\S+) (\d+)/\d+x(\d+)/\d+([+-]\d+)([+-]\d+)", out, re.M):
+        flags, name, w, h, px, py = m.groups()
+        mons.append((name, "*" in flags, (int(px), int(py), int(w), int(h))))
+    assert mons, out
+    return mons
 
 
 def led_on(env: dict[str, str], name: str) -> bool:

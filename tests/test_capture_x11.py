@@ -35,7 +35,9 @@ from helpers_x11 import (
     Collector,
     fake_keys,
     geometry,
+    x,
     led_on,
+    list_monitors,
     search_window,
     tap,
     tk_app,
@@ -104,9 +106,10 @@ def test_start_emits_screen_config_then_focus(xvfb: Any, cap: Capture) -> None:
     cfg = first[0][1]
     desk = Rect(0, 0, xvfb.width, xvfb.height)  # the fixture's -screen 0 1280x800x24
     assert cfg["desktop"] == desk
-    assert len(cfg["monitors"]) == 1
-    mon = cfg["monitors"][0]
-    assert (mon.index, mon.bounds, mon.scale, mon.primary) == (0, desk, 1.0, True)
+    expected = list_monitors(xvfb.env)
+    assert [(m.index, m.name, m.primary, m.bounds, m.scale) for m in cfg["monitors"]] == [
+        (i, name, prim, Rect(*bounds), 1.0) for i, (name, prim, bounds) in enumerate(expected)]
+    assert cfg["monitors"][0].bounds == desk  # Xvfb: one output covering the screen
     assert cap.backend.screen_config() == (cfg["monitors"], desk)
     assert cap.backend.check_health() == []
     assert cap.backend.pointer_position() == (1.0, 1.0)
@@ -451,3 +454,163 @@ def test_stop_is_quick_idempotent_and_restartable(xvfb: Any) -> None:
         assert backend.check_health() == []
         threads = [t.name for t in __import__("threading").enumerate() if t.name.startswith("demotrace-x11")]
         assert threads == []
+
+
+# -- a second X server with a window manager (openbox) and other keyboard layouts ----------------
+# Kept apart from the session-wide Xvfb: a reparenting WM and layout switches would change what
+# other tests see there.
+
+@pytest.fixture(scope="module")
+def wm_xvfb() -> Iterator[Any]:
+    from conftest import start_xvfb
+
+    server = start_xvfb(1024, 768)
+    wm = None
+    try:
+        exe = shutil.which("openbox")
+        assert exe is not None, "openbox not installed (scripts/bootstrap.sh installs it)"
+        wm = subprocess.Popen([exe, "--sm-disable"], env=server.env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+        wait_for(lambda: "window id" in subprocess.run(["xprop", "-root", "_NET_SUPPORTING_WM_CHECK"],
+                                                      env=server.env, capture_output=True, text=True).stdout,
+                 timeout=10, what="openbox to advertise EWMH")
+        yield server
+    finally:
+        if wm is not None:
+            wm.terminate()
+            wm.wait(5)
+        server.proc.terminate()
+        server.proc.wait(5)
+
+
+def test_ewmh_active_window_with_frame_bounds(wm_xvfb: Any) -> None:
+    env = wm_xvfb.env
+    with tk_app(env, "Managed Tk", 100, 120) as tk, xterm(env, "Managed term", "50x8+500+300") as term:
+        xdotool(env, "windowactivate", "--sync", str(tk.wid))
+        cap = Capture(wm_xvfb.display)
+        try:
+            xdotool(env, "windowactivate", "--sync", str(term.wid))
+            cap.col.wait(lambda evs: any(c is FocusChange and f["window_id"] == term.wid for c, _t, f in evs),
+                         what="active xterm")
+            tk.command("title Managed Tk ✓ renamed", "TITLE")  # not focused: no event
+            xdotool(env, "windowactivate", "--sync", str(tk.wid))
+            cap.col.wait(lambda evs: any(c is FocusChange and f["title"] == "Managed Tk ✓ renamed"
+                                         for c, _t, f in evs), what="active Tk, renamed")
+        finally:
+            cap.stop()
+        tk_frame = Rect(*geometry(env, tk.wid, frame=True))
+        term_frame = Rect(*geometry(env, term.wid, frame=True))
+        assert tk_frame != Rect(*geometry(env, tk.wid))  # openbox decorates: the frame is larger
+    got = [(f["window_id"], f["app_id"], f["title"], f["pid"], f["bounds"]) for f in _focus_events(cap)]
+    assert got == [
+        (tk.wid, "Demotk", "Managed Tk", tk.info["pid"], tk_frame),
+        (term.wid, "XTerm", "Managed term", term.proc.pid, term_frame),
+        (tk.wid, "Demotk", "Managed Tk ✓ renamed", tk.info["pid"], tk_frame),
+    ]
+
+
+def test_french_layout_altgr_and_dead_keys(wm_xvfb: Any) -> None:
+    env = wm_xvfb.env
+    x(["setxkbmap", "fr"], env)
+    try:
+        cap = Capture(wm_xvfb.display)
+        try:
+            kc_q, kc_1, kc_e, kc_altgr, kc_circ = 16 + 8, 2 + 8, 18 + 8, 100 + 8, 26 + 8  # evdev + 8
+            fake_keys(wm_xvfb.display, *tap(kc_q), *tap(kc_1), (kc_altgr, True), *tap(kc_e), (kc_altgr, False),
+                      *tap(kc_circ), *tap(kc_e))
+            _wait_keys(cap, 12, "AZERTY keys")
+        finally:
+            cap.stop()
+    finally:
+        x(["setxkbmap", "us"], env)
+    G = ("AltGraph",)
+    # xkeyboard-config "fr": KEY_Q → a, KEY_1 → ampersand, RALT → ISO_Level3_Shift,
+    # KEY_E level 3 → EuroSign, KEY_LEFTBRACE → dead_circumflex
+    assert _keys(cap.col.of(*KEYS)) == [
+        ("KeyDown", _kd("a", "KeyQ", (), "a")), ("KeyUp", _kd("a", "KeyQ")),
+        ("KeyDown", _kd("&", "Digit1", (), "&")), ("KeyUp", _kd("&", "Digit1")),
+        ("KeyDown", _kd("AltGraph", "AltRight")),
+        ("KeyDown", _kd("€", "KeyE", G, "€")), ("KeyUp", _kd("€", "KeyE", G)),
+        ("KeyUp", _kd("AltGraph", "AltRight", G)),
+        ("KeyDown", _kd("Dead", "BracketLeft")), ("KeyUp", _kd("Dead", "BracketLeft")),
+        ("KeyDown", _kd("e", "KeyE", (), "e")), ("KeyUp", _kd("e", "KeyE")),
+    ]
+
+
+def test_layout_switch_while_recording_is_followed(wm_xvfb: Any) -> None:
+    env = wm_xvfb.env
+    cap = Capture(wm_xvfb.display)
+    try:
+        kc_q = 16 + 8
+        fake_keys(wm_xvfb.display, *tap(kc_q))
+        x(["setxkbmap", "fr"], env)  # MappingNotify → the backend re-reads the mapping
+        time.sleep(0.3)  # MappingNotify is asynchronous; the layout switch is the test's input
+        fake_keys(wm_xvfb.display, *tap(kc_q))
+        _wait_keys(cap, 4, "q then a")
+    finally:
+        cap.stop()
+        x(["setxkbmap", "us"], env)
+    assert [f["key"] for n, f in cap.col.of(KeyDown)] == ["q", "a"]
+
+
+def test_monitor_layout_change_reemits_screen_config(wm_xvfb: Any) -> None:
+    env = wm_xvfb.env
+    cap = Capture(wm_xvfb.display)
+    try:
+        x(["xrandr", "--setmonitor", "LEFT-HALF", "512/135x768/203+0+0", "screen"], env)
+        x(["xrandr", "--setmonitor", "RIGHT-HALF", "512/135x768/203+512+0", "none"], env)
+        expected = list_monitors(env)
+        cap.col.wait(lambda evs: sum(1 for c, _t, _f in evs if c is ScreenConfig) >= 2, timeout=6,
+                     what="second ScreenConfig")
+    finally:
+        cap.stop()
+        for name in ("LEFT-HALF", "RIGHT-HALF"):
+            subprocess.run(["xrandr", "--delmonitor", name], env=env, capture_output=True)
+    assert sorted(n for n, _p, _b in expected) == ["LEFT-HALF", "RIGHT-HALF"]
+    configs = [f for _n, f in cap.col.of(ScreenConfig)]
+    last = configs[-1]
+    assert [(m.name, m.primary, m.bounds) for m in last["monitors"]] == [
+        (name, prim, Rect(*b)) for name, prim, b in expected]
+    assert last["desktop"] == Rect(0, 0, 1024, 768)
+
+
+def test_release_press_pair_within_a_millisecond_is_a_repeat(xvfb: Any, cap: Capture) -> None:
+    # the synthetic release/press pairs of X auto-repeat, sent through XTest back to back
+    fake_keys(xvfb.display, (KC_A, True), (KC_A, False), (KC_A, True), (KC_A, False))
+    _wait_keys(cap, 3, "pair")
+    assert _keys(cap.col.of(*KEYS)) == [
+        ("KeyDown", _kd("a", "KeyA", (), "a")),
+        ("KeyDown", _kd("a", "KeyA", (), "a", repeat=True)),
+        ("KeyUp", _kd("a", "KeyA")),
+    ]
+
+
+def test_legacy_keysyms_translate_without_a_display(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib
+
+    from demotrace.capture import _xorg_keys
+
+    monkeypatch.delenv("DISPLAY", raising=False)
+    keys_mod = importlib.reload(_xorg_keys)
+    # keysymdef.h: EuroSign 0x20ac = U+20AC, Cyrillic_a 0x6c1 = U+0430, eacute 0xe9 (Latin-1),
+    # U+1F3AC as a Unicode keysym 0x0101F3AC; KP_Begin 0xff9d = "Clear"; dead_acute 0xfe51
+    assert [keys_mod.keysym_to_key(k) for k in (0x20AC, 0x6C1, 0xE9, 0x0101F3AC, 0xFF9D, 0xFE51, 0)] == [
+        "€", "\u0430", "é", "🎬", "Clear", "Dead", "Unidentified"]
+
+
+def test_health_reports_a_lost_x_server() -> None:
+    from conftest import start_xvfb
+
+    server = start_xvfb(320, 240)
+    backend = X11Backend(server.display)
+    try:
+        backend.start(Collector())
+        assert backend.check_health() == []
+        server.proc.kill()
+        server.proc.wait(5)
+        problems = wait_for(backend.check_health, timeout=5, what="health problems")
+        assert any("RECORD" in p or "window tracker" in p for p in problems), problems
+    finally:
+        backend.stop()
+        if server.proc.poll() is None:
+            server.proc.kill()

@@ -127,9 +127,21 @@ _MOD_PRIORITY = ("Alt", "AltGraph", "NumLock", "Meta")
 
 
 def _keysym_table() -> dict[int, str]:
+    # keysymdef.h as a Python dict, shipped by pynput. Loaded from its file: importing the
+    # ``pynput`` package connects to $DISPLAY (it picks a backend at import time).
+    import importlib.util
+    from pathlib import Path
+
     try:
-        from pynput._util.xorg_keysyms import SYMBOLS  # keysymdef.h, as pynput ships it
-    except Exception:  # noqa: BLE001 - table is an optional refinement; Latin-1/Unicode still work
+        spec = importlib.util.find_spec("pynput")
+        assert spec is not None and spec.submodule_search_locations
+        path = Path(list(spec.submodule_search_locations)[0]) / "_util" / "xorg_keysyms.py"
+        mod_spec = importlib.util.spec_from_file_location("_demotrace_xorg_keysyms", path)
+        assert mod_spec is not None and mod_spec.loader is not None
+        module = importlib.util.module_from_spec(mod_spec)
+        mod_spec.loader.exec_module(module)
+        SYMBOLS = module.SYMBOLS
+    except Exception:  # noqa: BLE001 - optional refinement; Latin-1/Unicode keysyms still work
         return {}
     table: dict[int, str] = {}
     for name, (ks, ch) in SYMBOLS.items():

@@ -10,8 +10,9 @@ are not shared between threads here). It reports:
   window carrying ``WM_CLASS``; ``PointerRoot`` focus resolves to the top-level under the
   pointer. Title changes of the focused window (``_NET_WM_NAME`` / ``WM_NAME``
   ``PropertyNotify``) are reported too.
-- the monitor layout from RandR CRTCs (``RRScreenChangeNotify`` / CRTC change notify), or the
-  whole screen when RandR reports nothing.
+- the monitor layout from RandR (see :meth:`WindowTracker.read_screen`), re-read on
+  ``RRScreenChangeNotify`` / CRTC / output change notify and every ``screen_poll_s`` seconds
+  (2 s: RandR 1.5 ``SetMonitor`` changes send no event).
 - ``MappingNotify`` (keyboard layout changes), forwarded to the key translator.
 
 Window description (:class:`WindowInfo`): XID of the client window, ``WM_CLASS`` class as
@@ -79,10 +80,11 @@ class WindowTracker:
 
     def __init__(self, display_name: str | None, on_focus: Callable[[WindowInfo], None],
                  on_screen: Callable[[tuple[Monitor, ...], Rect], None],
-                 on_mapping: Callable[[], None], poll_s: float = 0.15) -> None:
+                 on_mapping: Callable[[], None], poll_s: float = 0.15, screen_poll_s: float = 2.0) -> None:
         from Xlib import display as xdisplay
 
         self.poll_s = poll_s
+        self.screen_poll_s = screen_poll_s
         self.on_focus = on_focus
         self.on_screen = on_screen
         self.on_mapping = on_mapping
@@ -265,8 +267,14 @@ class WindowTracker:
         return Rect(float(g.x), float(g.y), float(g.width + 2 * b), float(g.height + 2 * b))
 
     def read_screen(self) -> tuple[tuple[Monitor, ...], Rect]:
-        """Monitors from RandR (active CRTCs, named by their first output; primary from
-        ``RRGetOutputPrimary``, else the first monitor) and the desktop = root window size."""
+        """Monitors and the desktop (= root window size), physical pixels.
+
+        Monitors come from RandR 1.5 ``GetMonitors`` (what ``xrandr --listmonitors`` shows,
+        including monitors set with ``--setmonitor``), in server order; else from the active
+        RandR CRTCs (named by their first output); else one monitor = the whole screen.
+        ``primary`` is as RandR says (possibly no monitor is primary); ``scale`` is 1.0
+        (X11 has no per-monitor scale factor).
+        """
         scr = self.dpy.screen()
         desktop = Rect(0.0, 0.0, float(scr.width_in_pixels), float(scr.height_in_pixels))
         monitors: list[Monitor] = []
@@ -274,32 +282,41 @@ class WindowTracker:
             from Xlib.ext import randr
 
             try:
-                res = randr.get_screen_resources(self.root)
-                primary = randr.get_output_primary(self.root).output
-                rows = []
-                for c in res.crtcs:
-                    ci = randr.get_crtc_info(self.root, c, res.config_timestamp)
-                    if not ci.mode or not ci.width or not ci.height:
-                        continue
-                    name = None
-                    is_primary = False
-                    for o in ci.outputs:
-                        oi = randr.get_output_info(self.root, o, res.config_timestamp)
-                        nm = oi.name if isinstance(oi.name, str) else bytes(oi.name).decode("utf-8", "replace")
-                        name = name or nm
-                        is_primary = is_primary or o == primary
-                    rows.append((ci.x, ci.y, ci.width, ci.height, is_primary, name))
-                rows.sort(key=lambda r: (r[0], r[1]))
-                if rows and not any(r[4] for r in rows):
-                    rows[0] = rows[0][:4] + (True,) + rows[0][5:]
-                for i, (x, y, w, h, prim, name) in enumerate(rows):
-                    monitors.append(Monitor(index=i, bounds=Rect(float(x), float(y), float(w), float(h)),
-                                            scale=1.0, primary=prim, name=name))
-            except Exception:  # noqa: BLE001 - fall back to the whole screen below
+                for i, m in enumerate(randr.get_monitors(self.root, True).monitors):
+                    monitors.append(Monitor(index=i, bounds=Rect(float(m.x), float(m.y), float(m.width_in_pixels),
+                                                                 float(m.height_in_pixels)),
+                                            scale=1.0, primary=bool(m.primary), name=self._atom_name(m.name)))
+            except Exception:  # noqa: BLE001 - RandR < 1.5: use CRTCs
                 monitors = []
+            if not monitors:
+                try:
+                    res = randr.get_screen_resources(self.root)
+                    primary = randr.get_output_primary(self.root).output
+                    for c in res.crtcs:
+                        ci = randr.get_crtc_info(self.root, c, res.config_timestamp)
+                        if not ci.mode or not ci.width or not ci.height:
+                            continue
+                        name = None
+                        for o in ci.outputs[:1]:
+                            oi = randr.get_output_info(self.root, o, res.config_timestamp)
+                            name = oi.name if isinstance(oi.name, str) else bytes(oi.name).decode("utf-8", "replace")
+                        monitors.append(Monitor(index=len(monitors), bounds=Rect(float(ci.x), float(ci.y),
+                                                                                 float(ci.width), float(ci.height)),
+                                                scale=1.0, primary=primary in ci.outputs, name=name))
+                except Exception:  # noqa: BLE001 - fall back to the whole screen below
+                    monitors = []
         if not monitors:
-            monitors = [Monitor(index=0, bounds=desktop, scale=1.0, primary=True, name=None)]
+            monitors = [Monitor(index=0, bounds=desktop, scale=1.0, primary=False, name=None)]
         return tuple(monitors), desktop
+
+    def _atom_name(self, atom: int) -> str | None:
+        if not atom:
+            return None
+        try:
+            name = self.dpy.get_atom_name(atom)
+        except Exception:  # noqa: BLE001
+            return None
+        return name if isinstance(name, str) else bytes(name).decode("utf-8", "replace")
 
     # -- the thread ------------------------------------------------------------------------------
     def poll_focus(self) -> WindowInfo:
@@ -355,9 +372,11 @@ class WindowTracker:
         try:
             fd = self.dpy.fileno()
             next_poll = 0.0
+            next_screen = time.monotonic() + self.screen_poll_s
             while not self._stop.is_set():
                 wm = self.wm_running()
-                timeout = None if wm else max(0.0, next_poll - time.monotonic())
+                wake = next_screen if wm else min(next_poll, next_screen)
+                timeout = max(0.0, wake - time.monotonic())
                 if not self.dpy.pending_events():
                     r, _, _ = select.select([fd, self._wake_r], [], [], timeout)
                     if self._wake_r in r:
@@ -381,6 +400,9 @@ class WindowTracker:
                 if not wm and time.monotonic() >= next_poll:
                     focus_dirty = True
                     next_poll = time.monotonic() + self.poll_s
+                if time.monotonic() >= next_screen:
+                    screen_dirty = True  # RandR 1.5 monitor changes send no event: poll too
+                    next_screen = time.monotonic() + self.screen_poll_s
                 if focus_dirty:
                     self._emit_focus_if_changed()
                 if screen_dirty:

@@ -236,6 +236,8 @@ class X11Backend(CaptureBackend):
             same keycode to count as auto-repeat (1 ms; SDL/GLFW use the same test).
         release_hold_s: how long a key release may be held back waiting for a repeat press
             (50 ms; its ``t_ns`` is its arrival time regardless).
+        screen_poll_s: seconds between re-reads of the monitor layout besides RandR events
+            (2 s; RandR 1.5 monitor changes send no event).
 
     Raises (from :meth:`start`):
         CaptureError: the display cannot be opened or lacks the RECORD extension.
@@ -245,13 +247,14 @@ class X11Backend(CaptureBackend):
     platform = "linux-x11"
 
     def __init__(self, display: str | None = None, *, focus_poll_s: float = 0.15,
-                 repeat_window_ms: int = 1, release_hold_s: float = 0.05) -> None:
+                 repeat_window_ms: int = 1, release_hold_s: float = 0.05, screen_poll_s: float = 2.0) -> None:
         self.display_name = display if display is not None else os.environ.get("DISPLAY")
         if not self.display_name:
             raise CaptureError("no X display: $DISPLAY is not set and no display was given")
         self.focus_poll_s = focus_poll_s
         self.repeat_window_ms = repeat_window_ms
         self.release_hold_s = release_hold_s
+        self.screen_poll_s = screen_poll_s
         self._lock = threading.Lock()
         self._running = False
         self._ctl: Any = None
@@ -315,7 +318,8 @@ class X11Backend(CaptureBackend):
             self._keymap.refresh(self._ctl)
             self._translator = _InputTranslator(sink, self._keymap, self.repeat_window_ms)
             self._tracker = WindowTracker(self.display_name, self._on_focus, self._on_screen,
-                                          self._on_mapping, poll_s=self.focus_poll_s)
+                                          self._on_mapping, poll_s=self.focus_poll_s,
+                                          screen_poll_s=self.screen_poll_s)
             self._screen = self._tracker.screen
             self._rec = self._open()
             from Xlib import X

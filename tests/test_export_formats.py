@@ -340,3 +340,12 @@ def test_select_option_uses_the_target(tmp_path: Path) -> None:
         {"action_type": "CLICK", "parameters": {"button": "left", "x": 200, "y": 70, "num_clicks": 1}},
         {"action_type": "TYPING", "parameters": {"text": "Economy"}}]
     assert s.lossy_count("select_option_as_click_and_type") == 1
+
+
+def test_webdataset_key_collision_is_an_error(tmp_path: Path) -> None:
+    fx = make_fixture(tmp_path)
+    a = msgspec.structs.replace(fx.episodes[1], episode_id="x.y-0")
+    b = msgspec.structs.replace(fx.episodes[1], episode_id="x-y-0")
+    write_dataset(tmp_path / "ds", [(a, fx.reader.read_blob), (b, fx.reader.read_blob)])
+    with pytest.raises(ExportError, match="'x.y-0' and 'x-y-0' collide"):
+        get_exporter("webdataset").run(tmp_path / "ds", tmp_path / "wds")

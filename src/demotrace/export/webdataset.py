@@ -70,6 +70,7 @@ class _Shards:
         info.uname = info.gname = ""
         assert self.tar is not None
         self.tar.addfile(info, io.BytesIO(data))
+        self.tar.members.clear()  # TarFile keeps every TarInfo for lookups we never do
         self.tar.fileobj.flush()  # type: ignore[attr-defined]
 
     def close(self) -> None:
@@ -95,18 +96,20 @@ def export(dataset: CanonicalDataset, out: Path, config: WebDatasetConfig = WebD
     out = prepare_out(Path(out), config.overwrite)
     summary = ExportSummary(format=NAME, out=str(out), settings=asdict(config))
     shards = _Shards(out, config.max_shard_bytes)
-    keys: set[str] = set()
+    # sanitised episode id -> original: keys are unique when these are (step indexes are)
+    sanitised: dict[str, str] = {}
     try:
         for info, rows in dataset.iter_episodes():
             eid = info["episode_id"]
+            safe = eid.replace(".", "-")
+            if sanitised.setdefault(safe, eid) != eid:
+                raise ExportError(f"webdataset keys of episodes {sanitised[safe]!r} and {eid!r} collide "
+                                  f"(both become {safe!r})")
             for row in rows:
                 sid = row["step_index"]
                 key = sample_key(eid, sid)
                 if "." in eid:
                     summary.add_lossy("key_sanitised", eid, sid, f"key {key!r}: dots replaced")
-                if key in keys:
-                    raise ExportError(f"webdataset key {key!r} of {eid} step {sid} collides with another sample")
-                keys.add(key)
                 if row["image"] is not None:
                     shards.add(f"{key}.png", to_png(row["image"]["bytes"]))
                 else:

@@ -382,6 +382,15 @@ def test_pause_resume_hotkey_and_control_errors(xvfb, dt_home: Path) -> None:
         assert bad.returncode == 1 and "no task is open" in bad.stderr
         bad = _cli(dt_home, "task", "end", "--status", "meh", check=False)
         assert bad.returncode == 1 and "success, failure or abandoned" in bad.stderr
+        # malformed control messages to the real recorder: error replies, and it keeps recording
+        from demotrace.recorder import ControlClient
+
+        with ControlClient(Paths(dt_home).control_socket) as c:
+            assert "not JSON" in c.send_raw(b"{oops\n")["error"]
+            assert "non-empty 'instruction'" in c.request("task_start", instruction=5)["error"]
+            assert "non-empty 'instruction'" in c.request("task_start")["error"]
+            assert "unknown command 'rm'" in c.request("rm")["error"]
+            assert c.request("status")["state"] == "recording"
         second = _cli(dt_home, "record", "--duration", "1", "--no-indicator", check=False)
         assert second.returncode == 1 and f"already running for this home (pid {rec.pid})" in second.stderr
         _cli(dt_home, "stop")

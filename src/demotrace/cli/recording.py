@@ -49,10 +49,10 @@ def record(
     lock = RecorderLock(paths.run_dir)
     lock.acquire()
     stop_event = threading.Event()
-    holder: dict[str, Any] = {"rec": None}
+    running: list[Recorder] = []  # the recorder, once started
 
     def handle(req: dict[str, Any]) -> dict[str, Any]:
-        rec = holder["rec"]
+        rec = running[0] if running else None
         cmd = req["cmd"]
         if cmd == "stop":
             stop_event.set()
@@ -66,7 +66,7 @@ def record(
         if cmd == "resume":
             return rec.resume()
         if cmd == "task_start":
-            return rec.task_start(req.get("instruction"))
+            return rec.task_start(req.get("instruction"))  # validated by the recorder
         if cmd == "task_end":
             return rec.task_end(req.get("status"))
         return {"ok": False, "error": f"unknown command {cmd!r}"}
@@ -88,7 +88,7 @@ def record(
         sid = new_session_id()
         rec = Recorder(backend, spool.create(new_manifest(sid, backend)), settings)
         rec.start()
-        holder["rec"] = rec
+        running.append(rec)
         console.print(f"recording session [bold]{sid}[/] — stop with Ctrl-C or `demotrace stop`", highlight=False)
         t_end = None if duration is None else time.monotonic() + duration
         next_health = time.monotonic() + 5.0

@@ -85,7 +85,7 @@ def summarize(spool: Spool, session_id: str) -> SessionSummary:
         last = 0
         pauses = 0
         for ev in r.iter_events():
-            kinds[ev.__struct_config__.tag] += 1  # type: ignore[attr-defined]
+            kinds[str(ev.__struct_config__.tag)] += 1
             last = max(last, ev.t_ns)
             if isinstance(ev, FocusChange) and ev.app_id and ev.app_id not in apps:
                 apps.append(ev.app_id)

@@ -16,6 +16,7 @@ with an error reply and disconnected.
 from __future__ import annotations
 
 import fcntl
+import io
 import json
 import os
 import socket
@@ -24,7 +25,7 @@ import struct
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 from ..errors import ControlError
 
@@ -39,10 +40,10 @@ def peer_uid(conn: socket.socket) -> int:
     """The uid of the process at the other end of a Unix socket (Linux ``SO_PEERCRED``)."""
     creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
     _pid, uid, _gid = struct.unpack("3i", creds)
-    return uid
+    return int(uid)
 
 
-def _reply(f: BinaryIO, obj: dict[str, Any]) -> None:
+def _reply(f: io.BufferedIOBase, obj: dict[str, Any]) -> None:
     f.write(json.dumps(obj, ensure_ascii=False).encode() + b"\n")
     f.flush()
 

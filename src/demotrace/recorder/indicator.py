@@ -42,34 +42,38 @@ def run(socket_path: Path) -> int:
     root.update_idletasks()
     sw = root.winfo_screenwidth()
     root.geometry(f"+{sw - label.winfo_reqwidth() - 8}+8")
-    state = {"client": None, "failures": 0, "paused": False}
+    class State:
+        client: ControlClient | None = None
+        failures = 0
+        paused = False
+
+    st = State()
 
     def client() -> ControlClient:
-        if state["client"] is None:
-            state["client"] = ControlClient(socket_path, timeout=2.0)
-        return state["client"]  # type: ignore[return-value]
+        if st.client is None:
+            st.client = ControlClient(socket_path, timeout=2.0)
+        return st.client
 
     def poll() -> None:
         try:
             rep = client().request("status")
-            state["failures"] = 0
-            paused = rep.get("state") == "paused"
-            state["paused"] = paused
-            label.configure(text=PAUSED_TEXT if paused else REC_TEXT, bg="#7f8c8d" if paused else "#c0392b")
+            st.failures = 0
+            st.paused = rep.get("state") == "paused"
+            label.configure(text=PAUSED_TEXT if st.paused else REC_TEXT, bg="#7f8c8d" if st.paused else "#c0392b")
             root.lift()
         except (ControlError, OSError):
-            state["client"] = None
-            state["failures"] += 1  # type: ignore[operator]
-            if state["failures"] >= MAX_FAILURES:  # type: ignore[operator]
+            st.client = None
+            st.failures += 1
+            if st.failures >= MAX_FAILURES:
                 root.destroy()
                 return
         root.after(POLL_MS, poll)
 
     def toggle(_event: object) -> None:
         try:
-            client().request("resume" if state["paused"] else "pause")
+            client().request("resume" if st.paused else "pause")
         except (ControlError, OSError):
-            state["client"] = None
+            st.client = None
 
     label.bind("<Button-1>", toggle)
     root.after(0, poll)

@@ -411,11 +411,12 @@ class Recorder:
         """Store a ``resume`` marker and restart storing input and frames."""
         return self._command("resume")
 
-    def task_start(self, instruction: str) -> dict[str, Any]:
-        """Store ``task_start {instruction}`` (one open task at a time)."""
+    def task_start(self, instruction: object) -> dict[str, Any]:
+        """Store ``task_start {instruction}`` (one open task at a time). ``instruction`` must
+        be a non-empty string (control input is checked here, an error reply otherwise)."""
         return self._command("task_start", instruction=instruction)
 
-    def task_end(self, status: str) -> dict[str, Any]:
+    def task_end(self, status: object) -> dict[str, Any]:
         """Store ``task_end {status}``; ``status`` is success | failure | abandoned."""
         return self._command("task_end", status=status)
 

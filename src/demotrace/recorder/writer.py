@@ -125,7 +125,7 @@ class BatchWriter:
         for t_abs in self._pending_abs:
             self.delays.add(done - t_abs)
         for ev in batch:
-            tag = ev.__struct_config__.tag  # type: ignore[attr-defined]
+            tag = str(ev.__struct_config__.tag)
             self.stored_by_kind[tag] = self.stored_by_kind.get(tag, 0) + 1
         n = len(batch)
         self.stored += n

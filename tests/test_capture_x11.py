@@ -9,7 +9,6 @@ are evdev codes + 8 (Linux input-event-codes.h: KEY_A = 30, KEY_KP5 = 76, ...).
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import time
@@ -38,7 +37,6 @@ from helpers_x11 import (
     x,
     led_on,
     list_monitors,
-    search_window,
     tap,
     tk_app,
     wait_for,

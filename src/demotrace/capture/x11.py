@@ -56,7 +56,15 @@ How the cases of DESIGN.md section 10 are handled on X11:
 - Wheel: buttons 4/5/6/7 → one tick each, ``dy=+1`` (4, up), ``dy=-1`` (5), ``dx=-1`` (6,
   left), ``dx=+1`` (7, right); their releases are ignored. Buttons 8/9 → ``"x1"``/``"x2"``.
 - Titles: UTF-8 decoded with U+FFFD for invalid bytes, never an exception.
-- Time: ``t_ns`` is ``time.monotonic_ns()`` when the event reaches the input thread.
+- Focus without a window manager (plain Xvfb): ``GetInputFocus`` polled every
+  ``focus_poll_s``; a focus that goes A → B → A within one poll is not seen.
+- Unpaired keys: a key already down at :meth:`X11Backend.start` gives a ``key_up`` with no
+  ``key_down`` (translated with the state at release); a key still down at :meth:`stop` gives
+  no ``key_up`` — nothing is made up; the reducer closes such presses at the session end.
+- Time: ``t_ns`` is ``time.monotonic_ns()`` when the event reaches the input thread
+  (``CLOCK_MONOTONIC``: wall-clock changes do not move it). X server times (ms) are used only
+  to pair auto-repeat releases and presses.
+- Frames: mss grabs of the root window (physical pixels = X pixels; X11 has no scaling).
 """
 
 from __future__ import annotations

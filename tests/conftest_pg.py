@@ -63,8 +63,11 @@ class PgServer:
         return self.admin_url(name)
 
 
-def start_postgres() -> PgServer:
-    """Start a throw-away PostgreSQL (see module docstring). Raises RuntimeError with the log."""
+def start_postgres(*, durable: bool = False) -> PgServer:
+    """Start a throw-away PostgreSQL (see module docstring). Raises RuntimeError with the log.
+
+    ``durable``: keep PostgreSQL's default durability (``fsync``, ``full_page_writes``,
+    ``synchronous_commit`` on) — for benchmarks; tests turn them off for speed."""
     if not PG_BIN_CANDIDATES:
         raise RuntimeError("PostgreSQL binaries not found under /usr/lib/postgresql/*/bin; run "
                            "scripts/bootstrap.sh (installs Debian package postgresql)")
@@ -84,8 +87,9 @@ def start_postgres() -> PgServer:
     if r.returncode:
         raise RuntimeError(f"initdb failed: {r.stderr}")
     port = free_port()
-    opts = (f"-c listen_addresses=127.0.0.1 -p {port} -k {root} -c fsync=off "
-            "-c full_page_writes=off -c synchronous_commit=off -c max_connections=200")
+    opts = f"-c listen_addresses=127.0.0.1 -p {port} -k {root} -c max_connections=200"
+    if not durable:
+        opts += " -c fsync=off -c full_page_writes=off -c synchronous_commit=off"
     r = subprocess.run([*run_as, str(bindir / "pg_ctl"), "-D", str(data), "-l",
                         str(root / "log"), "-o", opts, "-w", "-t", "60", "start"],
                        capture_output=True, text=True, env=env, cwd=root)

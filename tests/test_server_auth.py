@@ -218,3 +218,17 @@ def test_rate_limiter_refills_at_the_configured_rate() -> None:
     assert rl.take("k", now=100.0) == pytest.approx(0.5)  # one token per 1/2 s
     assert rl.take("k", now=100.5) == 0.0
     assert rl.take("k", now=100.5) == pytest.approx(0.5)
+
+
+def test_credential_cache_expires_and_clears() -> None:
+    from demotrace.server.auth import CredentialCache, Principal
+
+    cache = CredentialCache(ttl_s=2.0)
+    p = Principal("0123456789abcdef", "device", "ab" * 32)
+    cache.put("dtc_x_y", p, now=10.0)
+    assert cache.get("dtc_x_y", now=11.9) is p
+    assert cache.get("dtc_x_y", now=12.1) is None  # a revocation elsewhere holds after 2 s
+    assert cache.get("dtc_other", now=10.5) is None
+    cache.put("dtc_x_y", p, now=20.0)
+    cache.clear()  # revocation in this process: immediate
+    assert cache.get("dtc_x_y", now=20.1) is None

@@ -355,8 +355,7 @@ def create_app(config: ServerConfig, *, collector: Collector | None = None) -> F
     @app.post("/v1/admin/credentials/{credential_id}/revoke")
     def admin_revoke(credential_id: str, p: auth.Principal = Depends(admin)) -> dict[str, Any]:
         """Revoke a credential (device or staff); effective on the next request."""
-        with c.db.session() as s:
-            auth.revoke(s, credential_id)
+        c.revoke(credential_id)
         return {"credential_id": credential_id, "revoked": True,
                 "at": datetime.now(UTC).isoformat()}
 
@@ -381,7 +380,7 @@ def create_app(config: ServerConfig, *, collector: Collector | None = None) -> F
     portal.register(app, c)
     _check_policies(app)
     app.add_middleware(AuditMiddleware, db=c.db, log=c.audit)
-    app.add_middleware(AuthMiddleware, db=c.db)
+    app.add_middleware(AuthMiddleware, db=c.db, cache=c.auth_cache)
     app.add_middleware(RateLimitMiddleware, rate=config.rate_per_s, burst=config.rate_burst)
     app.add_middleware(BodyLimitMiddleware, max_bytes=config.max_body_bytes)
     return app

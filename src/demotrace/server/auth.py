@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -95,6 +96,41 @@ def authenticate(s: Session, token: str) -> Principal:
     if not ok or cred is None or cred.revoked_at is not None:
         raise AuthError("credential unknown or revoked")
     return Principal(cred.id, cred.role, cred.subject_id)
+
+
+class CredentialCache:
+    """Recently authenticated credentials, kept ``ttl_s`` seconds (default 2 s) so that a
+    burst of uploads does not cost a database round trip per request. Revocation through this
+    process clears it at once; another process of the same deployment honours a revocation
+    within ``ttl_s``. Keys are SHA-256 of the whole token (the token itself is not kept)."""
+
+    def __init__(self, ttl_s: float = 2.0, max_entries: int = 10_000) -> None:
+        self.ttl_s = ttl_s
+        self.max_entries = max_entries
+        self._d: dict[str, tuple[float, Principal]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, token: str, now: float) -> Principal | None:
+        """The cached principal for ``token`` if still fresh."""
+        k = hashlib.sha256(token.encode()).hexdigest()
+        with self._lock:
+            hit = self._d.get(k)
+        if hit is None or hit[0] < now:
+            return None
+        return hit[1]
+
+    def put(self, token: str, p: Principal, now: float) -> None:
+        """Remember ``p`` for ``token`` until ``now + ttl_s``."""
+        k = hashlib.sha256(token.encode()).hexdigest()
+        with self._lock:
+            if len(self._d) >= self.max_entries:
+                self._d.clear()
+            self._d[k] = (now + self.ttl_s, p)
+
+    def clear(self) -> None:
+        """Forget everything (called on revocation)."""
+        with self._lock:
+            self._d.clear()
 
 
 def create_credential(s: Session, role: str, *, subject_id: str | None = None,

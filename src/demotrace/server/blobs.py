@@ -15,8 +15,10 @@ else is refused, so a name can never escape the folder or the prefix.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import re
+import sys
 import tempfile
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
@@ -48,12 +50,18 @@ class BlobStore(ABC):
     scheme: str = ""
 
     @abstractmethod
-    def put(self, name: str, data: bytes) -> None:
-        """Store ``data`` under ``name``, durably, all or nothing.
+    def put(self, name: str, data: bytes, *, durable: bool = True) -> None:
+        """Store ``data`` under ``name``, all or nothing. ``durable=False`` may return before
+        the bytes reach stable storage; :meth:`sync` then makes them durable (the collector
+        syncs once per bundle commit instead of once per blob).
 
         Raises:
             BlobStoreError: the backend failed (nothing is left under ``name``).
         """
+
+    def sync(self, names: list[str]) -> None:
+        """Make the objects ``names`` durable (no-op for stores whose ``put`` is always
+        durable, such as S3)."""
 
     @abstractmethod
     def get(self, name: str) -> bytes:
@@ -80,6 +88,29 @@ class BlobStore(ABC):
         return sum(len(self.get(n)) for n in self.names())
 
 
+def _fsync_dir(d: Path) -> None:
+    fd = os.open(d, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _syncfs(path: Path) -> bool:
+    """``syncfs(2)`` on the file system holding ``path``; False where unavailable."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        fd = os.open(path, os.O_RDONLY)
+    except (OSError, AttributeError):
+        return False
+    try:
+        return bool(libc.syncfs(fd) == 0)
+    finally:
+        os.close(fd)
+
+
 class FileBlobStore(BlobStore):
     """Objects as files under ``root`` (folder mode 0700, files 0600)."""
 
@@ -97,7 +128,7 @@ class FileBlobStore(BlobStore):
         check_name(name)
         return self.root / name[:2] / name
 
-    def put(self, name: str, data: bytes) -> None:
+    def put(self, name: str, data: bytes, *, durable: bool = True) -> None:
         path = self._path(name)
         try:
             path.parent.mkdir(mode=0o700, exist_ok=True)
@@ -106,8 +137,11 @@ class FileBlobStore(BlobStore):
                 with os.fdopen(fd, "wb") as f:
                     f.write(data)
                     f.flush()
-                    os.fsync(f.fileno())
+                    if durable:
+                        os.fsync(f.fileno())
                 os.replace(tmp, path)
+                if durable:
+                    _fsync_dir(path.parent)
             except BaseException:
                 try:
                     os.unlink(tmp)
@@ -116,6 +150,26 @@ class FileBlobStore(BlobStore):
                 raise
         except OSError as exc:
             raise BlobStoreError(f"cannot write blob {name} under {self.root}: {exc}") from exc
+
+    def sync(self, names: list[str]) -> None:
+        """One ``syncfs(2)`` of the store's file system on Linux (a single call however many
+        objects, data and directory entries alike); elsewhere an fsync per object and folder."""
+        if not names:
+            return
+        if _syncfs(self.root):
+            return
+        for n in names:
+            p = self._path(n)
+            try:
+                fd = os.open(p, os.O_RDONLY)
+            except FileNotFoundError:
+                continue
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        for d in {self._path(n).parent for n in names}:
+            _fsync_dir(d)
 
     def get(self, name: str) -> bytes:
         path = self._path(name)
@@ -178,7 +232,7 @@ class S3BlobStore(BlobStore):
         code = getattr(exc, "response", {}).get("Error", {}).get("Code", "")
         return code in ("404", "NoSuchKey", "NotFound")
 
-    def put(self, name: str, data: bytes) -> None:
+    def put(self, name: str, data: bytes, *, durable: bool = True) -> None:
         try:
             self.client.put_object(Bucket=self.bucket, Key=self._key(name), Body=data)
         except self._errors as exc:

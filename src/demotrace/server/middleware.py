@@ -168,13 +168,22 @@ class AuthMiddleware:
     """Resolve the bearer credential (if any) into ``scope["state"]["principal"]``; a header
     that does not resolve gets 401 at once. No header → principal ``None`` (routes deny)."""
 
-    def __init__(self, app: ASGIApp, db: Any) -> None:
+    def __init__(self, app: ASGIApp, db: Any, cache: Any = None) -> None:
         self.app = app
         self.db = db
+        self.cache = cache
 
     def _resolve(self, token: str) -> Any:
+        now = time.monotonic()
+        if self.cache is not None:
+            hit = self.cache.get(token, now)
+            if hit is not None:
+                return hit
         with self.db.session() as s:
-            return authenticate(s, token)
+            p = authenticate(s, token)
+        if self.cache is not None:
+            self.cache.put(token, p, now)
+        return p
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":

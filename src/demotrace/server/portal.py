@@ -254,8 +254,7 @@ def register(app: FastAPI, c: Any) -> None:
                      p: auth.Principal = Depends(admin)) -> Response:
         """Revoke a device."""
         same_origin(request)
-        with c.db.session() as s:
-            auth.revoke(s, credential_id)
+        c.revoke(credential_id)
         return RedirectResponse("/portal/admin", 303)
 
 

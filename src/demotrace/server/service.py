@@ -18,11 +18,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, select, text
 from sqlalchemy.exc import IntegrityError as SAIntegrityError
 from sqlalchemy.orm import Session
 
 from .audit import AuditLog, Signer, export_document
+from .auth import CredentialCache, revoke
 from .blobs import BlobStore, open_blob_store
 from .config import ServerConfig
 from .db import Database
@@ -73,6 +74,7 @@ class Collector:
         self.pseudonyms = Pseudonymiser.from_file(config.pseudonym_key_path, create=True)
         self.signer = Signer.from_file(config.audit_key_path, create=True)
         self.audit = AuditLog(self.signer, config.checkpoint_every)
+        self.auth_cache = CredentialCache()
         with self.db.session() as s:
             AuditLog.ensure_head(s)
 
@@ -90,6 +92,7 @@ class Collector:
                 with self.db.session() as s:
                     b = self._bundle(s, subject_id, bid, must=False)
                     if b is None:
+                        self._async_commit(s)
                         cipher = self.keyring.get(s, subject_id, create=True)
                         b = Bundle(bundle_id=bid, subject_id=subject_id, device_id=device_id,
                                    state="open", platform=manifest.platform[:64],
@@ -129,31 +132,41 @@ class Collector:
             NotFound: no such bundle for this person, or the blob is not in its manifest.
             IntegrityError: size or sha256 of ``data`` differ from the manifest.
         """
-        with self.db.session() as s:
-            b = self._bundle(s, subject_id, bundle_id)
-            ref = s.get(BundleBlob, (b.pk, sha256))
-            if ref is None:
-                raise NotFound(f"blob {sha256} is not listed in bundle {bundle_id}")
-            if len(data) != ref.size:
-                raise IntegrityError(f"blob {sha256}: received {len(data)} bytes, manifest says "
-                                     f"{ref.size}")
-            if hashlib.sha256(data).hexdigest() != sha256:
-                raise IntegrityError(f"blob {sha256}: content does not match its sha256 "
-                                     "(corrupted in transit?)")
-            exists = s.scalars(select(Blob.pk).where(Blob.subject_id == subject_id,
-                                                     Blob.sha256 == sha256)).first()
-            if exists is not None:
-                return False
-            cipher = self.keyring.get(s, subject_id, create=True)
-        name = cipher.object_name(sha256)
-        self.blobs.put(name, cipher.encrypt(data, _blob_aad(subject_id, sha256)))
         try:
             with self.db.session() as s:
+                # Not yet durable: commit() syncs the blob store and commits synchronously,
+                # which also flushes every earlier asynchronous commit (the WAL is sequential).
+                self._async_commit(s)
+                size = s.scalar(select(BundleBlob.size).join(Bundle, Bundle.pk == BundleBlob.bundle_pk)
+                                .where(Bundle.subject_id == subject_id,
+                                       Bundle.bundle_id == bundle_id, BundleBlob.sha256 == sha256))
+                if size is None:
+                    raise NotFound(f"no bundle {bundle_id} listing blob {sha256} for this person")
+                if len(data) != size:
+                    raise IntegrityError(f"blob {sha256}: received {len(data)} bytes, manifest "
+                                         f"says {size}")
+                if hashlib.sha256(data).hexdigest() != sha256:
+                    raise IntegrityError(f"blob {sha256}: content does not match its sha256 "
+                                         "(corrupted in transit?)")
+                exists = s.scalar(select(Blob.pk).where(Blob.subject_id == subject_id,
+                                                        Blob.sha256 == sha256))
+                if exists is not None:
+                    return False
+                cipher = self.keyring.get(s, subject_id, create=True)
+                name = cipher.object_name(sha256)
+                self.blobs.put(name, cipher.encrypt(data, _blob_aad(subject_id, sha256)),
+                               durable=False)
                 s.add(Blob(subject_id=subject_id, sha256=sha256, size=len(data),
                            stored_name=name, created_at=datetime.now(UTC)))
         except SAIntegrityError:
             return False  # stored concurrently by a retry; same name, same plaintext
         return True
+
+    def _async_commit(self, s: Session) -> None:
+        """PostgreSQL: let this transaction commit without waiting for its WAL flush (safe
+        here: nothing is acknowledged as durable before a later synchronous commit)."""
+        if self.db.dialect == "postgresql":
+            s.execute(text("SET LOCAL synchronous_commit = off"))
 
     def commit(self, subject_id: str, bundle_id: str) -> dict[str, Any]:
         """Mark an open bundle committed once every blob is stored. Idempotent.
@@ -171,6 +184,10 @@ class Collector:
                                         "uploaded yet; PUT them, then commit again")
                     err.missing = missing  # type: ignore[attr-defined]
                     raise err
+                names = list(s.scalars(
+                    select(Blob.stored_name).join(BundleBlob, BundleBlob.sha256 == Blob.sha256)
+                    .where(BundleBlob.bundle_pk == b.pk, Blob.subject_id == subject_id)))
+                self.blobs.sync(names)
                 b.state = "committed"
                 b.committed_at = datetime.now(UTC)
             return {"bundle_id": bundle_id, "state": "committed", "n_blobs": b.n_blobs,
@@ -383,6 +400,16 @@ class Collector:
         return {"status": "ok", "database": self.db.dialect, "blob_store": self.blobs.scheme,
                 "credentials": by_role, "audit_entries": audit_seq, "k_min_persons": k,
                 "volumes": volumes}
+
+    def revoke(self, credential_id: str) -> None:
+        """Revoke a credential and drop this process's credential cache.
+
+        Raises:
+            NotFound: no such credential.
+        """
+        with self.db.session() as s:
+            revoke(s, credential_id)
+        self.auth_cache.clear()
 
     def audit_export(self) -> dict[str, Any]:
         """Sign a checkpoint at the head, then return the export document."""

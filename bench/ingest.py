@@ -1,0 +1,223 @@
+"""Benchmark: collector ingest over loopback into PostgreSQL.
+
+One command::
+
+    .venv/bin/python bench/ingest.py [--devices 8] [--bundles 6] [--events 2000] \
+        [--frames 24] [--frame-kb 96] [--database-url URL] [--workers 1]
+
+What runs:
+
+- a throw-away PostgreSQL (``initdb`` + ``pg_ctl`` as in the test harness, DEFAULT durability:
+  ``fsync=on``, ``synchronous_commit=on``) unless ``--database-url`` names one;
+- ``demotrace server`` as a subprocess on 127.0.0.1 (local blob folder, rate limit lifted);
+- ``--devices`` simulated devices, each a separate process (so the client does not share the
+  server's interpreter), enrolled with a one-time code, each uploading ``--bundles`` bundles
+  through :class:`demotrace.upload.UploadClient` (the real protocol: manifest → missing → PUT
+  every blob → commit). A bundle holds ``--events`` schema-v1 events (MessagePack batches of
+  500, as the spool writes them) and ``--frames`` incompressible frames of ``--frame-kb`` KiB
+  (random bytes: the size of a WebP screenshot, and nothing compresses them).
+
+Reports (one run): events/s and MB/s of frames ingested over the wall time from the first
+request to the last commit, p50/p99 commit latency (the ``POST …/commit`` call, ms), errors,
+the server's CPU (user+sys seconds / wall, in cores) and peak RSS (MiB, sampled every 0.1 s).
+Targets (issue 5): >= 20,000 events/s and >= 50 MB/s of frames with no errors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import platform
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "src"))
+sys.path.insert(0, str(REPO / "tests"))
+
+from demotrace.schema.events import KeyDown, KeyUp, PointerMove, encode_batch  # noqa: E402
+from demotrace.server.wire import write_local_bundle  # noqa: E402
+from demotrace.upload import RetryPolicy, UploadClient  # noqa: E402
+
+
+def make_bundle(root: Path, n_events: int, n_frames: int, frame_bytes: int, seed: int) -> Path:
+    """Write one generic bundle; return its folder."""
+    rng = random.Random(seed)
+    files: dict[str, bytes] = {}
+    events: list[Any] = []
+    for i in range(n_events):
+        t = i * 10_000_000
+        k = i % 3
+        if k == 0:
+            events.append(PointerMove(seq=i, t_ns=t, x=rng.randrange(1920), y=rng.randrange(1080)))
+        elif k == 1:
+            events.append(KeyDown(seq=i, t_ns=t, key="a", code="KeyA", text="a"))
+        else:
+            events.append(KeyUp(seq=i, t_ns=t, key="a", code="KeyA"))
+    for b in range(0, n_events, 500):
+        files[f"events/{b}.msgpack"] = encode_batch(events[b:b + 500])
+    for f in range(n_frames):
+        files[f"frames/{f:05d}.webp"] = rng.randbytes(frame_bytes)
+    return write_local_bundle(root, files, session_id=f"bench-{seed}", platform="linux-x11").root
+
+
+def device(url: str, code: str, bundles: list[str], out: Any) -> None:
+    """One simulated device: enroll, upload every bundle; report commit latencies."""
+    lat: list[float] = []
+    errors = 0
+    with UploadClient(url) as c:
+        token = c.enroll(code, "bench")
+    t0 = time.perf_counter()
+
+    class Timing(httpx.HTTPTransport):
+        def handle_request(self, request: httpx.Request) -> httpx.Response:
+            s = time.perf_counter()
+            r = super().handle_request(request)
+            if request.url.path.endswith("/commit"):
+                r.read()
+                lat.append(time.perf_counter() - s)
+            return r
+
+    with UploadClient(url, token, transport=Timing(), retry=RetryPolicy(attempts=5)) as c:
+        for b in bundles:
+            try:
+                c.upload_path(b)
+            except Exception as exc:  # counted, reported
+                errors += 1
+                print(f"device error: {exc}", file=sys.stderr)
+        retries = c.retries
+    out.put({"lat": lat, "errors": errors, "retries": retries, "t0": t0,
+             "t1": time.perf_counter()})
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--devices", type=int, default=8)
+    ap.add_argument("--bundles", type=int, default=6, help="bundles per device")
+    ap.add_argument("--events", type=int, default=2000, help="events per bundle")
+    ap.add_argument("--frames", type=int, default=24, help="frames per bundle")
+    ap.add_argument("--frame-kb", type=int, default=96, help="KiB per frame")
+    ap.add_argument("--database-url", default=None)
+    ap.add_argument("--json", type=Path, default=None, help="also write the result here")
+    a = ap.parse_args()
+
+    tmp = Path(tempfile.mkdtemp(prefix="dt-ingest-"))
+    pg = None
+    try:
+        url_db = a.database_url
+        if url_db is None:
+            from conftest_pg import start_postgres
+
+            pg = start_postgres(durable=True)
+            url_db = pg.new_database()
+        data = tmp / "srv"
+        data.mkdir()
+        print("preparing bundles …", file=sys.stderr)
+        plan: list[list[str]] = []
+        for d in range(a.devices):
+            plan.append([str(make_bundle(tmp / "dev" / f"{d}-{b}", a.events, a.frames,
+                                         a.frame_kb * 1024, seed=d * 1000 + b))
+                         for b in range(a.bundles)])
+        from conftest_pg import free_port
+
+        port = free_port()
+        exe = str(Path(sys.executable).parent / "demotrace")
+        srv = subprocess.Popen([exe, "server", "--data-dir", str(data), "--database-url", url_db,
+                                "--port", str(port), "--rate", "1000000",
+                                "--max-body-bytes", str(16 * 1024 * 1024)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(url + "/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline or srv.poll() is not None:
+                raise SystemExit(f"server did not start: {srv.stderr.read().decode() if srv.stderr else ''}")
+            time.sleep(0.1)
+        codes = []
+        for d in range(a.devices):
+            r = subprocess.run([exe, "admin", "enroll-code", "--person", f"bench{d}@example.org",
+                                "--data-dir", str(data), "--database-url", url_db],
+                               capture_output=True, text=True, check=True)
+            codes.append(r.stdout.strip())
+        proc = psutil.Process(srv.pid)
+        peak_rss = [proc.memory_info().rss]
+        stop = threading.Event()
+
+        def sample() -> None:
+            while not stop.is_set():
+                try:
+                    peak_rss[0] = max(peak_rss[0], proc.memory_info().rss)
+                except psutil.Error:
+                    return
+                time.sleep(0.1)
+
+        threading.Thread(target=sample, daemon=True).start()
+        cpu0 = proc.cpu_times()
+        q: Any = mp.get_context("spawn").Queue()
+        procs = [mp.get_context("spawn").Process(target=device, args=(url, codes[d], plan[d], q))
+                 for d in range(a.devices)]
+        w0 = time.perf_counter()
+        for p in procs:
+            p.start()
+        results = [q.get(timeout=3600) for _ in procs]
+        for p in procs:
+            p.join()
+        cpu1 = proc.cpu_times()
+        stop.set()
+        wall = max(r["t1"] for r in results) - min(r["t0"] for r in results)
+        total_wall = time.perf_counter() - w0
+        srv.terminate()
+        srv.wait(20)
+        if srv.stderr:
+            srv.stderr.close()
+        lat = sorted(x for r in results for x in r["lat"])
+        n_bundles = a.devices * a.bundles
+        events = n_bundles * a.events
+        frame_mb = n_bundles * a.frames * a.frame_kb * 1024 / 1e6
+        cpu = (cpu1.user + cpu1.system - cpu0.user - cpu0.system)
+        res = {
+            "devices": a.devices, "bundles": n_bundles, "events": events,
+            "frames": n_bundles * a.frames, "frame_MB": round(frame_mb, 1),
+            "wall_s": round(wall, 2), "wall_incl_process_start_s": round(total_wall, 2),
+            "events_per_s": round(events / wall), "frame_MB_per_s": round(frame_mb / wall, 1),
+            "commit_p50_ms": round(statistics.median(lat) * 1000, 1),
+            "commit_p99_ms": round(lat[min(len(lat) - 1, int(0.99 * len(lat)))] * 1000, 1),
+            "errors": sum(r["errors"] for r in results),
+            "retries": sum(r["retries"] for r in results),
+            "server_cpu_cores": round(cpu / wall, 2),
+            "server_peak_rss_MiB": round(peak_rss[0] / 2**20, 1),
+            "database": "postgresql" if "postgresql" in url_db else "sqlite",
+            "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
+                       f"{round(psutil.virtual_memory().total / 2**30)} GiB, Python "
+                       f"{platform.python_version()}",
+        }
+        print(json.dumps(res, indent=1))
+        if a.json:
+            a.json.write_text(json.dumps(res, indent=1))
+    finally:
+        if pg is not None:
+            from conftest_pg import stop_postgres
+
+            stop_postgres(pg)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

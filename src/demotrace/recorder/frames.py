@@ -170,6 +170,7 @@ class FrameStats:
     grab_errors: int = 0
     requests: int = 0
     missed: int = 0  # no frame captured before the action was in the ring
+    skipped_backlog: int = 0  # requests skipped because the encoder was too far behind
     emitted: int = 0
     encoded: int = 0
     deduplicated: int = 0
@@ -307,6 +308,10 @@ class FramePipeline:
             frame = self.ring.newest_before(req.before_ns)
         if frame is None:
             self.stats.missed += 1
+            return
+        if self._encode.qsize() >= self.s.encode_backlog:
+            self.stats.skipped_backlog += 1
+            self.stats.last_error = f"encoder behind: {self._encode.qsize()} frames waiting"
             return
         self._encode.put((frame, req.reason))
 

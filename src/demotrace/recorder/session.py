@@ -451,8 +451,11 @@ class Recorder:
             )
         if self.frames is not None:
             fs = self.frames.stats
-            if fs.grab_errors or fs.encode_errors:
-                problems.append(f"frames: {fs.grab_errors} grab errors, {fs.encode_errors} encode errors ({fs.last_error})")
+            if fs.grab_errors or fs.encode_errors or fs.skipped_backlog:
+                problems.append(
+                    f"frames: {fs.grab_errors} grab errors, {fs.encode_errors} encode errors,"
+                    f" {fs.skipped_backlog} skipped because the encoder fell behind ({fs.last_error})"
+                )
         return problems
 
     def status(self) -> dict[str, Any]:
@@ -473,6 +476,7 @@ class Recorder:
             "frames_encoded": fs.encoded if fs else 0,
             "frames_deduplicated": fs.deduplicated if fs else 0,
             "frames_missed": fs.missed if fs else 0,
+            "frames_skipped_backlog": fs.skipped_backlog if fs else 0,
             "grabs": fs.grabs if fs else 0,
             "encoded_bytes": fs.encoded_bytes if fs else 0,
             "cpu_s": {

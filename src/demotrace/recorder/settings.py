@@ -42,8 +42,11 @@ class RecorderSettings:
     - ``pause_hotkey``: global pause / resume toggle, ``"+"``-joined W3C modifier names and a
       key (case-insensitive), default ``"Control+Alt+Shift+P"``; ``None`` disables it.
     - ``queue_warn_backlog``: unprocessed events above which health reports the writer as
-      falling behind; ``queue_limit``: hard cap — events beyond it are dropped **and counted**
-      (reported by ``check_health`` and ``demotrace status``), never silently.
+      falling behind; ``queue_limit``: hard cap (≈ 70 MB of queued events; 500 s of a stalled
+      writer at 400 events/s) — events beyond it are dropped **and counted** (reported by
+      ``check_health`` and ``demotrace status``), never silently.
+    - ``encode_backlog``: frames waiting for the encoder (8.3 MB each at 1920×1080) above which
+      new frame requests are skipped and counted (reported by ``check_health``).
     """
 
     flush_interval_s: float = 0.5
@@ -62,7 +65,8 @@ class RecorderSettings:
     frame_scale: float = 0.5
     pause_hotkey: str | None = "Control+Alt+Shift+P"
     queue_warn_backlog: int = 10_000
-    queue_limit: int = 2_000_000
+    queue_limit: int = 200_000
+    encode_backlog: int = 8
 
     def __post_init__(self) -> None:
         if not 0 < self.flush_interval_s <= 5:

@@ -3,7 +3,7 @@
 One command::
 
     .venv/bin/python bench/ingest.py [--devices 8] [--bundles 6] [--events 2000] \
-        [--frames 24] [--frame-kb 96] [--database-url URL] [--workers 1]
+        [--frames 24] [--frame-kb 96] [--database-url URL]
 
 What runs:
 

@@ -45,7 +45,6 @@ def server(
     key: Path = typer.Option(None, "--key", help="TLS private key (PEM)."),
     max_body_bytes: int = typer.Option(64 * 1024 * 1024, "--max-body-bytes", help="Request body limit (bytes) → 413."),
     rate: float = typer.Option(200.0, "--rate", help="Requests per second per credential → 429."),
-    workers: int = typer.Option(1, "--workers", help="uvicorn worker processes."),
 ) -> None:
     """Run the collector API (FastAPI on uvicorn)."""
     import uvicorn
@@ -67,8 +66,7 @@ def server(
     err_console.print(f"collector on {'https' if cert else 'http'}://{host}:{port} "
                       f"(database {cfg.db_url.split(':')[0]}, blobs {cfg.blobs_url.split(':')[0]})")
     uvicorn.run(app, host=host, port=port, ssl_certfile=str(cert) if cert else None,
-                ssl_keyfile=str(key) if key else None, workers=1 if workers < 2 else workers,
-                log_level="warning", access_log=False)
+                ssl_keyfile=str(key) if key else None, log_level="warning", access_log=False)
 
 
 @admin_app.command("enroll-code")

@@ -202,13 +202,21 @@ def test_recorded_session_replay_shows_screen_before_click(xvfb, browser, tmp_pa
     shot_path = tmp_path / "recorded.png"
     page.screenshot(path=str(shot_path), full_page=True)
     shot = Image.open(shot_path).convert("RGB")
-    # Xvfb 1280x800 frames at (0, 0): desktop (300, 190) is image (300, 190)
-    _marker_check(page, shot, step, 300, 190)
+    # the stored frame shows the 1280x800 Xvfb desktop at (0, 0), possibly downscaled
+    # (the recorder's --frame-scale): image pixel = desktop pixel * width / 1280
+    import pyarrow.parquet as pq
+
+    obs = [r["observation"] for r in pq.read_table(ds / "data").to_pylist()
+           if r["episode_id"] == task[0]["episode_id"] and r["step_index"] == step][0]
+    assert obs["bounds"] == [0.0, 0.0, 1280.0, 800.0]
+    k = obs["width"] / 1280
+    assert obs["height"] / 800 == k
+    _marker_check(page, shot, step, 300 * k, 190 * k)
     left, top, w, h, nw, nh = page.evaluate(
         """(i) => { const im = document.getElementById('img-' + i); const r = im.getBoundingClientRect();
                     return [r.left + window.scrollX, r.top + window.scrollY, r.width, r.height,
                             im.naturalWidth, im.naturalHeight]; }""", step)
     # 50 desktop px left of the click, still on the button, clear of the marker ring: green
-    gx, gy = round(left + 250 * w / nw), round(top + 190 * h / nh)
+    gx, gy = round(left + 250 * k * w / nw), round(top + 190 * k * h / nh)
     assert _near(shot.getpixel((gx, gy)), GREEN), shot.getpixel((gx, gy))
     page.close()

@@ -13,7 +13,8 @@ marks stay on the right pixels at any display size):
   move / mouse down / up: a small cross; the target element's bounds as a dashed box.
 - a step without observation shows a grey placeholder, never another frame.
 
-Images are embedded as ``data:`` URIs (default), or written beside the page in
+Images are shown at the size of the desktop region they cover (a downscaled frame is scaled
+back up, at most to the page width). Images are embedded as ``data:`` URIs (default), or written beside the page in
 ``<name>_files/`` with ``embed=False``. The template is ``replay.html`` in this package
 (``string.Template``); every text is HTML-escaped.
 """
@@ -156,7 +157,7 @@ def render_episode(info: dict[str, Any], rows: list[dict[str, Any]], *,
             frame = coords.Frame.from_row(obs)
             assert frame is not None
             picture = (f'<div class="frame"><img id="img-{i}" alt="observation before step {i + 1}" '
-                       f'src="{_esc(src(row))}" width="{frame.width}" height="{frame.height}">'
+                       f'src="{_esc(src(row))}" width="{round(frame.bw)}" height="{round(frame.bh)}">'
                        f'<svg viewBox="0 0 {frame.width} {frame.height}" preserveAspectRatio="none" '
                        f'xmlns="http://www.w3.org/2000/svg">{overlay(row, frame, i)}</svg></div>')
         else:

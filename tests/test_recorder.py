@@ -288,6 +288,10 @@ def test_record_click_type_task_and_show(xvfb, dt_home: Path) -> None:
         _wait_screen_pixel(xvfb, xvfb.width - 10, 12, INDICATOR_REC)
         status = json.loads(_cli(dt_home, "status", "--json").stdout)
         assert status["state"] == "recording" and status["events_dropped"] == 0
+        live = _cli(dt_home, "sessions", "list").stdout
+        assert re.search(rf"{status['session_id']}.*recording", live), live
+        busy = _cli(dt_home, "sessions", "delete", status["session_id"], "--yes", check=False)
+        assert busy.returncode == 1 and "is being recorded; stop it first" in busy.stderr
         out = _stop_recorder(rec)
         t_total = time.monotonic() - t_begin
     finally:

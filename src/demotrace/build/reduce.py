@@ -293,6 +293,10 @@ class _Held:
         self.attached = False  # its press is in some action's source_seqs already
 
 
+#: Platforms name the Windows / Super / Hyper key's modifier bit differently (X11: "Meta").
+_META_ALIASES = {"Super": "Meta", "Hyper": "Meta", "OS": "Meta"}
+
+
 def _code_id(ev: KeyDown | KeyUp) -> str:
     if ev.code and ev.code != "Unidentified":
         return ev.code
@@ -600,10 +604,10 @@ class _Reducer:
             self.reports_mods = True
         if not self.reports_mods:
             return
-        reported = set(ev.modifiers)
+        reported = {_META_ALIASES.get(m, m) for m in ev.modifiers}
         for code, h in list(self.held.items()):
-            if h.key in MODIFIER_KEYS and h.key not in reported and h.key != ev.key \
-                    and h.key not in ("CapsLock", "NumLock"):
+            if h.key in MODIFIER_KEYS and _META_ALIASES.get(h.key, h.key) not in reported \
+                    and h.key != ev.key and h.key not in ("CapsLock", "NumLock", "Fn"):
                 del self.held[code]
                 self.stats.stuck_modifiers += 1
                 self.pending_flags.append((ev.t_ns, "stuck_modifier"))

@@ -11,8 +11,9 @@ with an observation. The reduction is not included (see bench/reduce_throughput.
 
 Each measurement runs in a fresh subprocess (one core), so ``peak_rss_mb`` (``ru_maxrss``) is
 that phase's own peak: writing the canonical dataset from the spool (``build``), and the
-``agentnet`` / ``webdataset`` (both re-encode every frame as PNG) and ``sft-chat --coords
-resized`` (PNG at the smart_resize size) exports. Memory should not grow with N (streaming);
+``agentnet`` / ``webdataset`` (both re-encode every frame as PNG), ``agentnet
+--image-format source`` (recorded bytes copied) and ``sft-chat --coords resized`` (PNG at the
+smart_resize size) exports. Memory should not grow with N (streaming);
 N is one episode, so this also covers long episodes.
 """
 
@@ -118,6 +119,7 @@ def phase(tmp: Path, what: str, n: int) -> dict[str, float]:
         write_dataset(ds, [(ep, reader.read_blob)], CanonicalConfig(overwrite=True))
     else:
         fmt, settings = {"agentnet": ("agentnet", {}), "webdataset": ("webdataset", {}),
+                         "agentnet-source": ("agentnet", {"image_format": "source"}),
                          "sft-resized": ("sft-chat", {"coords": "resized", "max_pixels": 1280 * 28 * 28})}[what]
         get_exporter(fmt).run(CanonicalDataset(ds), tmp / f"out-{what}-{n}", overwrite=True, **settings)
     dt = time.perf_counter() - t0
@@ -146,7 +148,7 @@ def main() -> None:
         print(f"# {args.frames} distinct 1280x800 WebP q60 frames, {frame_kb / args.frames / 1024:.0f} KB each (encrypted)")
         print("| phase | steps | seconds | steps/s | peak RSS MB |")
         print("|---|---:|---:|---:|---:|")
-        for what in ("build", "agentnet", "webdataset", "sft-resized"):
+        for what in ("build", "agentnet", "agentnet-source", "webdataset", "sft-resized"):
             for n in sizes:
                 out = subprocess.run([sys.executable, __file__, "--phase", what, "--steps", str(n), "--tmp", str(tmp)],
                                      capture_output=True, text=True, check=True)

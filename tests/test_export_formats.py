@@ -349,3 +349,18 @@ def test_webdataset_key_collision_is_an_error(tmp_path: Path) -> None:
     write_dataset(tmp_path / "ds", [(a, fx.reader.read_blob), (b, fx.reader.read_blob)])
     with pytest.raises(ExportError, match="'x.y-0' and 'x-y-0' collide"):
         get_exporter("webdataset").run(tmp_path / "ds", tmp_path / "wds")
+
+
+def test_image_format_source_keeps_recorded_bytes(built) -> None:
+    fx, ds, tmp = built
+    out = tmp / "an-source"
+    get_exporter("agentnet").run(ds, out, image_format="source")
+    task = json.loads((out / "agentnet.jsonl").read_text().splitlines()[0])
+    # frame 0 was stored as WebP, frame 1 as PNG (export_support): names follow the format
+    assert task["traj"][0]["image"] == f"{A}-0000.webp" and task["traj"][1]["image"] == f"{A}-0001.png"
+    for st in task["traj"][:2]:
+        assert (out / "images" / st["image"]).read_bytes() in fx.blobs.values()
+    with pytest.raises(ConfigError, match="--image-format source is not possible"):
+        get_exporter("sft-chat").run(ds, tmp / "x", coords="resized", image_format="source")
+    with pytest.raises(ConfigError, match="choose one of png, source"):
+        get_exporter("agentnet").run(ds, tmp / "y", image_format="jpeg")

@@ -76,6 +76,7 @@ def export_cmd(
     max_pixels: int | None = typer.Option(None, "--max-pixels", help="sft-chat --coords resized: smart_resize pixel budget (default 16384*28*28)."),
     action_format: str | None = typer.Option(None, "--action-format", help="sft-chat: pyautogui | uitars (default pyautogui)."),
     history: int | None = typer.Option(None, "--history", help="sft-chat: previous actions in the prompt (default all)."),
+    image_format: str | None = typer.Option(None, "--image-format", help="agentnet, sft-chat: png (default) | source (recorded WebP/PNG bytes, no re-encoding)."),
 ) -> None:
     """Export the canonical dataset to a trainer / benchmark format."""
     from ..export import get_exporter
@@ -87,6 +88,10 @@ def export_cmd(
     if given and fmt != "sft-chat":
         raise ConfigError(f"--{next(iter(given)).replace('_', '-')} applies to --format sft-chat only")
     settings.update(given)
+    if image_format is not None:
+        if fmt not in ("agentnet", "sft-chat"):
+            raise ConfigError("--image-format applies to --format agentnet and sft-chat only")
+        settings["image_format"] = image_format
     summary = exporter.run(dataset, out, **settings)
     console.print(f"[bold]{fmt}[/]: {summary.episodes} episodes, {summary.steps} steps, "
                   f"{summary.records} records → {out}", highlight=False)

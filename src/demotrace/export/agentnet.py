@@ -29,8 +29,17 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from ..errors import ConfigError
 from . import coords
-from .base import ExportSummary, describe, note_unknown_outcome, prepare_out, step_frame, to_png
+from .base import (
+    IMAGE_FORMATS,
+    ExportSummary,
+    describe,
+    image_file,
+    note_unknown_outcome,
+    prepare_out,
+    step_frame,
+)
 from .canonical import CanonicalDataset
 from .pyautogui import ScrollSettings, action_code, validate_code
 
@@ -40,10 +49,16 @@ NAME = "agentnet"
 @dataclass(frozen=True)
 class AgentNetConfig:
     """Settings: ``overwrite`` an existing output folder; ``pixels_per_tick`` for pixel-unit
-    scrolls (see :class:`~demotrace.export.pyautogui.ScrollSettings`)."""
+    scrolls (see :class:`~demotrace.export.pyautogui.ScrollSettings`); ``image_format``:
+    ``png`` (AgentNet's images are PNG) or ``source`` (the recorded WebP / PNG bytes)."""
 
     overwrite: bool = False
     pixels_per_tick: float = ScrollSettings.pixels_per_tick
+    image_format: str = "png"
+
+    def __post_init__(self) -> None:
+        if self.image_format not in IMAGE_FORMATS:
+            raise ConfigError(f"--image-format {self.image_format!r}: choose one of {', '.join(IMAGE_FORMATS)}")
 
 
 def export(dataset: CanonicalDataset, out: Path, config: AgentNetConfig = AgentNetConfig()) -> ExportSummary:
@@ -70,8 +85,8 @@ def export(dataset: CanonicalDataset, out: Path, config: AgentNetConfig = AgentN
                     summary.add_lossy("no_observation", eid, row["step_index"], "step has no screenshot; image is null")
                 image_name = None
                 if row["image"] is not None:
-                    image_name = f"{eid}-{row['step_index']:04d}.png"
-                    (images / image_name).write_bytes(to_png(row["image"]["bytes"]))
+                    image_name, data = image_file(row, config.image_format, f"{eid}-{row['step_index']:04d}")
+                    (images / image_name).write_bytes(data)
                     summary.files += 1
                 if frame is None and a["type"] not in ("done", "fail") and a.get("x") is not None:
                     summary.add_lossy("no_frame_for_coordinates", eid, row["step_index"],

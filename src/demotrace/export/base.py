@@ -117,6 +117,20 @@ def _to_png(data: bytes, size: tuple[int, int] | None = None) -> bytes:
         raise ExportError(f"stored observation is not a readable image: {exc}") from exc
 
 
+IMAGE_FORMATS = ("png", "source")
+
+
+def image_file(row: dict[str, Any], image_format: str, stem: str,
+               size: tuple[int, int] | None = None) -> tuple[str, bytes]:
+    """File name and bytes of a row's observation: PNG (re-encoded, optionally resized to
+    ``size``) for ``image_format="png"``, the recorded bytes unchanged (``.webp`` / ``.png``)
+    for ``"source"`` — no decoding, about 100x faster to export, for trainers that read WebP."""
+    if image_format == "source" and size is None:
+        fmt = (row.get("observation") or {}).get("format") or "png"
+        return f"{stem}.{fmt}", row["image"]["bytes"]
+    return f"{stem}.png", to_png(row["image"]["bytes"], size=size)
+
+
 def prepare_out(out: Path, overwrite: bool) -> Path:
     """Create ``out``; refuse a non-empty folder unless ``overwrite``.
 

@@ -42,7 +42,15 @@ from typing import Any
 
 from ..errors import ConfigError
 from . import coords as cs
-from .base import ExportSummary, describe, note_unknown_outcome, prepare_out, step_frame, to_png
+from .base import (
+    IMAGE_FORMATS,
+    ExportSummary,
+    describe,
+    image_file,
+    note_unknown_outcome,
+    prepare_out,
+    step_frame,
+)
 from .canonical import CanonicalDataset
 from .pyautogui import ScrollSettings, action_code, key_name, validate_code
 
@@ -58,7 +66,7 @@ class SFTChatConfig:
     budget for ``resized`` (default 16384·28·28, qwen-vl-utils ``MAX_PIXELS``);
     ``action_format``: ``pyautogui | uitars``; ``history``: number of previous actions in the
     prompt (``None`` = all); ``overwrite`` an existing output folder; ``pixels_per_tick`` for
-    pixel-unit scrolls.
+    pixel-unit scrolls; ``image_format``: ``png`` or ``source`` (recorded bytes unchanged).
     """
 
     coords: str = "norm1"
@@ -67,8 +75,13 @@ class SFTChatConfig:
     history: int | None = None
     overwrite: bool = False
     pixels_per_tick: float = ScrollSettings.pixels_per_tick
+    image_format: str = "png"
 
     def __post_init__(self) -> None:
+        if self.image_format not in IMAGE_FORMATS:
+            raise ConfigError(f"--image-format {self.image_format!r}: choose one of {', '.join(IMAGE_FORMATS)}")
+        if self.image_format == "source" and self.coords == "resized":
+            raise ConfigError("--coords resized writes resized PNG images; --image-format source is not possible")
         if self.coords not in cs.COORD_SYSTEMS:
             raise ConfigError(f"--coords {self.coords!r}: choose one of {', '.join(cs.COORD_SYSTEMS)}")
         if self.action_format not in ACTION_FORMATS:
@@ -214,8 +227,9 @@ def export(dataset: CanonicalDataset, out: Path, config: SFTChatConfig = SFTChat
                 if config.coords == "resized":
                     rh, rw = cs.smart_resize(obs["height"], obs["width"], max_pixels=config.max_pixels)
                     size = resize = (rw, rh)
-                image_name = f"images/{eid}-{sid:04d}.png"
-                (out / image_name).write_bytes(to_png(row["image"]["bytes"], size=resize))
+                name, data = image_file(row, config.image_format, f"{eid}-{sid:04d}", size=resize)
+                image_name = f"images/{name}"
+                (out / image_name).write_bytes(data)
                 summary.files += 1
                 shown = history if config.history is None else history[len(history) - config.history:] if config.history else []
                 first = len(history) - len(shown)

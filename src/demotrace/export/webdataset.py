@@ -70,7 +70,7 @@ class _Shards:
         info.uname = info.gname = ""
         assert self.tar is not None
         self.tar.addfile(info, io.BytesIO(data))
-        self.tar.members.clear()  # TarFile keeps every TarInfo for lookups we never do
+        self.tar.members.clear()  # type: ignore[attr-defined]  # TarFile keeps every TarInfo (unused)
         self.tar.fileobj.flush()  # type: ignore[attr-defined]
 
     def close(self) -> None:

@@ -127,3 +127,91 @@ def test_episodes_from_a_real_encrypted_spool_session(tmp_path: Path):
     click = ep.steps[0]
     assert (click.action.type, click.action.x, click.action.y) == ("click", 640, 400)
     assert click.observation.blob == "ab" * 16 and click.observation.gap_ns == 50 * MS
+
+
+# -- end to end: a real `demotrace record` session (Xvfb, X11 backend, xdotool, a Tk app) -------
+
+import io
+import signal
+import subprocess
+import sys
+import time
+
+APP = Path(__file__).resolve().parent / "apps" / "rec_colour_app.py"
+DEMOTRACE = str(Path(sys.executable).parent / "demotrace")
+
+
+def test_episode_from_a_real_recording_observation_before_the_click(xvfb, dt_home: Path):
+    """The Tk app's button is green until clicked, then red: the click's observation must show
+    green (taken before the press), the typing's red; the task markers make the episode."""
+    from PIL import Image
+
+    from demotrace.errors import ControlError
+    from demotrace.paths import Paths
+    from demotrace.recorder.control import call
+
+    env = dict(xvfb.env, COLUMNS="200", DEMOTRACE_HOME=str(dt_home))
+    app = subprocess.Popen([sys.executable, str(APP), "Form", "100", "100"], env=env,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert app.stdout.readline().strip() == "READY"
+    rec = None
+    try:
+        subprocess.run([DEMOTRACE, "enroll", "--yes"], env=env, check=True, capture_output=True, timeout=60)
+        rec = subprocess.Popen([DEMOTRACE, "record", "--no-indicator"], env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 30
+        while True:
+            assert rec.poll() is None, rec.communicate()
+            try:
+                if call(Paths(dt_home).control_socket, "status", timeout=2).get("state") == "recording":
+                    break
+            except ControlError:
+                pass
+            assert time.monotonic() < deadline, "recorder did not start"
+            time.sleep(0.05)
+        subprocess.run([DEMOTRACE, "task", "start", "Press the green button, then type hi"], env=env,
+                       check=True, capture_output=True, timeout=60)
+        subprocess.run(["xdotool", "mousemove", "250", "150"], env=env, check=True, timeout=30)
+        time.sleep(0.4)
+        subprocess.run(["xdotool", "click", "1"], env=env, check=True, timeout=30)
+        assert app.stdout.readline().strip() == "CLICKED"
+        time.sleep(0.4)
+        subprocess.run(["xdotool", "type", "--delay", "60", "hi"], env=env, check=True, timeout=30)
+        time.sleep(0.6)
+        subprocess.run([DEMOTRACE, "task", "end", "--status", "success"], env=env, check=True,
+                       capture_output=True, timeout=60)
+        rec.send_signal(signal.SIGINT)
+        out, err = rec.communicate(timeout=60)
+        assert rec.returncode == 0, err
+    finally:
+        if rec is not None and rec.poll() is None:
+            rec.kill()
+        app.kill()
+        app.communicate()
+    spool = Spool(dt_home / "spool", DataKey.load(dt_home / "key"))
+    (sid,) = spool.session_ids()
+    with spool.open(sid) as reader:
+        eps = list(episodes_from_session(reader))
+        task = [e for e in eps if e.instruction is not None]
+        assert len(task) == 1, [(e.instruction, [s.action.type for s in e.steps]) for e in eps]
+        ep = task[0]
+        assert ep.status == "success" and ep.segmented_by == "task_marker"
+        assert [s.action.type for s in ep.steps] == ["click", "type", "done"]
+        click, typed, _done = ep.steps
+        assert (click.action.x, click.action.y, click.action.count) == (250, 150, 1)
+        assert typed.action.text == "hi"
+        assert click.action.context.app_id == "Dtrecapp"
+
+        def pixel(obs, x, y):
+            img = Image.open(io.BytesIO(reader.read_blob(obs.blob))).convert("RGB")
+            sx, sy = img.width / obs.bounds.width, img.height / obs.bounds.height
+            return img.getpixel((int((x - obs.bounds.x) * sx), int((y - obs.bounds.y) * sy)))
+
+        for step in (click, typed):
+            o = step.observation
+            assert o is not None and o.captured_t_ns < step.action.t_start_ns
+            assert o.gap_ns == step.action.t_start_ns - o.captured_t_ns
+        g = pixel(click.observation, 250, 130)
+        assert g[1] > 150 and g[0] < 60, f"observation before the click is not green: {g}"
+        r = pixel(typed.observation, 250, 130)
+        assert r[0] > 150 and r[1] < 60, f"observation before typing is not red: {r}"

@@ -88,6 +88,9 @@ def test_pynput_key_names():
     assert map_key("space") == (" ", "Space", " ", None)
     assert map_key("\x03") == ("\x03", "KeyC", None, None)
     assert map_key(None, "<65>") == ("Unidentified", "Unidentified", None, 65)
+    # AgentNetTool: Option+T on macOS reports "'†'" with the physical key's name "t"
+    assert map_key("t", "'†'") == ("†", "KeyT", "†", None)
+    assert map_key("a", "<0>") == ("a", "KeyA", None, 0)
 
 
 COLOURS = [(255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 255)]   # one per second

@@ -70,7 +70,6 @@ Rules (thresholds are :class:`~demotrace.build.settings.BuildSettings` fields):
 from __future__ import annotations
 
 import heapq
-import math
 from bisect import bisect_right
 from collections import deque
 from collections.abc import Iterable, Iterator

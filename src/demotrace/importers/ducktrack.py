@@ -127,8 +127,18 @@ def map_key(name: str | None, pynput_key: str | None = None) -> tuple[str, str, 
 
     ``name``: DuckTrack's ``key.char`` or ``key.name`` ("a", "enter", "shift_r");
     ``pynput_key``: AgentNetTool's ``str(key)`` ("'a'", "Key.enter", "<65>"), preferred when
-    given. Raises ValueError for an empty description.
+    given; AgentNetTool's single-character ``name`` is then the physical key's base name and
+    supplies ``code`` when the character does not ("'†'" with name "t" → code "KeyT").
+    Raises ValueError for an empty description.
     """
+    if pynput_key and name and len(name) == 1:
+        # AgentNetTool: ``name`` is the physical key's base name ("t" for Option+T → "'†'")
+        key, code, text, vk = map_key(None, pynput_key)
+        if code == "Unidentified":
+            code = char_code(name)
+            if key == "Unidentified":
+                key = name
+        return key, code, text, vk
     desc = pynput_key if pynput_key else name
     if not desc:
         raise ValueError("key has no name")

@@ -28,6 +28,7 @@ EXPECTED: dict[tuple[str, str], set[str] | None] = {
     ("GET", "/redoc"): None,
     ("POST", "/v1/bundles"): {"device"},
     ("PUT", "/v1/bundles/{bundle_id}/blobs/{sha256}"): {"device"},
+    ("POST", "/v1/bundles/{bundle_id}/blobs"): {"device"},
     ("POST", "/v1/bundles/{bundle_id}/commit"): {"device"},
     ("GET", "/v1/me/bundles"): {"person"},
     ("GET", "/v1/me/bundles/{bundle_id}"): {"person"},

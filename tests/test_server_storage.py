@@ -278,3 +278,33 @@ def test_aggregates_need_ten_persons(stack: Stack) -> None:
                             "total_bytes": total}]
     vol = stack.client.get("/v1/admin/health", headers=stack.h(admin)).json()["volumes"]
     assert vol == {"persons_with_data": 10, "bundles": 11, "total_bytes": total}
+
+
+def test_blob_batches_are_verified_all_or_nothing(stack: Stack) -> None:
+    from demotrace.server.wire import BATCH_MEDIA_TYPE, encode_batch_body
+
+    dev = enroll_device(stack, "moe@example.org")
+    h = {**stack.h(dev), "content-type": BATCH_MEDIA_TYPE}
+    a, b, c = b"A" * 300, b"B" * 5000, b"C" * 7
+    m = manifest_of({"a": a, "b": b, "c": c})
+    stack.client.post("/v1/bundles", content=m.canonical(), headers=stack.h(dev))
+    url = f"/v1/bundles/{m.bundle_id}/blobs"
+    # the framing by hand: 64 hex + 16 digits + bytes
+    assert encode_batch_body([(sha(c), c)]) == sha(c).encode() + b"0000000000000007" + c
+    bad = encode_batch_body([(sha(a), a), (sha(b), b"X" * 5000)])
+    r = stack.client.post(url, content=bad, headers=h)
+    assert r.status_code == 422 and sha(b) in r.json()["detail"]
+    r = stack.client.post("/v1/bundles", content=m.canonical(), headers=stack.h(dev))
+    assert len(r.json()["missing"]) == 3  # nothing of the refused batch was kept
+    r = stack.client.post(url, content=encode_batch_body([(sha(a), a)])[:-1], headers=h)
+    assert r.status_code == 422 and "truncated" in r.json()["detail"]
+    r = stack.client.post(url, content=encode_batch_body([(sha(a), a), (sha(b), b)]), headers=h)
+    assert r.status_code == 200 and r.json() == {"stored": 2, "new": 2}
+    r = stack.client.post(url, content=encode_batch_body([(sha(b), b), (sha(c), c)]), headers=h)
+    assert r.json() == {"stored": 2, "new": 1}
+    assert stack.client.post(f"/v1/bundles/{m.bundle_id}/commit",
+                             headers=stack.h(dev)).status_code == 200
+    cur = stack.token("curator")
+    sid = stack.subject("moe@example.org")
+    assert stack.client.get(f"/v1/curator/subjects/{sid}/bundles/{m.bundle_id}/blobs/{sha(b)}",
+                            params=PURPOSE, headers=stack.h(cur)).content == b

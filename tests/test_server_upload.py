@@ -207,7 +207,7 @@ def test_random_network_faults_lose_nothing_and_store_once(server: ServerProc,
     copies = [shutil.copytree(b.root, tmp_path / "copy" / b.root.name) for b in bundles]
     t = FaultyTransport(p_before=0.25, p_after=0.25, seed=11)
     client = UploadClient(server.url, token, transport=t, sleep=lambda s: None,
-                          retry=RetryPolicy(attempts=40), seed=3)
+                          retry=RetryPolicy(attempts=40), seed=3, batch_bytes=60_000)
     with client:
         receipts = [client.upload(b, delete_local=True) for b in bundles]
     assert t.injected >= 10  # the faults really happened
@@ -252,12 +252,12 @@ def test_server_killed_mid_upload_then_restarted_resumes(server: ServerProc,
     original = {r.path: bundle.read_blob(r.sha256) for r in bundle.manifest.blobs}
     n = len(bundle.manifest.blobs)
     with UploadClient(server.url, token, transport=KillingTransport(server, kill_at=5),
-                      sleep=lambda s: None, retry=RetryPolicy(attempts=3)) as c:
+                      sleep=lambda s: None, retry=RetryPolicy(attempts=3), batch_bytes=0) as c:
         with pytest.raises(UploadError, match="gave up"):
             c.upload(bundle, delete_local=True)
     assert bundle.root.exists()  # not acknowledged → kept
     server.start()  # same data, same port
-    with UploadClient(server.url, token) as c:
+    with UploadClient(server.url, token, batch_bytes=0) as c:
         r = c.upload(bundle, delete_local=True)
     assert r.n_blobs == n == 14 and r.deleted_local
     assert 14 - 5 <= r.sent_blobs <= 14 - 3  # resumed: what arrived before the kill is not resent

@@ -1,7 +1,8 @@
 """Upload client: sends sealed bundles to the collector (issue 5 item 3).
 
 Protocol (see :mod:`demotrace.server.app`): ``POST /v1/bundles`` with the manifest → the
-server answers which blobs it lacks → ``PUT /v1/bundles/<id>/blobs/<sha256>`` for each →
+server answers which blobs it lacks → those blobs, several per ``POST /v1/bundles/<id>/blobs``
+request (large ones alone with ``PUT /v1/bundles/<id>/blobs/<sha256>``) →
 ``POST /v1/bundles/<id>/commit``. Every step is idempotent on the server, so the client simply
 retries: network errors, 5xx and 429 are retried with exponential backoff and full jitter
 (AWS Architecture Blog, "Exponential Backoff And Jitter", 2015), honouring ``Retry-After``.
@@ -29,7 +30,13 @@ import httpx
 
 from .errors import ConfigError
 from .server.errors import UploadError
-from .server.wire import LocalBundle, SealedBundle, read_local_bundle
+from .server.wire import (
+    BATCH_MEDIA_TYPE,
+    LocalBundle,
+    SealedBundle,
+    encode_batch_body,
+    read_local_bundle,
+)
 
 ENROLLMENT_FILE = "collector.json"
 
@@ -115,18 +122,22 @@ class UploadClient:
     ``transport``: an ``httpx.BaseTransport`` (tests inject faults here; default: real
     network). ``verify``: TLS verification (True, False, or a CA bundle path). ``timeout``:
     seconds per request. ``sleep``: the function that waits between retries.
+    ``batch_bytes``: blobs smaller than this travel together in one ``POST …/blobs`` request
+    of at most this many bytes (0: one ``PUT`` per blob).
     """
 
     def __init__(self, url: str, credential: str | None = None, *,
                  transport: httpx.BaseTransport | None = None, verify: bool | str = True,
                  timeout: float = 30.0, retry: RetryPolicy = RetryPolicy(),
-                 sleep: Callable[[float], None] = time.sleep, seed: int | None = None) -> None:
+                 sleep: Callable[[float], None] = time.sleep, seed: int | None = None,
+                 batch_bytes: int = 4 * 1024 * 1024) -> None:
         headers = {"authorization": f"Bearer {credential}"} if credential else {}
         if isinstance(verify, str):
             verify = ssl.create_default_context(cafile=verify)  # type: ignore[assignment]
         self._http = httpx.Client(base_url=url.rstrip("/"), headers=headers, timeout=timeout,
                                   transport=transport, verify=verify)
         self.retry = retry
+        self.batch_bytes = batch_bytes
         self._sleep = sleep
         self._rng = random.Random(seed)
         self.requests = 0
@@ -177,6 +188,11 @@ class UploadClient:
             raise UploadError(f"{step}: server refused with HTTP {r.status_code}: {_detail(r)}")
         raise UploadError(f"{step}: gave up after {self.retry.attempts} attempts; last: {last}")
 
+    def _send_batch(self, bid: str, batch: list[tuple[str, bytes]]) -> int:
+        self._call(f"send {len(batch)} blobs", "POST", f"/v1/bundles/{bid}/blobs",
+                   content=encode_batch_body(batch), headers={"content-type": BATCH_MEDIA_TYPE})
+        return len(batch)
+
     def enroll(self, code: str, label: str = "") -> str:
         """Exchange a one-time enrollment code for a credential (returned; store it)."""
         r = self._call("enroll", "POST", "/v1/enroll", json={"code": code, "label": label})
@@ -202,11 +218,22 @@ class UploadClient:
             bid = ans["bundle_id"]
             if bid != m.bundle_id:
                 raise UploadError(f"server computed bundle id {bid}, client {m.bundle_id}")
+            batch: list[tuple[str, bytes]] = []
+            size = 0
             for sha in ans["missing"]:
+                data = bundle.read_blob(sha)
+                if self.batch_bytes and len(data) < self.batch_bytes:
+                    if batch and size + len(data) > self.batch_bytes:
+                        sent += self._send_batch(bid, batch)
+                        batch, size = [], 0
+                    batch.append((sha, data))
+                    size += len(data)
+                    continue
                 self._call(f"send blob {sha[:12]}", "PUT", f"/v1/bundles/{bid}/blobs/{sha}",
-                           content=bundle.read_blob(sha),
-                           headers={"content-type": "application/octet-stream"})
+                           content=data, headers={"content-type": "application/octet-stream"})
                 sent += 1
+            if batch:
+                sent += self._send_batch(bid, batch)
             r = self._call("commit", "POST", f"/v1/bundles/{bid}/commit", ok=(200, 409))
             if r.status_code == 200:
                 ack = r.json()

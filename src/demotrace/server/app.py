@@ -6,6 +6,7 @@ Endpoints (all JSON unless noted; roles in brackets; deny by default)::
     POST   /v1/enroll                                      [anyone with a one-time code]
     POST   /v1/bundles                                     [device]   manifest → missing blobs
     PUT    /v1/bundles/{bundle_id}/blobs/{sha256}          [device]   raw bytes, verified
+    POST   /v1/bundles/{bundle_id}/blobs                   [device]   many blobs, one request
     POST   /v1/bundles/{bundle_id}/commit                  [device]   409 while blobs missing
     GET    /v1/me/bundles                                  [person]   own bundles
     GET    /v1/me/bundles/{bundle_id}                      [person]   own manifest
@@ -55,6 +56,7 @@ from .errors import ConflictError, ServerError
 from .middleware import AuditMiddleware, AuthMiddleware, BodyLimitMiddleware, RateLimitMiddleware
 from .models import Credential
 from .service import Collector
+from .wire import BATCH_MEDIA_TYPE, decode_batch_body
 
 PUBLIC_PATHS = frozenset({"/healthz", "/v1/enroll", "/openapi.json", "/docs",
                           "/docs/oauth2-redirect", "/redoc", "/portal/login", "/portal/logout"})
@@ -213,6 +215,18 @@ def create_app(config: ServerConfig, *, collector: Collector | None = None) -> F
         assert p.subject_id is not None
         new = await run_in_threadpool(c.put_blob, p.subject_id, bundle_id, sha256, data)
         return {"sha256": sha256, "stored": True, "new": new}
+
+    @app.post("/v1/bundles/{bundle_id}/blobs", openapi_extra={"requestBody": {
+        "required": True, "content": {BATCH_MEDIA_TYPE: {
+            "schema": {"type": "string", "format": "binary"}}}}})
+    async def put_blobs(bundle_id: str, request: Request,
+                        p: auth.Principal = Depends(device)) -> dict[str, Any]:
+        """Upload several blobs in one request (framing: ``wire.BATCH_MEDIA_TYPE``); each
+        is verified like a single PUT; all or nothing."""
+        blobs = decode_batch_body(await request.body())
+        assert p.subject_id is not None
+        new = await run_in_threadpool(c.put_blobs, p.subject_id, bundle_id, blobs)
+        return {"stored": len(blobs), "new": new}
 
     @app.post("/v1/bundles/{bundle_id}/commit")
     def commit(bundle_id: str, request: Request,

@@ -162,6 +162,53 @@ class Collector:
             return False  # stored concurrently by a retry; same name, same plaintext
         return True
 
+    def put_blobs(self, subject_id: str, bundle_id: str,
+                  blobs: list[tuple[str, bytes]]) -> int:
+        """Store several blobs of one open bundle in one transaction (the batch form of
+        :meth:`put_blob`, same checks); return how many were new. All or nothing: one bad blob
+        refuses the whole batch before anything is written.
+
+        Raises:
+            NotFound / IntegrityError: as :meth:`put_blob`, naming the first offending blob.
+        """
+        if not blobs:
+            return 0
+        shas = [h for h, _ in blobs]
+        try:
+            with self.db.session() as s:
+                self._async_commit(s)
+                sizes = dict(s.execute(
+                    select(BundleBlob.sha256, BundleBlob.size)
+                    .join(Bundle, Bundle.pk == BundleBlob.bundle_pk)
+                    .where(Bundle.subject_id == subject_id, Bundle.bundle_id == bundle_id,
+                           BundleBlob.sha256.in_(shas))).all())
+                for h, data in blobs:
+                    if h not in sizes:
+                        raise NotFound(f"no bundle {bundle_id} listing blob {h} for this person")
+                    if len(data) != sizes[h]:
+                        raise IntegrityError(f"blob {h}: received {len(data)} bytes, manifest "
+                                             f"says {sizes[h]}")
+                    if hashlib.sha256(data).hexdigest() != h:
+                        raise IntegrityError(f"blob {h}: content does not match its sha256 "
+                                             "(corrupted in transit?)")
+                have = set(s.scalars(select(Blob.sha256).where(Blob.subject_id == subject_id,
+                                                               Blob.sha256.in_(shas))))
+                todo = {h: d for h, d in blobs if h not in have}
+                if not todo:
+                    return 0
+                cipher = self.keyring.get(s, subject_id, create=True)
+                now = datetime.now(UTC)
+                for h, data in todo.items():
+                    name = cipher.object_name(h)
+                    self.blobs.put(name, cipher.encrypt(data, _blob_aad(subject_id, h)),
+                                   durable=False)
+                    s.add(Blob(subject_id=subject_id, sha256=h, size=len(data),
+                               stored_name=name, created_at=now))
+        except SAIntegrityError:
+            # a concurrent retry stored some of them; store the rest one by one
+            return sum(self.put_blob(subject_id, bundle_id, h, d) for h, d in blobs)
+        return len(todo)
+
     def _async_commit(self, s: Session) -> None:
         """PostgreSQL: let this transaction commit without waiting for its WAL flush (safe
         here: nothing is acknowledged as durable before a later synchronous commit)."""

@@ -127,6 +127,44 @@ def parse_manifest(data: bytes | str | Mapping[str, Any], *, where: str = "manif
     return m
 
 
+BATCH_MEDIA_TYPE = "application/x-demotrace-blobs"
+"""Media type of a blob batch: for each blob, 64 ASCII hex digits of its sha256, 16 ASCII
+decimal digits of its size in bytes (zero-padded), then exactly that many bytes."""
+_HEAD = 64 + 16
+
+
+def encode_batch_body(blobs: list[tuple[str, bytes]]) -> bytes:
+    """Frame ``(sha256, bytes)`` pairs as one batch body (:data:`BATCH_MEDIA_TYPE`)."""
+    parts: list[bytes] = []
+    for sha, data in blobs:
+        parts += [sha.encode("ascii"), b"%016d" % len(data), data]
+    return b"".join(parts)
+
+
+def decode_batch_body(body: bytes) -> list[tuple[str, bytes]]:
+    """Split a batch body into ``(sha256, bytes)`` pairs (hashes are NOT checked here).
+
+    Raises:
+        SchemaError: truncated framing or a header that is not hex + digits (names the offset).
+    """
+    out: list[tuple[str, bytes]] = []
+    view = memoryview(body)
+    pos = 0
+    while pos < len(body):
+        head = bytes(view[pos:pos + _HEAD])
+        sha, size = head[:64].decode("ascii", "replace"), head[64:]
+        if len(head) < _HEAD or not _SHA.match(sha) or not size.isdigit():
+            raise SchemaError(f"blob batch: bad header at byte {pos} (want 64 hex + 16 digits)")
+        n = int(size)
+        start = pos + _HEAD
+        if start + n > len(body):
+            raise SchemaError(f"blob batch: blob {sha} at byte {pos} truncated "
+                              f"({len(body) - start} of {n} bytes)")
+        out.append((sha, bytes(view[start:start + n])))
+        pos = start + n
+    return out
+
+
 @dataclass(frozen=True)
 class LocalBundle:
     """A bundle on the device: its ``root`` folder and parsed ``manifest``."""

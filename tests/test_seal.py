@@ -104,7 +104,8 @@ def test_frames_hold_no_planted_value_at_10px_and_above(sealed: Sealed) -> None:
         squashed = text.replace(" ", "")
         leaks = [p for p in probes if p in text or p.replace(" ", "") in squashed]
         assert leaks == [], (px, leaks)
-        assert "card" in text  # labels survive: the frame is still useful
+        # labels survive (the frame is still useful); OCR beside black boxes is uneven
+        assert sum(lbl in text for lbl in ("card", "email", "phone", "iban", "ssn", "aws_key", "nino")) >= 3, text
 
 
 def test_report_counts(sealed: Sealed) -> None:

@@ -159,23 +159,30 @@ class RedactionPipeline:
 
     # -- frames ------------------------------------------------------------------------------
     def frame(self, image: Image.Image, stream: object = 0) -> Image.Image | None:
-        """Redact one frame (OCR of changed regions, boxes, re-scan). Returns the painted image,
-        or ``None`` when it is dropped (OCR missing / failed / timed out, a text layer failed);
-        counted either way. After a drop the next frame of ``stream`` is OCR'd whole."""
-        self.counts.items_in["frame"] += 1
+        """Redact one frame (see :meth:`frames_batch`)."""
+        return self.frames_batch([image], stream)[0]
+
+    def frames_batch(self, images: Sequence[Image.Image], stream: object = 0) -> list[Image.Image | None]:
+        """Redact consecutive frames of one stream (OCR of changed regions in one stacked
+        tesseract run, boxes, re-scan). Returns the painted images; ``None`` for a frame that is
+        dropped — when OCR is missing / failed / timed out or a text layer failed, the whole
+        batch is dropped (nothing of it was redacted), each frame counted. After a drop the next
+        frame of ``stream`` is OCR'd whole."""
+        self.counts.items_in["frame"] += len(images)
         if self.frames is None:
-            self.counts.dropped["frame:ocr:disabled"] += 1
-            return None
+            self.counts.dropped["frame:ocr:disabled"] += len(images)
+            return [None] * len(images)
         try:
-            res = self.frames.redact(image, stream)
+            results = self.frames.redact_batch(images, stream)
         except Exception as exc:  # noqa: BLE001 - fail closed on anything
             self.frames.forget(stream)
-            self.counts.dropped[f"frame:{_layer_of(exc)}:{_cause(exc)}"] += 1
-            return None
-        for ent, n in res.entities.items():
-            self.counts.entities[ent] += n
-        self.counts.items_out["frame"] += 1
-        return res.image
+            self.counts.dropped[f"frame:{_layer_of(exc)}:{_cause(exc)}"] += len(images)
+            return [None] * len(images)
+        for res in results:
+            for ent, n in res.entities.items():
+                self.counts.entities[ent] += n
+        self.counts.items_out["frame"] += len(results)
+        return [r.image for r in results]
 
 
 def _layer_of(exc: BaseException) -> str:

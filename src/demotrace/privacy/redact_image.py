@@ -14,11 +14,11 @@ e-mail-shaped words even when a misread digit breaks the Luhn / mod-97 check.
 
 Changed regions: the frame is compared with the previous *original* frame of the same monitor
 and size in 16×16-pixel tiles (a tile changed if any channel of any pixel differs by more than
-``DIFF_THRESHOLD``); 8-connected changed tiles form regions, padded by ``ocr_region_pad_px``.
-Boxes found in the previous frame outside the changed regions are carried over (that content
-did not change); a changed region that touches a carried box is grown to cover it, so the box is
-decided afresh. The first frame, a frame of another size, and the frame after a failure are
-OCR'd whole.
+``DIFF_THRESHOLD``); each run of tile rows holding a change becomes a full-width band, padded
+by ``ocr_region_pad_px`` up and down, and is OCR'd. Boxes found in the previous frame are
+carried over (painted again) unless every tile under them changed — then the band's OCR decides
+afresh. The first frame, a frame of another size, and the frame after a failure are OCR'd
+whole.
 
 Units: every box is ``(x0, y0, x1, y1)`` in image pixels of the frame (not desktop pixels),
 right / bottom exclusive.
@@ -231,68 +231,45 @@ def fill_boxes(image: Image.Image, boxes: Sequence[Box], color: tuple[int, int, 
     return out
 
 
-def _intersects(a: Box, b: Box) -> bool:
-    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
-
-
-def _union(a: Box, b: Box) -> Box:
-    return (min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3]))
-
-
-def _merge_boxes(boxes: list[Box]) -> list[Box]:
-    boxes = list(boxes)
-    merged = True
-    while merged:
-        merged = False
-        out: list[Box] = []
-        for b in boxes:
-            for i, o in enumerate(out):
-                if _intersects(b, o):
-                    out[i] = _union(b, o)
-                    merged = True
-                    break
-            else:
-                out.append(b)
-        boxes = out
-    return boxes
-
-
-def changed_regions(prev: np.ndarray | None, cur: np.ndarray, pad: int = 16) -> list[Box]:
-    """Boxes (image pixels) around the parts of ``cur`` that differ from ``prev`` (both
-    ``H×W×C`` uint8 arrays). ``prev`` of another shape (or ``None``) → the whole frame."""
+def changed_tiles(prev: np.ndarray, cur: np.ndarray) -> np.ndarray:
+    """Boolean grid (rows × cols of :data:`TILE`-pixel tiles) of tiles where any channel of
+    any pixel differs by more than :data:`DIFF_THRESHOLD` (arrays ``H×W×C`` uint8, same shape)."""
     H, W = cur.shape[:2]
-    if prev is None or prev.shape != cur.shape:
-        return [(0, 0, W, H)]
     diff = np.abs(prev.astype(np.int16) - cur.astype(np.int16)).max(axis=2) > DIFF_THRESHOLD
     th, tw = -(-H // TILE), -(-W // TILE)
     padded = np.zeros((th * TILE, tw * TILE), dtype=bool)
     padded[:H, :W] = diff
-    tiles = padded.reshape(th, TILE, tw, TILE).any(axis=(1, 3))
-    if not tiles.any():
-        return []
-    seen = np.zeros_like(tiles)
-    boxes: list[Box] = []
-    for ty, tx in zip(*(a.tolist() for a in np.nonzero(tiles))):
-        if seen[ty, tx]:
-            continue
-        stack = [(ty, tx)]
-        seen[ty, tx] = True
-        y0, x0, y1, x1 = ty, tx, ty, tx
-        while stack:
-            y, x = stack.pop()
-            y0, x0, y1, x1 = min(y0, y), min(x0, x), max(y1, y), max(x1, x)
-            for dy in (-1, 0, 1):
-                for dx in (-1, 0, 1):
-                    ny, nx = y + dy, x + dx
-                    if 0 <= ny < th and 0 <= nx < tw and tiles[ny, nx] and not seen[ny, nx]:
-                        seen[ny, nx] = True
-                        stack.append((ny, nx))
-        boxes.append((max(0, x0 * TILE - pad), max(0, y0 * TILE - pad),
-                      min(W, (x1 + 1) * TILE + pad), min(H, (y1 + 1) * TILE + pad)))
-    boxes = _merge_boxes(boxes)
-    if sum((b[2] - b[0]) * (b[3] - b[1]) for b in boxes) > FULL_FRAME_SHARE * W * H:
+    return padded.reshape(th, TILE, tw, TILE).any(axis=(1, 3))
+
+
+def changed_regions(prev: np.ndarray | None, cur: np.ndarray, pad: int = 16) -> list[Box]:
+    """Boxes (image pixels) to OCR in ``cur`` given the previous frame ``prev`` (both ``H×W×C``
+    uint8 arrays): full-width bands over each run of tile rows that hold a change, grown by
+    ``pad`` pixels up and down. Full width, because text runs horizontally: a single typed
+    character changes a few tiles, but the value it completes spans the whole line. ``prev`` of
+    another shape (or ``None``), or bands covering more than :data:`FULL_FRAME_SHARE` of the
+    frame → the whole frame."""
+    H, W = cur.shape[:2]
+    if prev is None or prev.shape != cur.shape:
         return [(0, 0, W, H)]
-    return boxes
+    rows = changed_tiles(prev, cur).any(axis=1).tolist()
+    bands: list[Box] = []
+    r = 0
+    while r < len(rows):
+        if not rows[r]:
+            r += 1
+            continue
+        r0 = r
+        while r < len(rows) and rows[r]:
+            r += 1
+        y0, y1 = max(0, r0 * TILE - pad), min(H, r * TILE + pad)
+        if bands and y0 <= bands[-1][3]:
+            bands[-1] = (0, bands[-1][1], W, y1)
+        else:
+            bands.append((0, y0, W, y1))
+    if sum(b[3] - b[1] for b in bands) > FULL_FRAME_SHARE * H:
+        return [(0, 0, W, H)]
+    return bands
 
 
 @dataclass
@@ -310,12 +287,70 @@ class FrameResult:
     rescan_hits: int = 0
 
 
+#: Blank rows (image pixels, before upscaling) between crops stacked into one OCR image.
+STACK_GAP = 24
+#: Tallest stacked OCR image, in pixels after upscaling (tesseract's limit is 32767).
+STACK_MAX_H = 12000
+
+
+def trim_box(arr: np.ndarray, box: Box, pad: int) -> Box | None:
+    """Shrink ``box`` horizontally to the columns that hold any contrast (max − min grey > 16),
+    plus ``pad`` pixels; ``None`` when the box is uniform (nothing to read)."""
+    x0, y0, x1, y1 = box
+    g = arr[y0:y1, x0:x1].astype(np.int16)
+    cols = np.nonzero((g.max(axis=0) - g.min(axis=0)).max(axis=-1) > 16)[0]
+    if cols.size == 0:
+        return None
+    return (max(x0, x0 + int(cols[0]) - pad), y0, min(x1, x0 + int(cols[-1]) + 1 + pad), y1)
+
+
+def ocr_stacked(crops: Sequence[tuple[Image.Image, Box]], *, upscale: int, timeout_s: float) -> list[list[Word]]:
+    """OCR several crops with as few tesseract runs as possible: crops are stacked vertically
+    (white gaps of :data:`STACK_GAP` px) into one image per run, sent through stdin (no
+    unredacted pixels touch the disk), and words are mapped back to each crop's ``box`` (frame
+    image pixels). Tesseract's start-up (~0.3 CPU-s for loading ``eng``) is paid once per run,
+    not once per crop. Time limit per run: ``timeout_s`` × crops in it.
+
+    Raises: as :func:`ocr_words`.
+    """
+    out: list[list[Word]] = [[] for _ in crops]
+    i = 0
+    while i < len(crops):
+        group, h = [], 0
+        while i < len(crops) and (not group or (h + crops[i][0].height + STACK_GAP) * upscale <= STACK_MAX_H):
+            group.append(i)
+            h += crops[i][0].height + STACK_GAP
+            i += 1
+        w = max(crops[j][0].width for j in group)
+        sheet = Image.new("L", (w, h), 255)
+        tops = []
+        y = 0
+        for j in group:
+            sheet.paste(crops[j][0].convert("L"), (0, y))
+            tops.append(y)
+            y += crops[j][0].height + STACK_GAP
+        words = ocr_words(sheet, upscale=upscale, timeout_s=timeout_s * len(group))
+        for wd in words:
+            cy = (wd.box[1] + wd.box[3]) / 2
+            k = max(n for n, t in enumerate(tops) if t <= cy) if cy >= 0 else 0
+            j = group[k]
+            bx = crops[j][1]
+            if cy > tops[k] + crops[j][0].height:  # in a gap: belongs to no crop
+                continue
+            dx, dy = bx[0], bx[1] - tops[k]
+            x0, y0, x1, y1 = wd.box
+            out[j].append(Word((x0 + dx, y0 + dy, min(x1 + dx, bx[2]), min(y1 + dy, bx[3])), wd.text, wd.conf,
+                               (j, *wd.line[1:])))
+    return out
+
+
 class FrameRedactor:
     """Redacts the frames of one session in order, remembering the previous original frame and
     its boxes per stream (e.g. per monitor) for changed-region OCR.
 
     ``find``: the text layers (``text -> findings``); ``upscale`` / ``rescan_upscale`` (0 = no
     re-scan) / ``pad`` / ``timeout_s`` as in :class:`~demotrace.privacy.policy.RedactionPolicy`.
+    :meth:`redact_batch` OCRs the changed regions of many frames in one tesseract run.
     """
 
     def __init__(self, find: Callable[[str], list[Finding]], *, upscale: int = 3, rescan_upscale: int = 2,
@@ -331,53 +366,82 @@ class FrameRedactor:
         """Drop the remembered frame of ``stream`` (after a failure: next frame OCR'd whole)."""
         self._prev.pop(stream, None)
 
-    def _ocr_regions(self, img: Image.Image, regions: list[Box], upscale: int) -> list[Word]:
-        words: list[Word] = []
-        for b in regions:
-            words += ocr_words(img.crop(b), upscale=upscale, offset=(b[0], b[1]), timeout_s=self.timeout_s)
-        return words
-
     def redact(self, image: Image.Image, stream: object = 0) -> FrameResult:
-        """Redact one frame of ``stream``. Raises what :func:`ocr_words` raises (and then
-        forgets the stream, so nothing is carried over from a frame that was not redacted)."""
-        rgb = image.convert("RGB")
-        cur = np.asarray(rgb)
-        prev = self._prev.pop(stream, None)
-        if prev is None:
-            regions = changed_regions(None, cur)
-            carried: list[Box] = []
-        else:
-            regions = changed_regions(prev[0], cur, self.pad)
-            carried = list(prev[1])
-            grown = True
-            while grown:  # a region touching a carried box absorbs it (decided afresh)
-                grown = False
-                keep = []
-                for cb in carried:
-                    hit = next((i for i, r in enumerate(regions) if _intersects(r, cb)), None)
-                    if hit is None:
-                        keep.append(cb)
-                    else:
-                        regions[hit] = _union(regions[hit], cb)
-                        grown = True
-                carried = keep
-                regions = _merge_boxes(regions)
-        words = self._ocr_regions(rgb, regions, self.upscale)
-        flagged = flag_words(words, self.find)
-        entities: dict[str, int] = {}
-        for _, ent in flagged:
-            entities[ent] = entities.get(ent, 0) + 1
-        boxes = carried + [w.box for w, _ in flagged]
-        out = fill_boxes(rgb, boxes)
-        rescan_hits = 0
-        if self.rescan_upscale and regions:
-            again = flag_words(self._ocr_regions(out, regions, self.rescan_upscale), self.find)
-            if again:
-                rescan_hits = len(again)
-                for _, ent in again:
-                    entities[ent] = entities.get(ent, 0) + 1
-                new = [w.box for w, _ in again]
-                boxes += new
-                out = fill_boxes(out, new)
-        self._prev[stream] = (cur, boxes)
-        return FrameResult(out, boxes, entities, regions, len(carried), rescan_hits)
+        """Redact one frame of ``stream`` (see :meth:`redact_batch`)."""
+        return self.redact_batch([image], stream)[0]
+
+    def redact_batch(self, images: Sequence[Image.Image], stream: object = 0) -> list[FrameResult]:
+        """Redact consecutive frames of ``stream``. Regions depend only on the original frames,
+        so all of them are OCR'd in one stacked run, then boxes are decided frame by frame (with
+        carried boxes), painted, and the painted regions re-scanned in a second run.
+
+        Raises what :func:`ocr_words` raises — then the whole batch is unredacted and the caller
+        must drop all of it; the stream is forgotten, so nothing is carried from it.
+        """
+        try:
+            return self._redact_batch(images, stream)
+        except BaseException:
+            self._prev.pop(stream, None)
+            raise
+
+    def _redact_batch(self, images: Sequence[Image.Image], stream: object) -> list[FrameResult]:
+        rgbs = [im.convert("RGB") for im in images]
+        arrs = [np.asarray(im) for im in rgbs]
+        prev = self._prev.get(stream)
+        prev_arr = prev[0] if prev else None
+        plans: list[list[Box]] = []
+        crops: list[tuple[Image.Image, Box]] = []
+        owner: list[int] = []
+        for k, (im, arr) in enumerate(zip(rgbs, arrs)):
+            regions = changed_regions(prev_arr, arr, self.pad)
+            trimmed = [t for t in (trim_box(arr, r, self.pad) for r in regions) if t is not None]
+            plans.append(trimmed)
+            for b in trimmed:
+                crops.append((im.crop(b), b))
+                owner.append(k)
+            prev_arr = arr
+        words_per_crop = ocr_stacked(crops, upscale=self.upscale, timeout_s=self.timeout_s) if crops else []
+        words_per_frame: list[list[Word]] = [[] for _ in rgbs]
+        for k, ws in zip(owner, words_per_crop):
+            words_per_frame[k] += ws
+        results: list[FrameResult] = []
+        prev_boxes = prev[1] if prev else []
+        prev_arr = prev[0] if prev else None
+        for k, (im, arr) in enumerate(zip(rgbs, arrs)):
+            if prev_arr is None or prev_arr.shape != arr.shape:
+                carried: list[Box] = []
+            else:
+                tiles = changed_tiles(prev_arr, arr)
+                carried = [b for b in prev_boxes
+                           if not tiles[b[1] // TILE:-(-b[3] // TILE), b[0] // TILE:-(-b[2] // TILE)].all()]
+            flagged = flag_words(words_per_frame[k], self.find)
+            entities: dict[str, int] = {}
+            for _, ent in flagged:
+                entities[ent] = entities.get(ent, 0) + 1
+            boxes = list(dict.fromkeys(carried + [w.box for w, _ in flagged]))
+            results.append(FrameResult(fill_boxes(im, boxes), boxes, entities, plans[k], len(carried), 0))
+            prev_boxes, prev_arr = boxes, arr
+        if self.rescan_upscale and crops:
+            painted = [(results[k].image.crop(b), b) for k, (_, b) in zip(owner, crops)]
+            again = ocr_stacked(painted, upscale=self.rescan_upscale, timeout_s=self.timeout_s)
+            per_frame: list[list[Word]] = [[] for _ in rgbs]
+            for k, ws in zip(owner, again):
+                per_frame[k] += ws
+            extra: list[Box] = []  # re-scan finds, carried on to later frames of the batch
+            for k, ws in enumerate(per_frame):
+                if extra and k:
+                    tiles = changed_tiles(arrs[k - 1], arrs[k]) if arrs[k - 1].shape == arrs[k].shape else None
+                    extra = [] if tiles is None else [
+                        b for b in extra if not tiles[b[1] // TILE:-(-b[3] // TILE), b[0] // TILE:-(-b[2] // TILE)].all()]
+                hits = flag_words(ws, self.find) if ws else []
+                r = results[k]
+                for _, ent in hits:
+                    r.entities[ent] = r.entities.get(ent, 0) + 1
+                r.rescan_hits = len(hits)
+                extra += [w.box for w, _ in hits]
+                new = [b for b in extra if b not in r.boxes]
+                if new:
+                    r.boxes.extend(new)
+                    r.image = fill_boxes(r.image, new)
+        self._prev[stream] = (arrs[-1], results[-1].boxes)
+        return results

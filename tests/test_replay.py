@@ -183,8 +183,9 @@ def test_recorded_session_replay_shows_screen_before_click(xvfb, browser, tmp_pa
     finally:
         if rec is not None and rec.poll() is None:
             rec.kill()
+            rec.communicate()
         app.kill()
-        app.wait()
+        app.communicate()  # reaps it and closes its pipes
     ds = tmp_path / "ds"
     _demotrace(home, "build", "--out", str(ds), env=dict(os.environ, COLUMNS="200"))
     import json

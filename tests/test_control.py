@@ -70,7 +70,7 @@ def test_malformed_messages_get_errors_and_server_survives(server: ControlServer
     with ControlClient(server.path) as c:
         assert c.request("pause") == {"ok": True, "echo": "pause"}
     assert [r["cmd"] for r in server.calls] == ["task_start", "status", "pause"]  # type: ignore[attr-defined]
-    assert set(COMMANDS) == {"status", "pause", "resume", "task_start", "task_end", "stop"}
+    assert set(COMMANDS) == {"status", "pause", "resume", "task_start", "task_end", "stop", "browser_event"}
 
 
 _CLIENT = textwrap.dedent(

@@ -20,6 +20,7 @@ from ..errors import DemotraceError
 from . import dataset, importing, recording, sessions
 from . import privacy as privacy_cli
 from . import server as server_cli
+from . import browser as browser_cli
 
 app = typer.Typer(
     name="demotrace",
@@ -54,6 +55,7 @@ dataset.register(app)
 importing.register(app)
 privacy_cli.register(app)
 server_cli.register(app)
+browser_cli.register(app)
 
 
 def main() -> None:

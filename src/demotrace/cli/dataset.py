@@ -68,7 +68,7 @@ def build_cmd(
 
 
 def export_cmd(
-    fmt: str = typer.Option(..., "--format", help="agentnet | osworld | sft-chat | webdataset"),
+    fmt: str = typer.Option(..., "--format", help="agentnet | osworld | sft-chat | webdataset | mind2web"),
     dataset: Path = typer.Option(..., "--dataset", help="Canonical dataset folder (from `demotrace build`)."),
     out: Path = typer.Option(..., "--out", help="Output folder."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Write into a non-empty --out."),

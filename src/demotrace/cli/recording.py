@@ -69,6 +69,8 @@ def record(
             return rec.task_start(req.get("instruction"))  # validated by the recorder
         if cmd == "task_end":
             return rec.task_end(req.get("status"))
+        if cmd == "browser_event":
+            return rec.browser_event(req.get("event"))
         return {"ok": False, "error": f"unknown command {cmd!r}"}
 
     def on_signal(signum: int, _frame: object) -> None:

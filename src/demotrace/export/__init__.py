@@ -30,6 +30,7 @@ _REGISTRY: dict[str, tuple[str, str]] = {
     "osworld": ("osworld", "OSWorldConfig"),
     "sft-chat": ("sftchat", "SFTChatConfig"),
     "webdataset": ("webdataset", "WebDatasetConfig"),
+    "mind2web": ("mind2web", "Mind2WebConfig"),
 }
 
 FORMATS: tuple[str, ...] = tuple(_REGISTRY)

@@ -29,7 +29,7 @@ from typing import Any
 
 from ..errors import ControlError
 
-COMMANDS = ("status", "pause", "resume", "task_start", "task_end", "stop")
+COMMANDS = ("status", "pause", "resume", "task_start", "task_end", "stop", "browser_event")
 #: Longest accepted request line, in bytes.
 MAX_LINE = 64 * 1024
 

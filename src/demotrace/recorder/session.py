@@ -33,7 +33,7 @@ from typing import Any
 from .. import __version__
 from ..capture._base import CaptureBackend
 from ..errors import ControlError
-from ..schema.events import MODIFIER_KEYS, Event, Marker
+from ..schema.events import EVENT_TYPES, MODIFIER_KEYS, Event, Marker
 from ..schema.manifest import SessionManifest
 from ..spool.store import SessionWriter
 from .frames import ActionDetector, FramePipeline, FrameRequest
@@ -46,6 +46,13 @@ _INPUT_KINDS = frozenset(
      "focus_change", "screen_config", "element"}
 )
 _TASK_STATUSES = ("success", "failure", "abandoned")
+#: Kinds the secret-field filter (privacy/secrets.py) sees: focus and element updates set its
+#: state, key / text events into a secret field are not stored (DESIGN.md §8.4).
+_SECRET_KINDS = frozenset({"key_down", "key_up", "text_input", "focus_change", "element"})
+#: Kinds the browser extension's native host may send with ``browser_event``.
+_BROWSER_KINDS = ("element", "focus_change")
+#: Oldest accepted browser event time, ns before now (older ones are stamped "now").
+_BROWSER_MAX_AGE_NS = 10_000_000_000
 
 
 class _Ctrl:
@@ -116,7 +123,8 @@ class Recorder:
     ``session_stop``, closes the session). Thread-safe for the control methods.
     """
 
-    def __init__(self, backend: CaptureBackend, spool: SessionWriter, settings: RecorderSettings | None = None) -> None:
+    def __init__(self, backend: CaptureBackend, spool: SessionWriter, settings: RecorderSettings | None = None,
+                 policy: Any = None) -> None:
         self.backend = backend
         self.spool = spool
         self.settings = settings or RecorderSettings()
@@ -132,6 +140,11 @@ class Recorder:
         self._suppressed = 0
         self._writer_cpu_ns = 0
         self._malformed = 0
+        from ..privacy.policy import default_policy
+        from ..privacy.secrets import SecretKeyFilter
+
+        #: secret-field filter (DESIGN.md §8.4): ``policy`` (default: the built-in policy)
+        self.secrets = SecretKeyFilter(policy or default_policy())
         self._urgent = threading.Event()
         self._held_mods: set[str] = set()
         self._swallow_key_up: str | None = None
@@ -297,6 +310,8 @@ class Recorder:
                 if kind in ("focus_change", "screen_config"):
                     self._last_hidden[kind] = (cls, fields)
                 return
+            if kind in _SECRET_KINDS and self.secrets.should_drop(cls(seq=0, t_ns=0, **fields)):
+                return  # a keystroke into a secret field: never stored (counted in status)
             if self.batch.add(cls, t_ns, fields) is None:
                 return
             if kind not in ("focus_change", "screen_config", "element"):
@@ -416,6 +431,36 @@ class Recorder:
         be a non-empty string (control input is checked here, an error reply otherwise)."""
         return self._command("task_start", instruction=instruction)
 
+    def browser_event(self, event: object) -> dict[str, Any]:
+        """Enqueue one event from the browser extension's native host, like a capture hook
+        would (see :mod:`demotrace.capture.browser.nativehost`).
+
+        ``event`` is ``{"kind": "element" | "focus_change", "t_ns_abs": int, ...fields}`` with
+        ``t_ns_abs`` in absolute ``CLOCK_MONOTONIC`` ns (clamped to now, and to now if older
+        than 10 s) and the schema v1 fields of that kind. Returns ``{"ok": bool, ...}``; a
+        malformed event gets an error reply naming the field and is not stored."""
+        import msgspec
+
+        if not self._started or self._stopped:
+            return {"ok": False, "error": "the recorder is not running"}
+        if not isinstance(event, dict):
+            return {"ok": False, "error": "browser_event needs an 'event' object"}
+        kind = event.get("kind")
+        if kind not in _BROWSER_KINDS:
+            return {"ok": False, "error": f"browser_event kind must be one of {', '.join(_BROWSER_KINDS)}, got {kind!r}"}
+        now = time.monotonic_ns()
+        t = event.get("t_ns_abs")
+        if not isinstance(t, int) or isinstance(t, bool) or t > now or t < now - _BROWSER_MAX_AGE_NS:
+            t = now
+        body = {k: v for k, v in event.items() if k not in ("kind", "t_ns_abs", "seq", "t_ns")}
+        cls = EVENT_TYPES[kind]
+        try:
+            ev = msgspec.convert({"seq": 0, "t_ns": 0, **body}, cls)
+        except msgspec.ValidationError as exc:
+            return {"ok": False, "error": f"browser_event: invalid {kind}: {exc}"}
+        self._sink(cls, t, {f: getattr(ev, f) for f in ev.__struct_fields__ if f not in ("seq", "t_ns")})
+        return {"ok": True}
+
     def task_end(self, status: object) -> dict[str, Any]:
         """Store ``task_end {status}``; ``status`` is success | failure | abandoned."""
         return self._command("task_end", status=status)
@@ -471,6 +516,7 @@ class Recorder:
             "events_pending": (b.pending if b else 0) + self._q.qsize(),
             "events_dropped": self._dropped,
             "events_suppressed_while_paused": self._suppressed,
+            "keys_dropped_secret_field": dict(self.secrets.counts),
             "by_kind": dict(b.stored_by_kind) if b else {},
             "frames_stored": b.stored_by_kind.get("frame", 0) if b else 0,
             "frames_encoded": fs.encoded if fs else 0,

@@ -2,7 +2,7 @@
 
 One command::
 
-    .venv/bin/python bench/privacy_leaks.py [--out bench-results/privacy_leaks.json] [--quick]
+    .venv/bin/python bench/privacy_leaks.py [--out out/privacy_leaks.json] [--quick]
 
 What it does, in one run on this machine:
 
@@ -293,7 +293,14 @@ def frames_bench(sizes: tuple[int, ...]) -> dict:
     for name, (n, cpu, wall) in totals.items():
         res[name]["total"] = {"frames": n, "cpu_s": round(cpu, 1), "wall_s": round(wall, 1),
                               "frames_per_cpu_s": round(n / cpu, 3)}
-    # full-frame cost (every frame entirely new): first frame of each 12 px sequence
+    # worst case: every frame entirely new (a full screen of different text each time)
+    pool = gen_benign(240)
+    full = [render([(pool[(k * 30 + j) % len(pool)], 12) for j in range(30)]) for k in range(6)]
+    res["full_change_12px"] = {}
+    for name, fn in (("ours", run_ours), ("presidio_image_redactor", run_presidio)):
+        _, cpu, wall = fn(full)
+        res["full_change_12px"][name] = {"frames": len(full), "cpu_s": round(cpu, 2), "wall_s": round(wall, 2),
+                                         "frames_per_cpu_s": round(len(full) / cpu, 3)}
     return res
 
 
@@ -332,7 +339,7 @@ def machine() -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--out", type=Path, default=ROOT / "bench-results" / "privacy_leaks.json")
+    ap.add_argument("--out", type=Path, default=ROOT / "out" / "privacy_leaks.json")
     ap.add_argument("--quick", action="store_true", help="only 10 and 16 px frames")
     args = ap.parse_args()
     result: dict = {"machine": machine(), "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}

@@ -221,3 +221,51 @@ def test_cli_seal(dt_home: Path) -> None:
     assert (dt_home / "sealed" / "s4" / "SEALED").is_file()
     again = CliRunner().invoke(app, ["seal"])
     assert "nothing to seal" in again.output
+
+
+@pytest.mark.x11
+def test_real_xterm_frame_on_xvfb(xvfb, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """A real xterm (DejaVu Sans Mono 10 pt) on Xvfb shows planted values; its screenshot is
+    stored as a frame, sealed, and an independent 4x OCR of the sealed frame reads none."""
+    import time
+
+    import mss
+    import numpy as np
+
+    from privacy_corpus import Builder
+
+    text = "card 4111 1111 1111 1111\\nmail jane.roe@example.com\\nIBAN DE89 3704 0044 0532 0130 00\\nkey AKIAIOSFODNN7EXAMPLE\\n"
+    proc = subprocess.Popen(["xterm", "-geometry", "80x12+0+0", "-fa", "DejaVu Sans Mono", "-fs", "10", "-e", "sh", "-c",
+                             f"printf '{text}'; sleep 60"], env=xvfb.env)
+    try:
+        img = None
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:  # poll until the text is drawn
+            with mss.MSS(display=xvfb.display) as m:
+                shot = m.grab(m.monitors[1])
+            img = Image.frombytes("RGB", shot.size, shot.bgra, "raw", "BGRX")
+            rows = np.asarray(img.crop((0, 0, 600, 120)).convert("L"))
+            if (rows.max(axis=1) - rows.min(axis=1) > 100).sum() > 30:
+                break
+            time.sleep(0.2)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert img is not None
+    before = " ".join(w.text for w in ocr_words(img.crop((0, 0, 700, 250)), upscale=4))
+    assert "4111 1111 1111 1111" in before and "AKIAIOSFODNN7EXAMPLE" in before, before
+    paths, spool = _make(tmp_path)
+    b = Builder(spool.key)
+    b.focus("XTerm", "xterm")
+    b.frame(img)
+    b.write(spool, "x1")
+    rep = seal_session(paths, spool, "x1", default_policy())
+    assert rep.frames_out == 1
+    with open_bundle(paths, "x1") as bd:
+        fr = next(e for e in bd.iter_events() if isinstance(e, Frame))
+        sealed_img = Image.open(io.BytesIO(bd.read_blob(fr.blob)))
+        after = " ".join(w.text for w in ocr_words(sealed_img.crop((0, 0, 700, 250)), upscale=4))
+    squashed = after.replace(" ", "")
+    for p in ("4111111111111111", "jane.roe@example.com", "DE89370400440532013000", "AKIAIOSFODNN7EXAMPLE"):
+        assert p not in squashed, (p, after)
+    assert "card" in after and "key" in after  # the labels are still there

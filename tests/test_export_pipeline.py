@@ -155,6 +155,25 @@ def test_record_build_export_replay(tmp_path: Path) -> None:
     assert "Greet the team" in page and page.count('class="step"') == 4
 
 
+def test_build_from_sealed_bundle(tmp_path: Path) -> None:
+    """`demotrace seal` then `demotrace build --sealed`: the same steps as from the raw spool
+    (this session has nothing to redact: no text in the frames, "hi" typed, no secrets)."""
+    home = tmp_path / "home"
+    _record(home)
+    _cli(home, "build", SID, "--out", str(tmp_path / "raw"))
+    _cli(home, "seal", SID)
+    _cli(home, "build", "--sealed", "--out", str(tmp_path / "sealed"))
+    cols = ["episode_id", "step_index", "pyautogui", "instruction"]
+    raw = pq.read_table(tmp_path / "raw" / "data", columns=cols).to_pylist()
+    sealed = pq.read_table(tmp_path / "sealed" / "data", columns=cols).to_pylist()
+    assert sealed == raw and [r["pyautogui"] for r in sealed][:2] == [
+        "pyautogui.click(x=640, y=400)", "pyautogui.write('hi')"]
+    env = dict(os.environ, DEMOTRACE_HOME=str(home))
+    proc = subprocess.run([CLI, "build", "--sealed", "other", "--out", str(tmp_path / "x")],
+                          capture_output=True, text=True, env=env, timeout=60)
+    assert proc.returncode == 1 and "demotrace seal other" in proc.stderr
+
+
 def test_build_errors_are_clear(tmp_path: Path) -> None:
     home = tmp_path / "home"
     _record(home)

@@ -28,16 +28,38 @@ def build_cmd(
     out: Path = typer.Option(..., "--out", help="Dataset folder to write (data/*.parquet, README.md, episodes.jsonl)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a dataset already in --out."),
     max_shard_mb: float = typer.Option(500.0, "--max-shard-mb", help="Start a new Parquet shard at this size (MB)."),
+    sealed: bool = typer.Option(False, "--sealed", help="Read sealed bundles (made by `demotrace seal`) instead of the raw spool."),
     home: str | None = HomeOpt,
 ) -> None:
-    """Build the canonical dataset (Parquet, Hugging Face layout) from recorded sessions."""
+    """Build the canonical dataset (Parquet, Hugging Face layout) from recorded sessions.
+
+    With ``--sealed`` the sessions are read from their sealed (redacted) bundles in
+    ``<home>/sealed`` — the only source for data that leaves the device (DESIGN.md §2.3);
+    without it from the raw local spool (for the person's own review and for development).
+    """
+    from typing import Any
+
     from ..build import BuildSettings, episodes_from_session
     from ..export.canonical import CanonicalConfig, CanonicalWriter
 
-    _, spool = open_spool(home)
-    ids = list(session_ids or spool.session_ids())
-    if not ids:
-        raise ConfigError(f"no sessions in {spool.root}; record one with `demotrace record` or `demotrace import`")
+    open_session: Any
+    if sealed:
+        from ..paths import Paths
+        from ..privacy.bundle import bundle_ids, open_bundle, sealed_root
+
+        paths = Paths.from_env(home).ensure()
+        ids = list(session_ids or bundle_ids(paths))
+        if not ids:
+            raise ConfigError(f"no sealed bundles in {sealed_root(paths)}; create them with `demotrace seal`")
+
+        def open_session(sid: str) -> Any:
+            return open_bundle(paths, sid)
+    else:
+        _, spool = open_spool(home)
+        ids = list(session_ids or spool.session_ids())
+        if not ids:
+            raise ConfigError(f"no sessions in {spool.root}; record one with `demotrace record` or `demotrace import`")
+        open_session = spool.open
     config = CanonicalConfig(max_shard_bytes=max(1, int(max_shard_mb * 1e6)), overwrite=overwrite)
     settings = BuildSettings()
     writer = CanonicalWriter(out, config)
@@ -49,7 +71,7 @@ def build_cmd(
             task = progress.add_task("sessions", total=len(ids), steps=0)
             for sid in ids:
                 progress.update(task, description=f"session {sid}")
-                with spool.open(sid) as reader:
+                with open_session(sid) as reader:
                     for episode in episodes_from_session(reader, settings):
                         writer.add_episode(episode, reader.read_blob)
                         progress.update(task, steps=writer.summary.steps)

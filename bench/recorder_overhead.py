@@ -384,6 +384,11 @@ def analysis(res: dict[str, object]) -> list[str]:
             "grabs when the X server reports no damage since the last one (XDamage), which would remove most",
             "grabs and hashes while only the pointer moves.",
         ]
+    lines += [
+        "Disk caveat: an xterm on an empty desktop compresses far better than a busy real desktop (browser,",
+        f"images); at {res['encoded_kb_per_frame']} KB per kept frame here, expect several times the disk on real",
+        "content, which is why frames are stored at half resolution by default.",
+    ]
     return lines + [""]
 
 

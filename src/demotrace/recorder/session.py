@@ -18,6 +18,12 @@ Threads (none of them is an input hook's thread)::
   every ``flush_interval_s`` and on stop.
 - Control commands (pause, resume, task markers) travel through the same queue, so their
   markers get ``seq`` in order with the input around them.
+- Pause: nothing but markers is stored while paused (the frame thread stops grabbing and
+  empties its ring). The last ``focus_change`` / ``screen_config`` seen while paused is stored
+  at ``resume`` (stamped with the resume time) so the stream knows the state it resumes in.
+- Pause hotkey (``settings.pause_hotkey``, default Ctrl+Alt+Shift+P) is recognised here, from
+  the key events, never in the hook: the hotkey's own key press and release are not stored;
+  the modifier presses before it are (they happened while recording).
 """
 
 from __future__ import annotations

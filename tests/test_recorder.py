@@ -451,7 +451,11 @@ def test_kill_9_keeps_every_flushed_event(xvfb, dt_home: Path) -> None:
     assert sqlite3.connect(db).execute("PRAGMA integrity_check").fetchone() == ("ok",)
     assert r.manifest.ended is False
     events = list(r.iter_events())
+    batches = r.stats().batches
     r.close()
+    # batched: at most one transaction per writer tick (0.25 s) plus control markers, never per event
+    span_s = driven[-1][0] - driven[0][0]
+    assert batches <= span_s / 0.25 + 6 and batches * 3 < len(events), (batches, len(events), span_s)
     assert [e.seq for e in events] == list(range(len(events)))
     stored = "".join(e.text or "" for e in events if isinstance(e, KeyDown))
     all_driven = "".join(ch for _, ch in driven)

@@ -217,7 +217,9 @@ def create_app(config: ServerConfig, *, collector: Collector | None = None) -> F
         return {"sha256": sha256, "stored": True, "new": new}
 
     @app.post("/v1/bundles/{bundle_id}/blobs", openapi_extra={"requestBody": {
-        "required": True, "content": {BATCH_MEDIA_TYPE: {
+        "required": True, "description": f"framed blobs ({BATCH_MEDIA_TYPE}): per blob 64 hex "
+        "digits of its sha256, 16 decimal digits of its size, then its bytes",
+        "content": {"application/octet-stream": {
             "schema": {"type": "string", "format": "binary"}}}}})
     async def put_blobs(bundle_id: str, request: Request,
                         p: auth.Principal = Depends(device)) -> dict[str, Any]:

@@ -501,3 +501,29 @@ def test_overflow_is_counted_and_reported_loudly(xvfb, dt_home: Path, monkeypatc
     ku = [e for e in events if isinstance(e, KeyUp)]
     assert len(kd) + len(ku) + summary.dropped >= 40  # every driven key event is stored or counted
     assert [e.seq for e in events] == list(range(len(events)))
+
+
+def test_clicking_the_indicator_pauses(xvfb, dt_home: Path) -> None:
+    """The REC indicator is a real window: clicking it pauses, clicking again resumes."""
+    from demotrace.recorder.control import call
+
+    rec = _start_recorder(xvfb, dt_home)
+    try:
+        sock = Paths(dt_home).control_socket
+        _wait_screen_pixel(xvfb, xvfb.width - 10, 12, INDICATOR_REC)
+        for want, colour in (("paused", INDICATOR_PAUSED), ("recording", INDICATOR_REC)):
+            _xdo(xvfb, "mousemove", str(xvfb.width - 10), "12", "click", "1")
+            deadline = time.monotonic() + 10
+            while call(sock, "status")["state"] != want:
+                assert time.monotonic() < deadline, f"indicator click did not switch to {want}"
+                time.sleep(0.05)
+            _wait_screen_pixel(xvfb, xvfb.width - 10, 12, colour)
+        _stop_recorder(rec)
+    finally:
+        if rec.poll() is None:
+            rec.kill()
+            rec.communicate()
+    _spool, r = _open(dt_home)
+    markers = [e.name for e in r.iter_events() if isinstance(e, Marker)]
+    r.close()
+    assert markers == ["session_start", "pause", "resume", "session_stop"]

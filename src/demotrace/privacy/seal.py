@@ -52,7 +52,6 @@ from ..schema.events import (
     FocusChange,
     Frame,
     KeyDown,
-    KeyEvent,
     KeyUp,
     Marker,
     PointerDown,
@@ -65,7 +64,8 @@ from ..spool import Spool
 from ..spool.store import SessionReader, SessionWriter
 from .bundle import MARKER, MARKER_TEXT, REPORT, bundle_key, report_aad, sealed_root
 from .errors import RedactionError
-from .pipeline import RedactionPipeline
+from .pipeline import RedactionPipeline, _cause
+from .pipeline import _layer_of as _layer
 from .policy import Policy
 from .redact_text import merge_findings
 from .scope import Exclusions, ScopeDecision, ScopeFilter
@@ -310,18 +310,6 @@ class _Sealer:
         if isinstance(ev, Marker) and ev.instruction:
             return msgspec.structs.replace(ev, instruction=t(ev.instruction, "instruction"))
         return ev
-
-
-def _layer(exc: BaseException) -> str:
-    from .pipeline import _layer_of
-
-    return _layer_of(exc)
-
-
-def _cause(exc: BaseException) -> str:
-    from .pipeline import _cause as c
-
-    return c(exc)
 
 
 def _encode(img: Image.Image, fmt: str) -> bytes:

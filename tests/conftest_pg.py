@@ -72,7 +72,9 @@ def start_postgres(*, durable: bool = False) -> PgServer:
         raise RuntimeError("PostgreSQL binaries not found under /usr/lib/postgresql/*/bin; run "
                            "scripts/bootstrap.sh (installs Debian package postgresql)")
     bindir = PG_BIN_CANDIDATES[0]
-    root = Path(tempfile.mkdtemp(prefix="demotrace-pg-"))
+    # /tmp itself (not $TMPDIR): every parent must be traversable by the server's user, and
+    # the Unix socket path must stay under the 107-byte limit
+    root = Path(tempfile.mkdtemp(prefix="demotrace-pg-", dir="/tmp"))
     run_as: list[str] = []
     if os.geteuid() == 0:
         nobody = pwd.getpwnam("nobody")

@@ -110,3 +110,15 @@ def test_ocr_failure_drops_the_frame_and_counts_it(monkeypatch: pytest.MonkeyPat
     assert pipe.counts.dropped == {"frame:ocr:error": 1}
     assert pipe.counts.items_out["frame"] == 0
     pipe.close()
+
+
+def test_half_scale_frames_get_a_larger_ocr_upscale(redactor: TextRedactor) -> None:
+    """The recorder may store frames at scale 0.5: 16 px desktop text is then 8 px in the image.
+    With ``scale=0.5`` the sealing OCR upscales 6x instead of 3x and finds the values."""
+    kinds = ["card", "email", "aws_key", "ssn"]
+    full = render([(f"{k} {PLANTED[k][0]} end", 16) for k in kinds])
+    half = full.resize((640, 400), Image.Resampling.LANCZOS)
+    assert {"4111111111111111", "jane.roe@example.com", "536-22-8145"} <= set(
+        _leaks(" ".join(w.text for w in ocr_words(half, upscale=8)), kinds))
+    out = FrameRedactor(redactor.find).redact_batch([half], scale=0.5)[0]
+    assert _leaks(" ".join(w.text for w in ocr_words(out.image, upscale=8)), kinds) == []

@@ -162,18 +162,19 @@ class RedactionPipeline:
         """Redact one frame (see :meth:`frames_batch`)."""
         return self.frames_batch([image], stream)[0]
 
-    def frames_batch(self, images: Sequence[Image.Image], stream: object = 0) -> list[Image.Image | None]:
+    def frames_batch(self, images: Sequence[Image.Image], stream: object = 0, scale: float = 1.0) -> list[Image.Image | None]:
         """Redact consecutive frames of one stream (OCR of changed regions in one stacked
         tesseract run, boxes, re-scan). Returns the painted images; ``None`` for a frame that is
         dropped — when OCR is missing / failed / timed out or a text layer failed, the whole
         batch is dropped (nothing of it was redacted), each frame counted. After a drop the next
-        frame of ``stream`` is OCR'd whole."""
+        frame of ``stream`` is OCR'd whole. ``scale``: ``Frame.scale`` of these frames (see
+        :meth:`~demotrace.privacy.redact_image.FrameRedactor.redact_batch`)."""
         self.counts.items_in["frame"] += len(images)
         if self.frames is None:
             self.counts.dropped["frame:ocr:disabled"] += len(images)
             return [None] * len(images)
         try:
-            results = self.frames.redact_batch(images, stream)
+            results = self.frames.redact_batch(images, stream, scale)
         except Exception as exc:  # noqa: BLE001 - fail closed on anything
             self.frames.forget(stream)
             self.counts.dropped[f"frame:{_layer_of(exc)}:{_cause(exc)}"] += len(images)

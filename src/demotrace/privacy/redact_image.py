@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 import os
 import re
 import shutil
@@ -370,21 +371,27 @@ class FrameRedactor:
         """Redact one frame of ``stream`` (see :meth:`redact_batch`)."""
         return self.redact_batch([image], stream)[0]
 
-    def redact_batch(self, images: Sequence[Image.Image], stream: object = 0) -> list[FrameResult]:
+    def redact_batch(self, images: Sequence[Image.Image], stream: object = 0, scale: float = 1.0) -> list[FrameResult]:
         """Redact consecutive frames of ``stream``. Regions depend only on the original frames,
         so all of them are OCR'd in one stacked run, then boxes are decided frame by frame (with
         carried boxes), painted, and the painted regions re-scanned in a second run.
+
+        ``scale``: image pixels per desktop pixel of these frames (``Frame.scale``; the recorder
+        may store frames downscaled, e.g. 0.5). The OCR upscale factors are divided by it
+        (rounded up), so 10 px desktop text is OCR'd at the same size whatever the stored scale.
 
         Raises what :func:`ocr_words` raises — then the whole batch is unredacted and the caller
         must drop all of it; the stream is forgotten, so nothing is carried from it.
         """
         try:
-            return self._redact_batch(images, stream)
+            return self._redact_batch(images, stream, max(0.05, min(1.0, scale)))
         except BaseException:
             self._prev.pop(stream, None)
             raise
 
-    def _redact_batch(self, images: Sequence[Image.Image], stream: object) -> list[FrameResult]:
+    def _redact_batch(self, images: Sequence[Image.Image], stream: object, scale: float) -> list[FrameResult]:
+        up = math.ceil(self.upscale / scale - 1e-9)
+        rescan_up = math.ceil(self.rescan_upscale / scale - 1e-9) if self.rescan_upscale else 0
         rgbs = [im.convert("RGB") for im in images]
         arrs = [np.asarray(im) for im in rgbs]
         prev = self._prev.get(stream)
@@ -400,7 +407,7 @@ class FrameRedactor:
                 crops.append((im.crop(b), b))
                 owner.append(k)
             prev_arr = arr
-        words_per_crop = ocr_stacked(crops, upscale=self.upscale, timeout_s=self.timeout_s) if crops else []
+        words_per_crop = ocr_stacked(crops, upscale=up, timeout_s=self.timeout_s) if crops else []
         words_per_frame: list[list[Word]] = [[] for _ in rgbs]
         for k, ws in zip(owner, words_per_crop):
             words_per_frame[k] += ws
@@ -421,9 +428,9 @@ class FrameRedactor:
             boxes = list(dict.fromkeys(carried + [w.box for w, _ in flagged]))
             results.append(FrameResult(fill_boxes(im, boxes), boxes, entities, plans[k], len(carried), 0))
             prev_boxes, prev_arr = boxes, arr
-        if self.rescan_upscale and crops:
+        if rescan_up and crops:
             painted = [(results[k].image.crop(b), b) for k, (_, b) in zip(owner, crops)]
-            again = ocr_stacked(painted, upscale=self.rescan_upscale, timeout_s=self.timeout_s)
+            again = ocr_stacked(painted, upscale=rescan_up, timeout_s=self.timeout_s)
             per_frame: list[list[Word]] = [[] for _ in rgbs]
             for k, ws in zip(owner, again):
                 per_frame[k] += ws

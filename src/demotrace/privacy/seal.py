@@ -377,7 +377,8 @@ def seal_session(
         def flush() -> None:
             if not pending:
                 return
-            outs = pipe.frames_batch([im for _, im in pending], stream=pending_stream)
+            outs = pipe.frames_batch([im for _, im in pending], stream=pending_stream,
+                                     scale=pending_stream[3])  # type: ignore[index]
             for (i, _), red in zip(pending, outs):
                 if red is None:
                     done[i] = None
@@ -401,7 +402,7 @@ def seal_session(
                 pipe.counts.dropped[f"frame:decode:{type(exc).__name__}"] += 1
                 done[i] = None
                 continue
-            stream = (ev.monitor, img.width, img.height)
+            stream = (ev.monitor, img.width, img.height, ev.scale)
             if pending and (stream != pending_stream or len(pending) >= FRAME_BATCH):
                 flush()
             pending_stream = stream

@@ -2,6 +2,7 @@
 
 One command::
 
+    .venv/bin/pip install -e ".[bench]"   # presidio-image-redactor, for the baseline
     .venv/bin/python bench/privacy_leaks.py [--out out/privacy_leaks.json] [--quick]
 
 What it does, in one run on this machine:

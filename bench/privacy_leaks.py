@@ -343,6 +343,10 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=ROOT / "out" / "privacy_leaks.json")
     ap.add_argument("--quick", action="store_true", help="only 10 and 16 px frames")
     args = ap.parse_args()
+    try:
+        import presidio_image_redactor  # noqa: F401
+    except ImportError:
+        sys.exit("bench/privacy_leaks.py needs the baseline package: .venv/bin/pip install -e '.[bench]'")
     result: dict = {"machine": machine(), "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     with tempfile.TemporaryDirectory() as tmp:
         result["typed"] = typed_bench(Path(tmp))

@@ -139,3 +139,49 @@ def test_cli_exclusions(dt_home: Path) -> None:
     assert "Obsidian" not in r.invoke(app, ["exclusions", "list"]).output
     bad = r.invoke(app, ["exclusions", "remove", "app", "Nope"])
     assert bad.exit_code != 0
+
+
+# -- secret fields (demotrace.privacy.secrets): what the recorder calls per event -------------
+from demotrace.privacy.secrets import SecretKeyFilter, element_is_secret  # noqa: E402
+from demotrace.schema import Element, KeyDown, KeyUp, TextInput  # noqa: E402
+
+
+def _k(key: str, text: str | None = None, mods: tuple[str, ...] = ()) -> KeyDown:
+    return KeyDown(seq=0, t_ns=0, key=key, code="KeyA", text=text, modifiers=mods)
+
+
+def test_secret_field_rules() -> None:
+    p = default_policy()
+    el = lambda **kw: Element(seq=0, t_ns=0, **kw)  # noqa: E731
+    assert element_is_secret(p, el(role="password text", source="atspi"))
+    assert element_is_secret(p, el(source="dom", tag="input", attributes={"type": "password"}))
+    assert element_is_secret(p, el(source="dom", tag="input", attributes={"autocomplete": "cc-csc"}))
+    assert element_is_secret(p, el(source="dom", tag="input", attributes={"autocomplete": "one-time-code"}))
+    assert element_is_secret(p, el(name="Card number", role="text"))
+    assert element_is_secret(p, el(secret=True))
+    assert not element_is_secret(p, el(role="text", name="Subject"))
+
+
+def test_secret_field_drops_typing_but_keeps_navigation() -> None:
+    f = SecretKeyFilter(default_policy())
+    f.observe(FocusChange(seq=0, t_ns=0, app_id="Chromium"))
+    assert not f.should_drop(_k("a", "a"))  # standard mode, field unknown: kept
+    f.observe(Element(seq=0, t_ns=0, role="password text", source="atspi"))
+    dropped = [f.should_drop(e) for e in (
+        _k("s", "s"), _k("Backspace"), TextInput(seq=0, t_ns=0, text="é"),
+        _k("Tab"), _k("Enter"), _k("v", None, ("Control",)),
+        KeyUp(seq=0, t_ns=0, key="s", code="KeyS"))]
+    assert dropped == [True, True, True, False, False, False, True]
+    assert f.counts == {"secret_field": 4}
+    f.observe(Element(seq=0, t_ns=0, role="text", name="Comment", source="atspi"))
+    assert not f.should_drop(_k("x", "x"))
+
+
+def test_strict_mode_drops_printable_keys_into_unknown_fields() -> None:
+    strict = Policy.from_toml('version = 1\nnotice = "n"\n[secrets]\nstrictness = "strict"\n')
+    f = SecretKeyFilter(strict)
+    f.observe(FocusChange(seq=0, t_ns=0, app_id="XTerm"))
+    assert [f.should_drop(e) for e in (_k("a", "a"), _k("Enter"), _k("c", None, ("Control",)))] == [True, False, False]
+    assert f.counts == {"strict_unknown_field": 1}
+    f.observe(Element(seq=0, t_ns=0, role="terminal", source="atspi"))  # identified, not secret
+    assert not f.should_drop(_k("a", "a"))

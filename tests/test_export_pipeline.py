@@ -1,5 +1,5 @@
-"""End to end through the CLI: a spool session of real schema-v1 events → `demotrace build`
-(the reduction engineer's episodes_from_session) → every `demotrace export` format → each
+"""End to end through the CLI: a spool session of real schema-v1 events → `demotrace seal` →
+`demotrace build` (reads only sealed bundles; the reduction engineer's episodes_from_session) → every `demotrace export` format → each
 output loads with the tool its users have (datasets, json, tarfile) → `demotrace replay`.
 
 Expected values worked out by hand: screen 1280x800; frame k is captured at k seconds;
@@ -17,6 +17,7 @@ import tarfile
 from pathlib import Path
 
 import pyarrow.parquet as pq
+import pytest
 from export_support import encode, frame_image
 from PIL import Image
 
@@ -95,9 +96,18 @@ def _cli(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return proc
 
 
-def test_record_build_export_replay(tmp_path: Path) -> None:
-    home = tmp_path / "home"
+@pytest.fixture(scope="module")
+def sealed_home(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[int, Image.Image]]:
+    """A home with the recorded session sealed once (sealing loads the redaction models: the
+    slowest part of these tests, so the module shares it)."""
+    home = tmp_path_factory.mktemp("sealed") / "home"
     images = _record(home)
+    _cli(home, "seal", SID)
+    return home, images
+
+
+def test_record_build_export_replay(tmp_path: Path, sealed_home: tuple[Path, dict[int, Image.Image]]) -> None:
+    home, images = sealed_home
     ds = tmp_path / "ds"
     _cli(home, "build", SID, "--out", str(ds))
     table = pq.read_table(ds / "data")
@@ -155,23 +165,35 @@ def test_record_build_export_replay(tmp_path: Path) -> None:
     assert "Greet the team" in page and page.count('class="step"') == 4
 
 
-def test_build_from_sealed_bundle(tmp_path: Path) -> None:
-    """`demotrace seal` then `demotrace build --sealed`: the same steps as from the raw spool
-    (this session has nothing to redact: no text in the frames, "hi" typed, no secrets)."""
+def test_build_reads_only_sealed_bundles(tmp_path: Path, sealed_home: tuple[Path, dict[int, Image.Image]]) -> None:
+    """DESIGN.md principle 3: `build` never reads the raw spool. An unsealed session is refused
+    with the fix; after `demotrace seal` the default build (every bundle) and a build from the
+    bundle's folder path give the same rows (this session has nothing to redact: no text in
+    the frames, "hi" typed, no secrets)."""
     home = tmp_path / "home"
     _record(home)
-    _cli(home, "build", SID, "--out", str(tmp_path / "raw"))
-    _cli(home, "seal", SID)
-    _cli(home, "build", "--sealed", "--out", str(tmp_path / "sealed"))
-    cols = ["episode_id", "step_index", "pyautogui", "instruction"]
-    raw = pq.read_table(tmp_path / "raw" / "data", columns=cols).to_pylist()
-    sealed = pq.read_table(tmp_path / "sealed" / "data", columns=cols).to_pylist()
-    assert sealed == raw and [r["pyautogui"] for r in sealed][:2] == [
-        "pyautogui.click(x=640, y=400)", "pyautogui.write('hi')"]
     env = dict(os.environ, DEMOTRACE_HOME=str(home))
-    proc = subprocess.run([CLI, "build", "--sealed", "other", "--out", str(tmp_path / "x")],
+    for args in ([SID], []):  # named, and the default (no bundles at all yet)
+        proc = subprocess.run([CLI, "build", *args, "--out", str(tmp_path / "x")],
+                              capture_output=True, text=True, env=env, timeout=60)
+        assert proc.returncode == 1 and f"demotrace seal {SID}" in " ".join(proc.stderr.split()), proc.stderr
+    assert not list((tmp_path / "x").glob("data/*.parquet"))
+    raw_home = home
+    home = sealed_home[0]  # the same session after `demotrace seal`
+    _cli(home, "build", "--out", str(tmp_path / "all"))
+    _cli(home, "build", str(home / "sealed" / SID), "--out", str(tmp_path / "bypath"))
+    cols = ["episode_id", "step_index", "pyautogui", "instruction"]
+    rows = pq.read_table(tmp_path / "all" / "data", columns=cols).to_pylist()
+    assert pq.read_table(tmp_path / "bypath" / "data", columns=cols).to_pylist() == rows
+    assert [r["pyautogui"] for r in rows] == [
+        "pyautogui.click(x=640, y=400)", "pyautogui.write('hi')",
+        "pyautogui.scroll(-2, x=100, y=700)", "computer.terminate(status='success')"]
+    assert rows[0]["instruction"] == "Greet the team"
+    # a folder that is not a sealed bundle (the raw spool session) is refused too
+    proc = subprocess.run([CLI, "build", str(raw_home / "spool" / SID), "--out", str(tmp_path / "y")],
                           capture_output=True, text=True, env=env, timeout=60)
-    assert proc.returncode == 1 and "demotrace seal other" in proc.stderr
+    err = " ".join(proc.stderr.split())
+    assert proc.returncode == 1 and "not a sealed bundle" in err and f"demotrace seal {SID}" in err
 
 
 def test_build_errors_are_clear(tmp_path: Path) -> None:
@@ -200,6 +222,14 @@ def test_ducktrack_example_import_build_agentnet(tmp_path: Path, shared_data: Pa
     Paths.from_env(str(home)).ensure()
     DataKey.create(Paths.from_env(str(home)).key_file)
     sid = _cli(home, "import", str(shared_data / "ducktrack-example")).stdout.strip().splitlines()[-1]
+    # the example was recorded long ago: keep the raw session past the default 7-day retention
+    # so that it can be sealed (build reads only sealed bundles)
+    from importlib import resources
+
+    policy = resources.files("demotrace.privacy").joinpath("default_policy.toml").read_text("utf-8")
+    assert "\nraw_days = 7\n" in policy
+    (home / "policy.toml").write_text(policy.replace("\nraw_days = 7\n", "\nraw_days = 100000\n"))
+    _cli(home, "seal", sid)
     _cli(home, "build", sid, "--out", str(tmp_path / "ds"))
     _cli(home, "export", "--format", "agentnet", "--dataset", str(tmp_path / "ds"), "--out", str(tmp_path / "an"))
     task = json.loads((tmp_path / "an" / "agentnet.jsonl").read_text().splitlines()[0])

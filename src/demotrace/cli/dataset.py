@@ -1,8 +1,9 @@
 """``demotrace build``, ``export`` and ``replay``: recordings → canonical dataset → formats.
 
-- ``build [SESSION_ID ...] --out DIR``: reduce spool sessions (all by default) to episodes with
-  :func:`demotrace.build.episodes_from_session` and write the canonical Parquet dataset
-  (:mod:`demotrace.export.canonical`), with a progress bar.
+- ``build [BUNDLE ...] --out DIR``: reduce sealed bundles (session ids or bundle folders; every
+  bundle in ``<home>/sealed`` by default — never the raw spool, DESIGN.md principle 3) to
+  episodes with :func:`demotrace.build.episodes_from_session` and write the canonical Parquet
+  dataset (:mod:`demotrace.export.canonical`), with a progress bar.
 - ``export --format F --dataset DIR --out OUT``: convert the canonical dataset (never the
   spool) with a registered exporter; lossy conversions are printed and written to
   ``OUT/summary.json``.
@@ -11,55 +12,86 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from ..errors import ConfigError
-from .common import console, open_spool
+from .common import console
 
 HomeOpt = typer.Option(None, "--home", help="demotrace home folder (default $DEMOTRACE_HOME or ~/.local/share/demotrace).")
 
 
+def _bundle_sources(paths: Any, bundles: list[str]) -> list[tuple[str, Callable[[], Any]]]:
+    """``(label, open)`` per sealed bundle to build: every bundle in ``<home>/sealed`` when
+    ``bundles`` is empty, else each given session id or bundle folder path.
+
+    Never opens the raw spool (DESIGN.md principle 3): for an id that has no bundle it only
+    checks whether a raw session folder of that name exists, to name the fix.
+
+    Raises:
+        ConfigError: no sealed bundles at all (the message names ``demotrace seal``).
+        SessionNotFound: a given id / path is not a sealed bundle (the message names
+            ``demotrace seal ID`` when the session was recorded but not sealed).
+    """
+    from ..errors import SessionNotFound
+    from ..privacy.bundle import MARKER, BundleReader, bundle_ids, bundle_key, open_bundle, sealed_root
+
+    if not bundles:
+        ids = bundle_ids(paths)
+        if not ids:
+            raw = sorted(p.name for p in paths.spool.iterdir() if p.is_dir()) if paths.spool.is_dir() else []
+            hint = (f"; {len(raw)} recorded session(s) are not sealed yet: run `demotrace seal` "
+                    f"(e.g. `demotrace seal {raw[0]}`)") if raw else "; record with `demotrace record`, then `demotrace seal`"
+            raise ConfigError(f"no sealed bundles in {sealed_root(paths)}{hint}")
+        return [(sid, lambda sid=sid: open_bundle(paths, sid)) for sid in ids]
+    out: list[tuple[str, Callable[[], Any]]] = []
+    for b in bundles:
+        folder = Path(b)
+        if "/" in b or (folder.is_dir() and (folder / MARKER).is_file()):
+            if not (folder / MARKER).is_file():
+                raise SessionNotFound(f"{folder} is not a sealed bundle (no {MARKER} marker); "
+                                      f"seal the session with `demotrace seal {folder.name}`")
+            out.append((folder.name, lambda folder=folder: BundleReader(folder, bundle_key(paths))))
+            continue
+        if not (sealed_root(paths) / b / MARKER).is_file():
+            if (paths.spool / b).is_dir():
+                raise SessionNotFound(
+                    f"session {b} was recorded but not sealed; `demotrace build` reads only sealed "
+                    f"bundles (DESIGN.md principle 3): run `demotrace seal {b}` first")
+            raise SessionNotFound(f"no sealed bundle or session {b!r} in {paths.home} "
+                                  f"(see `demotrace sessions list`; seal with `demotrace seal {b}`)")
+        out.append((b, lambda b=b: open_bundle(paths, b)))
+    return out
+
+
 def build_cmd(
-    session_ids: list[str] = typer.Argument(None, help="Sessions to build (default: every session in the spool)."),
+    bundles: list[str] = typer.Argument(None, help="Sealed bundles to build: session ids or bundle folders "
+                                        "(default: every bundle in <home>/sealed)."),
     out: Path = typer.Option(..., "--out", help="Dataset folder to write (data/*.parquet, README.md, episodes.jsonl)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a dataset already in --out."),
     max_shard_mb: float = typer.Option(500.0, "--max-shard-mb", help="Start a new Parquet shard at this size (MB)."),
-    sealed: bool = typer.Option(False, "--sealed", help="Read sealed bundles (made by `demotrace seal`) instead of the raw spool."),
+    sealed: bool = typer.Option(False, "--sealed", hidden=True,
+                                help="Accepted for compatibility; build always reads sealed bundles."),
     home: str | None = HomeOpt,
 ) -> None:
-    """Build the canonical dataset (Parquet, Hugging Face layout) from recorded sessions.
+    """Build the canonical dataset (Parquet, Hugging Face layout) from sealed bundles.
 
-    With ``--sealed`` the sessions are read from their sealed (redacted) bundles in
-    ``<home>/sealed`` — the only source for data that leaves the device (DESIGN.md §2.3);
-    without it from the raw local spool (for the person's own review and for development).
+    Reads only the sealed (redacted) bundles written by ``demotrace seal`` — never the raw
+    spool, locally too (DESIGN.md principle 3: nothing but ``seal`` and ``review`` reads it).
+    A session that was not sealed is refused with the fix: ``demotrace seal ID``.
     """
-    from typing import Any
-
     from ..build import BuildSettings, episodes_from_session
     from ..export.canonical import CanonicalConfig, CanonicalWriter
+    from ..paths import Paths
 
-    open_session: Any
-    if sealed:
-        from ..paths import Paths
-        from ..privacy.bundle import bundle_ids, open_bundle, sealed_root
-
-        paths = Paths.from_env(home).ensure()
-        ids = list(session_ids or bundle_ids(paths))
-        if not ids:
-            raise ConfigError(f"no sealed bundles in {sealed_root(paths)}; create them with `demotrace seal`")
-
-        def open_session(sid: str) -> Any:
-            return open_bundle(paths, sid)
-    else:
-        _, spool = open_spool(home)
-        ids = list(session_ids or spool.session_ids())
-        if not ids:
-            raise ConfigError(f"no sessions in {spool.root}; record one with `demotrace record` or `demotrace import`")
-        open_session = spool.open
+    del sealed  # always sealed
+    paths = Paths.from_env(home).ensure()
+    sources = _bundle_sources(paths, list(bundles or ()))
     config = CanonicalConfig(max_shard_bytes=max(1, int(max_shard_mb * 1e6)), overwrite=overwrite)
     settings = BuildSettings()
     writer = CanonicalWriter(out, config)
@@ -68,10 +100,10 @@ def build_cmd(
                         transient=False)
     try:
         with progress:
-            task = progress.add_task("sessions", total=len(ids), steps=0)
-            for sid in ids:
-                progress.update(task, description=f"session {sid}")
-                with open_session(sid) as reader:
+            task = progress.add_task("bundles", total=len(sources), steps=0)
+            for label, open_source in sources:
+                progress.update(task, description=f"bundle {label}")
+                with open_source() as reader:
                     for episode in episodes_from_session(reader, settings):
                         writer.add_episode(episode, reader.read_blob)
                         progress.update(task, steps=writer.summary.steps)

@@ -23,8 +23,9 @@ before the X11 ``pointer_down`` and become the target of the typing run that cli
 When no recorder runs, reports are dropped (nothing is recorded outside a recording) and the
 host retries connecting at most once per :data:`RECONNECT_S`.
 
-The host answers the extension only with ``{"type": "status", "recording": bool}`` after a
-change of the recorder's availability.
+The extension opens with ``{"type": "hello"}`` (the host then connects to the recorder); the
+host answers only with ``{"type": "status", "recording": bool}`` after a change of the
+recorder's availability (the service worker keeps it in ``recording``).
 """
 
 from __future__ import annotations
@@ -120,19 +121,22 @@ class Forwarder:
         """True while a connection to the recorder is open."""
         return self._client is not None
 
-    def send(self, event: dict[str, Any]) -> bool:
-        """Forward one event; False if it was dropped or rejected."""
-        if self._client is None:
-            if time.monotonic() < self._next_try:
-                self.dropped += 1
-                return False
+    def connect(self) -> bool:
+        """Open the connection if none is open (at most one attempt per :data:`RECONNECT_S`);
+        True if connected."""
+        if self._client is None and time.monotonic() >= self._next_try:
             try:
                 self._client = self._client_cls(self.socket_path, timeout=5.0)
             except ControlError as exc:
                 self.last_error = str(exc)
                 self._next_try = time.monotonic() + RECONNECT_S
-                self.dropped += 1
-                return False
+        return self._client is not None
+
+    def send(self, event: dict[str, Any]) -> bool:
+        """Forward one event; False if it was dropped or rejected."""
+        if not self.connect():
+            self.dropped += 1
+            return False
         try:
             rep = self._client.request("browser_event", event=event)
         except ControlError as exc:
@@ -193,6 +197,8 @@ def serve(stdin: BinaryIO, stdout: BinaryIO, socket_path: Path, browser_pid: int
                 continue
             if event is not None:
                 fwd.send(event)
+            elif report.get("type") == "hello":
+                fwd.connect()
             if fwd.connected != was:
                 was = fwd.connected
                 write_message(stdout, {"type": "status", "recording": was})

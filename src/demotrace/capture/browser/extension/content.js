@@ -3,7 +3,7 @@
 // Runs in every frame (all_frames) of every normal window; never in incognito windows (the
 // manifest says "incognito": "not_allowed", and inIncognitoContext is checked again here).
 //
-// Per action (pointerdown, keyboard-made click, wheel, keydown, focusin, change) it sends one
+// Per action (pointerdown, keyboard-made click, wheel, keydown, focusin, a select's change) it sends one
 // message {type: "action", event, t_epoch_ms, element, view, pointer, frame_offset, url, title}:
 //   element: tag, role, name (accessible name), id, selector (re-finds the element after a
 //            reload; " >>> " steps into an open shadow root or a same-origin iframe), a few
@@ -33,6 +33,7 @@
   let lastPointer = null;
   let lastWheel = 0;
   let lastKeyTarget = null;
+  let lastPress = { el: null, t: -1e9 };
 
   function nodeId(el) {
     // A per-page node number, stable for the page's life (Mind2Web's backend_node_id role).
@@ -183,8 +184,8 @@
       if (v !== null) attrs[a] = v.length > 200 ? v.slice(0, 200) : v;
     }
     const tag = el.tagName.toLowerCase();
-    if (withValue && !secret) {
-      if (tag === "select") {
+    if ((withValue || tag === "select") && !secret) {
+      if (tag === "select") {  // the shown option is on screen anyway: always reported
         const opt = el.selectedOptions && el.selectedOptions[0];
         attrs.value = el.value;
         if (opt) attrs.selected_text = clip(opt.textContent);
@@ -277,6 +278,7 @@
   window.addEventListener("pointerdown", (e) => {
     if (!e.isPrimary) return;
     const el = deepTarget(e);
+    lastPress = { el, t: e.timeStamp };
     send("pointerdown", e, el, window === window.top ? { snapshot: snapshot() } : {});
   }, opts);
   window.addEventListener("click", (e) => {
@@ -289,16 +291,20 @@
   }, opts);
   window.addEventListener("keydown", (e) => {
     const el = deepTarget(e) || document.activeElement;
-    if (el === lastKeyTarget && !isSecret(el)) return;  // once per field, no key ever sent
+    if (el === lastKeyTarget) return;  // once per field (never per key: that would give away lengths)
     lastKeyTarget = el;
     send("keydown", e, el);
   }, opts);
   window.addEventListener("focusin", (e) => {
     lastKeyTarget = null;
-    send("focusin", e, deepTarget(e));
+    const el = deepTarget(e);
+    if (el === lastPress.el && e.timeStamp - lastPress.t < 500) return;  // focus made by that press
+    send("focusin", e, el);
   }, opts);
   window.addEventListener("change", (e) => {
+    // Selects only (select_option): typed text is recorded from the keys, and a text field's
+    // change fires when the next click moves the focus, where it would pose as that click's target.
     const el = deepTarget(e);
-    if (el && !isSecret(el)) send("change", e, el);
+    if (el && el.tagName === "SELECT" && !isSecret(el)) send("change", e, el);
   }, opts);
 })();

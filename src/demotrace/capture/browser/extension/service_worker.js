@@ -8,6 +8,7 @@
 
 const HOST = "org.demotrace.browser";
 let port = null;
+let recording = false;  // the host's last word: is a recorder receiving our reports?
 let retryAt = 0;
 const zoomByTab = new Map();
 let chain = Promise.resolve();  // keeps reports in arrival order across async look-ups
@@ -16,7 +17,10 @@ function connect() {
   if (port || Date.now() < retryAt) return port;
   try {
     port = chrome.runtime.connectNative(HOST);
+    port.onMessage.addListener((m) => { if (m && m.type === "status") recording = !!m.recording; });
+    port.postMessage({ type: "hello" });
     port.onDisconnect.addListener(() => {
+      recording = false;
       // the host exits when it cannot run; retry at most every 2 s
       void chrome.runtime.lastError;
       port = null;

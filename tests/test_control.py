@@ -84,7 +84,10 @@ _CLIENT = textwrap.dedent(
     except OSError as exc:
         out["connect_error"] = type(exc).__name__
     else:
-        s.sendall(b'{"cmd": "pause"}\\n')
+        try:
+            s.sendall(b'{"cmd": "pause"}\\n')
+        except OSError:  # the server may refuse and hang up before our request is sent
+            pass
         out["reply"] = json.loads(s.makefile("rb").readline())
     print(json.dumps(out))
     """

@@ -187,6 +187,7 @@ def test_recorded_session_replay_shows_screen_before_click(xvfb, browser, tmp_pa
         app.kill()
         app.communicate()  # reaps it and closes its pipes
     ds = tmp_path / "ds"
+    _demotrace(home, "seal", env=dict(os.environ, COLUMNS="200"))  # build reads only sealed bundles
     _demotrace(home, "build", "--out", str(ds), env=dict(os.environ, COLUMNS="200"))
     import json
 

@@ -51,10 +51,12 @@ def test_layout_and_pyarrow(built) -> None:
     # drag keeps its path
     assert [(p["x"], p["y"]) for p in rows[5]["action"]["path"]] == [(100, 100), (200, 150), (300, 200)]
     # episode B: frame is the left monitor (-1280, 0) at half size; click at (-640, 200)
-    # -> norm ((-640 + 1280) / 1280, 200 / 800) = (0.5, 0.25); image pixels (320, 100)
+    # -> norm ((-640 + 1280) / 1280, 200 / 800) = (0.5, 0.25); pyautogui takes SCREEN pixels
+    # relative to that monitor's origin: (-640 - -1280, 200 - 0) = (640, 200), not the
+    # half-size image's (320, 100)
     b0 = rows[9]
     assert (b0["action"]["x_norm"], b0["action"]["y_norm"]) == (0.5, 0.25)
-    assert b0["pyautogui"] == "pyautogui.rightClick(x=320, y=100)"
+    assert b0["pyautogui"] == "pyautogui.rightClick(x=640, y=200)"
     assert b0["instruction"] is None
     # images are the stored bytes, unchanged
     for r in rows:

@@ -25,8 +25,11 @@ Columns (see :data:`FEATURES`):
   coordinates in physical desktop pixels) plus ``x_norm``/``y_norm``/``x2_norm``/``y2_norm``
   (0–1 relative to the observation, null without one); ``action_json``: the complete action
   (pre-move trace, source event seqs, context, target) as JSON.
-- ``pyautogui``: the action as pyautogui code in **observation image pixels** (desktop pixels
-  when there is no observation) — see :mod:`demotrace.export.pyautogui`.
+- ``pyautogui``: the action as pyautogui code in **screen pixels**: physical desktop pixels
+  relative to the top-left corner of the observed screen (``observation.bounds``; the
+  episode's screen when there is no observation), so the code runs unchanged on the recorded
+  screen even when the stored frame is downscaled (to draw on the image, use ``*_norm`` ×
+  image size) — see :mod:`demotrace.export.pyautogui`.
 - ``target`` (role, name, bounds, source, selector, tag, attributes_json), ``context``
   (window_id, app_id, title, url, window_bounds): null when unknown.
 - ``t_start_ns``, ``t_end_ns``: first / last raw event of the action (session monotonic ns).
@@ -216,12 +219,14 @@ def step_row(episode: Episode, step: Step, image_bytes: bytes | None) -> dict[st
     xn, yn = norm(a.x, a.y)
     x2n, y2n = norm(a.x2, a.y2)
     adict = msgspec.to_builtins(a)
-    if frame is not None:
-        def point(x: float, y: float) -> tuple[Any, Any]:
-            return coords.convert(frame, x, y, "pixels")
-    else:
-        def point(x: float, y: float) -> tuple[Any, Any]:
-            return round(x), round(y)
+    # pyautogui takes SCREEN pixels, not observation-image pixels (the recorder may store
+    # downscaled frames): desktop pixels relative to the observed screen's origin, so the code
+    # runs as-is on the recorded screen (without an observation: the episode's screen).
+    origin = (obs.bounds.x, obs.bounds.y) if obs is not None else (
+        (episode.screen.x, episode.screen.y) if episode.screen is not None else (0, 0))
+
+    def point(x: float, y: float) -> tuple[Any, Any]:
+        return round(x - origin[0]), round(y - origin[1])
     code = action_code(adict, point).code
     t = a.target
     c = a.context
@@ -524,7 +529,9 @@ steps: {summary.steps} ({summary.steps_without_observation} without an observati
   pixels; `gap_ns` = action start − frame capture (never negative).
 - `action`: canonical action, coordinates in physical desktop pixels; `*_norm` are 0–1
   relative to the observation; `action_json` holds the full record.
-- `pyautogui`: the action as pyautogui code in observation image pixels.
+- `pyautogui`: the action as pyautogui code in screen pixels (physical desktop pixels
+  relative to the observed screen's top-left corner): it runs as-is on the recorded screen,
+  even when `image` is stored downscaled. To point on the image use `*_norm` × image size.
 - Times are nanoseconds on the recording's monotonic clock; no wall-clock time is stored.
 - `episodes.jsonl` (beside `data/`, not a loadable config): one line per episode — `episode_id`, `session_id`,
   `index`, `instruction` (null = unknown), `status`, `segmented_by`, `t_start_ns`,

@@ -6,9 +6,10 @@ bh)`` (physical pixels) as an image of ``width`` x ``height`` image pixels. A de
 ``(x, y)`` maps to:
 
 - ``pixels`` — image pixels of the observation: ``((x - bx) * width / bw, (y - by) * height /
-  bh)``. Equal to desktop pixels when the frame is the full, unscaled desktop at (0, 0), which
-  is what OSWorld's computer_13 / pyautogui action space expects (its ``X_MAX``/``Y_MAX`` are
-  the screenshot size, ``desktop_env/actions.py``).
+  bh)``, for models shown that image (sft-chat). Not what pyautogui takes: pyautogui (the
+  canonical ``pyautogui`` column, OSWorld's computer_13 whose screenshots are the screen at
+  full size) uses **screen pixels** ``(x - bx, y - by)``, which differ from image pixels when
+  the recorder stored a downscaled frame.
 - ``norm1`` — 0–1 relative to the image: ``(x - bx) / bw``, ``(y - by) / bh``; AgentNet /
   OpenCUA write these with 4 decimals (``pyautogui.click(x=0.1632, y=0.2711)`` in the
   xlangai/AgentNet dataset card).

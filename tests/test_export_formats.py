@@ -140,10 +140,15 @@ def test_osworld_round_trip(built) -> None:
     assert (out / A / "result.txt").read_text() == "1.0\n"
     task = json.loads((out / A / "task.json").read_text())
     assert task["instruction"] == "Say hello in gedit"
-    # episode B: screenshot pixels of the half-size frame: (-640 + 1280) / 2 = 320, 200 / 2 = 100
+    # episode B: SCREEN pixels of the left monitor at (-1280, 0) (OSWorld screenshots are the
+    # screen at full size): (-640 + 1280, 200 - 0) = (640, 200); the half-size 640x400 frame
+    # is written scaled up to the monitor's 1280x800 and reported
     b = [json.loads(x) for x in (out / B / "traj.jsonl").read_text().splitlines()]
     assert [ln["action"] for ln in b] == [
-        {"action_type": "RIGHT_CLICK", "parameters": {"x": 320, "y": 100}}, {"action_type": "FAIL"}]
+        {"action_type": "RIGHT_CLICK", "parameters": {"x": 640, "y": 200}}, {"action_type": "FAIL"}]
+    with Image.open(out / B / "initial_state.png") as im:
+        assert im.size == (1280, 800)
+    assert s.lossy_count("screenshot_rescaled") == 2  # B's right-click and its FAIL step
     assert (out / B / "result.txt").read_text() == "0.0\n"
     # non-ASCII typing is lossy for OSWorld (pyautogui.typewrite cannot type it)
     assert s.lossy_count("non_ascii_typing") == 1

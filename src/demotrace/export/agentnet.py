@@ -16,6 +16,11 @@ Field list, from the xlangai/AgentNet dataset card ("Data Structure") and the Op
   generated from the canonical action and target. ``last_step_correct`` /
   ``last_step_redundant`` come from AgentNet's reflector; recordings are taken as correct and
   not redundant (true / false).
+- Coordinates are relative to the observed screen (``(x - bx) / bw`` with the observation's
+  desktop ``bounds``), so they do not depend on the stored frame's size (a downscaled frame
+  gives the same numbers). Held modifiers and auto-repeat counts are written as in
+  :mod:`demotrace.export.pyautogui` (``keyDown('ctrl')`` … ``keyUp('ctrl')``,
+  ``press('x', presses=n)``); empty typing is dropped (``empty_text_dropped``).
 - ``image`` is a file name in ``images/`` beside the JSONL (PNG), or null when no frame was
   captured before the action (reported as ``no_observation``).
 
@@ -41,7 +46,7 @@ from .base import (
     step_frame,
 )
 from .canonical import CanonicalDataset
-from .pyautogui import ScrollSettings, action_code, validate_code
+from .pyautogui import ScrollSettings, action_code, is_empty_typing, validate_code
 
 NAME = "agentnet"
 
@@ -88,6 +93,10 @@ def export(dataset: CanonicalDataset, out: Path, config: AgentNetConfig = AgentN
                     image_name, data = image_file(row, config.image_format, f"{eid}-{row['step_index']:04d}")
                     (images / image_name).write_bytes(data)
                     summary.files += 1
+                if is_empty_typing(a):
+                    summary.add_lossy("empty_text_dropped", eid, row["step_index"],
+                                      "typing edited away to nothing: step dropped")
+                    continue
                 if frame is None and a["type"] not in ("done", "fail") and a.get("x") is not None:
                     summary.add_lossy("no_frame_for_coordinates", eid, row["step_index"],
                                       "no observation and no screen size: step dropped")

@@ -147,6 +147,17 @@ def prepare_out(out: Path, overwrite: bool) -> Path:
 def describe(action: dict[str, Any], target: dict[str, Any] | None = None) -> str:
     """A short natural-language description of a canonical action, for history text and
     AgentNet's ``action`` field (e.g. ``Click the "OK" button``, ``Type "hello"``)."""
+    text = _describe(action, target)
+    t = action["type"]
+    mods = [str(k) for k in action.get("keys") or ()] if t in ("click", "drag", "scroll") else []
+    if mods:
+        text = f"{text} while holding {'+'.join(mods)}"
+    if t in ("key", "hotkey") and (action.get("count") or 1) > 1:
+        text += f" {action['count']} times"
+    return text
+
+
+def _describe(action: dict[str, Any], target: dict[str, Any] | None) -> str:
     t = action["type"]
     name = (target or {}).get("name") if target else None
     role = (target or {}).get("role") if target else None

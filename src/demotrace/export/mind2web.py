@@ -263,6 +263,13 @@ def _task(info: dict[str, Any], rows: list[dict[str, Any]], summary: ExportSumma
             continue
         _close_select(select_open, actions, reprs, eid, summary)
         select_open = None
+        if a["type"] == "click" and a.get("keys"):
+            summary.add_lossy("modifiers_unsupported", eid, si,
+                              f"{'+'.join(a['keys'])}-click has no Mind2Web operation: left out (not a plain CLICK)")
+            continue
+        if a["type"] == "type" and not (a.get("text") or ""):
+            summary.add_lossy("empty_text_dropped", eid, si, "typing edited away to nothing: left out")
+            continue
         op = _op_for(row)
         if op is None:
             summary.add_lossy("unsupported_action", eid, si, f"{a['type']} has no Mind2Web operation: left out")

@@ -5,7 +5,17 @@ Action space, from OSWorld ``desktop_env/actions.py`` (``ACTION_SPACE``): ``MOVE
 {x, y}, ``DOUBLE_CLICK`` {x, y}, ``DRAG_TO`` {x, y} (left button), ``SCROLL`` {dx, dy} (ints,
 no position: preceded by ``MOVE_TO``), ``TYPING`` {text}, ``PRESS`` {key}, ``KEY_DOWN`` /
 ``KEY_UP`` {key}, ``HOTKEY`` {keys}, ``WAIT``, ``FAIL``, ``DONE``. Keys are pyautogui key names
-(``KEYBOARD_KEYS``). Coordinates are screenshot pixels (integers here).
+(``KEYBOARD_KEYS``). Coordinates are **screen pixels** (integers): OSWorld runs them with
+pyautogui on the VM screen and its screenshots are the screen at full size (``X_MAX`` /
+``Y_MAX`` = screen size). Here: physical desktop pixels relative to the observed screen's
+top-left corner. When the recorder stored a downscaled frame, the screenshot PNG is scaled
+back up to the screen size (Lanczos; reported as ``screenshot_rescaled``) so that pixels of
+the file and of the actions agree.
+
+Held modifiers (Ctrl-click, Shift-drag, Ctrl+wheel) become ``KEY_DOWN`` lines before the
+action and ``KEY_UP`` lines after it. Auto-repeated keys (``count`` n > 1) become n ``PRESS``
+lines; an auto-repeated hotkey becomes ``KEY_DOWN`` modifiers, n ``PRESS`` of its last key,
+``KEY_UP``. Empty typing (``empty_text``) is dropped (``empty_text_dropped``).
 
 Trajectory lines, from OSWorld ``lib_run_single.py``: ``{"step_num", "action_timestamp",
 "action", "reward", "done", "info", "screenshot_file"}``; one line per computer_13 action, so a
@@ -39,7 +49,14 @@ from typing import Any
 from . import coords
 from .base import ExportSummary, note_unknown_outcome, prepare_out, step_frame, to_png
 from .canonical import CanonicalDataset
-from .pyautogui import ScrollSettings, is_known_key, key_name
+from .pyautogui import (
+    ScrollSettings,
+    held_modifiers,
+    is_empty_typing,
+    is_known_key,
+    key_name,
+    press_count,
+)
 
 NAME = "osworld"
 
@@ -72,15 +89,29 @@ def computer13(action: dict[str, Any], frame: coords.Frame | None, *,
                pixels_per_tick: float = ScrollSettings.pixels_per_tick) -> tuple[list[dict[str, Any]], list[tuple[str, str]]]:
     """computer_13 action dicts for one canonical action, and the lossy conversions made.
 
-    ``frame`` converts desktop pixels to screenshot pixels (required for pointer actions).
+    ``frame``: the observed screen; desktop pixels become screen pixels relative to its
+    origin (``frame.bx``, ``frame.by``) — required for pointer actions. Held modifiers of a
+    click / drag / scroll wrap it in ``KEY_DOWN`` / ``KEY_UP``.
     """
+    acts, lossy = _computer13(action, frame, pixels_per_tick)
+    mods = held_modifiers(action)
+    if mods:
+        for m in mods:
+            if not is_known_key(m):
+                lossy.append(("unknown_key", f"{m!r} is not in KEYBOARD_KEYS"))
+        acts = ([{"action_type": "KEY_DOWN", "parameters": {"key": m}} for m in mods] + acts
+                + [{"action_type": "KEY_UP", "parameters": {"key": m}} for m in reversed(mods)])
+    return acts, lossy
+
+
+def _computer13(action: dict[str, Any], frame: coords.Frame | None,
+                pixels_per_tick: float) -> tuple[list[dict[str, Any]], list[tuple[str, str]]]:
     t = action["type"]
     lossy: list[tuple[str, str]] = []
 
     def xy(xk: str = "x", yk: str = "y") -> dict[str, int]:
         assert frame is not None, "pointer action without a coordinate frame"
-        px, py = coords.convert(frame, float(action[xk]), float(action[yk]), "pixels")
-        return {"x": int(px), "y": int(py)}
+        return {"x": round(float(action[xk]) - frame.bx), "y": round(float(action[yk]) - frame.by)}
 
     def a(kind: str, **params: Any) -> dict[str, Any]:
         return {"action_type": kind, "parameters": params}
@@ -117,10 +148,14 @@ def computer13(action: dict[str, Any], frame: coords.Frame | None, *,
         for k in keys:
             if not is_known_key(k):
                 lossy.append(("unknown_key", f"{k!r} is not in KEYBOARD_KEYS"))
+        n = press_count(action) if t in ("key", "hotkey") else 1
+        if t == "hotkey" and n > 1:  # modifiers held while the last key auto-repeated
+            return ([a("KEY_DOWN", key=m) for m in keys[:-1]] + [a("PRESS", key=keys[-1])] * n
+                    + [a("KEY_UP", key=m) for m in reversed(keys[:-1])]), lossy
         if t == "hotkey":
             return [a("HOTKEY", keys=keys)], lossy
         kind = {"key": "PRESS", "key_down": "KEY_DOWN", "key_up": "KEY_UP"}[t]
-        return [a(kind, key=k) for k in keys], lossy
+        return [a(kind, key=k) for k in keys] * n, lossy
     if t in ("mouse_down", "mouse_up"):
         kind = "MOUSE_DOWN" if t == "mouse_down" else "MOUSE_UP"
         out = [a("MOVE_TO", **xy())] if action.get("x") is not None else []
@@ -140,10 +175,22 @@ def computer13(action: dict[str, Any], frame: coords.Frame | None, *,
         bounds = (action.get("target") or {}).get("bounds")
         out = []
         if bounds and frame is not None:
-            px, py = coords.convert(frame, bounds[0] + bounds[2] / 2, bounds[1] + bounds[3] / 2, "pixels")
-            out.append(a("CLICK", button="left", x=int(px), y=int(py), num_clicks=1))
+            px, py = bounds[0] + bounds[2] / 2 - frame.bx, bounds[1] + bounds[3] / 2 - frame.by
+            out.append(a("CLICK", button="left", x=round(px), y=round(py), num_clicks=1))
         return out + [a("TYPING", text=action.get("text") or "")], lossy
     raise ValueError(f"unknown action type {t!r}")
+
+
+def _screenshot(row: dict[str, Any], summary: ExportSummary, eid: str, sid: int) -> bytes:
+    """The observation as PNG at the observed screen's size (``bounds`` w x h): a downscaled
+    frame is scaled back up (Lanczos) and reported as ``screenshot_rescaled``."""
+    obs = row["observation"]
+    screen = (round(obs["bounds"][2]), round(obs["bounds"][3]))
+    if screen == (obs["width"], obs["height"]):
+        return to_png(row["image"]["bytes"])
+    summary.add_lossy("screenshot_rescaled", eid, sid,
+                      f"frame {obs['width']}x{obs['height']} scaled to the screen's {screen[0]}x{screen[1]}")
+    return to_png(row["image"]["bytes"], size=screen)
 
 
 def _flush(f: Any, held: list[dict[str, Any]], screenshot: str | None) -> int:
@@ -174,6 +221,7 @@ def export(dataset: CanonicalDataset, out: Path, config: OSWorldConfig = OSWorld
         with open(ep_dir / "traj.jsonl", "w", encoding="utf-8") as f:
             held: list[dict[str, Any]] = []   # lines of the previous step, screenshot pending
             prev: dict[str, Any] | None = None
+            n_out = 0  # steps written (dropped steps leave no gap in step_num)
             for i, row in enumerate(rows):
                 a = {**row["action"], "target": row.get("target")}
                 sid = row["step_index"]
@@ -184,10 +232,13 @@ def export(dataset: CanonicalDataset, out: Path, config: OSWorldConfig = OSWorld
                 else:
                     obs_file = ("initial_state.png" if prev is None
                                 else f"step_{i}_{action_timestamp(prev['t_start_ns'])}.png")
-                    (ep_dir / obs_file).write_bytes(to_png(row["image"]["bytes"]))
+                    (ep_dir / obs_file).write_bytes(_screenshot(row, summary, eid, sid))
                     summary.files += 1
                 summary.records += _flush(f, held, obs_file)
                 prev = row
+                if is_empty_typing(a):
+                    summary.add_lossy("empty_text_dropped", eid, sid, "typing edited away to nothing: step dropped")
+                    continue
                 frame = step_frame(row, info)
                 if frame is None and a.get("x") is not None:
                     summary.add_lossy("no_frame_for_coordinates", eid, sid, "no observation and no screen size: step dropped")
@@ -197,7 +248,7 @@ def export(dataset: CanonicalDataset, out: Path, config: OSWorldConfig = OSWorld
                     summary.add_lossy(kind, eid, sid, detail)
                 terminal = a["type"] in ("done", "fail")
                 held = [{
-                    "step_num": i + 1,
+                    "step_num": n_out + 1,
                     "action_timestamp": action_timestamp(row["t_start_ns"]),
                     "action": act,
                     "reward": 0,
@@ -207,6 +258,7 @@ def export(dataset: CanonicalDataset, out: Path, config: OSWorldConfig = OSWorld
                     "screenshot_file": None,
                 } for j, act in enumerate(actions)]
                 summary.steps += 1
+                n_out += 1
                 if terminal:  # DONE / FAIL change nothing: the screen after is the one before
                     summary.records += _flush(f, held, obs_file)
             summary.records += _flush(f, held, None)

@@ -12,11 +12,17 @@ canonical       code
 ==============  ===========================================================================
 click           ``click`` / ``doubleClick`` / ``tripleClick`` / ``rightClick`` /
                 ``middleClick`` (other button × count: ``click(..., clicks=n, button=b)``)
+held modifiers  click / drag / scroll with ``keys`` (modifiers held, e.g. Ctrl-click):
+                ``keyDown(m)`` for each, the action, ``keyUp(m)`` in reverse order
 drag            ``moveTo(x1, y1)`` + ``dragTo(x2, y2, button=b)``
 scroll          ``scroll(n, x=, y=)`` (vertical) and ``hscroll(n, x=, y=)`` (horizontal);
                 n in wheel clicks, up / right positive as in the canonical action
-type            ``write(text)``
-key             ``press(name)``;  hotkey: ``hotkey(k1, k2, …)``
+type            ``write(text)`` (an ``empty_text`` run gives ``write('')``, a no-op; the
+                trainer exporters drop such steps, see :func:`is_empty_typing`)
+key             ``press(name)``, auto-repeated (``count`` n > 1): ``press(name, presses=n)``
+hotkey          ``hotkey(k1, k2, …)``; with ``count`` n > 1 (the last key auto-repeated while
+                the modifiers were held): ``keyDown(k1)`` … ``press(kn, presses=n)`` …
+                ``keyUp(k1)``
 key_down/up     ``keyDown`` / ``keyUp``;  mouse_down/up: ``mouseDown`` / ``mouseUp``
 move            ``moveTo``;  wait: ``sleep(seconds)``
 done / fail     ``computer.terminate(status='success' | 'failure')``
@@ -144,19 +150,64 @@ def _round_clicks(amount: float, what: str, lossy: list[tuple[str, str]]) -> int
 
 PointFn = Callable[[float, float], tuple[Any, Any]]
 
+#: Action types whose ``keys`` are the modifiers held during the action (schema/actions.py).
+MODIFIER_ACTIONS = frozenset({"click", "drag", "scroll"})
+
+
+def held_modifiers(action: Mapping[str, Any]) -> list[str]:
+    """pyautogui names of the modifiers held during a click / drag / scroll (its ``keys``,
+    e.g. ``["ctrl"]`` for Ctrl-click); empty for other action types, whose ``keys`` mean
+    something else (type: raw key values; key / hotkey: the keys pressed)."""
+    if action.get("type") not in MODIFIER_ACTIONS:
+        return []
+    return [key_name(k) for k in action.get("keys") or ()]
+
+
+def press_count(action: Mapping[str, Any]) -> int:
+    """Presses a key / hotkey action produced (``count``, 1 when absent; > 1 = auto-repeat)."""
+    return max(1, int(action.get("count") or 1))
+
+
+def is_empty_typing(action: Mapping[str, Any]) -> bool:
+    """True for a ``type`` action whose text is empty (the builder flags it ``empty_text``:
+    keys were typed and edited away inside the run, so the field is as before).
+
+    **Decision** (docs/datasets.md, "Empty typing"): the canonical dataset keeps such a step —
+    it is what happened, and its raw keys stay in ``action_json`` — but the trainer /
+    benchmark exporters (agentnet, osworld, sft-chat, mind2web) drop it and report
+    ``empty_text_dropped``: as a training target ``write('')`` teaches a no-op.
+    """
+    return action.get("type") == "type" and not (action.get("text") or "")
+
 
 def action_code(action: Mapping[str, Any], point: PointFn, *,
                 scroll: ScrollSettings = ScrollSettings()) -> Code:
-    """pyautogui code for one canonical action.
+    """pyautogui code for one canonical action (see the module table).
 
     ``action``: the canonical action as a mapping with :class:`demotrace.schema.Action` field
     names (a canonical dataset row's ``action`` struct, or ``msgspec.to_builtins(action)``).
     ``point(x, y)``: converts desktop physical pixels to the target coordinate system and
     returns numbers ready to print: ints for pixels, floats rounded to 4 decimals for 0–1.
+    Modifiers held during a click / drag / scroll are pressed around it (``keyDown`` …
+    ``keyUp``), never dropped.
 
     Raises:
         ExportError: the action lacks a field its type needs (named in the message).
     """
+    code = _plain_code(action, point, scroll)
+    mods = held_modifiers(action)
+    if not mods:
+        return code
+    for m in mods:
+        if not is_known_key(m):
+            code.lossy.append(("unknown_key", f"{m!r} is not a pyautogui key name"))
+    lines = [f"pyautogui.keyDown({m!r})" for m in mods] + [code.code]
+    lines += [f"pyautogui.keyUp({m!r})" for m in reversed(mods)]
+    return Code("\n".join(lines), code.lossy)
+
+
+def _plain_code(action: Mapping[str, Any], point: PointFn, scroll: ScrollSettings) -> Code:
+    """:func:`action_code` without the held modifiers (same arguments and errors)."""
     t = action["type"]
     lossy: list[tuple[str, str]] = []
 
@@ -211,9 +262,17 @@ def action_code(action: Mapping[str, Any], point: PointFn, *,
         for k in keys:
             if not is_known_key(k):
                 lossy.append(("unknown_key", f"{k!r} is not a pyautogui key name"))
+        n = press_count(action) if t in ("key", "hotkey") else 1
+        if t == "hotkey" and n > 1:  # modifiers held while the last key auto-repeated
+            mods, last = keys[:-1], keys[-1]
+            return Code("\n".join([f"pyautogui.keyDown({m!r})" for m in mods]
+                                  + [f"pyautogui.press({last!r}, presses={n})"]
+                                  + [f"pyautogui.keyUp({m!r})" for m in reversed(mods)]), lossy)
         if t == "hotkey":
             return Code("pyautogui.hotkey(" + ", ".join(repr(k) for k in keys) + ")", lossy)
         fn = {"key": "press", "key_down": "keyDown", "key_up": "keyUp"}[t]
+        if n > 1:
+            return Code("\n".join(f"pyautogui.press({k!r}, presses={n})" for k in keys), lossy)
         if len(keys) > 1:
             return Code("\n".join(f"pyautogui.{fn}({k!r})" for k in keys), lossy)
         return Code(f"pyautogui.{fn}({keys[0]!r})", lossy)

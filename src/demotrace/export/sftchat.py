@@ -23,7 +23,11 @@ including steps without observation.
   ``type(content='…')``, ``scroll(start_box, direction='down|up|right|left')``, ``wait()``,
   ``finished()``; from bytedance UI-TARS ``codes/ui_tars/prompt.py`` COMPUTER_USE). Its rule
   "do not use more than 3 keys in one hotkey action" and direction-only scrolls make some
-  actions lossy: reported, never silent.
+  actions lossy: reported, never silent. It cannot hold a modifier during a click / drag /
+  scroll (Ctrl-click): such samples are skipped (``modifiers_unsupported``), never written as
+  a plain click; an auto-repeated key loses its count (``key_count_dropped``).
+
+Empty typing (``empty_text``) gives no sample and no history line (``empty_text_dropped``).
 
 ``coords`` (see :mod:`demotrace.export.coords`): ``pixels`` (image pixels), ``norm1`` (0–1, 4
 decimals), ``norm1000`` (0–1000 integers, UI-TARS 1.0 / Qwen-VL grounding), ``resized`` (pixels
@@ -52,7 +56,15 @@ from .base import (
     step_frame,
 )
 from .canonical import CanonicalDataset
-from .pyautogui import ScrollSettings, action_code, key_name, validate_code
+from .pyautogui import (
+    ScrollSettings,
+    action_code,
+    held_modifiers,
+    is_empty_typing,
+    key_name,
+    press_count,
+    validate_code,
+)
 
 NAME = "sft-chat"
 ACTION_FORMATS = ("pyautogui", "uitars")
@@ -123,6 +135,10 @@ def uitars_action(action: dict[str, Any], point: Any) -> tuple[str | None, list[
     and the lossy conversions made. ``point(x, y)`` converts desktop pixels."""
     t = action["type"]
     lossy: list[tuple[str, str]] = []
+    mods = held_modifiers(action)
+    if mods:  # UI-TARS has no way to hold a key during a click: never export it as a plain one
+        lossy.append(("modifiers_unsupported", f"{'+'.join(mods)}+{t}: UI-TARS cannot hold keys; sample skipped"))
+        return None, lossy
 
     def box(xk: str = "x", yk: str = "y") -> str:
         px, py = point(float(action[xk]), float(action[yk]))
@@ -164,6 +180,9 @@ def uitars_action(action: dict[str, Any], point: Any) -> tuple[str | None, list[
         keys = [key_name(k) for k in action.get("keys") or ()]
         if len(keys) > 3:
             lossy.append(("hotkey_over_3_keys", f"hotkey {' '.join(keys)}: UI-TARS allows at most 3 keys"))
+        n = press_count(action)
+        if n > 1:
+            lossy.append(("key_count_dropped", f"{' '.join(keys)} pressed {n} times (auto-repeat): UI-TARS hotkey has no count"))
         return f"hotkey(key={_q(' '.join(keys))})", lossy
     if t == "wait":
         return "wait()", lossy
@@ -204,6 +223,9 @@ def export(dataset: CanonicalDataset, out: Path, config: SFTChatConfig = SFTChat
                     return cs.convert(frame, x, y, config.coords, max_pixels=config.max_pixels)
 
                 text: str | None
+                if is_empty_typing(a):
+                    summary.add_lossy("empty_text_dropped", eid, sid, "typing edited away to nothing: no sample, not in history")
+                    continue
                 if frame is None and a.get("x") is not None:
                     summary.add_lossy("no_frame_for_coordinates", eid, sid, "no observation and no screen size")
                     history.append(describe(a, row.get("target")))

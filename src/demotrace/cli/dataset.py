@@ -17,7 +17,14 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
 
 from ..errors import ConfigError
@@ -39,7 +46,14 @@ def _bundle_sources(paths: Any, bundles: list[str]) -> list[tuple[str, Callable[
             ``demotrace seal ID`` when the session was recorded but not sealed).
     """
     from ..errors import SessionNotFound
-    from ..privacy.bundle import MARKER, BundleReader, bundle_ids, bundle_key, open_bundle, sealed_root
+    from ..privacy.bundle import (
+        MARKER,
+        BundleReader,
+        bundle_ids,
+        bundle_key,
+        open_bundle,
+        sealed_root,
+    )
 
     if not bundles:
         ids = bundle_ids(paths)

@@ -115,9 +115,8 @@ class Builder:
             self.add(KeyDown, key=key, code=code, text=txt)
             self.add(KeyUp, key=key, code=code, text=None)
 
-    def focus(self, app: str, title: str, url: str | None = None) -> None:
-        self.add(FocusChange, window_id=100 + self.seq, app_id=app, title=title, url=url, pid=4242,
-                 bounds=Rect(0, 0, 1280, 800))
+    def focus(self, app: str, title: str, url: str | None = None, bounds: Rect = Rect(0, 0, 1280, 800)) -> None:
+        self.add(FocusChange, window_id=100 + self.seq, app_id=app, title=title, url=url, pid=4242, bounds=bounds)
 
     def field(self, role: str, name: str) -> None:
         self.add(Element, role=role, name=name, source="atspi", bounds=Rect(10, 10, 200, 20))
@@ -165,7 +164,7 @@ def planted_session(key: DataKey) -> Builder:
     b.type_text(PASSWORD_FIELD_VALUE)
     b.field("entry", "Comment")
     b.type_text("fine thanks")
-    b.focus("KeePassXC", f"Database — {DENIED_VALUE}", None)
+    b.focus("KeePassXC", f"Database — {DENIED_VALUE}", None, Rect(700, 450, 560, 330))  # bottom right
     b.type_text(DENIED_VALUE)
     b.focus("XTerm", "xterm", None)
     for px in FONT_SIZES:

@@ -12,6 +12,7 @@ import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -90,6 +91,11 @@ def test_password_field_and_denied_app(sealed: Sealed) -> None:
     # the KeePassXC focus event + 18 characters x 2 key events, 1 ms apart → 37 ms
     assert [(g.reason, g.duration_ns) for g in gaps] == [("deny:password_manager:app", 37_000_000)]
     assert rep.scope_dropped == {"deny:password_manager:app": 37}
+    # the KeePassXC window (700, 450, 560x330) is painted in the 4 frames recorded after it
+    assert rep.windows_masked == 4
+    for img in sealed.frames:
+        a = np.asarray(img.convert("L"))
+        assert (a[450:780, 700:1260] == 0).all()
     el = [e for e in sealed.events if isinstance(e, Element) and e.role == "password text"]
     assert el and el[0].secret is True
 
@@ -269,3 +275,105 @@ def test_real_xterm_frame_on_xvfb(xvfb, tmp_path: Path) -> None:  # type: ignore
     for p in ("4111111111111111", "jane.roe@example.com", "DE89370400440532013000", "AKIAIOSFODNN7EXAMPLE"):
         assert p not in squashed, (p, after)
     assert "card" in after and "key" in after  # the labels are still there
+
+
+@pytest.mark.x11
+def test_real_recording_sealed_end_to_end(xvfb, dt_home: Path) -> None:  # type: ignore[no-untyped-def]
+    """`demotrace record` on Xvfb: typing planted values into a real xterm, then into a window
+    whose WM_CLASS is KeePassXC (a denied password manager), then `demotrace seal`: the bundle
+    holds none of the values, no KeePassXC context, and a private gap."""
+    import signal
+    import time
+
+    from demotrace.errors import ControlError
+    from demotrace.recorder.control import call
+
+    exe = str(Path(sys.executable).parent / "demotrace")
+    env = dict(xvfb.env, COLUMNS="200")
+
+    def xterm(cls: str, title: str, geom: str) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(["xterm", "-class", cls, "-T", title, "-geometry", geom, "-fa", "DejaVu Sans Mono",
+                                 "-fs", "12", "-e", "cat"], env=xvfb.env)
+
+    def wid(title: str) -> str:
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            p = subprocess.run(["xdotool", "search", "--name", f"^{title}$"], env=xvfb.env, capture_output=True, text=True)
+            if p.stdout.strip():
+                return p.stdout.split()[0]
+            time.sleep(0.1)
+        raise AssertionError(f"window {title!r} did not appear")
+
+    def xdo(*args: str) -> None:
+        subprocess.run(["xdotool", *args], env=xvfb.env, check=True, timeout=30)
+
+    work = xterm("XTerm", "worklog", "60x10+0+0")
+    vault = xterm("KeePassXC", "vault", "60x10+0+300")
+    rec = None
+    try:
+        w_work, w_vault = wid("worklog"), wid("vault")
+        rec = subprocess.Popen([exe, "record", "--home", str(dt_home), "--no-indicator", "--frame-scale", "1"],
+                               env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 30
+        while True:
+            assert rec.poll() is None, rec.communicate()
+            try:
+                if call(Path(dt_home) / "run" / "control.sock", "status", timeout=2).get("state") == "recording":
+                    break
+            except ControlError:
+                pass
+            assert time.monotonic() < deadline, "recorder did not start"
+            time.sleep(0.05)
+        xdo("windowfocus", "--sync", w_work)
+        time.sleep(0.5)
+        xdo("type", "--delay", "30", "card 4111 1111 1111 1111 mail jane.roe@example.com\n")
+        time.sleep(1.0)
+        xdo("windowfocus", "--sync", w_vault)
+        time.sleep(0.5)
+        xdo("type", "--delay", "30", "vaultentrymarmot\n")
+        time.sleep(1.0)
+        xdo("windowfocus", "--sync", w_work)
+        time.sleep(0.5)
+        xdo("type", "--delay", "30", "done\n")
+        time.sleep(1.0)
+        rec.send_signal(signal.SIGINT)
+        out, err = rec.communicate(timeout=60)
+        assert rec.returncode == 0, err
+    finally:
+        if rec is not None and rec.poll() is None:
+            rec.kill()
+        for p in (work, vault):
+            p.kill()
+            p.wait()
+    paths = Paths(dt_home)
+    spool = Spool(paths.spool, DataKey.load(paths.key_file))
+    (sid,) = spool.session_ids()
+    with spool.open(sid) as r:  # the raw spool does hold them (the checks below can fail)
+        raw = list(r.iter_events())
+    raw_typed = "".join(e.text or "" for e in raw if isinstance(e, KeyDown))
+    assert "4111 1111 1111 1111" in raw_typed and "vaultentrymarmot" in raw_typed
+    assert any(isinstance(e, FocusChange) and e.app_id == "KeePassXC" for e in raw)
+    rep = seal_session(paths, spool, sid, default_policy())
+    assert rep.counts["dropped"] == {}, rep.counts
+    with open_bundle(paths, sid) as b:
+        evs = list(b.iter_events())
+        frames = [Image.open(io.BytesIO(b.read_blob(e.blob))) for e in evs if isinstance(e, Frame)]
+    text = "\n".join(event_to_json(e).decode() for e in evs)
+    typed = "".join((e.text or "") for e in evs if isinstance(e, (KeyDown, TextInput)))
+    for p in ("4111 1111 1111 1111", "jane.roe@example.com", "vaultentrymarmot", "KeePassXC"):
+        assert p not in text and p.replace(" ", "") not in typed.replace(" ", ""), p
+    assert "<CREDIT_CARD>" in typed and "<EMAIL_ADDRESS>" in typed and "done" in typed
+    gaps = [e for e in evs if isinstance(e, Marker) and e.name == "private_gap"]
+    assert [g.reason for g in gaps] == ["deny:password_manager:app"] and gaps[0].duration_ns > 1_000_000_000
+    assert frames and rep.windows_masked >= 1
+    # the vault window stays visible beside the worklog after focus returns: the raw frames of
+    # that moment show what was typed into it (so the check below can fail)
+    last_raw = next(e for e in reversed(raw) if isinstance(e, Frame))
+    with spool.open(sid) as r:
+        raw_img = Image.open(io.BytesIO(r.read_blob(last_raw.blob)))
+    assert "entrymarmot" in " ".join(w.text for w in ocr_words(raw_img.crop((0, 290, 700, 560)), upscale=3)).lower()
+    for img in frames:
+        s = img.width / 1280  # frame scale
+        ocr = " ".join(w.text for w in ocr_words(img.crop((0, 0, int(700 * s), int(560 * s))), upscale=3)).replace(" ", "").lower()
+        for p in ("4111111111111111", "jane.roe@example.com", "entrymarmot"):
+            assert p not in ocr, p

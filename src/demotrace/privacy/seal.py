@@ -6,8 +6,10 @@ For each event of the raw session, in ``(t_ns, seq)`` order:
    excluded (or outside the time windows) no input, frame or element is kept; one
    ``Marker(name="private_gap", reason=…, duration_ns=…)`` replaces the whole excluded stretch
    (its ``t_ns`` is where the stretch began). Lifecycle markers and screen layouts are kept.
-   This repeats at seal time what the recorder should already do at capture time (defence in
-   depth; see docs/privacy.md for what the recorder does not do yet).
+   Every excluded window seen with focus (its ``FocusChange.bounds``) is painted black in every
+   later frame of the session, from then on, whether or not it is still visible (the seal sees
+   no window list; over-masking is the fail-closed choice). This repeats at seal time what the
+   recorder should already do at capture time (defence in depth; see docs/privacy.md).
 2. **Secret fields** (:mod:`.secrets`): keystrokes into password / one-time-code / card fields
    (and, in strict mode, printable keys into unidentified fields) are dropped.
 3. **Typed text**: key presses are grouped into runs (a run ends at a focus change, an element
@@ -33,6 +35,7 @@ from __future__ import annotations
 import datetime as dt
 import io
 import json
+import math
 import os
 import re
 import shutil
@@ -55,6 +58,7 @@ from ..schema.events import (
     KeyUp,
     Marker,
     PointerDown,
+    Rect,
     ScreenConfig,
     TextInput,
     sort_key,
@@ -67,6 +71,7 @@ from .errors import RedactionError
 from .pipeline import RedactionPipeline, _cause
 from .pipeline import _layer_of as _layer
 from .policy import Policy
+from .redact_image import fill_boxes
 from .redact_text import merge_findings
 from .scope import Exclusions, ScopeDecision, ScopeFilter
 from .secrets import HOTKEY_MODIFIERS, SecretKeyFilter, element_is_secret
@@ -84,7 +89,8 @@ FRAME_BATCH = 16
 class SealReport:
     """Result of sealing one session: ``session_id``, ``bundle`` folder, ``policy_version``,
     ``sealed_utc``, ``events_in`` / ``events_out``, ``frames_in`` / ``frames_out``,
-    ``private_gaps`` (markers written), ``scope_dropped`` (reason → events dropped),
+    ``private_gaps`` (markers written), ``windows_masked`` (frames in which excluded windows
+    were painted), ``scope_dropped`` (reason → events dropped),
     ``secret_keys_dropped`` (reason → key events dropped), and the pipeline ``counts``
     (entities, items dropped and why) as a dict."""
 
@@ -97,6 +103,7 @@ class SealReport:
     frames_in: int = 0
     frames_out: int = 0
     private_gaps: int = 0
+    windows_masked: int = 0
     scope_dropped: dict[str, int] = field(default_factory=dict)
     secret_keys_dropped: dict[str, int] = field(default_factory=dict)
     counts: dict[str, dict[str, int]] = field(default_factory=dict)
@@ -132,6 +139,10 @@ class _Sealer:
         self.secrets = SecretKeyFilter(policy)
         self.scope_dropped: Counter[str] = Counter()
         self.gaps = 0
+        #: excluded windows seen so far (window id -> last known bounds, desktop pixels)
+        self.excluded_windows: dict[int, Rect] = {}
+        #: raw frame seq -> excluded window rectangles to paint before OCR
+        self.frame_masks: dict[int, list[Rect]] = {}
 
     # 1. scope -------------------------------------------------------------------------------
     def apply_scope(self, events: list[Event], start: dt.datetime, tz: dt.tzinfo) -> list[Event]:
@@ -147,6 +158,13 @@ class _Sealer:
             if isinstance(ev, FocusChange):
                 ctx = ev
                 decision = self.scope.decide_focus(ev, now=local)
+                if ev.window_id is not None:
+                    if not decision.allowed and decision.reason != "time_window" and ev.bounds is not None:
+                        self.excluded_windows[ev.window_id] = ev.bounds
+                    elif decision.allowed:
+                        self.excluded_windows.pop(ev.window_id, None)
+            if isinstance(ev, Frame) and self.excluded_windows:
+                self.frame_masks[ev.seq] = list(self.excluded_windows.values())
             elif windows:
                 decision = (self.scope.decide_focus(ctx, now=local) if ctx is not None
                             else self.scope.decide(now=local))
@@ -371,6 +389,7 @@ def seal_session(
         writer = SessionWriter(tmp, key, manifest)
         fmt = policy.redaction.frame_format
         done: dict[int, Frame | None] = {}  # event index -> rewritten Frame, or None if dropped
+        windows_masked = 0
         pending: list[tuple[int, Image.Image]] = []
         pending_stream: object = None
 
@@ -402,6 +421,12 @@ def seal_session(
                 pipe.counts.dropped[f"frame:decode:{type(exc).__name__}"] += 1
                 done[i] = None
                 continue
+            masks = s.frame_masks.get(ev.seq)
+            if masks:  # excluded windows seen earlier in the session, visible or not: paint them
+                img = fill_boxes(img, [(int((m.x - ev.bounds.x) * ev.scale), int((m.y - ev.bounds.y) * ev.scale),
+                                        math.ceil((m.x + m.width - ev.bounds.x) * ev.scale),
+                                        math.ceil((m.y + m.height - ev.bounds.y) * ev.scale)) for m in masks])
+                windows_masked += 1
             stream = (ev.monitor, img.width, img.height, ev.scale)
             if pending and (stream != pending_stream or len(pending) >= FRAME_BATCH):
                 flush()
@@ -431,7 +456,7 @@ def seal_session(
         rep = SealReport(
             session_id=session_id, bundle=str(final), policy_version=policy.version, sealed_utc=sealed_utc,
             events_in=n_in, events_out=seq, frames_in=frames_in, frames_out=frames_out,
-            private_gaps=s.gaps, scope_dropped=dict(s.scope_dropped),
+            private_gaps=s.gaps, windows_masked=windows_masked, scope_dropped=dict(s.scope_dropped),
             secret_keys_dropped=dict(s.secrets.counts), counts=pipe.counts.to_dict(),
         )
         fd = os.open(tmp / REPORT, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

@@ -21,6 +21,7 @@ from . import dataset, importing, recording, sessions
 from . import privacy as privacy_cli
 from . import server as server_cli
 from . import browser as browser_cli
+from ..demo import cli as demo_cli
 
 app = typer.Typer(
     name="demotrace",
@@ -56,6 +57,7 @@ importing.register(app)
 privacy_cli.register(app)
 server_cli.register(app)
 browser_cli.register(app)
+demo_cli.register(app)
 
 
 def main() -> None:

@@ -1,0 +1,32 @@
+"""``demotrace demo`` command (registered by :mod:`demotrace.cli`)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``demo`` command to ``app``."""
+
+    @app.command("demo")
+    def demo(
+        out: Path = typer.Option(Path("demo-output"), "--out", help="Folder for everything the demo writes (replaced parts: dataset, export, collector, replay.html)."),
+        home: Optional[Path] = typer.Option(None, "--home", help="demotrace home to record into (default <out>/home; never your own home)."),
+    ) -> None:
+        """Run the whole loop on a virtual display: record a scripted task in real apps (editor,
+        xterm, a sign-in form), seal, upload to a local collector, build the dataset, export
+        AgentNet and SFT chat, write a replay page. Needs Xvfb, openbox, xdotool, xterm, python3-tk
+        (bash scripts/bootstrap.sh installs them). Takes about a minute."""
+        from rich.console import Console
+
+        from . import Demo, print_summary
+
+        console = Console()
+        console.print(f"[bold]demotrace demo[/] → {out.resolve()}", highlight=False)
+        t0 = time.monotonic()
+        res = Demo(out, home, console).run()
+        print_summary(console, res, time.monotonic() - t0)

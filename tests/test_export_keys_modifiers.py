@@ -152,3 +152,35 @@ def test_sft_pyautogui_image_pixels(dataset: Path, tmp_path: Path) -> None:
     first = json.loads((tmp_path / "px" / "sft.jsonl").read_text().splitlines()[0])
     assert first["messages"][2]["content"] == (
         "pyautogui.keyDown('ctrl')\npyautogui.click(x=13, y=10)\npyautogui.keyUp('ctrl')")
+
+
+def test_mind2web_leaves_out_modifier_clicks_and_empty_typing(tmp_path: Path) -> None:
+    """Web steps with DOM targets: click "Home", Ctrl-click "Docs" (opens a new tab: no Mind2Web
+    operation says that), typing edited away to nothing, typing "bob". By hand: two actions,
+    CLICK on Home and TYPE "bob"; one modifier click and one empty typing reported."""
+    from demotrace.schema import Target
+
+    page = {"url": "https://shop.example/", "snapshot": "<html><body><a>Home</a></body></html>"}
+
+    def target(tag: str, role: str, name: str, sel: str) -> Target:
+        return Target(role=role, name=name, bounds=Rect(10, 10, 80, 20), source="dom", selector=sel,
+                      tag=tag, attributes=page)
+
+    home, docs = target("a", "link", "Home", "#home"), target("a", "link", "Docs", "#docs")
+    user = target("input", "textbox", "User", "#user")
+    acts = [
+        Action(type="click", t_start_ns=1, t_end_ns=2, x=50, y=20, button="left", count=1, target=home),
+        Action(type="click", t_start_ns=3, t_end_ns=4, x=50, y=20, button="left", count=1, keys=("ctrl",), target=docs),
+        Action(type="type", t_start_ns=5, t_end_ns=6, text="", keys=("x", "Backspace"), flags=("empty_text",), target=user),
+        Action(type="type", t_start_ns=7, t_end_ns=8, text="bob", keys=("b", "o", "b"), target=user),
+        Action(type="done", t_start_ns=9, t_end_ns=9),
+    ]
+    ep = Episode(episode_id=EID, session_id=EID[:-2], index=0, instruction="Log in", status="success",
+                 segmented_by="task_marker", t_start_ns=0, t_end_ns=9, screen=SCREEN,
+                 steps=[Step(index=i, action=a, observation=None, flags=("no_observation",)) for i, a in enumerate(acts)])
+    write_dataset(tmp_path / "ds", [(ep, {}.__getitem__)])
+    s = get_exporter("mind2web").run(tmp_path / "ds", tmp_path / "m2w")
+    (task,) = json.loads((tmp_path / "m2w" / "mind2web.json").read_text())
+    assert [(a["operation"]["op"], a["operation"]["value"]) for a in task["actions"]] == [("CLICK", ""), ("TYPE", "bob")]
+    assert task["action_reprs"] == ["[link]  Home -> CLICK", "[textbox]  User -> TYPE: bob"]
+    assert s.lossy_count("modifiers_unsupported") == 1 and s.lossy_count("empty_text_dropped") == 1

@@ -78,6 +78,8 @@ from .secrets import HOTKEY_MODIFIERS, SecretKeyFilter, element_is_secret
 
 #: Keys that move the caret: they end a typing run (the buffer would no longer be linear).
 CURSOR_KEYS = frozenset({"ArrowLeft", "ArrowRight", "ArrowUp", "ArrowDown", "Home", "End", "PageUp", "PageDown"})
+#: Keys that only change the case / level of what is typed (W3C key values).
+_CASE_KEYS = frozenset({"Shift", "CapsLock", "AltGraph"})
 #: Events kept inside an excluded context (no personal content).
 _KEEP_IN_GAP = ("session_start", "session_stop", "pause", "resume", "private_gap")
 BATCH = 512
@@ -252,6 +254,25 @@ class _Sealer:
             return "\t"
         return ev.text
 
+    @staticmethod
+    def _case_keys(events: list[Event], lo: int, hi: int) -> set[int]:
+        """Indices of Shift / CapsLock / AltGraph presses held while a finding (event indices
+        ``lo``..``hi``) was typed: pressed at or before ``hi`` and released after ``lo``. They
+        go with the finding — left alone they become stray key steps and reveal which of its
+        characters were upper-case."""
+        found: set[int] = set()
+        for j in range(hi, -1, -1):
+            ev = events[j]
+            if not (isinstance(ev, KeyDown) and ev.key in _CASE_KEYS):
+                continue
+            rel = next((k for k in range(j + 1, len(events))
+                        if isinstance(events[k], KeyUp) and events[k].code == ev.code), len(events))
+            if rel > lo:
+                found.add(j)
+            elif j < lo:
+                break
+        return found
+
     def _redact_run(self, events: list[Event], idx: list[int], remove: set[int], insert: dict[int, Event]) -> None:
         buf: list[tuple[str, int]] = []  # (char, event index)
         deleted: list[int] = []
@@ -277,7 +298,7 @@ class _Sealer:
         for f in findings:
             srcs = sorted({buf[k][1] for k in range(f.start, f.end)})
             lo, hi = srcs[0], srcs[-1]
-            srcs_all = set(srcs) | {d for d in deleted if lo <= d <= hi}
+            srcs_all = set(srcs) | {d for d in deleted if lo <= d <= hi} | self._case_keys(events, lo, hi)
             local_remove |= srcs_all
             first = events[lo]
             local_insert[lo] = TextInput(seq=0, t_ns=first.t_ns, text=f"<{f.entity}>")

@@ -120,7 +120,8 @@ def session(xvfb, tmp_path_factory: pytest.TempPathFactory):
     inst = install(home / "browser", user_data_dir=udd, home=home)
     assert inst.manifest == udd / "NativeMessagingHosts" / "org.demotrace.browser.json"
     app = WebApp()
-    env = dict(xvfb.env, COLUMNS="200")
+    (tmp / "xauth").write_bytes(b"")  # python-xlib wants an Xauthority file; this Xvfb has no auth
+    env = dict(xvfb.env, COLUMNS="200", XAUTHORITY=str(tmp / "xauth"))
     rec = subprocess.Popen([*DEMOTRACE, "record", "--home", str(home), "--no-indicator"], env=env,
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     s = Session()
@@ -183,6 +184,15 @@ def _record(s: Session, xvfb, page, env: dict[str, str]) -> None:
     cx, cy = _wait(lambda: page.evaluate("window.__mv"), 5, "a mousemove in the page")
     s.offset = (601 - cx, 451 - cy)  # devicePixelRatio 1, zoom 1 (asserted below)
     assert page.evaluate("devicePixelRatio") == 1
+    # a malformed browser_event gets an error naming the field; the recording goes on
+    from demotrace.errors import ControlError
+    from demotrace.paths import Paths
+    from demotrace.recorder.control import call
+
+    with pytest.raises(ControlError, match="bounds"):
+        call(Paths(s.home).control_socket, "browser_event", event={"kind": "element", "t_ns_abs": 1, "bounds": "wide"})
+    with pytest.raises(ControlError, match="kind must be one of"):
+        call(Paths(s.home).control_socket, "browser_event", event={"kind": "key_down"})
     _cli(s.home, "task", "start", TASK, env=env)
 
     def box(name: str) -> dict[str, float]:
@@ -220,9 +230,14 @@ def _record(s: Session, xvfb, page, env: dict[str, str]) -> None:
     _xdo(xvfb, "type", "--delay", "40", CODE)
     time.sleep(0.7)
     click("country")
-    _xdo(xvfb, "key", "Down")
-    time.sleep(0.3)
-    _xdo(xvfb, "key", "Return")
+    # keys held ~150 ms like a person's (xdotool's own taps last ~10 ms): the builder takes the
+    # latest element when a key action closes at its release, and the select's change report
+    # travels browser → host → recorder in the meantime
+    for key in ("Down", "Return"):
+        _xdo(xvfb, "keydown", key)
+        time.sleep(0.15)
+        _xdo(xvfb, "keyup", key)
+        time.sleep(0.3)
     _wait(lambda: page.evaluate("document.getElementById('country').value") == "de", 5, "the select to change")
     time.sleep(0.7)
     for name in ("sign_in", "help2", "pay", "increment", "reports"):
@@ -232,6 +247,24 @@ def _record(s: Session, xvfb, page, env: dict[str, str]) -> None:
     time.sleep(0.5)
     _cli(s.home, "task", "end", "--status", "success", env=env)
     time.sleep(0.3)
+    # an incognito window (Ctrl+Shift+N, real keys): the same page there must leave no DOM trace
+    _xdo(xvfb, "key", "ctrl+shift+n")
+    wid = _wait(lambda: subprocess.run(["xdotool", "search", "--onlyvisible", "--name", "Incognito"], env=xvfb.env,
+                                       capture_output=True, text=True).stdout.split(), 15, "the incognito window")[0]
+    _xdo(xvfb, "windowfocus", "--sync", wid)  # no window manager on this display: plain X focus
+    _xdo(xvfb, "key", "ctrl+l")
+    _xdo(xvfb, "type", "--delay", "20", page.url.split("/reports")[0] + "/?incognito=1")
+    _xdo(xvfb, "key", "Return")
+    _wait(lambda: "Demo Portal" in subprocess.run(["xdotool", "getwindowname", wid], env=xvfb.env,
+                                                  capture_output=True, text=True).stdout, 15, "the page in incognito")
+    geo = subprocess.run(["xdotool", "getwindowgeometry", "--shell", wid], env=xvfb.env, capture_output=True,
+                         text=True, check=True).stdout
+    g = dict(line.split("=") for line in geo.split())
+    _xdo(xvfb, "mousemove", str(int(g["X"]) + int(g["WIDTH"]) // 2), str(int(g["Y"]) + int(g["HEIGHT"]) // 2))
+    _xdo(xvfb, "click", "1")
+    _xdo(xvfb, "key", "Tab")
+    s.incognito_title = subprocess.run(["xdotool", "getwindowname", wid], env=xvfb.env, capture_output=True, text=True).stdout
+    time.sleep(1.0)
 
 
 def _read_spool(home: Path) -> list[Any]:
@@ -279,6 +312,15 @@ def test_targets_and_selectors(session: Session) -> None:
     assert any(u.startswith("http://127.0.0.1:") and u.count("/") == 3 and u.endswith("/") for u in urls), urls
 
 
+def test_incognito_window_never_captured(session: Session) -> None:
+    assert "Demo Portal" in session.incognito_title  # the page really was open there
+    leaked = [e for e in session.events if _kind(e) in ("element", "focus_change")
+              and "incognito=1" in (getattr(e, "url", None) or "") + json.dumps(getattr(e, "attributes", {}))]
+    assert leaked == []
+    # ... while the normal window's page was captured with its URL
+    assert any(_kind(e) == "element" and e.attributes.get("url", "").startswith("http://127.0.0.1:") for e in session.events)
+
+
 def test_selectors_refind_elements_after_reload(session: Session) -> None:
     page = session.page
     assert page.url.endswith("/reports")  # the SPA route; the server serves the same app there
@@ -295,7 +337,9 @@ def test_secret_values_never_stored(session: Session) -> None:
     from demotrace.schema.events import event_to_json
 
     dumped = "\n".join(event_to_json(e).decode() for e in session.events)
-    keys_text = "".join(e.text or "" for e in session.events if _kind(e) == "key_down")
+    (t_end,) = [e.t_ns for e in session.events if _kind(e) == "marker" and e.name == "task_end"]
+    # the task's keystrokes (after it, the incognito check types a URL with digits)
+    keys_text = "".join(e.text or "" for e in session.events if _kind(e) == "key_down" and e.t_ns < t_end)
     assert USER in keys_text  # desktop keystrokes are recorded ...
     for secret in (PASSWORD, CODE):  # ... but not those typed into secret fields
         assert secret not in keys_text and secret not in dumped

@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from webapp.server import WebApp  # noqa: E402
+from webapp.server import WebApp
 
 CHROMIUM = "/usr/bin/chromium"
 DEMOTRACE = [str(Path(sys.executable).parent / "demotrace")]
@@ -67,7 +67,7 @@ RESOLVE_JS = """(sel) => {
 
 def _cli(home: Path | None, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     extra = [] if home is None else ["--home", str(home)]
-    proc = subprocess.run([*DEMOTRACE, *args, *extra], capture_output=True, text=True, timeout=120,
+    proc = subprocess.run([*DEMOTRACE, *args, *extra], capture_output=True, text=True, timeout=120, check=False,
                           env=env or dict(os.environ, COLUMNS="200"))
     assert proc.returncode == 0, f"demotrace {args} failed: {proc.stdout}\n{proc.stderr}"
     return proc
@@ -205,8 +205,8 @@ def _record(s: Session, xvfb, page, env: dict[str, str]) -> None:
 
     def click(name: str) -> None:
         b = box(name)
-        x = int(round(s.offset[0] + b["x"] + b["width"] / 2))
-        y = int(round(s.offset[1] + b["y"] + b["height"] / 2))
+        x = round(s.offset[0] + b["x"] + b["width"] / 2)
+        y = round(s.offset[1] + b["y"] + b["height"] / 2)
         s.clicks[name] = (x, y)
         _xdo(xvfb, "mousemove", str(x), str(y))
         time.sleep(0.1)
@@ -250,20 +250,21 @@ def _record(s: Session, xvfb, page, env: dict[str, str]) -> None:
     # an incognito window (Ctrl+Shift+N, real keys): the same page there must leave no DOM trace
     _xdo(xvfb, "key", "ctrl+shift+n")
     wid = _wait(lambda: subprocess.run(["xdotool", "search", "--onlyvisible", "--name", "Incognito"], env=xvfb.env,
-                                       capture_output=True, text=True).stdout.split(), 15, "the incognito window")[0]
+                                       capture_output=True, text=True, check=False).stdout.split(), 15, "the incognito window")[0]
     _xdo(xvfb, "windowfocus", "--sync", wid)  # no window manager on this display: plain X focus
     _xdo(xvfb, "key", "ctrl+l")
     _xdo(xvfb, "type", "--delay", "20", page.url.split("/reports")[0] + "/?incognito=1")
     _xdo(xvfb, "key", "Return")
     _wait(lambda: "Demo Portal" in subprocess.run(["xdotool", "getwindowname", wid], env=xvfb.env,
-                                                  capture_output=True, text=True).stdout, 15, "the page in incognito")
+                                                  capture_output=True, text=True, check=False).stdout, 15, "the page in incognito")
     geo = subprocess.run(["xdotool", "getwindowgeometry", "--shell", wid], env=xvfb.env, capture_output=True,
                          text=True, check=True).stdout
     g = dict(line.split("=") for line in geo.split())
     _xdo(xvfb, "mousemove", str(int(g["X"]) + int(g["WIDTH"]) // 2), str(int(g["Y"]) + int(g["HEIGHT"]) // 2))
     _xdo(xvfb, "click", "1")
     _xdo(xvfb, "key", "Tab")
-    s.incognito_title = subprocess.run(["xdotool", "getwindowname", wid], env=xvfb.env, capture_output=True, text=True).stdout
+    s.incognito_title = subprocess.run(["xdotool", "getwindowname", wid], env=xvfb.env, capture_output=True, text=True,
+                                      check=True).stdout
     time.sleep(1.0)
 
 
@@ -416,7 +417,7 @@ def test_mind2web_export_validates(session: Session) -> None:
         for f, typ in M2W_CANDIDATE.items():
             assert isinstance(c[f], typ), f
         attrs = json.loads(c["attributes"])
-        x, y, w, h = (float(v) for v in attrs["bounding_box_rect"].split(","))
+        _x, _y, w, h = (float(v) for v in attrs["bounding_box_rect"].split(","))
         assert w > 0 and h > 0
         # the candidate is the element numbered so in the cleaned HTML snapshot
         if a["cleaned_html"]:

@@ -13,7 +13,7 @@ PAGES = {"/": "index.html", "/reports": "index.html", "/frame.html": "frame.html
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
-    def do_GET(self) -> None:  # noqa: N802 - http.server's name
+    def do_GET(self) -> None:  # http.server's method name
         name = PAGES.get(self.path.split("?")[0])
         if name is None:
             self.send_error(404)

@@ -58,10 +58,11 @@ PASSWORD = "Tq7mRv2KxW9pLz4NcB8hJs3Fd6Yg"
 
 #: The scripted task as (kind, target, argument) steps, in driving order. ``click`` targets a
 #: window (at a point relative to its top-left, logical pixels == physical on Xvfb),
-#: ``type`` types text with xdotool, ``key`` presses one key (X keysym name).
+#: ``type`` types text with xdotool, ``key`` presses one key or chord (xdotool names: ``Return``, ``ctrl+s``).
 SCRIPT: tuple[tuple[str, str, Any], ...] = (
     ("click", "editor", (200, 120)),
     ("type", "editor", NOTE_TEXT),
+    ("key", "editor", "ctrl+s"),
     ("click", "xterm", (200, 150)),
     ("type", "xterm", TERM_COMMAND),
     ("key", "xterm", "Return"),
@@ -302,13 +303,13 @@ class Demo:
         if self.own_home and self.home.exists():
             shutil.rmtree(self.home)  # the demo's own home from an earlier run: start fresh
         self.home.mkdir(mode=0o700, parents=True, exist_ok=True)
-        for name in ("dataset", "export", "replay.html", "collector", "work"):
+        for name in ("dataset", "export", "replay.html", "collector", "app-files", "demo-summary.json"):
             p = self.out / name
             if p.is_dir():
                 shutil.rmtree(p)
             elif p.exists():
                 p.unlink()
-        (self.out / "work").mkdir()
+        (self.out / "app-files").mkdir()
         with ExitStack() as stack:
             with self.step("virtual display (Xvfb + openbox)") as st:
                 self.env = stack.enter_context(virtual_display(self.logs))
@@ -358,7 +359,6 @@ class Demo:
         with self.step("replay page"):
             self.result.replay = self.out / "replay.html"
             self.cli("replay", self.result.episode_id, "--dataset", str(ds), "--out", str(self.result.replay))
-        shutil.rmtree(self.out / "work", ignore_errors=True)
         (self.out / "demo-summary.json").write_text(json.dumps(self.result.to_json(), indent=2))
         return self.result
 
@@ -373,10 +373,10 @@ class Demo:
             raise DemoError(f"{exc}; {name} did not open (see {self.logs / f'{name}.log'})") from exc
 
     def _start_apps(self, stack: ExitStack) -> None:
-        work = self.out / "work"
+        work = self.out / "app-files"
         py = sys.executable
         self._app(stack, [py, "-m", "demotrace.demo.apps.editor", str(work / "notes.txt")], "^Notes - demotrace demo", "editor")
-        self._app(stack, ["xterm", "-T", "Terminal - demotrace demo", "-geometry", "80x18+40+420",
+        self._app(stack, ["xterm", "-T", "Terminal - demotrace demo", "-geometry", "70x18+20+420",
                           "-fa", "DejaVu Sans Mono", "-fs", "12", "-e", "bash", "--norc", "--noprofile"],
                   "^Terminal - demotrace demo$", "xterm")
         self._app(stack, [py, "-m", "demotrace.demo.apps.form", str(work / "form.json")], "^Sign in - demotrace demo", "form")
@@ -431,7 +431,8 @@ class Demo:
             elif kind == "key":
                 self.xdo("key", arg)
             time.sleep(0.4)  # let the app repaint before the next action (observation of it)
-        wait_for(lambda: (self.out / "work" / "form.json").exists(), 10, "the form to be submitted")
+        wait_for(lambda: (self.out / "app-files" / "form.json").exists(), 10, "the form to be submitted")
+        wait_for(lambda: (self.out / "app-files" / "notes.txt").exists(), 10, "the editor to save the note")
 
     def _report(self) -> dict[str, Any]:
         from ..paths import Paths
@@ -486,13 +487,15 @@ def print_summary(console: Any, res: DemoResult, seconds: float) -> None:
         ("SFT chat export", res.sft),
         ("replay page", res.replay),
         ("collector (SQLite)", f"{res.collector}  (was {res.collector_url})"),
-        ("logs", res.out / "logs"),
+        ("what the apps saved", res.out / "app-files"),
+        ("logs", f"{res.out / 'logs'}  (commands.log: every demotrace command and its output)"),
     ]
     for k, v in rows:
         t.add_row(k, str(v))
     console.print(t)
     counts = res.redaction.get("counts", {}) if isinstance(res.redaction, dict) else {}
-    console.print("[bold]Redacted at seal time:[/]", res.seal_report or "(no report)", highlight=False, markup=False)
+    console.print("[bold]Redacted at seal time:[/]", highlight=False)
+    console.print(res.seal_report or "(no report)", highlight=False, markup=False)
     if counts:
         console.print(f"[dim]report counts: {json.dumps(counts)}[/]", highlight=False)
     console.print(

@@ -23,7 +23,7 @@ def main(argv: list[str]) -> None:
     out = Path(argv[0]) if argv else Path("form-result.json")
     root = tk.Tk(className="DemoForm")
     root.title(TITLE)
-    root.geometry("420x220+660+420")
+    root.geometry("420x220+760+420")
     font = ("DejaVu Sans", 14)
     tk.Label(root, text="Name", font=font).grid(row=0, column=0, padx=12, pady=12, sticky="e")
     name = tk.Entry(root, font=font, width=20)

@@ -184,3 +184,16 @@ def test_mind2web_leaves_out_modifier_clicks_and_empty_typing(tmp_path: Path) ->
     assert [(a["operation"]["op"], a["operation"]["value"]) for a in task["actions"]] == [("CLICK", ""), ("TYPE", "bob")]
     assert task["action_reprs"] == ["[link]  Home -> CLICK", "[textbox]  User -> TYPE: bob"]
     assert s.lossy_count("modifiers_unsupported") == 1 and s.lossy_count("empty_text_dropped") == 1
+
+
+def test_replay_labels_show_modifiers_and_counts(dataset: Path) -> None:
+    """The replay overlay names the held modifier and the press count (labels by hand)."""
+    from demotrace.export import CanonicalDataset
+    from demotrace.export.coords import Frame
+    from demotrace.replay import overlay
+
+    _, rows = CanonicalDataset(dataset).episode(EID)
+    frame = Frame(0, 0, 1280, 800, 64, 40)
+    assert ">ctrl+left click<" in overlay(rows[0], frame, 0)
+    assert ">⌨ backspace ×3<" in overlay(rows[2], frame, 2)
+    assert ">⌨ ctrl+c<" in overlay(rows[5], frame, 5)

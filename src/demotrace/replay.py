@@ -81,7 +81,8 @@ def overlay(row: dict[str, Any], frame: coords.Frame, step: int) -> str:
         parts.append(f'<circle cx="{cx:.1f}" cy="{cy:.1f}" r="{16 * s:.1f}" fill="none" stroke="{MARK_COLOUR}" '
                      f'stroke-width="{3 * s:.1f}"/>')
         parts.append(f'<circle class="click-dot" cx="{cx:.1f}" cy="{cy:.1f}" r="{6 * s:.1f}" fill="{MARK_COLOUR}"/>')
-        text = f"{a.get('button') or 'left'} click" + (f" ×{n}" if n > 1 else "")
+        mods = "".join(f"{k}+" for k in a.get("keys") or [])  # modifiers held (Ctrl-click)
+        text = f"{mods}{a.get('button') or 'left'} click" + (f" ×{n}" if n > 1 else "")
         parts.append(_label(cx + 20 * s, cy - 30 * s, text, s))
     elif t == "drag":
         pts = [(p["x"], p["y"]) for p in a.get("path") or []] or [(a["x"], a["y"]), (a["x2"], a["y2"])]
@@ -118,7 +119,9 @@ def overlay(row: dict[str, Any], frame: coords.Frame, step: int) -> str:
         shown = text if len(text) <= 80 else text[:77] + "…"
         parts.append(_label(12 * s, frame.height - 44 * s, f"⌨ {shown}", s, fill="#e8f4ff"))
     elif t in ("key", "hotkey", "key_down", "key_up"):
-        parts.append(_label(frame.width - 12 * s, 12 * s, "⌨ " + "+".join(a.get("keys") or []), s,
+        n = a.get("count") or 1 if t in ("key", "hotkey") else 1
+        parts.append(_label(frame.width - 12 * s, 12 * s, "⌨ " + "+".join(a.get("keys") or [])
+                            + (f" ×{n}" if n > 1 else ""), s,
                             fill="#e8ffe8", anchor="end"))
     elif t in ("done", "fail", "wait"):
         text = {"done": "DONE ✓", "fail": "FAIL ✗"}.get(t, describe(a))

@@ -155,3 +155,20 @@ def test_replay_page_and_summary(demo: Path) -> None:
         assert db.execute("select count(*) from bundles").fetchone()[0] == 1
     finally:
         db.close()
+
+
+def test_errors_name_the_fix(tmp_path: Path) -> None:
+    """A new user's first stumbles get the fix in the message: recording with no display
+    points at the desktop session and `demotrace demo`; an unwritable demo folder at --out."""
+    env = dict(os.environ, DEMOTRACE_HOME=str(tmp_path / "home"), COLUMNS="300")
+    env.pop("DISPLAY", None)
+    subprocess.run([DEMOTRACE, "enroll", "--yes"], env=env, capture_output=True, check=True, timeout=60)
+    rec = subprocess.run([DEMOTRACE, "record", "--duration", "1"], env=env, capture_output=True, text=True, timeout=60)
+    err = " ".join(rec.stderr.split())
+    assert rec.returncode == 1 and "DISPLAY" in err and "demotrace demo" in err, rec.stderr
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    demo = subprocess.run([DEMOTRACE, "demo", "--out", str(blocker / "out")], env=env, capture_output=True,
+                          text=True, timeout=60)
+    err = " ".join(demo.stderr.split())
+    assert demo.returncode == 1 and "--out" in err and "Traceback" not in err, demo.stderr

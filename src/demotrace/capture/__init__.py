@@ -47,7 +47,11 @@ def get_backend(**options: object) -> CaptureBackend:
             return cls(**options)  # type: ignore[no-any-return]
         except Exception as exc:  # noqa: BLE001 - every reason is reported
             reasons.append(f"{name}: {exc}")
-    raise BackendUnavailable("no capture backend could start:\n  - " + "\n  - ".join(reasons))
+    hint = ""
+    if "x11" in cands and not os.environ.get("DISPLAY"):
+        hint = ("\nRun `demotrace record` inside your X11 desktop session (where $DISPLAY is set), "
+                "or try `demotrace demo`, which starts its own virtual display.")
+    raise BackendUnavailable("no capture backend could start:\n  - " + "\n  - ".join(reasons) + hint)
 
 
 __all__ = ["CaptureBackend", "EventSink", "RawFrame", "get_backend"]

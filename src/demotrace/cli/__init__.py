@@ -28,8 +28,12 @@ app = typer.Typer(
     help=(
         "Record how you use your computer — with your consent, on your device, encrypted — and "
         "turn recordings into training data for computer-use agents.\n\n"
-        "Typical loop: `demotrace record` (Ctrl-C to stop) → `demotrace sessions list` → "
-        "`demotrace build` → `demotrace export --format agentnet` → `demotrace replay`."
+        "New here? `demotrace demo` runs the whole loop on a virtual display (docs/quickstart.md).\n\n"
+        "Typical loop: `demotrace enroll` (once) → `demotrace record` (Ctrl-C or `demotrace stop`; "
+        "mark tasks with `demotrace task start \"…\"` / `task end --status success`) → "
+        "`demotrace review list` → `demotrace seal` (redact) → `demotrace build --out DS` → "
+        "`demotrace export --format agentnet --dataset DS --out OUT` → `demotrace replay`. "
+        "To send bundles to a collector: `demotrace device enroll` → `demotrace upload`."
     ),
     no_args_is_help=True,
     add_completion=False,

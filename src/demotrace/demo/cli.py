@@ -25,7 +25,17 @@ def register(app: typer.Typer) -> None:
 
         from . import Demo, print_summary
 
+        from . import DemoError
+
         console = Console()
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            probe = out / ".demotrace-write-test"
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as exc:
+            raise DemoError(f"cannot write the demo's output folder {out}: {exc.strerror or exc}; "
+                            "choose another with --out DIR") from exc
         console.print(f"[bold]demotrace demo[/] → {out.resolve()}", highlight=False)
         t0 = time.monotonic()
         res = Demo(out, home, console).run()

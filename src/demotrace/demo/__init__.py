@@ -134,6 +134,18 @@ def _need(tool: str, package: str) -> str:
     return path
 
 
+#: Collector settings a caller's environment may hold; the demo's collector is its own
+#: (SQLite and blobs in <out>/collector), so they are removed from the commands' environment.
+_SERVER_ENV = ("DEMOTRACE_DATABASE_URL", "DEMOTRACE_SERVER_DATA", "DEMOTRACE_BLOB_URL")
+
+
+def _clean_env(base: Any) -> dict[str, str]:
+    env = dict(base)
+    for k in _SERVER_ENV:
+        env.pop(k, None)
+    return env
+
+
 def free_port() -> int:
     """A TCP port free on 127.0.0.1 right now (the OS picks it)."""
     with socket.socket() as s:
@@ -169,11 +181,11 @@ def virtual_display(log_dir: Path) -> Iterator[dict[str, str]]:
     yield the environment for X clients. Both are stopped on exit."""
     xvfb = _need("Xvfb", "xvfb")
     r, w = os.pipe()
-    proc = subprocess.Popen(
-        [xvfb, "-displayfd", str(w), "-screen", "0", f"{WIDTH}x{HEIGHT}x24", "+extension", "RECORD",
-         "-nolisten", "tcp", "-noreset"],
-        pass_fds=(w,), stdout=subprocess.DEVNULL, stderr=open(log_dir / "xvfb.log", "wb"),
-        start_new_session=True)
+    with open(log_dir / "xvfb.log", "wb") as log:  # the child keeps its own descriptor
+        proc = subprocess.Popen(
+            [xvfb, "-displayfd", str(w), "-screen", "0", f"{WIDTH}x{HEIGHT}x24", "+extension", "RECORD",
+             "-nolisten", "tcp", "-noreset"],
+            pass_fds=(w,), stdout=subprocess.DEVNULL, stderr=log, start_new_session=True)
     os.close(w)
     buf = b""
     deadline = time.monotonic() + 20
@@ -198,8 +210,9 @@ def virtual_display(log_dir: Path) -> Iterator[dict[str, str]]:
     try:
         ob = shutil.which("openbox")
         if ob:
-            wm = subprocess.Popen([ob, "--sm-disable"], env=env, stdout=subprocess.DEVNULL,
-                                  stderr=open(log_dir / "openbox.log", "wb"), start_new_session=True)
+            with open(log_dir / "openbox.log", "wb") as log:
+                wm = subprocess.Popen([ob, "--sm-disable"], env=env, stdout=subprocess.DEVNULL,
+                                      stderr=log, start_new_session=True)
             wait_for(lambda: "window id" in subprocess.run(
                 ["xprop", "-root", "_NET_SUPPORTING_WM_CHECK"], env=env, capture_output=True, text=True).stdout,
                 15, "the openbox window manager")
@@ -213,7 +226,7 @@ def virtual_display(log_dir: Path) -> Iterator[dict[str, str]]:
 class Demo:
     """Runs the steps of the module docstring; ``console`` is a rich Console for progress."""
 
-    def __init__(self, out: Path, home: Path | None, console: Any, keep_display: bool = False) -> None:
+    def __init__(self, out: Path, home: Path | None, console: Any) -> None:
         self.out = out.resolve()
         self.own_home = home is None
         self.home = (home or self.out / "home").resolve()
@@ -226,36 +239,32 @@ class Demo:
         self.form_points: dict[str, tuple[int, int]] = {}
 
     # -- helpers -------------------------------------------------------------------------
-    def step(self, name: str) -> Any:
-        """Context manager timing one step and printing ✓ name (seconds) detail."""
-        demo = self
-
-        class _Step:
-            detail = ""
-
-            def __enter__(self) -> "_Step":
-                self.t0 = time.monotonic()
-                self.status = demo.console.status(f"{name} …")
-                self.status.__enter__()
-                return self
-
-            def __exit__(self, et: Any, ev: Any, tb: Any) -> None:
-                self.status.__exit__(et, ev, tb)
-                dt = time.monotonic() - self.t0
-                if et is None:
-                    demo.result.steps.append(StepLog(name, dt, self.detail))
-                    extra = f" [dim]{self.detail}[/]" if self.detail else ""
-                    demo.console.print(f"[green]✓[/] {name} [dim]({dt:.1f} s)[/]{extra}", highlight=False)
-                else:
-                    demo.console.print(f"[red]✗[/] {name} [dim]({dt:.1f} s)[/]", highlight=False)
-
-        return _Step()
+    @contextmanager
+    def step(self, name: str) -> Iterator[StepLog]:
+        """Time one step under a spinner; print ``✓ name (seconds) detail`` (``✗`` on failure).
+        The body may set ``.detail`` on the yielded :class:`StepLog`."""
+        log = StepLog(name, 0.0)
+        t0 = time.monotonic()
+        ok = False
+        try:
+            with self.console.status(f"{name} …"):
+                yield log
+            ok = True
+        finally:
+            log.seconds = time.monotonic() - t0
+            if ok:
+                self.result.steps.append(log)
+                extra = f" [dim]{log.detail}[/]" if log.detail else ""
+                self.console.print(f"[green]✓[/] {name} [dim]({log.seconds:.1f} s)[/]{extra}", highlight=False)
+            else:
+                self.console.print(f"[red]✗[/] {name} [dim]({log.seconds:.1f} s)[/]", highlight=False)
 
     def cli(self, *args: str, timeout: float = 180) -> str:
         """Run ``demotrace ARGS`` with the demo's home and display; return stdout; raise
         :class:`DemoError` with the command and its stderr on failure."""
-        env = dict(self.env or os.environ, DEMOTRACE_HOME=str(self.home), COLUMNS="200",
-                   HF_DATASETS_OFFLINE="1", HF_HUB_OFFLINE="1", NO_COLOR="1")
+        env = _clean_env(self.env or os.environ)
+        env.update(DEMOTRACE_HOME=str(self.home), COLUMNS="200", HF_DATASETS_OFFLINE="1",
+                   HF_HUB_OFFLINE="1", NO_COLOR="1")
         proc = subprocess.run([*self.exe, *args], env=env, capture_output=True, text=True, timeout=timeout)
         with open(self.logs / "commands.log", "a", encoding="utf-8") as log:
             log.write(f"$ demotrace {' '.join(args)}\n{proc.stdout}{proc.stderr}\n")
@@ -387,7 +396,7 @@ class Demo:
     def _record(self, stack: ExitStack) -> None:
         log = open(self.logs / "recorder.log", "wb")
         stack.callback(log.close)
-        env = dict(self.env, DEMOTRACE_HOME=str(self.home), COLUMNS="200")
+        env = dict(_clean_env(self.env), DEMOTRACE_HOME=str(self.home), COLUMNS="200")
         rec = subprocess.Popen([*self.exe, "record", "--no-indicator"], env=env, stdout=log,
                                stderr=subprocess.STDOUT, start_new_session=True)
         stack.callback(_stop, rec, signal.SIGINT, 30)
@@ -448,8 +457,7 @@ class Demo:
         url = f"http://127.0.0.1:{port}"
         log = open(self.logs / "collector.log", "wb")
         stack.callback(log.close)
-        env = dict(os.environ)
-        env.pop("DEMOTRACE_DATABASE_URL", None)
+        env = _clean_env(os.environ)
         srv = subprocess.Popen([*self.exe, "server", "--data-dir", str(data), "--port", str(port)],
                                env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         stack.callback(_stop, srv)

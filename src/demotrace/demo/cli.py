@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -15,7 +14,7 @@ def register(app: typer.Typer) -> None:
     @app.command("demo")
     def demo(
         out: Path = typer.Option(Path("demo-output"), "--out", help="Folder for everything the demo writes (replaced parts: dataset, export, collector, replay.html)."),
-        home: Optional[Path] = typer.Option(None, "--home", help="demotrace home to record into (default <out>/home; never your own home)."),
+        home: Path | None = typer.Option(None, "--home", help="demotrace home to record into (default <out>/home; never your own home)."),
     ) -> None:
         """Run the whole loop on a virtual display: record a scripted task in real apps (editor,
         xterm, a sign-in form), seal, upload to a local collector, build the dataset, export
@@ -23,9 +22,7 @@ def register(app: typer.Typer) -> None:
         (bash scripts/bootstrap.sh installs them). Takes about a minute."""
         from rich.console import Console
 
-        from . import Demo, print_summary
-
-        from . import DemoError
+        from . import Demo, DemoError, print_summary
 
         console = Console()
         try:

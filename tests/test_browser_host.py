@@ -68,6 +68,21 @@ def test_secret_element_never_carries_a_value_and_bad_reports_are_named() -> Non
         merge.element_fields({"type": "action"})
 
 
+def test_policy_named_field_is_secret_whatever_the_page_said() -> None:
+    from demotrace.privacy.policy import default_policy
+
+    r = _report()
+    r["element"] = {**r["element"], "tag": "input", "secret": False,
+                    "attributes": {"name": "card_cvc", "value": "123"}}
+    # the default policy's name pattern "(?i)\b(cvv|cvc|csc)\b" does not match "card_cvc"
+    # ("_" is a word character) ...
+    assert merge.element_fields(r, default_policy())["secret"] is False
+    r["element"]["attributes"] = {"name": "cvc", "value": "123"}
+    # ... but matches "cvc": secret, and the value is gone
+    f = merge.element_fields(r, default_policy())
+    assert f["secret"] is True and "value" not in f["attributes"]
+
+
 def test_browser_clock_to_monotonic() -> None:
     wall, mono = 1_800_000_000_000_000_000, 5_000_000_000
     # 12.5 ms before "now" on the wall clock → 12.5 ms before now on the monotonic clock
@@ -121,10 +136,18 @@ def test_native_host_process_forwards_to_the_control_socket(tmp_path: Path) -> N
     assert fc == {"kind": "focus_change", "t_ns_abs": fc["t_ns_abs"], "url": "http://127.0.0.1:1/next",
                   "title": "Next", "pid": os.getpid(), "bounds": [0.0, 0.0, 800.0, 600.0]}
     assert b"not JSON" in proc.stderr and b"{not json" not in proc.stderr  # logged by error, not content
-    # stdout is Chrome's framing: one status message after connecting
-    (n,) = struct.unpack("=I", proc.stdout[:4])
-    assert json.loads(proc.stdout[4:4 + n]) == {"type": "status", "recording": True}
-    assert len(proc.stdout) == 4 + n
+    # stdout is Chrome's framing: the policy's secret-field rules (answering the hello), then
+    # one status message after connecting
+    out, msgs = proc.stdout, []
+    while out:
+        (n,) = struct.unpack("=I", out[:4])
+        msgs.append(json.loads(out[4:4 + n]))
+        out = out[4 + n:]
+    assert [m["type"] for m in msgs] == ["policy", "status"]
+    # from privacy/default_policy.toml [secrets]: "(?i)pass(word|code|phrase)" → JS source + flag i
+    assert ["pass(word|code|phrase)", "i"] in msgs[0]["name_patterns"]
+    assert "one-time-code" in msgs[0]["autocomplete"] and msgs[0]["types"] == ["password"]
+    assert msgs[1] == {"type": "status", "recording": True}
 
 
 def test_install_writes_manifest_and_launcher_and_cli_reports_status(tmp_path: Path) -> None:

@@ -88,7 +88,9 @@ def record(
         if indicator is not None:
             indicator.start()  # visible before anything is captured (fails closed)
         sid = new_session_id()
-        rec = Recorder(backend, spool.create(new_manifest(sid, backend)), settings)
+        from ..privacy.policy import load_policy
+
+        rec = Recorder(backend, spool.create(new_manifest(sid, backend)), settings, policy=load_policy(paths))
         rec.start()
         running.append(rec)
         console.print(f"recording session [bold]{sid}[/] — stop with Ctrl-C or `demotrace stop`", highlight=False)

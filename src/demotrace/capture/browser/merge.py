@@ -147,12 +147,14 @@ def _str_dict(d: Any) -> dict[str, str]:
     return {str(k): str(v)[:MAX_ATTR_CHARS] for k, v in d.items() if v is not None}
 
 
-def element_fields(report: dict[str, Any]) -> dict[str, Any]:
+def element_fields(report: dict[str, Any], policy: Any = None) -> dict[str, Any]:
     """Schema v1 ``element`` fields (JSON-ready: bounds as ``[x, y, w, h]`` physical pixels)
     from an ``action`` report. Extra context goes into ``attributes``: ``dom_event``, ``url``,
     ``title``, ``frame_id``, ``node_id``, ``css_bounds`` ("x,y,w,h" CSS px of the frame),
     ``dpr``, ``zoom``, ``mapping`` (pointer | window_estimate), ``snapshot`` (cleaned HTML, if
     sent and not secret). A secret element never carries ``value`` / ``selected_text``.
+    ``policy`` (a :class:`~demotrace.privacy.policy.Policy`) marks more fields secret by its
+    rules (:func:`~demotrace.privacy.secrets.element_is_secret`), whatever the page said.
 
     Raises:
         SchemaError: the report lacks ``element`` or a number the mapping needs.
@@ -162,6 +164,12 @@ def element_fields(report: dict[str, Any]) -> dict[str, Any]:
         raise SchemaError("browser report: missing 'element' object")
     secret = bool(el.get("secret"))
     attrs = _str_dict(el.get("attributes"))
+    if not secret and policy is not None:
+        from types import SimpleNamespace
+
+        from ...privacy.secrets import element_is_secret
+
+        secret = element_is_secret(policy, SimpleNamespace(secret=False, role=None, name=el.get("name"), attributes=attrs))
     if secret:
         for k in ("value", "selected_text", "checked"):
             attrs.pop(k, None)

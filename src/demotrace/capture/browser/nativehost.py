@@ -82,7 +82,7 @@ def write_message(stream: BinaryIO, msg: dict[str, Any]) -> None:
     stream.flush()
 
 
-def to_event(report: dict[str, Any], browser_pid: int | None = None) -> dict[str, Any] | None:
+def to_event(report: dict[str, Any], browser_pid: int | None = None, policy: Any = None) -> dict[str, Any] | None:
     """The ``browser_event`` payload for one report, or ``None`` for reports that carry no event.
 
     Raises:
@@ -91,7 +91,7 @@ def to_event(report: dict[str, Any], browser_pid: int | None = None) -> dict[str
     typ = report.get("type")
     now = time.monotonic_ns()
     if typ == "action":
-        fields = merge.element_fields(report)
+        fields = merge.element_fields(report, policy)
         t_dom = merge.epoch_ms_to_monotonic_ns(report.get("t_epoch_ms"), now_mono_ns=now)
         fields["attributes"]["dom_lead_ns"] = str(now - t_dom)
         return {"kind": "element", "t_ns_abs": now, **fields}
@@ -167,9 +167,27 @@ def _log(msg: str) -> None:
     sys.stderr.flush()
 
 
-def serve(stdin: BinaryIO, stdout: BinaryIO, socket_path: Path, browser_pid: int | None = None) -> Forwarder:
+def policy_message(policy: Any) -> dict[str, Any]:
+    """The secret-field rules of ``policy`` for the extension: ``{"type": "policy",
+    "name_patterns": [[source, flags], ...], "autocomplete": [...], "types": [...]}``. Python's
+    leading ``(?i)`` becomes the JavaScript flag ``i``; the page skips a pattern its RegExp
+    cannot compile (and keeps its built-in ones)."""
+    pats = []
+    for p in policy.secrets.name_patterns:
+        flags = ""
+        while p.startswith("(?i)"):
+            p, flags = p[4:], "i"
+        pats.append([p, flags])
+    return {"type": "policy", "name_patterns": pats, "autocomplete": list(policy.secrets.dom_autocomplete),
+            "types": list(policy.secrets.dom_types)}
+
+
+def serve(stdin: BinaryIO, stdout: BinaryIO, socket_path: Path, browser_pid: int | None = None,
+          policy: Any = None) -> Forwarder:
     """Relay reports from ``stdin`` to the recorder until the browser closes the port. A
-    malformed report is skipped and logged (by its error, never its content)."""
+    malformed report is skipped and logged (by its error, never its content). With a
+    ``policy``, the hello is answered with :func:`policy_message` and elements the policy calls
+    secret are marked so (see :func:`~.merge.element_fields`)."""
     fwd = Forwarder(socket_path)
     was = None
     last_dsf: dict[Any, float] = {}
@@ -191,13 +209,15 @@ def serve(stdin: BinaryIO, stdout: BinaryIO, socket_path: Path, browser_pid: int
                         last_dsf[report.get("window_id")] = float(dpr) / float(zoom)
                 if report.get("type") == "navigation" and "dsf" not in report:
                     report["dsf"] = last_dsf.get(report.get("window_id"), 1.0)
-                event = to_event(report, browser_pid)
+                event = to_event(report, browser_pid, policy)
             except SchemaError as exc:
                 _log(f"skipped a report: {exc}")
                 continue
             if event is not None:
                 fwd.send(event)
             elif report.get("type") == "hello":
+                if policy is not None:
+                    write_message(stdout, policy_message(policy))
                 fwd.connect()
             if fwd.connected != was:
                 was = fwd.connected
@@ -215,8 +235,16 @@ def main(argv: list[str] | None = None) -> int:
     origin = args[0] if args else "?"
     if not origin.startswith("chrome-extension://"):
         _log(f"unexpected caller {origin!r}; this program is started by Chromium")
+    from ...errors import DemotraceError
+    from ...privacy.policy import default_policy, load_policy
+
     paths = Paths.from_env()
-    fwd = serve(sys.stdin.buffer, sys.stdout.buffer, paths.control_socket, browser_pid=os.getppid())
+    try:
+        policy = load_policy(paths)
+    except DemotraceError as exc:
+        _log(f"policy unreadable ({exc}); using the built-in policy")
+        policy = default_policy()
+    fwd = serve(sys.stdin.buffer, sys.stdout.buffer, paths.control_socket, browser_pid=os.getppid(), policy=policy)
     _log(f"port closed: {fwd.sent} events sent, {fwd.dropped} dropped (no recorder), {fwd.rejected} rejected")
     return 0
 

@@ -21,6 +21,8 @@
 
   // WHATWG autofill field names that hold secrets (HTML Living Standard, "Autofill").
   const SECRET_AUTOCOMPLETE = /(^|\s)(current-password|new-password|one-time-code|cc-[a-z-]+)(\s|$)/i;
+  let policyAutocomplete = new Set();
+  let policyTypes = new Set(["password"]);
   // Field names the default policy treats as secret (privacy/default_policy.toml adds more).
   let secretNamePatterns = [/pass(word|wd|code)/i, /(^|[^a-z])(otp|pin|cvc|cvv|csc)([^a-z]|$)/i,
     /one.?time/i, /security.?code/i];
@@ -42,13 +44,33 @@
     return String(n);
   }
 
+  function applyPolicy(p) {
+    // The person's policy (privacy/default_policy.toml [secrets]) adds to the built-in rules.
+    if (!p) return false;
+    for (const [src, flags] of p.name_patterns || []) {
+      try { secretNamePatterns.push(new RegExp(src, flags)); } catch (e) { /* not JS syntax: skipped */ }
+    }
+    policyAutocomplete = new Set((p.autocomplete || []).map((s) => s.toLowerCase()));
+    for (const t of p.types || []) policyTypes.add(t.toLowerCase());
+    return true;
+  }
+  function askPolicy(retries) {
+    try {
+      chrome.runtime.sendMessage({ type: "get_policy" }).then((p) => {
+        if (!applyPolicy(p) && retries > 0) setTimeout(() => askPolicy(retries - 1), 1000);
+      }).catch(() => {});
+    } catch (e) { /* extension reloaded */ }
+  }
+  askPolicy(3);
+
   function isSecret(el) {
     if (!(el instanceof Element)) return false;
     const tag = el.tagName.toLowerCase();
     if (tag !== "input" && tag !== "textarea" && !el.isContentEditable) return false;
-    if (tag === "input" && (el.type || "").toLowerCase() === "password") return true;
+    if (tag === "input" && policyTypes.has((el.type || "").toLowerCase())) return true;
     const ac = el.getAttribute("autocomplete") || "";
     if (SECRET_AUTOCOMPLETE.test(ac)) return true;
+    if (ac.toLowerCase().split(/\s+/).some((t) => policyAutocomplete.has(t))) return true;
     const names = [el.name, el.id, el.getAttribute("aria-label"), el.getAttribute("placeholder")];
     return names.some((n) => n && secretNamePatterns.some((p) => p.test(n)));
   }

@@ -9,6 +9,7 @@
 const HOST = "org.demotrace.browser";
 let port = null;
 let recording = false;  // the host's last word: is a recorder receiving our reports?
+let policy = null;  // the person's secret-field rules, from the host (privacy policy)
 let retryAt = 0;
 const zoomByTab = new Map();
 let chain = Promise.resolve();  // keeps reports in arrival order across async look-ups
@@ -17,7 +18,10 @@ function connect() {
   if (port || Date.now() < retryAt) return port;
   try {
     port = chrome.runtime.connectNative(HOST);
-    port.onMessage.addListener((m) => { if (m && m.type === "status") recording = !!m.recording; });
+    port.onMessage.addListener((m) => {
+      if (m && m.type === "status") recording = !!m.recording;
+      if (m && m.type === "policy") policy = m;
+    });
     port.postMessage({ type: "hello" });
     port.onDisconnect.addListener(() => {
       recording = false;
@@ -50,7 +54,8 @@ async function zoomOf(tabId) {
 chrome.tabs.onZoomChange.addListener((info) => zoomByTab.set(info.tabId, info.newZoomFactor));
 chrome.tabs.onRemoved.addListener((tabId) => zoomByTab.delete(tabId));
 
-chrome.runtime.onMessage.addListener((msg, sender) => {
+chrome.runtime.onMessage.addListener((msg, sender, sendResponse) => {
+  if (msg && msg.type === "get_policy") { connect(); sendResponse(policy); return; }
   if (!sender.tab || sender.tab.incognito || !msg || msg.type !== "action") return;
   const tab = sender.tab;
   chain = chain.then(async () => {

@@ -244,6 +244,20 @@ def _record(s: Session, xvfb, page, env: dict[str, str]) -> None:
         click(name)
     _wait(lambda: page.evaluate("location.pathname") == "/reports", 5, "the SPA navigation")
     assert page.evaluate("document.getElementById('widget').shadowRoot.querySelector('output').textContent") == "1"
+    # one wheel notch over the heading
+    h1 = page.evaluate("(() => { const r = document.querySelector('h1').getBoundingClientRect(); return [r.left + 40, r.top + r.height / 2]; })()")
+    s.wheel_point = (round(s.offset[0] + h1[0]), round(s.offset[1] + h1[1]))
+    _xdo(xvfb, "mousemove", *map(str, s.wheel_point))
+    time.sleep(0.1)
+    _xdo(xvfb, "click", "5")
+    time.sleep(0.7)
+    # a second tab, then back: tab switches reach the stream with the tab's URL
+    other = page.context.new_page()
+    other.goto(page.url.split("/reports")[0] + "/?tab=2")
+    other.bring_to_front()
+    time.sleep(0.7)
+    page.bring_to_front()
+    time.sleep(0.7)
     time.sleep(0.5)
     _cli(s.home, "task", "end", "--status", "success", env=env)
     time.sleep(0.3)
@@ -311,6 +325,16 @@ def test_targets_and_selectors(session: Session) -> None:
     urls = [e.url for e in session.events if _kind(e) == "focus_change" and e.url]
     assert any(u.startswith("http://127.0.0.1:") and u.endswith("/reports") for u in urls), urls
     assert any(u.startswith("http://127.0.0.1:") and u.count("/") == 3 and u.endswith("/") for u in urls), urls
+
+
+def test_wheel_target_and_tab_switch(session: Session) -> None:
+    (wheel,) = [e for e in session.events if _kind(e) == "wheel"]
+    assert (wheel.x, wheel.y) == session.wheel_point and wheel.dy < 0  # button 5 = down
+    (el,) = [e for e in session.events if _kind(e) == "element" and e.attributes.get("dom_event") == "wheel"]
+    assert el.tag == "h1" and el.bounds is not None and el.bounds.contains(wheel.x, wheel.y)
+    urls = [e.url or "" for e in session.events if _kind(e) == "focus_change"]
+    i = max(i for i, u in enumerate(urls) if u.endswith("/?tab=2"))
+    assert any(u.endswith("/reports") for u in urls[i + 1:]), urls  # switched back
 
 
 def test_incognito_window_never_captured(session: Session) -> None:

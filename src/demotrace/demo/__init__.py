@@ -309,6 +309,9 @@ class Demo:
                             "(bash scripts/bootstrap.sh does)") from exc
         self.out.mkdir(parents=True, exist_ok=True)
         self.logs.mkdir(exist_ok=True)
+        if not self.own_home and (self.home / "collector.json").exists():
+            raise DemoError(f"{self.home} is enrolled with a collector; the demo would replace that "
+                            "enrollment with its own: leave out --home (the demo uses <out>/home) or give a fresh folder")
         if self.own_home and self.home.exists():
             shutil.rmtree(self.home)  # the demo's own home from an earlier run: start fresh
         self.home.mkdir(mode=0o700, parents=True, exist_ok=True)

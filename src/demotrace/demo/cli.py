@@ -14,7 +14,7 @@ def register(app: typer.Typer) -> None:
     @app.command("demo")
     def demo(
         out: Path = typer.Option(Path("demo-output"), "--out", help="Folder for everything the demo writes (replaced parts: dataset, export, collector, replay.html)."),
-        home: Path | None = typer.Option(None, "--home", help="demotrace home to record into (default <out>/home; never your own home)."),
+        home: Path | None = typer.Option(None, "--home", help="demotrace home to record into (default <out>/home, started afresh each run). A home you give is kept; only the demo's session is sealed, uploaded and built. Refused if it is enrolled with a collector."),
     ) -> None:
         """Run the whole loop on a virtual display: record a scripted task in real apps (editor,
         xterm, a sign-in form), seal, upload to a local collector, build the dataset, export

@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 import pytest
 
 DEMOTRACE = str(Path(sys.executable).parent / "demotrace")
-INSTRUCTION = "Write a meeting note, check the date in a terminal, and sign in to the form"
+INSTRUCTION = "Write a meeting note, run echo in a terminal, and sign in to the form"
 PASSWORD = "Tq7mRv2KxW9pLz4NcB8hJs3Fd6Yg"
 # requested window geometries (x, y, w, h) from the apps / the demo's xterm command line; a WM
 # frame adds at most a few dozen pixels of decoration

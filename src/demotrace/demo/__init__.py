@@ -46,7 +46,7 @@ from typing import Any
 from ..errors import DemotraceError
 
 #: The episode's instruction (the ``task start`` marker).
-INSTRUCTION = "Write a meeting note, check the date in a terminal, and sign in to the form"
+INSTRUCTION = "Write a meeting note, run echo in a terminal, and sign in to the form"
 #: Text typed into the editor.
 NOTE_TEXT = "Ship the demo on Monday."
 #: Command typed into xterm (followed by Return).

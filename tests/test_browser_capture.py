@@ -216,6 +216,11 @@ def _record(s: Session, xvfb, page, env: dict[str, str]) -> None:
     def elements() -> int:
         return int(_status(s.home)["by_kind"].get("element", 0))
 
+    # a page script's own events are not the person's actions: the first "Help" button gets
+    # synthetic ones only (it is never really clicked)
+    page.evaluate("""(() => { const b = document.querySelectorAll('#login button')[1];
+        for (const t of ['pointerdown', 'click', 'focusin']) b.dispatchEvent(new PointerEvent(t, {bubbles: true, composed: true}));
+        b.dispatchEvent(new WheelEvent('wheel', {bubbles: true, deltaY: 100})); })()""")
     click("username")
     _xdo(xvfb, "type", "--delay", "40", USER)
     time.sleep(0.7)
@@ -325,6 +330,11 @@ def test_targets_and_selectors(session: Session) -> None:
     urls = [e.url for e in session.events if _kind(e) == "focus_change" and e.url]
     assert any(u.startswith("http://127.0.0.1:") and u.endswith("/reports") for u in urls), urls
     assert any(u.startswith("http://127.0.0.1:") and u.count("/") == 3 and u.endswith("/") for u in urls), urls
+
+
+def test_synthetic_page_events_are_not_reported(session: Session) -> None:
+    # "button:nth-of-type(2)" is the first Help button (hand-derived like CLICKED["help2"])
+    assert not [e for e in session.events if _kind(e) == "element" and e.selector == "button:nth-of-type(2)"]
 
 
 def test_wheel_target_and_tab_switch(session: Session) -> None:

@@ -277,7 +277,8 @@
   }
 
   function send(kind, e, el, extra) {
-    if (!el) return;
+    // Only the person's own input: events a page script makes (isTrusted false) are not actions.
+    if (!el || !e.isTrusted) return;
     const msg = {
       type: "action", event: kind,
       t_epoch_ms: performance.timeOrigin + e.timeStamp,

@@ -51,6 +51,9 @@ DIFF_THRESHOLD = 8
 FULL_FRAME_SHARE = 0.6
 #: Extra image pixels painted around each flagged word (anti-aliased glyph edges).
 BOX_MARGIN = 2
+#: Gaps between OCR words, as a share of the word box height, below which two words are read
+#: as one token (each value gives one analysis of the row; see :func:`flag_words`).
+JOIN_GAPS = (0.25, 0.6)
 
 #: OCR-lenient rules applied to each OCR'd line (after confusable mapping): card-shaped digit
 #: groups (13–19 digits in groups of 4, as printed on cards), IBAN-shaped strings (ISO 13616:
@@ -178,29 +181,36 @@ def flag_words(words: Sequence[Word], find: Callable[[str], list[Finding]]) -> l
     for ws in rows:
         ws.sort(key=lambda w: w.box[0])
         # Words whose boxes (nearly) touch are one token split by OCR: join them without a
-        # space so a key read as "ghp_R2d2" + "C3po…" is found, and both parts painted.
-        spans, pos, seps = [], 0, []
-        for i, w in enumerate(ws):
-            if i:
-                prev = ws[i - 1]
-                gap = w.box[0] - prev.box[2]
-                seps.append("" if gap < 0.25 * max(1, w.box[3] - w.box[1]) else " ")
-                pos += len(seps[-1])
-            spans.append((pos, pos + len(w.text)))
-            pos += len(w.text)
-
-        def _join(parts: list[str]) -> str:
-            return parts[0] + "".join(sep + p for sep, p in zip(seps, parts[1:])) if parts else ""
-
-        text = _join([w.text for w in ws])
-        mapped = _join([_to_digits(w.text) for w in ws])
-        hits: list[Finding] = list(find(text))
-        if mapped != text:
-            hits += find(mapped)
-        for ent, rx in OCR_RULES.items():
-            for t in {text, mapped}:
-                hits += [Finding(m.start(), m.end(), ent, 0.5, "ocr_rules") for m in rx.finditer(t)]
+        # space so a key read as "ghp_R2d2" + "C3po…" is found, and both parts painted. A space
+        # is about 0.3 of a word box's height in proportional fonts and 0.6+ in monospace ones,
+        # while OCR splits inside a token leave 0.1–0.5: the row is analysed with both
+        # thresholds (JOIN_GAPS) — the looser one only for e-mail and key shapes, since joining
+        # ordinary words and numbers that loosely makes false card / phone matches.
         row_flags: dict[int, str] = {}
+        for limit in JOIN_GAPS:
+            spans, pos, seps = [], 0, []
+            for i, w in enumerate(ws):
+                if i:
+                    gap = w.box[0] - ws[i - 1].box[2]
+                    seps.append("" if gap < limit * max(1, w.box[3] - w.box[1]) else " ")
+                    pos += len(seps[-1])
+                spans.append((pos, pos + len(w.text)))
+                pos += len(w.text)
+            text = ws[0].text + "".join(sep + w.text for sep, w in zip(seps, ws[1:]))
+            mapped = _to_digits(ws[0].text) + "".join(sep + _to_digits(w.text) for sep, w in zip(seps, ws[1:]))
+            loose = limit != JOIN_GAPS[0]  # the looser join: e-mail and key shapes only
+            hits: list[Finding] = [] if loose else list(find(text))
+            if mapped != text and not loose:
+                hits += find(mapped)
+            for ent, rx in OCR_RULES.items():
+                if loose and ent not in ("EMAIL_ADDRESS", "TOKEN_PREFIX"):
+                    continue
+                for t in {text, mapped}:
+                    hits += [Finding(m.start(), m.end(), ent, 0.5, "ocr_rules") for m in rx.finditer(t)]
+            for f in hits:
+                for i, (s0, e0) in enumerate(spans):
+                    if s0 < f.end and f.start < e0 and i not in row_flags:
+                        row_flags[i] = f.entity
         for f in hits:
             for i, (s, e) in enumerate(spans):
                 if s < f.end and f.start < e and i not in row_flags:

@@ -37,6 +37,7 @@ from helpers_x11 import (
     x,
     led_on,
     list_monitors,
+    search_window,
     tap,
     tk_app,
     wait_for,
@@ -417,6 +418,81 @@ def test_grab_shows_known_colours_and_the_click_change(xvfb: Any) -> None:
             assert later.captured_ns > frame.captured_ns
         finally:
             backend.stop()
+
+
+def test_unchanged_screen_reuses_the_grab_until_damage(xvfb: Any) -> None:
+    """DAMAGE: while nothing is drawn a grab returns the previous buffer (new capture time);
+    its content equals a real grab's; drawing makes the next grab a real one."""
+    env = xvfb.env
+    with tk_app(env, "Damage target", 200, 150) as app:
+        backend = X11Backend(xvfb.display)
+        plain = X11Backend(xvfb.display, use_damage=False)
+        backend.start(Collector())
+        try:
+            first = backend.grab()
+            # Tk may still be drawing just after mapping: wait for two grabs sharing one buffer
+            def same_twice() -> Any:
+                a, b = backend.grab(), backend.grab()
+                return (a, b) if a.pixels is b.pixels else None
+
+            pair = wait_for(same_twice, what="an unchanged screen to reuse the grab")
+            assert pair[1].captured_ns > pair[0].captured_ns > first.captured_ns
+            assert plain.grab().pixels == pair[1].pixels  # a real grab (no DAMAGE) sees the same screen
+            # tkapp: button #c81e1e at window offset (10, 10), green #1ec81e after a click
+            assert _pixel(pair[1], 200 + 70, 150 + 30) == (0xC8, 0x1E, 0x1E)
+            xdotool(env, "mousemove", str(200 + 70), str(150 + 30), "click", "1")
+            app.proc.stdout.readline()  # "CLICKED" after repainting
+            later = wait_for(lambda: (f := backend.grab()) and _pixel(f, 270, 180) == (0x1E, 0xC8, 0x1E) and f,
+                             what="button turns green in a grab")
+            assert later.pixels is not pair[1].pixels
+        finally:
+            backend.stop()
+            plain.stop()
+
+
+def test_damage_grabs_follow_a_busy_screen_to_its_final_content(xvfb: Any) -> None:
+    """Grabbing while a terminal prints 400 lines for about 2 s (drawing races the grabs): once
+    the printing ends, a DAMAGE grab equals a real grab (no drawing is ever missed)."""
+    import threading
+
+    env = xvfb.env
+    script = "for i in $(seq 400); do echo line $i; sleep 0.004; done; echo DONE; sleep 60"
+    proc = subprocess.Popen(["xterm", "-T", "Busy term", "-geometry", "60x20+30+30", "-e", "sh", "-c", script],
+                            env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+    backend = X11Backend(xvfb.display)
+    plain = X11Backend(xvfb.display, use_damage=False)
+    grabs = [backend.grab()]
+    stop = threading.Event()
+
+    def loop() -> None:
+        while not stop.is_set():
+            grabs.append(backend.grab())
+
+    try:
+        search_window(env, "Busy term", timeout=10)
+        th = threading.Thread(target=loop)
+        th.start()
+        try:
+            def settled() -> Any:  # two real grabs 0.3 s apart agree: the printing is over
+                a = plain.grab().pixels
+                time.sleep(0.3)
+                return a if plain.grab().pixels == a else None
+
+            final = wait_for(settled, timeout=30, interval=0.05, what="the terminal to finish printing")
+            after = time.monotonic_ns()
+            # the grabbing thread's own next grab (its DAMAGE object lived through the races)
+            last = wait_for(lambda: grabs[-1].captured_ns > after and grabs[-1], what="a grab after the end")
+        finally:
+            stop.set()
+            th.join(10)
+        assert len({id(g.pixels) for g in grabs}) > 2  # it grabbed while the screen changed
+        assert last.pixels == final, "a DAMAGE grab missed drawing: stale screen"
+    finally:
+        stop.set()
+        backend.stop()
+        plain.stop()
+        proc.kill()
+        proc.wait()
 
 
 def test_grab_from_several_threads(xvfb: Any) -> None:

@@ -333,6 +333,14 @@ def test_record_click_type_task_and_show(xvfb, dt_home: Path) -> None:
     assert key_frames and key_frames[0].captured_t_ns < kd[0].t_ns
     # the REC indicator is in the frames, top-right (documented: frames show what the person saw)
     assert _close(_pixel(r, cf, xvfb.width - 10, 12), INDICATOR_REC)
+    # the final screens: one frame at task end and one at stop, each the newest ring frame
+    # captured before its marker (not older than the settle grab after typing): button red
+    by_name = {e.name: e for e in events if isinstance(e, Marker)}
+    for reason, marker in (("task_end", "task_end"), ("session_stop", "session_stop")):
+        final = [f for f in frames if f.reason == reason]
+        assert len(final) == 1, (reason, [f.reason for f in frames])
+        assert settle[0].captured_t_ns <= final[0].captured_t_ns < by_name[marker].t_ns
+        assert _close(_pixel(r, final[0], 250, 150), RED)
     r.close()
     _assert_no_plaintext(dt_home, [typed, "secret words", title, "Zürich", instruction])
 

@@ -36,6 +36,56 @@ from typing import Any
 from ..schema.events import Monitor, Rect
 
 
+_EMPTY_XAUTH: list[str] = []
+
+
+def open_display(name: str | None) -> Any:
+    """A python-xlib ``Display`` on ``name``. Without an authority file (no ``$XAUTHORITY``,
+    no ``~/.Xauthority``: a fresh account, an Xvfb without access control) python-xlib refuses
+    to connect where libX11 connects without credentials; then, like libX11, connect without
+    credentials: ``$XAUTHORITY`` is pointed (for this process and its children) at a private
+    temporary file holding one entry that matches no display (an empty file would make
+    python-xlib print a warning on stdout at every connection).
+
+    Raises: the python-xlib errors of ``Display`` (``DisplayError``, ``ConnectionClosedError``,
+    ``OSError``)."""
+    from Xlib import display as xdisplay
+    from Xlib import error as xerror
+
+    import warnings
+
+    with warnings.catch_warnings():
+        # python-xlib reads the authority file without closing it (a ResourceWarning per
+        # connection): not ours to report
+        warnings.simplefilter("ignore", ResourceWarning)
+        return _open_display(xdisplay, xerror, name)
+
+
+def _open_display(xdisplay: Any, xerror: Any, name: str | None) -> Any:
+    import struct
+    import tempfile
+
+    try:
+        return xdisplay.Display(name)
+    except xerror.XauthError:
+        import gc
+
+        gc.collect()  # the failed attempt's socket (python-xlib leaves it to the collector)
+        if not _EMPTY_XAUTH:
+            fd, path = tempfile.mkstemp(prefix="demotrace-xauth-")
+
+            def field(b: bytes) -> bytes:
+                return struct.pack(">H", len(b)) + b
+
+            # family FamilyLocal (256), address, display number, auth name, auth data
+            os.write(fd, struct.pack(">H", 256) + field(b"demotrace-no-host") + field(b"65535")
+                     + field(b"") + field(b""))
+            os.close(fd)
+            _EMPTY_XAUTH.append(path)
+        os.environ["XAUTHORITY"] = _EMPTY_XAUTH[0]
+        return xdisplay.Display(name)
+
+
 @dataclass(frozen=True)
 class WindowInfo:
     """The focused window (see module docstring); any field ``None`` = unknown."""
@@ -73,24 +123,30 @@ def decode_text(raw: bytes | str | None, type_name: str | None) -> str | None:
 class WindowTracker:
     """Thread that tracks focus, titles and monitors on display ``display_name``.
 
-    Callbacks (called on the tracker thread, must only enqueue): ``on_focus(info)`` on every
-    change of the focused window or its title; ``on_screen(monitors, desktop)`` on layout
+    Callbacks (called on the tracker thread, must only enqueue): ``on_focus(info, t_ns)`` on
+    every change of the focused window or its title (``t_ns``: monotonic ns when the change was
+    seen; a change to *no* focused window is reported only once it has lasted
+    ``empty_focus_grace_s`` — 0.5 s, longer than a window manager's focus hand-over under
+    load — and keeps the time it was first seen); ``on_screen(monitors, desktop)`` on layout
     change; ``on_mapping()`` on a keyboard mapping change.
     """
 
     def __init__(self, display_name: str | None, on_focus: Callable[[WindowInfo], None],
                  on_screen: Callable[[tuple[Monitor, ...], Rect], None],
-                 on_mapping: Callable[[], None], poll_s: float = 0.15, screen_poll_s: float = 2.0) -> None:
-        from Xlib import display as xdisplay
-
+                 on_mapping: Callable[[], None], poll_s: float = 0.15, screen_poll_s: float = 2.0,
+                 empty_focus_grace_s: float = 0.5) -> None:
         self.poll_s = poll_s
         self.screen_poll_s = screen_poll_s
+        self.empty_focus_grace_s = empty_focus_grace_s
+        #: monotonic s when "nothing focused" was first seen while a window was current
+        self._empty_since: float | None = None
+        self._empty_t_ns = 0
         self.on_focus = on_focus
         self.on_screen = on_screen
         self.on_mapping = on_mapping
         self.error: BaseException | None = None
         self.x_errors = 0
-        self.dpy = xdisplay.Display(display_name)
+        self.dpy = open_display(display_name)
         self.dpy.set_error_handler(self._x_error)
         self.root = self.dpy.screen().root
         a = self.dpy.intern_atom
@@ -362,9 +418,23 @@ class WindowTracker:
 
     def _emit_focus_if_changed(self) -> None:
         info = self.poll_focus()
+        t_ns = time.monotonic_ns()
+        if info.window_id is None and self.current.window_id is not None:
+            # Focus moved to nothing: a window manager passes through "no active window" while
+            # it moves focus (openbox sets _NET_ACTIVE_WINDOW to None on the old window's
+            # FocusOut when the new window's FocusIn is not queued yet — under load it is
+            # not). Report it only if it lasts empty_focus_grace_s, stamped when first seen.
+            now = time.monotonic()
+            if self._empty_since is None:
+                self._empty_since = now
+                self._empty_t_ns = t_ns
+            if now - self._empty_since < self.empty_focus_grace_s:
+                return
+            t_ns = self._empty_t_ns
+        self._empty_since = None
         if (info.window_id, info.title) != (self.current.window_id, self.current.title):
             self.current = info
-            self.on_focus(info)
+            self.on_focus(info, t_ns)
 
     def _run(self) -> None:
         from Xlib import X
@@ -376,6 +446,8 @@ class WindowTracker:
             while not self._stop.is_set():
                 wm = self.wm_running()
                 wake = next_screen if wm else min(next_poll, next_screen)
+                if self._empty_since is not None:
+                    wake = min(wake, self._empty_since + self.empty_focus_grace_s)
                 timeout = max(0.0, wake - time.monotonic())
                 if not self.dpy.pending_events():
                     r, _, _ = select.select([fd, self._wake_r], [], [], timeout)
@@ -397,6 +469,9 @@ class WindowTracker:
                         focus_dirty = focus_dirty or et != X.ConfigureNotify
                     elif self.has_randr and et >= 64:  # extension events (RandR)
                         screen_dirty = True
+                if self._empty_since is not None and \
+                        time.monotonic() >= self._empty_since + self.empty_focus_grace_s:
+                    focus_dirty = True
                 if not wm and time.monotonic() >= next_poll:
                     focus_dirty = True
                     next_poll = time.monotonic() + self.poll_s

@@ -13,7 +13,7 @@ Threads and X connections (python-xlib displays are never shared between threads
 - ``demotrace-x11-windows``: :class:`~demotrace.capture._xorg_window.WindowTracker`
   (focus, titles, RandR, MappingNotify).
 - ``demotrace-x11-release``: flushes a held-back key release after ``release_hold_s`` (see
-  auto-repeat below).
+  auto-repeat below); it sleeps on a condition until a release is held back (no polling).
 - a control connection used by :meth:`X11Backend.start` / :meth:`X11Backend.stop` and
   :meth:`X11Backend.pointer_position` under a lock.
 - :meth:`X11Backend.grab` uses one ``mss`` instance **per calling thread** (mss objects hold an
@@ -56,6 +56,8 @@ How the cases of DESIGN.md section 10 are handled on X11:
 - Wheel: buttons 4/5/6/7 → one tick each, ``dy=+1`` (4, up), ``dy=-1`` (5), ``dx=-1`` (6,
   left), ``dx=+1`` (7, right); their releases are ignored. Buttons 8/9 → ``"x1"``/``"x2"``.
 - Titles: UTF-8 decoded with U+FFFD for invalid bytes, never an exception.
+- Focus to nothing: reported only when it lasts 0.5 s (a window manager's focus hand-over
+  passes through "no active window"; see :class:`~demotrace.capture._xorg_window.WindowTracker`).
 - Focus without a window manager (plain Xvfb): ``GetInputFocus`` polled every
   ``focus_poll_s``; a focus that goes A → B → A within one poll is not seen.
 - Unpaired keys: a key already down at :meth:`X11Backend.start` gives a ``key_up`` with no
@@ -64,7 +66,10 @@ How the cases of DESIGN.md section 10 are handled on X11:
 - Time: ``t_ns`` is ``time.monotonic_ns()`` when the event reaches the input thread
   (``CLOCK_MONOTONIC``: wall-clock changes do not move it). X server times (ms) are used only
   to pair auto-repeat releases and presses.
-- Frames: mss grabs of the root window (physical pixels = X pixels; X11 has no scaling).
+- Frames: mss grabs of the root window (physical pixels = X pixels; X11 has no scaling),
+  skipped while the DAMAGE extension reports the screen unchanged (see :meth:`X11Backend.grab`).
+- RECORD replies are read off the socket and events unpacked with one ``struct`` call each (the core
+  device-event layout), not python-xlib's generic event parser.
 """
 
 from __future__ import annotations
@@ -73,7 +78,8 @@ import os
 import struct
 import threading
 import time
-from typing import Any
+from dataclasses import replace
+from typing import Any, NamedTuple
 
 from ..errors import CaptureError
 from ..schema.events import (
@@ -90,12 +96,36 @@ from ..schema.events import (
 )
 from . import _xorg_keys as keys
 from ._base import CaptureBackend, EventSink, RawFrame
-from ._xorg_window import WindowInfo, WindowTracker
+from ._xorg_window import WindowInfo, WindowTracker, open_display
 
 _KEY_PRESS, _KEY_RELEASE, _BUTTON_PRESS, _BUTTON_RELEASE, _MOTION = 2, 3, 4, 5, 6
 _CHANGE_KEYBOARD_MAPPING = 100  # core request opcode
 _BUTTONS = {1: "left", 2: "middle", 3: "right", 8: "x1", 9: "x2"}
 _WHEEL = {4: (0.0, 1.0), 5: (0.0, -1.0), 6: (-1.0, 0.0), 7: (1.0, 0.0)}
+#: The 32-byte core device event (KeyPress … MotionNotify share one layout, X11 protocol
+#: section "Events"), in the byte order of this client (RECORD sends recorded events in the
+#: recording client's byte order): type, detail, sequence, time, root, event, child, root-x,
+#: root-y, event-x, event-y, state, same-screen.
+_EVENT = struct.Struct("=BBHIIIIhhhhHB1x")
+
+
+class _DeviceEvent(NamedTuple):
+    """One recorded core device event, unpacked with :data:`_EVENT` (python-xlib's generic
+    parser builds an object with three window resources per event: ~10x the CPU)."""
+
+    type: int
+    detail: int
+    sequence_number: int
+    time: int
+    root: int
+    window: int
+    child: int
+    root_x: int
+    root_y: int
+    event_x: int
+    event_y: int
+    state: int
+    same_screen: int
 
 
 class _Keymap:
@@ -154,6 +184,8 @@ class _InputTranslator:
         self.pending: tuple[int, int, int, dict[str, Any], dict[str, Any]] | None = None
         self.pending_since = 0.0
         self.lock = threading.Lock()
+        #: notified when a release is held back (wakes the flusher thread; no polling)
+        self.cond = threading.Condition(self.lock)
         self.last_xy: tuple[float, float] | None = None
 
     def flush_pending(self, older_than_s: float | None = None) -> None:
@@ -227,6 +259,27 @@ class _InputTranslator:
         with self.lock:
             self.pending = (kc, int(ev.time), t_ns, fields, down)
             self.pending_since = time.monotonic()
+            self.cond.notify()
+
+    def wait_and_flush(self, hold_s: float, stopping: threading.Event) -> None:
+        """The flusher thread's loop: sleep until a release is held back, then until it is
+        ``hold_s`` old, and flush it (unless a device event took it first). Returns when
+        ``stopping`` is set (and :meth:`wake` called)."""
+        while not stopping.is_set():
+            with self.cond:
+                if self.pending is None:
+                    self.cond.wait()
+                    continue
+                left = self.pending_since + hold_s - time.monotonic()
+                if left > 0:
+                    self.cond.wait(left)
+                    continue
+            self.flush_pending(older_than_s=hold_s)
+
+    def wake(self) -> None:
+        """Wake the flusher thread (at stop)."""
+        with self.cond:
+            self.cond.notify_all()
 
     def release_all(self) -> None:
         """Flush the held-back release (at stop)."""
@@ -246,6 +299,7 @@ class X11Backend(CaptureBackend):
             (50 ms; its ``t_ns`` is its arrival time regardless).
         screen_poll_s: seconds between re-reads of the monitor layout besides RandR events
             (2 s; RandR 1.5 monitor changes send no event).
+        use_damage: skip grabs while the DAMAGE extension reports no change (see :meth:`grab`).
 
     Raises (from :meth:`start`):
         CaptureError: the display cannot be opened or lacks the RECORD extension.
@@ -255,7 +309,8 @@ class X11Backend(CaptureBackend):
     platform = "linux-x11"
 
     def __init__(self, display: str | None = None, *, focus_poll_s: float = 0.15,
-                 repeat_window_ms: int = 1, release_hold_s: float = 0.05, screen_poll_s: float = 2.0) -> None:
+                 repeat_window_ms: int = 1, release_hold_s: float = 0.05, screen_poll_s: float = 2.0,
+                 use_damage: bool = True) -> None:
         self.display_name = display if display is not None else os.environ.get("DISPLAY")
         if not self.display_name:
             raise CaptureError("no X display: $DISPLAY is not set and no display was given")
@@ -263,6 +318,7 @@ class X11Backend(CaptureBackend):
         self.repeat_window_ms = repeat_window_ms
         self.release_hold_s = release_hold_s
         self.screen_poll_s = screen_poll_s
+        self.use_damage = use_damage
         self._lock = threading.Lock()
         self._running = False
         self._ctl: Any = None
@@ -284,7 +340,6 @@ class X11Backend(CaptureBackend):
 
     # -- lifecycle ------------------------------------------------------------------------------
     def _open(self) -> Any:
-        from Xlib import display as xdisplay
         from Xlib import error as xerror
 
         import gc
@@ -295,7 +350,7 @@ class X11Backend(CaptureBackend):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ResourceWarning)
             try:
-                return xdisplay.Display(self.display_name)
+                return open_display(self.display_name)
             except (xerror.DisplayError, xerror.ConnectionClosedError, OSError) as exc:
                 reason = str(exc)
             gc.collect()
@@ -363,35 +418,61 @@ class X11Backend(CaptureBackend):
             raise CaptureError(f"X11 capture could not start on {self.display_name!r}: {exc!r}") from exc
 
     def _record_loop(self) -> None:
-        from Xlib.ext import record
-        from Xlib.protocol import rq
+        """Enable the RECORD context and read its replies straight off the data connection's
+        socket until ``EndOfData`` (sent when :meth:`stop` disables the context).
 
-        parser = rq.EventField(None)
+        python-xlib's ``record_enable_context`` costs ~10x more CPU per event (a select per
+        read, locks, a reply object and an event object with three window resources each);
+        the RECORD reply layout is fixed (RECORD extension protocol 1.13, ``EnableContext``
+        reply: a 32-byte header — type 1, category, sequence, length in 4-byte units,
+        element header, client-swapped, id-base, server time, recorded sequence — then the
+        intercepted data), and the context is created without element headers, so
+        ``FromServer`` data is a run of 32-byte device events and ``FromClient`` data one
+        request. All replies read in one ``recv`` share one ``t_ns``."""
+        from Xlib.ext import record
+
         tr = self._translator
         rec = self._rec
         assert tr is not None
         keymap = self._keymap
-
-        def callback(reply: Any) -> None:
-            t_ns = time.monotonic_ns()
-            cat = reply.category
-            if cat == record.StartOfData:
-                self._record_ready.set()
-                return
-            if cat == record.FromClient:
-                data = bytes(reply.data)
-                if data and data[0] == _CHANGE_KEYBOARD_MAPPING:
-                    keymap.apply_request(data, bool(reply.client_swapped))
-                return
-            if cat != record.FromServer:
-                return
-            data = reply.data
-            while data and len(data) >= 32:
-                ev, data = parser.parse_binary_value(data, rec.display, None, None)
-                tr.handle(ev, t_ns)
-
+        handle = tr.handle
+        unpack_event = _EVENT.unpack_from
+        reply_len = struct.Struct("=I").unpack_from
         try:
-            rec.record_enable_context(self._ctx, callback)
+            major = rec.display.get_extension_major(record.extname)
+            sock = rec.display.socket
+            # EnableContext: major opcode, minor 5, length 2 (units of 4 bytes), context id
+            sock.sendall(struct.pack("=BBHI", major, 5, 2, int(self._ctx)))
+            buf = b""
+            while True:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    raise CaptureError("X connection of the RECORD context closed")
+                t_ns = time.monotonic_ns()
+                buf = buf + chunk if buf else chunk
+                off, n = 0, len(buf)
+                while n - off >= 32:
+                    if buf[off] != 1:  # an error (0) or event on the data connection
+                        if buf[off] == 0:
+                            raise CaptureError(f"X error {buf[off + 1]} on the RECORD connection")
+                        off += 32
+                        continue
+                    stop = off + 32 + 4 * reply_len(buf, off + 4)[0]
+                    if stop > n:
+                        break
+                    cat = buf[off + 1]
+                    if cat == record.FromServer:
+                        for e in range(off + 32, stop - 31, 32):
+                            handle(_DeviceEvent(*unpack_event(buf, e)), t_ns)
+                    elif cat == record.FromClient:
+                        if stop > off + 32 and buf[off + 32] == _CHANGE_KEYBOARD_MAPPING:
+                            keymap.apply_request(buf[off + 32:stop], bool(buf[off + 9]))
+                    elif cat == record.StartOfData:
+                        self._record_ready.set()
+                    elif cat == record.EndOfData:
+                        return
+                    off = stop
+                buf = buf[off:]
         except Exception as exc:  # noqa: BLE001 - reported by check_health
             if not self._stopping.is_set():
                 self._input_error = exc
@@ -401,12 +482,11 @@ class X11Backend(CaptureBackend):
     def _flush_loop(self) -> None:
         tr = self._translator
         assert tr is not None
-        while not self._stopping.wait(self.release_hold_s / 2):
-            tr.flush_pending(older_than_s=self.release_hold_s)
+        tr.wait_and_flush(self.release_hold_s, self._stopping)
 
-    def _on_focus(self, info: WindowInfo) -> None:
+    def _on_focus(self, info: WindowInfo, t_ns: int) -> None:
         if self._sink is not None:
-            self._sink(FocusChange, time.monotonic_ns(), info.fields())
+            self._sink(FocusChange, t_ns, info.fields())
 
     def _on_screen(self, monitors: tuple[Monitor, ...], desktop: Rect) -> None:
         self._screen = (monitors, desktop)
@@ -441,6 +521,8 @@ class X11Backend(CaptureBackend):
         if self._tracker is not None:
             self._tracker.stop(1.0)
         if self._flush_thread is not None:
+            if self._translator is not None:
+                self._translator.wake()
             self._flush_thread.join(1.0)
         if self._translator is not None:
             self._translator.release_all()
@@ -506,33 +588,127 @@ class X11Backend(CaptureBackend):
             p = self._ctl.screen().root.query_pointer()
             return float(p.root_x), float(p.root_y)
 
+    def _grab_state(self) -> "_GrabState":
+        st = getattr(self._mss_local, "state", None)
+        if st is not None:
+            return st
+        import mss
+
+        try:
+            factory = getattr(mss, "MSS", None) or mss.mss  # mss >= 10.2 renamed the factory
+            inst = factory(display=self.display_name)
+        except Exception as exc:
+            raise CaptureError(f"mss cannot open X display {self.display_name!r}: {exc}") from exc
+        damage = None
+        if self.use_damage:
+            try:
+                damage = _Damage(self._open())
+            except Exception:  # noqa: BLE001 - no DAMAGE: grab every time (correct, costlier)
+                damage = None
+        st = _GrabState(inst, damage)
+        self._mss_local.state = st
+        with self._lock:
+            self._mss_all.append(inst)
+            if damage is not None:
+                self._mss_all.append(damage)
+        return st
+
     def grab(self) -> RawFrame:
         """Grab the whole virtual desktop (mss monitor 0) as BGRA bytes.
 
-        Thread-safe: one mss instance per calling thread, created on first use (mss objects
-        are not thread-safe); all are closed by :meth:`stop`.
+        With the DAMAGE extension (``use_damage``, on by default; Xvfb and Xorg have it) a
+        grab is only made when the X server reported damage to the root window (any drawing
+        into it or its children) since this thread's previous grab: otherwise the previous
+        grab's ``pixels`` object is returned again with a new ``captured_ns`` (the screen is
+        byte-identical, so the frame pipeline neither hashes nor encodes it again). The check
+        is one round trip: pending damage reaches this client before the reply (the server
+        sends them in order), and damage is cleared (``DamageSubtract``, round trip) *before*
+        the new grab, so drawing that races the grab is caught by the next check. The mouse
+        cursor is not part of the image (as with mss without DAMAGE).
+
+        Thread-safe: one mss instance (and DAMAGE connection) per calling thread, created on
+        first use (mss objects are not thread-safe); all are closed by :meth:`stop`.
 
         Raises:
             CaptureError: the grab failed (display gone).
         """
-        inst = getattr(self._mss_local, "mss", None)
-        if inst is None:
-            import mss
-
+        st = self._grab_state()
+        dmg = st.damage
+        if dmg is not None:
             try:
-                factory = getattr(mss, "MSS", None) or mss.mss  # mss >= 10.2 renamed the factory
-                inst = factory(display=self.display_name)
-            except Exception as exc:
-                raise CaptureError(f"mss cannot open X display {self.display_name!r}: {exc}") from exc
-            self._mss_local.mss = inst
-            with self._lock:
-                self._mss_all.append(inst)
+                if st.last is not None and not dmg.changed():
+                    return replace(st.last, captured_ns=time.monotonic_ns())
+                dmg.clear()
+            except Exception:  # noqa: BLE001 - DAMAGE connection broke: grab every time
+                st.damage = None
         try:
-            mon = inst.monitors[0]
-            shot = inst.grab(mon)
+            mon = st.mss.monitors[0]
+            shot = st.mss.grab(mon)
         except Exception as exc:
             raise CaptureError(f"screen grab failed on {self.display_name!r}: {exc}") from exc
         done = time.monotonic_ns()
-        return RawFrame(pixels=bytes(shot.raw), width=shot.width, height=shot.height,
-                        bounds=Rect(float(mon["left"]), float(mon["top"]), float(shot.width), float(shot.height)),
-                        monitor=-1, captured_ns=done)
+        frame = RawFrame(pixels=bytes(shot.raw), width=shot.width, height=shot.height,
+                         bounds=Rect(float(mon["left"]), float(mon["top"]), float(shot.width), float(shot.height)),
+                         monitor=-1, captured_ns=done)
+        st.last = frame if st.damage is not None else None
+        return frame
+
+
+class _Damage:
+    """A DAMAGE object (report level NonEmpty) on the root window of display ``dpy`` (a
+    connection of its own, owned by one grabbing thread). python-xlib 0.33 does not register
+    the extension (``Xlib.ext.__extensions__``), so its requests are sent directly and its
+    ``DamageNotify`` events recognised by their code."""
+
+    def __init__(self, dpy: Any) -> None:
+        from Xlib.ext import damage
+
+        self._dmg = damage
+        info = dpy.query_extension("DAMAGE")
+        if info is None or not info.present:
+            dpy.close()
+            raise CaptureError("no DAMAGE extension")
+        self.dpy = dpy
+        self.opcode = info.major_opcode
+        self.notify = info.first_event + damage.DamageNotifyCode
+        dpy.set_error_handler(lambda *a: None)
+        damage.QueryVersion(display=dpy.display, opcode=self.opcode, major_version=1, minor_version=1)
+        self.id = dpy.display.allocate_resource_id()
+        damage.DamageCreate(display=dpy.display, opcode=self.opcode, damage=self.id,
+                            drawable=dpy.screen().root.id, level=damage.DamageReportNonEmpty)
+        dpy.sync()
+
+    def changed(self) -> bool:
+        """True if damage was reported since the last :meth:`clear` (one round trip)."""
+        dpy = self.dpy
+        dpy.sync()
+        seen = False
+        while dpy.pending_events():
+            if dpy.next_event().type & 0x7F == self.notify:
+                seen = True
+        return seen
+
+    def clear(self) -> None:
+        """Empty the damage region; returns once the server has done it (round trip).
+
+        Notifications that arrive meanwhile are left queued, never discarded: with report
+        level NonEmpty the server notifies only when the region goes from empty to non-empty,
+        so a notification for drawing just after the subtract is the only one there will be
+        until the next subtract — dropping it would freeze every later grab on a stale screen.
+        The next :meth:`changed` sees it (at worst one grab more than needed)."""
+        self._dmg.DamageSubtract(display=self.dpy.display, opcode=self.opcode, damage=self.id,
+                                 repair=0, parts=0)
+        self.dpy.sync()
+
+    def close(self) -> None:
+        self.dpy.close()
+
+
+class _GrabState:
+    """Per-thread grab state: the mss instance, the DAMAGE watcher (or ``None``) and the last
+    grab (returned again while nothing was damaged)."""
+
+    def __init__(self, mss: Any, damage: _Damage | None) -> None:
+        self.mss = mss
+        self.damage = damage
+        self.last: RawFrame | None = None

@@ -44,7 +44,8 @@ class FrameRequest:
     """Ask the frame thread for one frame.
 
     ``reason``: stored in ``Frame.reason`` ("pointer_down", "wheel", "key", "hotkey",
-    "focus_change", "settle", "session_start", "resume"). ``before_ns``: absolute monotonic ns
+    "focus_change", "settle", "session_start", "resume", "task_end", "session_stop").
+    ``before_ns``: absolute monotonic ns
     of the action's first raw event — the newest ring frame captured strictly before it is
     used; ``None`` means grab a fresh frame now (settle / start frames).
     """
@@ -167,6 +168,9 @@ class FrameStats:
     """Counters of the frame pipeline (read by status / health; written by its threads)."""
 
     grabs: int = 0
+    #: grabs answered by the backend with the previous grab's pixels (screen unchanged, no
+    #: new image: X11 DAMAGE), included in ``grabs``
+    grabs_unchanged: int = 0
     grab_errors: int = 0
     requests: int = 0
     missed: int = 0  # no frame captured before the action was in the ring
@@ -214,8 +218,9 @@ class FramePipeline:
         self._idle = True
         self._frame_thread = threading.Thread(target=self._frame_loop, name="demotrace-frames", daemon=True)
         self._encoder_thread = threading.Thread(target=self._encode_loop, name="demotrace-encoder", daemon=True)
-        self._last_pixels: bytes | None = None
-        self._last_cid: str | None = None
+        #: content ids of recently stored pixel buffers, by buffer identity (the buffer is kept
+        #: so its id stays unique): a frame re-using a buffer (unchanged screen) is not hashed
+        self._cids: list[tuple[bytes, str]] = []
 
     # -- called from other threads -------------------------------------------------------------
     def start(self) -> None:
@@ -264,6 +269,9 @@ class FramePipeline:
         finally:
             self.stats.grab_cpu_ns += time.thread_time_ns() - c0
         self.stats.grabs += 1
+        prev = self.ring.newest()
+        if prev is not None and prev.pixels is frame.pixels:
+            self.stats.grabs_unchanged += 1
         self.ring.push(frame)
         return frame
 
@@ -332,22 +340,25 @@ class FramePipeline:
         """Dedup and store one frame, then emit its ``Frame`` event.
 
         The content id is the keyed hash of the raw pixels that are stored: the BGRA grab at
-        scale 1, else the downscaled RGB pixels (hashing 1/n² of the data). A frame whose grab
-        is byte-identical to the previous stored one (``memcmp``) reuses its id without hashing.
+        scale 1, else the downscaled RGB pixels (hashing 1/n² of the data). A frame whose pixel
+        buffer is one of the last 2 stored (the backend returns the same buffer while the screen
+        is unchanged) or byte-identical to the previous stored one (``memcmp``) reuses its id
+        without hashing, and an id already in the spool is not encoded again.
         """
         c0 = time.thread_time_ns()
         n = self.s.downscale_factor
         width, height = -(-frame.width // n), -(-frame.height // n)  # Pillow's reduce rounds up
         img = None
-        if self._last_pixels is not None and (frame.pixels is self._last_pixels or frame.pixels == self._last_pixels):
-            cid = self._last_cid
-        elif n > 1:
-            img = frame_image(frame, self.s)
-            cid = self.writer.key.content_id(img.tobytes())
-        else:
-            cid = self.writer.key.content_id(frame.pixels)
-        assert cid is not None
-        self._last_pixels, self._last_cid = frame.pixels, cid
+        cid = next((c for px, c in self._cids if px is frame.pixels), None)
+        if cid is None and self._cids and frame.pixels == self._cids[-1][0]:
+            cid = self._cids[-1][1]
+        if cid is None:
+            if n > 1:
+                img = frame_image(frame, self.s)
+                cid = self.writer.key.content_id(img.tobytes())
+            else:
+                cid = self.writer.key.content_id(frame.pixels)
+        self._cids = [e for e in self._cids if e[0] is not frame.pixels][-1:] + [(frame.pixels, cid)]
         c1 = time.thread_time_ns()
         self.stats.hash_cpu_ns += c1 - c0
         if self.writer.has_blob(cid):

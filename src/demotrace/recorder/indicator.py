@@ -58,8 +58,10 @@ def run(socket_path: Path) -> int:
         try:
             rep = client().request("status")
             st.failures = 0
-            st.paused = rep.get("state") == "paused"
-            label.configure(text=PAUSED_TEXT if st.paused else REC_TEXT, bg="#7f8c8d" if st.paused else "#c0392b")
+            paused = rep.get("state") == "paused"
+            if paused != st.paused:  # reconfigure only on change: a redraw is screen damage
+                st.paused = paused
+                label.configure(text=PAUSED_TEXT if paused else REC_TEXT, bg="#7f8c8d" if paused else "#c0392b")
             root.lift()
         except (ControlError, OSError):
             st.client = None

@@ -18,6 +18,10 @@ Threads (none of them is an input hook's thread)::
   every ``flush_interval_s`` and on stop.
 - Control commands (pause, resume, task markers) travel through the same queue, so their
   markers get ``seq`` in order with the input around them.
+- Final screens: ``task_end`` stores a frame (reason ``"task_end"``) and :meth:`Recorder.stop`
+  one (reason ``"session_stop"``): the newest ring frame captured before the marker / the stop
+  call (DESIGN.md §5 rule), so an episode's terminal done / fail step has the final screen as
+  its observation. Not while paused (nothing seen while paused is kept).
 - Pause: nothing but markers is stored while paused (the frame thread stops grabbing and
   empties its ring). The last ``focus_change`` / ``screen_config`` seen while paused is stored
   at ``resume`` (stamped with the resume time) so the stream knows the state it resumes in.
@@ -202,13 +206,14 @@ class Recorder:
         ``session_stop``, flush and close the session (manifest ``ended`` = true). Idempotent."""
         if not self._stopped:
             self._stopped = True
+            stop_ns = time.monotonic_ns()
             try:
                 self.backend.stop()
             except Exception as exc:  # noqa: BLE001 - still store what was captured
                 self._writer_error = f"capture backend failed to stop cleanly: {exc!r}"
             finally:
                 if self._thread.is_alive():
-                    barrier = _Ctrl("barrier", {})
+                    barrier = _Ctrl("barrier", {"t_ns": stop_ns})
                     self._q.put((barrier, time.monotonic_ns(), None))
                     self._urgent.set()
                     barrier.done.wait(timeout)
@@ -379,6 +384,8 @@ class Recorder:
             if not self._paused and self.frames is not None:
                 for req in self.detector.take_pending():
                     self.frames.request(req)
+                # the final screen: the newest ring frame captured before stop() was called
+                self.frames.request(FrameRequest("session_stop", c.args["t_ns"]))
             return {"ok": True}
         if c.cmd == "pause":
             if self._paused:
@@ -408,6 +415,9 @@ class Recorder:
                 return {"ok": False, "error": "no task is open; start one with `demotrace task start \"instruction\"`"}
             self._task = None
             self.batch.add(Marker, t_ns, {"name": "task_end", "status": status})
+            if not self._paused and self.frames is not None:
+                # the episode's final screen (observation of its terminal done / fail step)
+                self.frames.request(FrameRequest("task_end", t_ns))
             self._flush()
             return {"ok": True, "status": status}
         return {"ok": False, "error": f"unknown command {c.cmd!r}"}
@@ -530,6 +540,7 @@ class Recorder:
             "frames_missed": fs.missed if fs else 0,
             "frames_skipped_backlog": fs.skipped_backlog if fs else 0,
             "grabs": fs.grabs if fs else 0,
+            "grabs_unchanged": fs.grabs_unchanged if fs else 0,
             "encoded_bytes": fs.encoded_bytes if fs else 0,
             "cpu_s": {
                 "grab": round(fs.grab_cpu_ns / 1e9, 3) if fs else 0.0,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import time
 from pathlib import Path
 
@@ -35,5 +36,16 @@ def register(app: typer.Typer) -> None:
                             "choose another with --out DIR") from exc
         console.print(f"[bold]demotrace demo[/] → {out.resolve()}", highlight=False)
         t0 = time.monotonic()
-        res = Demo(out, home, console).run()
+        def _interrupt(signum: int, _frame: object) -> None:
+            raise KeyboardInterrupt(signum)
+
+        # SIGTERM / SIGHUP clean up like Ctrl-C: the demo's children run in their own sessions
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, _interrupt)
+        try:
+            res = Demo(out, home, console).run()
+        except KeyboardInterrupt:
+            console.print(f"[yellow]interrupted[/]; what was done so far is in {out.resolve()} "
+                          "(the virtual display, apps, recorder and collector were stopped)", highlight=False)
+            raise typer.Exit(130) from None
         print_summary(console, res, time.monotonic() - t0)

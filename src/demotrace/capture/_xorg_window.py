@@ -68,22 +68,26 @@ def _open_display(xdisplay: Any, xerror: Any, name: str | None) -> Any:
     try:
         return xdisplay.Display(name)
     except xerror.XauthError:
-        import gc
+        pass
+    # Outside the except block, so the traceback no longer holds the failed attempt's socket,
+    # which python-xlib leaves to the collector: collect it here, where ResourceWarning is
+    # silenced, rather than at a random later point.
+    import gc
 
-        gc.collect()  # the failed attempt's socket (python-xlib leaves it to the collector)
-        if not _EMPTY_XAUTH:
-            fd, path = tempfile.mkstemp(prefix="demotrace-xauth-")
+    gc.collect()
+    if not _EMPTY_XAUTH:
+        fd, path = tempfile.mkstemp(prefix="demotrace-xauth-")
 
-            def field(b: bytes) -> bytes:
-                return struct.pack(">H", len(b)) + b
+        def field(b: bytes) -> bytes:
+            return struct.pack(">H", len(b)) + b
 
-            # family FamilyLocal (256), address, display number, auth name, auth data
-            os.write(fd, struct.pack(">H", 256) + field(b"demotrace-no-host") + field(b"65535")
-                     + field(b"") + field(b""))
-            os.close(fd)
-            _EMPTY_XAUTH.append(path)
-        os.environ["XAUTHORITY"] = _EMPTY_XAUTH[0]
-        return xdisplay.Display(name)
+        # family FamilyLocal (256), address, display number, auth name, auth data
+        os.write(fd, struct.pack(">H", 256) + field(b"demotrace-no-host") + field(b"65535")
+                 + field(b"") + field(b""))
+        os.close(fd)
+        _EMPTY_XAUTH.append(path)
+    os.environ["XAUTHORITY"] = _EMPTY_XAUTH[0]
+    return xdisplay.Display(name)
 
 
 @dataclass(frozen=True)

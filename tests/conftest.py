@@ -9,14 +9,14 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from demotrace.demo.display import start_xvfb as _start_xvfb
 from conftest_pg import db_url, pg_server, stack  # noqa: F401  (collector fixtures)
 
 REPO = Path(__file__).resolve().parent.parent
@@ -43,28 +43,8 @@ class XServer:
 
 def start_xvfb(width: int = 1280, height: int = 800) -> XServer:
     """Start Xvfb with RECORD on a display it picks; wait until it accepts clients."""
-    exe = shutil.which("Xvfb")
-    if exe is None:
-        raise RuntimeError("Xvfb not found; run scripts/bootstrap.sh (installs Debian package xvfb)")
-    r, w = os.pipe()
-    proc = subprocess.Popen(
-        [exe, "-displayfd", str(w), "-screen", "0", f"{width}x{height}x24", "+extension", "RECORD",
-         "-nolisten", "tcp", "-noreset"],
-        pass_fds=(w,), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    os.close(w)
-    buf = b""
-    deadline = time.monotonic() + 20
-    with os.fdopen(r, "rb") as f:
-        while not buf.endswith(b"\n") and time.monotonic() < deadline:
-            ch = f.read(1)
-            if not ch:
-                break
-            buf += ch
-    if not buf.strip():
-        proc.kill()
-        raise RuntimeError("Xvfb did not report a display number")
-    return XServer(display=":" + buf.decode().strip(), width=width, height=height, proc=proc)
+    proc, display = _start_xvfb(width, height)
+    return XServer(display=display, width=width, height=height, proc=proc)
 
 
 @pytest.fixture(scope="session")

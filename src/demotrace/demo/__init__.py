@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import DemotraceError
+from .display import XvfbError, start_xvfb
 
 #: The episode's instruction (the ``task start`` marker).
 INSTRUCTION = "Write a meeting note, run echo in a terminal, and sign in to the form"
@@ -179,27 +180,14 @@ def _stop(proc: subprocess.Popen[Any], sig: int = signal.SIGTERM, timeout: float
 def virtual_display(log_dir: Path) -> Iterator[dict[str, str]]:
     """Start Xvfb (RECORD on, display number picked by Xvfb via ``-displayfd``) and openbox;
     yield the environment for X clients. Both are stopped on exit."""
-    xvfb = _need("Xvfb", "xvfb")
-    r, w = os.pipe()
+    _need("Xvfb", "xvfb")
     with open(log_dir / "xvfb.log", "wb") as log:  # the child keeps its own descriptor
-        proc = subprocess.Popen(
-            [xvfb, "-displayfd", str(w), "-screen", "0", f"{WIDTH}x{HEIGHT}x24", "+extension", "RECORD",
-             "-nolisten", "tcp", "-noreset"],
-            pass_fds=(w,), stdout=subprocess.DEVNULL, stderr=log, start_new_session=True)
-    os.close(w)
-    buf = b""
-    deadline = time.monotonic() + 20
-    with os.fdopen(r, "rb") as f:
-        while not buf.endswith(b"\n") and time.monotonic() < deadline:
-            ch = f.read(1)
-            if not ch:
-                break
-            buf += ch
-    if not buf.strip():
-        _stop(proc)
-        raise DemoError(f"Xvfb did not start (see {log_dir / 'xvfb.log'})")
+        try:
+            proc, display = start_xvfb(WIDTH, HEIGHT, stderr=log)
+        except XvfbError as exc:
+            raise DemoError(f"{exc} (see {log_dir / 'xvfb.log'})") from exc
     env = dict(os.environ)
-    env["DISPLAY"] = ":" + buf.decode().strip()
+    env["DISPLAY"] = display
     env.pop("WAYLAND_DISPLAY", None)
     # Xvfb runs without -auth (local connections only); an empty authority file keeps
     # python-xlib from failing on a missing ~/.Xauthority.

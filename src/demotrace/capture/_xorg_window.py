@@ -35,7 +35,6 @@ from typing import Any
 
 from ..schema.events import Monitor, Rect
 
-
 _EMPTY_XAUTH: list[str] = []
 
 
@@ -49,10 +48,10 @@ def open_display(name: str | None) -> Any:
 
     Raises: the python-xlib errors of ``Display`` (``DisplayError``, ``ConnectionClosedError``,
     ``OSError``)."""
+    import warnings
+
     from Xlib import display as xdisplay
     from Xlib import error as xerror
-
-    import warnings
 
     with warnings.catch_warnings():
         # python-xlib reads the authority file without closing it (a ResourceWarning per

@@ -340,10 +340,10 @@ class X11Backend(CaptureBackend):
 
     # -- lifecycle ------------------------------------------------------------------------------
     def _open(self) -> Any:
-        from Xlib import error as xerror
-
         import gc
         import warnings
+
+        from Xlib import error as xerror
 
         # python-xlib leaves the sockets of failed connection attempts to the garbage
         # collector: collect them here, quietly, rather than as stray ResourceWarnings later.
@@ -588,7 +588,7 @@ class X11Backend(CaptureBackend):
             p = self._ctl.screen().root.query_pointer()
             return float(p.root_x), float(p.root_y)
 
-    def _grab_state(self) -> "_GrabState":
+    def _grab_state(self) -> _GrabState:
         st = getattr(self._mss_local, "state", None)
         if st is not None:
             return st

@@ -32,9 +32,18 @@ if [ ! -x .venv/bin/python ]; then
   echo "[bootstrap] creating .venv with $PY" >&2
   "$PY" -m venv .venv
 fi
-if [ ! -f "$STAMP" ] || [ pyproject.toml -nt "$STAMP" ]; then
+if [ ! -f "$STAMP" ] || [ pyproject.toml -nt "$STAMP" ] || [ scripts/bootstrap.sh -nt "$STAMP" ]; then
   echo "[bootstrap] installing Python packages into .venv" >&2
   .venv/bin/python -m pip install -q --upgrade pip >/dev/null
   .venv/bin/python -m pip install -q -e ".[test]"
+  # pyautogui (only the tests run it, to execute exported code) depends on python3-xlib, an
+  # old fork that installs over python-xlib's `Xlib` package and breaks RandR. Install it and
+  # its pure-Python helpers without dependencies, so python-xlib stays the one `Xlib`.
+  .venv/bin/python -m pip install -q --no-deps "pyautogui>=0.9.54" mouseinfo pygetwindow pymsgbox \
+    pyscreeze pytweening pyrect pyperclip
   touch "$STAMP"
+fi
+if ! .venv/bin/python -c 'import Xlib, sys; sys.exit(Xlib.__version__ < (0, 33))' 2>/dev/null; then
+  echo "[bootstrap] repairing python-xlib (another package replaced it)" >&2
+  .venv/bin/python -m pip install -q --force-reinstall --no-deps "python-xlib>=0.33"
 fi

@@ -16,7 +16,7 @@ from demotrace.errors import ConfigError, SessionNotFound
 from demotrace.paths import Paths
 from demotrace.privacy.policy import Policy
 from demotrace.privacy.review import delete_session, episodes_of, forget_last, list_sessions, parse_duration, purge_expired
-from demotrace.schema import Frame, Marker, PointerMove
+from demotrace.schema import Frame, KeyDown, Marker, PointerDown, PointerMove
 from demotrace.schema.events import Event, Rect
 from demotrace.spool import DataKey, Spool
 from privacy_corpus import manifest
@@ -125,17 +125,17 @@ def test_delete_and_list(home: tuple[Paths, Spool]) -> None:
 def test_episodes_from_markers() -> None:
     evs = [
         Marker(seq=0, t_ns=0, name="session_start"),
-        PointerMove(seq=1, t_ns=1 * S, x=0, y=0),
+        PointerDown(seq=1, t_ns=1 * S, x=0, y=0, button="left"),
         Marker(seq=2, t_ns=2 * S, name="task_start", instruction="Rename the file"),
         PointerMove(seq=3, t_ns=3 * S, x=0, y=0),
         Marker(seq=4, t_ns=4 * S, name="task_end", status="success"),
-        PointerMove(seq=5, t_ns=5 * S, x=0, y=0),
+        KeyDown(seq=5, t_ns=5 * S, key="a", code="KeyA", text="a"),
         Marker(seq=6, t_ns=6 * S, name="private_gap", reason="deny:banking:domain", duration_ns=S),
-        PointerMove(seq=7, t_ns=8 * S, x=0, y=0),
+        PointerMove(seq=7, t_ns=8 * S, x=0, y=0),  # moves only: no episode (as the builder)
     ]
     eps = [(e.t_start_ns, e.t_end_ns, e.instruction, e.status) for e in episodes_of(evs)]
     assert eps == [(0, 2 * S, None, None), (2 * S, 4 * S, "Rename the file", "success"),
-                   (5 * S, 6 * S, None, None), (6 * S, 8 * S, None, None)]
+                   (5 * S, 6 * S, None, None)]
 
 
 def test_parse_duration() -> None:
@@ -164,3 +164,16 @@ def test_cli_forget_and_list(dt_home: Path) -> None:
     assert f"forgot {removed} events and 3 frames" in out.output
     listed = r.invoke(app, ["review", "list"])
     assert listed.exit_code == 0 and "live" in listed.output
+
+
+def test_pause_inside_a_task_does_not_split_it() -> None:
+    """As the dataset builder: a task with a pause in it is one episode (by hand: 1 s … 5 s)."""
+    evs = [
+        Marker(seq=0, t_ns=1 * S, name="task_start", instruction="File the report"),
+        PointerDown(seq=1, t_ns=2 * S, x=5, y=5, button="left"),
+        Marker(seq=2, t_ns=3 * S, name="pause"),
+        Marker(seq=3, t_ns=4 * S, name="resume"),
+        Marker(seq=4, t_ns=5 * S, name="task_end", status="failure"),
+    ]
+    assert [(e.t_start_ns, e.t_end_ns, e.instruction, e.status) for e in episodes_of(evs)] == [
+        (1 * S, 5 * S, "File the report", "failure")]

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from ..errors import ConfigError
 from ..paths import Paths
-from ..schema.events import Frame, Marker, sort_key
+from ..schema.events import Frame, KeyDown, Marker, PointerDown, TextInput, Wheel, sort_key
 from ..spool import Spool
 from .bundle import delete_bundle, sealed_root
 from .policy import Policy
@@ -70,33 +70,47 @@ class SessionSummary:
     sealed: bool
 
 
+_INPUT_KINDS = (PointerDown, KeyDown, Wheel, TextInput)
+
+
 def episodes_of(events: list) -> list[Episode]:  # type: ignore[type-arg]
     """Episodes by task markers (``task_start`` … ``task_end``); stretches outside any task are
-    one episode each with an unknown instruction, split at pauses and private gaps. (The dataset
-    builder's own segmentation may split further on idle gaps.)"""
+    one episode each with an unknown instruction, split at pauses and private gaps. As in the
+    dataset builder, a stretch outside a task with no input (no pointer press, key press, wheel
+    or committed text) is no episode. (The builder may split further on idle gaps.)"""
     evs = sorted(events, key=sort_key)
     if not evs:
         return []
     out: list[Episode] = []
     cur_start: int | None = evs[0].t_ns
     cur_instr: str | None = None
+    in_task = False
+    has_input = False
     last_t = evs[0].t_ns
+
+    def close(t_end: int, status: str | None) -> None:
+        if cur_start is not None and (in_task or has_input) and t_end > cur_start:
+            out.append(Episode(len(out), cur_start, t_end, cur_instr, status))
+
     for e in evs:
         if isinstance(e, Marker) and e.name in ("task_start", "pause", "private_gap", "task_end"):
             if e.name == "task_end":
-                if cur_start is not None:
-                    out.append(Episode(len(out), cur_start, e.t_ns, cur_instr, e.status))
-                cur_start, cur_instr = None, None
+                close(e.t_ns, e.status)
+                cur_start, cur_instr, in_task = None, None, False
+            elif in_task and e.name != "task_start":
+                pass  # pauses and private gaps inside a task do not split it
             else:
-                if cur_start is not None and e.t_ns > cur_start:
-                    out.append(Episode(len(out), cur_start, e.t_ns, cur_instr, None))
+                close(e.t_ns, None)
                 cur_start = e.t_ns if e.name != "pause" else None
                 cur_instr = e.instruction if e.name == "task_start" else None
+                in_task = e.name == "task_start"
+            has_input = False
         elif cur_start is None and not (isinstance(e, Marker) and e.name == "session_stop"):
             cur_start = e.t_ns
+        if isinstance(e, _INPUT_KINDS):
+            has_input = True
         last_t = e.t_ns
-    if cur_start is not None and last_t > cur_start:
-        out.append(Episode(len(out), cur_start, last_t, cur_instr, None))
+    close(last_t, None)
     return out
 
 

@@ -495,6 +495,57 @@ def test_damage_grabs_follow_a_busy_screen_to_its_final_content(xvfb: Any) -> No
         proc.wait()
 
 
+def test_region_grabs_patched_into_the_previous_grab_equal_full_grabs(xvfb: Any) -> None:
+    """DAMAGE region grabs: after each of several small changes (typed words echoed by an
+    xterm) the patched frame equals a full grab (no DAMAGE) byte for byte, and the small
+    changes were grabbed as regions (``damage`` lists small rectangles), not as full grabs."""
+    env = xvfb.env
+    with xterm(env, "Region term", "30x6+40+40") as term:
+        backend = X11Backend(xvfb.display)
+        plain = X11Backend(xvfb.display, use_damage=False)
+        frames: list[Any] = []
+
+        def agrees() -> Any:  # a damage grab bracketed by two equal full grabs must equal them
+            a = plain.grab().pixels
+            f = backend.grab()
+            frames.append(f)
+            return f if plain.grab().pixels == a and f.pixels == a else None
+
+        try:
+            wait_for(agrees, timeout=10, what="xterm to finish drawing")
+            xdotool(env, "windowfocus", "--sync", str(term.wid))
+            n_before = len(frames)
+            for word in ("alpha", "bravo", "charlie", "delta"):
+                xdotool(env, "type", "--delay", "20", word + " ")
+                final = wait_for(agrees, timeout=10, what=f"a damage grab equal to a full grab after {word!r}")
+                assert len(final.pixels) == xvfb.width * xvfb.height * 4
+            partial = [f for f in frames[n_before:] if f.damage]
+            assert partial, "no region grab was made for the typed words"
+            # an xterm glyph cell is a few pixels: every patched rectangle is far below the screen
+            for f in partial:
+                area = sum(r.width * r.height for r in f.damage)
+                assert 0 < area < xvfb.width * xvfb.height / 10
+                assert all(r.x >= 0 and r.y >= 0 and r.x + r.width <= xvfb.width
+                           and r.y + r.height <= xvfb.height for r in f.damage)
+        finally:
+            backend.stop()
+            plain.stop()
+
+
+def test_patch_rects_clips_dedups_and_merges() -> None:
+    """The region list for a grab: clipped to a 100x50 screen, contained and repeated rectangles
+    dropped, more than REGION_GRAB_MAX_RECTS merged into the bounding box, full grab above half
+    the screen (values worked out by hand)."""
+    from demotrace.capture.x11 import _patch_rects
+
+    assert _patch_rects([(90, 40, 20, 20), (80, 30, 5, 5), (200, 0, 5, 5), (-9, 0, 5, 5)], 100, 50) == [(80, 30, 5, 5), (90, 40, 10, 10)]
+    assert _patch_rects([(10, 10, 10, 10), (12, 12, 2, 2), (10, 10, 10, 10)], 100, 50) == [(10, 10, 10, 10)]
+    nine = [(i * 10, 0, 2, 2) for i in range(9)]  # bounding box (0, 0)-(82, 2): 164 px
+    assert _patch_rects(nine, 100, 50) == [(0, 0, 82, 2)]
+    assert _patch_rects([(0, 0, 2, 2), (98, 48, 2, 2)], 100, 50) is None  # box 100x50 > 2500 px
+    assert _patch_rects([(300, 300, 5, 5)], 100, 50) == []
+
+
 def test_grab_from_several_threads(xvfb: Any) -> None:
     import threading
 

@@ -31,7 +31,10 @@ class RawFrame:
     ``pixels``: raw bytes, row-major, ``BGRA`` 8-bit per channel (mss layout), ``width`` ×
     ``height`` × 4 bytes; ``bounds``: desktop region (physical pixels); ``monitor``: index or
     -1 for the whole virtual desktop; ``captured_ns``: ``time.monotonic_ns()`` when the grab
-    finished (absolute).
+    finished (absolute); ``damage``: what may differ from the previous grab of the same
+    backend and thread, as rectangles in desktop (physical) pixels — ``()`` nothing (the same
+    ``pixels`` object is returned), ``None`` unknown (treat everything as changed). Optional
+    (added after schema v1's first backends; default ``None``).
     """
 
     pixels: bytes
@@ -40,6 +43,7 @@ class RawFrame:
     bounds: Rect
     monitor: int
     captured_ns: int
+    damage: tuple[Rect, ...] | None = None
 
 
 class CaptureBackend(abc.ABC):

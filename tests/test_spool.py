@@ -135,3 +135,37 @@ def test_kill_9_keeps_committed_batches(tmp_path: Path) -> None:
     seqs = [e.seq for e in r.iter_events()]
     assert seqs == list(range(500))
     assert r.manifest.ended is False
+
+
+def test_blob_shard_folders_are_owner_only(tmp_path: Path) -> None:
+    key = DataKey.create(tmp_path / "key")
+    w = Spool(tmp_path / "s", key).create(_manifest("m"))
+    blob_id = key.content_id(b"frame")
+    w.put_blob(blob_id, b"data", "png")
+    shard = tmp_path / "s" / "m" / "blobs" / blob_id[:2]
+    assert stat.S_IMODE(shard.stat().st_mode) == 0o700
+    assert stat.S_IMODE((shard / blob_id).stat().st_mode) == 0o600
+
+
+def test_missing_key_with_existing_sessions_is_never_replaced(tmp_path: Path) -> None:
+    """Deleting the key must not lead `record` to make a new one (that would orphan the data)."""
+    from typer.testing import CliRunner
+
+    from demotrace.cli import app
+    from demotrace.cli.common import open_spool
+    from demotrace.errors import KeyLost
+
+    home = tmp_path / "home"
+    paths, spool = open_spool(str(home), create_key=True)
+    spool.create(_manifest("old")).close()
+    (home / "key").unlink()
+    with pytest.raises(KeyLost, match="Restore the key file"):
+        open_spool(str(home), create_key=True)
+    assert not (home / "key").exists()
+    result = CliRunner().invoke(app, ["sessions", "list", "--home", str(home)])
+    assert result.exit_code != 0
+    assert isinstance(result.exception, KeyLost)
+    # with no data at all, a reader just says there is nothing yet
+    empty = tmp_path / "empty"
+    result = CliRunner().invoke(app, ["sessions", "list", "--home", str(empty)])
+    assert result.exit_code == 0 and "no sessions yet" in result.output

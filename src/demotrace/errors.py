@@ -12,6 +12,7 @@ builtin fits it is inherited too, so callers can catch either::
     │   ├── SpoolCorrupt                    a database / blob that fails its integrity check
     │   └── DecryptionError                 wrong key or tampered ciphertext
     ├── KeyMissing (FileNotFoundError)      no data key where one is required
+    │   └── KeyLost                         …while data encrypted with it exists (never replaced)
     ├── CaptureError                        a capture backend cannot start or died
     │   └── BackendUnavailable              no backend loads; the message lists every reason
     ├── ControlError                        the control socket (not running, refused, bad reply)
@@ -57,6 +58,11 @@ class DecryptionError(SpoolError):
 class KeyMissing(DemotraceError, FileNotFoundError):
     """The data key file is missing where one is required (it is never re-created silently
     for existing data, since a new key could not decrypt it)."""
+
+
+class KeyLost(KeyMissing):
+    """The data key file is missing although sessions or bundles encrypted with it exist: only
+    that key can read them, so no new key is made (fix: restore the key file from a backup)."""
 
 
 class CaptureError(DemotraceError):

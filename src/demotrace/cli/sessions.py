@@ -115,10 +115,12 @@ def list_sessions(home: str | None = HomeOpt) -> None:
     state (recording / ended / crashed)."""
     from rich.table import Table
 
-    from ..errors import KeyMissing
+    from ..errors import KeyLost, KeyMissing
 
     try:
         paths, spool = open_spool(home)
+    except KeyLost:
+        raise
     except KeyMissing:
         console.print("no sessions yet (no data key on this device); record one with `demotrace record`")
         return

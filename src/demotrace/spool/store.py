@@ -176,7 +176,7 @@ class SessionWriter(_SessionBase):
         path = self._blob_path(blob_id)
         if path.exists():
             return False
-        path.parent.mkdir(exist_ok=True)
+        path.parent.mkdir(mode=0o700, exist_ok=True)
         sealed = self.key.encrypt(data, _blob_aad(blob_id))
         tmp = path.with_name(f".{blob_id}.{os.getpid()}.{threading.get_ident()}.tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

@@ -30,6 +30,7 @@ from string import Template
 from typing import Any
 
 from .export import coords
+from .errors import ExportError
 from .export.base import describe
 from .export.canonical import CanonicalDataset
 
@@ -183,17 +184,25 @@ def render_episode(info: dict[str, Any], rows: list[dict[str, Any]], *,
     )
 
 
-def write_replay(dataset_dir: Path, episode_id: str, out: Path, *, embed: bool = True) -> Path:
+def write_replay(dataset_dir: Path, episode_id: str, out: Path, *, embed: bool = True,
+                 overwrite: bool = True) -> Path:
     """Write the replay page of ``episode_id`` from the canonical dataset at ``dataset_dir``.
 
     ``embed``: images as data URIs (one self-contained file); otherwise written to
-    ``<out stem>_files/step-NNNN.<format>`` beside the page. Returns ``out``.
+    ``<out stem>_files/step-NNNN.<format>`` beside the page. ``overwrite``: replace an existing
+    ``out`` file (the CLI passes false unless ``--overwrite``). Returns ``out``.
 
     Raises:
-        ExportError: no dataset there, or no such episode (the message lists some ids).
+        ExportError: no dataset there, or no such episode (the message lists some ids);
+            ``out`` is a folder; ``out`` exists and ``overwrite`` is false.
+        OSError: ``out`` cannot be written (its folder is read-only, a parent is a file, …).
     """
-    info, rows = CanonicalDataset(Path(dataset_dir)).episode(episode_id)
     out = Path(out)
+    if out.is_dir():
+        raise ExportError(f"--out {out} is a directory; give a file name, e.g. {out / 'replay.html'}")
+    if out.exists() and not overwrite:
+        raise ExportError(f"{out} already exists; choose another --out or pass --overwrite to replace it")
+    info, rows = CanonicalDataset(Path(dataset_dir)).episode(episode_id)
     out.parent.mkdir(parents=True, exist_ok=True)
     image_src = None
     if not embed:

@@ -11,6 +11,7 @@ Each group of sub-commands lives in its own module and adds itself with ``regist
 
 from __future__ import annotations
 
+import errno
 import sys
 
 import typer
@@ -64,12 +65,79 @@ browser_cli.register(app)
 demo_cli.register(app)
 
 
+# What the deepest pathlib / os / shutil frame was doing when an OSError was raised, for the
+# ``error: <what> <path>: <strerror>`` line of :func:`main`.
+_OS_VERBS = {
+    "mkdir": "cannot create folder", "makedirs": "cannot create folder",
+    "write_text": "cannot write", "write_bytes": "cannot write", "touch": "cannot create",
+    "read_text": "cannot read", "read_bytes": "cannot read", "open": "cannot open",
+    "unlink": "cannot remove", "rmdir": "cannot remove", "rmtree": "cannot remove",
+    "rename": "cannot move", "replace": "cannot move", "move": "cannot move",
+    "iterdir": "cannot list", "scandir": "cannot list", "listdir": "cannot list",
+    "chmod": "cannot change permissions of", "copyfile": "cannot copy", "copy2": "cannot copy",
+}
+
+_OS_MODULES = frozenset({"pathlib", "os", "shutil", "tempfile"})
+
+# A fix that can be named, by errno (strerror alone says what, not what to do).
+_OS_HINTS = {
+    errno.EISDIR: "give a file name, not a folder",
+    errno.ENOTDIR: "a part of this path is a file, not a folder; choose another path",
+    errno.EROFS: "choose a writable folder",
+    errno.EACCES: "choose a folder you may write to",
+    errno.EPERM: "choose a folder you may write to",
+    errno.ENOSPC: "free some space or choose another disk",
+    errno.EEXIST: "choose another path",
+}
+
+
+def os_error_message(exc: OSError) -> str:
+    """One line for an OSError met at the CLI boundary: ``<what> <path>: <strerror>[; <fix>]``.
+
+    ``<what>`` comes from the outermost frame of the traceback that is a file operation of
+    :data:`_OS_MODULES` (``Path.mkdir`` → "cannot create folder", ``write_text`` → "cannot write", …; "cannot use"
+    when none is); ``<path>`` is ``exc.filename`` (and ``-> filename2`` for a move); the fix
+    comes from :data:`_OS_HINTS` by errno. Without a file name: ``<strerror>`` alone.
+    """
+    what = "cannot use"
+    tb = exc.__traceback__
+    while tb is not None:
+        frame = tb.tb_frame
+        if frame.f_globals.get("__name__") in _OS_MODULES and frame.f_code.co_name in _OS_VERBS:
+            what = _OS_VERBS[frame.f_code.co_name]
+            break
+        tb = tb.tb_next
+    strerror = exc.strerror or str(exc) or type(exc).__name__
+    hint = _OS_HINTS.get(exc.errno or 0)
+    if exc.errno == errno.EEXIST and what == "cannot create folder":
+        hint = "a file of that name is in the way; choose another path"
+    tail = f"; {hint}" if hint else ""
+    if exc.filename is None:
+        return f"{strerror}{tail}"
+    where = str(exc.filename) + (f" -> {exc.filename2}" if exc.filename2 is not None else "")
+    return f"{what} {where}: {strerror}{tail}"
+
+
 def main() -> None:
-    """Console entry point: runs the Typer app, printing demotrace errors without a traceback."""
+    """Console entry point: runs the Typer app, printing demotrace errors without a traceback.
+
+    The boundary where expected mistakes become one ``error: …`` line and exit code 1:
+    :class:`DemotraceError` (raised on purpose, message names the fix) and :class:`OSError`
+    (a path the user gave cannot be created, written or read: ``error: <what> <path>:
+    <strerror>``, see :func:`os_error_message`). Typer's standalone mode re-raises OSError
+    (click.Command.main handles only EPIPE), so it reaches this boundary. Any other exception
+    is a bug and keeps its traceback.
+    """
+    from rich.console import Console
+    from rich.markup import escape
+
     try:
         app()
     except DemotraceError as exc:
-        from rich.console import Console
-
-        Console(stderr=True).print(f"[bold red]error:[/] {exc}", highlight=False, markup=True)
+        Console(stderr=True).print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, markup=True,
+                                   soft_wrap=True)
+        sys.exit(1)
+    except OSError as exc:
+        Console(stderr=True).print(f"[bold red]error:[/] {escape(os_error_message(exc))}",
+                                   highlight=False, markup=True, soft_wrap=True)
         sys.exit(1)

@@ -183,11 +183,16 @@ def replay_cmd(
     dataset: Path = typer.Option(..., "--dataset", help="Canonical dataset folder."),
     out: Path = typer.Option(Path("replay.html"), "--out", help="HTML file to write."),
     embed: bool = typer.Option(True, "--embed/--no-embed", help="Embed images as data URIs, or write them beside the page."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out file (as build and export)."),
 ) -> None:
-    """Write a static HTML page replaying one episode with each action drawn on its screenshot."""
+    """Write a static HTML page replaying one episode with each action drawn on its screenshot.
+
+    Refuses an existing ``--out`` file unless ``--overwrite`` (like ``build`` and ``export``),
+    and a folder as ``--out``.
+    """
     from ..replay import write_replay
 
-    path = write_replay(dataset, episode_id, out, embed=embed)
+    path = write_replay(dataset, episode_id, out, embed=embed, overwrite=overwrite)
     console.print(f"replay of {episode_id}: {path}", highlight=False)
 
 

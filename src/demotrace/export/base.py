@@ -135,9 +135,13 @@ def prepare_out(out: Path, overwrite: bool) -> Path:
     """Create ``out``; refuse a non-empty folder unless ``overwrite``.
 
     Raises:
-        ExportError: ``out`` exists, is not empty and ``overwrite`` is false.
+        ExportError: ``out`` is a file (whatever ``overwrite`` says), or exists, is not empty
+            and ``overwrite`` is false.
+        OSError: ``out`` cannot be created (read-only, a parent is a file, …).
     """
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ExportError(f"output {out} is a file, not a folder; choose another --out (a folder)")
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
         raise ExportError(f"output {out} exists and is not empty; choose another --out or pass --overwrite")
     out.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,137 @@
+"""Expected mistakes at the command line end in one ``error: …`` line and exit code 1, never a
+traceback (the OSError boundary in ``demotrace.cli.main``); ``replay`` refuses to overwrite.
+
+Runs the installed console script as a subprocess, since the boundary is in ``main()``
+(CliRunner calls the Typer app and would keep the exception)."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from demotrace.paths import Paths
+from demotrace.schema import FocusChange, Frame, Marker, PointerDown, PointerUp, Rect, SessionManifest
+from demotrace.spool import DataKey, Spool
+
+DEMOTRACE = str(Path(sys.executable).parent / "demotrace")
+SID = "20261130T091500Z-aaaaaa"
+EPISODE = f"{SID}-0"  # the one task marked in the session below
+S = 1_000_000_000
+
+
+def _sealed_home(home: Path) -> None:
+    """A home with one sealed session: one task (``click once``) with one click on a frame."""
+    from demotrace.privacy.policy import default_policy
+    from demotrace.privacy.seal import seal_session
+
+    paths = Paths(home).ensure()
+    spool = Spool(paths.spool, DataKey.load_or_create(paths.key_file))
+    w = spool.create(SessionManifest(session_id=SID, started_utc="2026-11-30T09:15:00.000Z", timezone="UTC (+00:00)",
+                                     platform="linux-x11", backend="x11", recorder_version="0.1.0"))
+    buf = io.BytesIO()
+    Image.new("RGB", (64, 40), (200, 200, 200)).save(buf, "PNG")
+    blob = w.key.content_id(buf.getvalue())
+    w.put_blob(blob, buf.getvalue(), "png")
+    w.append([
+        Marker(seq=0, t_ns=0, name="session_start"),
+        FocusChange(seq=1, t_ns=S, app_id="XTerm", title="bash"),
+        Marker(seq=2, t_ns=2 * S, name="task_start", instruction="click once"),
+        Frame(seq=3, t_ns=3 * S, blob=blob, monitor=-1, bounds=Rect(0, 0, 64, 40), width=64, height=40, scale=1.0,
+              captured_t_ns=3 * S - 10, reason="pointer_down"),
+        PointerDown(seq=4, t_ns=3 * S, x=10, y=20, button="left"),
+        PointerUp(seq=5, t_ns=3 * S + 50_000_000, x=10, y=20, button="left"),
+        Marker(seq=6, t_ns=4 * S, name="task_end", status="success"),
+        Marker(seq=7, t_ns=5 * S, name="session_stop"),
+    ])
+    w.close(duration_ns=5 * S)
+    seal_session(paths, spool, SID, default_policy())
+
+
+def _run(cwd: Path, *args: str, home: Path | None = None) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k != "DEMOTRACE_HOME"}
+    if home is not None:
+        env["DEMOTRACE_HOME"] = str(home)
+    return subprocess.run([DEMOTRACE, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
+
+
+def _error(res: subprocess.CompletedProcess[str]) -> str:
+    """The one error line; asserts exit code 1 and no traceback."""
+    assert res.returncode == 1, (res.returncode, res.stdout, res.stderr)
+    assert "Traceback" not in res.stderr and "Traceback" not in res.stdout, res.stderr
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1, res.stderr
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """cwd with ``home/`` (one sealed session), ``ds/`` (its dataset) and ``afile`` (a file)."""
+    tmp = tmp_path_factory.mktemp("robust")
+    _sealed_home(tmp / "home")
+    res = _run(tmp, "build", "--home", "home", "--out", "ds")
+    assert res.returncode == 0, res.stderr
+    ids = [json.loads(line)["episode_id"] for line in (tmp / "ds" / "episodes.jsonl").read_text().splitlines()]
+    assert ids == [EPISODE]
+    (tmp / "afile").write_text("not a folder\n")
+    return tmp
+
+
+@pytest.fixture(scope="module")
+def ro(work: Path) -> Iterator[Path]:
+    """A read-only tmpfs mount (root ignores file modes, so only a read-only mount refuses it)."""
+    mnt = work / "ro"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "ro", "tmpfs", str(mnt)], check=True, capture_output=True)
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", str(mnt)], check=False)
+
+
+def test_build_out_errors(work: Path, ro: Path) -> None:
+    assert _error(_run(work, "build", "--home", "home", "--out", "/proc/x")) == \
+        "error: cannot create folder /proc/x: No such file or directory"
+    line = _error(_run(work, "build", "--home", "home", "--out", "afile/sub"))
+    assert line.startswith("error: cannot create folder afile/sub") and "Not a directory" in line
+    assert "a part of this path is a file, not a folder" in line
+    assert _error(_run(work, "build", "--home", "home", "--out", "ro/ds")) == \
+        "error: cannot create folder ro/ds: Read-only file system; choose a writable folder"
+
+
+def test_export_out_errors(work: Path) -> None:
+    exp = ("export", "--format", "agentnet", "--dataset", "ds", "--out")
+    assert _error(_run(work, *exp, "/proc/x")) == "error: cannot create folder /proc/x: No such file or directory"
+    assert _error(_run(work, *exp, "afile")) == \
+        "error: output afile is a file, not a folder; choose another --out (a folder)"
+    assert (work / "afile").read_text() == "not a folder\n"
+
+
+def test_replay_out_errors_and_overwrite(work: Path, ro: Path) -> None:
+    rep = ("replay", EPISODE, "--dataset", "ds", "--out")
+    assert _error(_run(work, *rep, "/proc/r.html")) == "error: cannot write /proc/r.html: No such file or directory"
+    assert _error(_run(work, *rep, "afile/r.html")) == \
+        "error: cannot create folder afile: File exists; a file of that name is in the way; choose another path"
+    assert _error(_run(work, *rep, "ds")) == "error: --out ds is a directory; give a file name, e.g. ds/replay.html"
+    assert _error(_run(work, *rep, "ro/r.html")) == \
+        "error: cannot write ro/r.html: Read-only file system; choose a writable folder"
+    page = work / "mine.html"
+    page.write_text("my notes\n")
+    assert _error(_run(work, *rep, "mine.html")) == \
+        "error: mine.html already exists; choose another --out or pass --overwrite to replace it"
+    assert page.read_text() == "my notes\n"
+    res = _run(work, *rep, "mine.html", "--overwrite")
+    assert res.returncode == 0, res.stderr
+    assert "click once" in page.read_text()
+
+
+def test_enroll_read_only_home(work: Path, ro: Path) -> None:
+    assert _error(_run(work, "enroll", "--yes", home=ro / "home")) == \
+        f"error: cannot create folder {ro / 'home'}: Read-only file system; choose a writable folder"

@@ -217,3 +217,80 @@ def test_cli_import_prints_session_id(tmp_path: Path, shared_data: Path, dt_home
     bad = subprocess.run([str(exe), "import", str(tmp_path / "nowhere")], capture_output=True, text=True,
                          env=dict(os.environ, DEMOTRACE_HOME=str(dt_home)), timeout=120)
     assert bad.returncode == 1 and "events.jsonl: missing" in bad.stderr.replace("\n", "")
+
+
+def test_scale_must_be_finite(tmp_path: Path, spool: Spool, dt_home: Path):
+    from demotrace.errors import ConfigError
+
+    folder = tmp_path / "f"
+    _write_folder(folder, [{"time_stamp": 1.0, "action": "press", "name": "a"}])
+    for bad in (float("nan"), float("inf"), 0.0):
+        with pytest.raises(ConfigError, match="scale must be a finite number > 0"):
+            import_ducktrack(folder, spool, config=DuckTrackConfig(scale=bad, video=False))
+    assert spool.session_ids() == []
+    exe = Path(sys.executable).with_name("demotrace")
+    for arg in ("nan", "inf"):
+        res = subprocess.run([str(exe), "import", str(folder), "--scale", arg], capture_output=True, text=True,
+                             env=dict(os.environ, DEMOTRACE_HOME=str(dt_home)), timeout=120)
+        assert res.returncode == 1 and "Traceback" not in res.stderr
+        assert f"error: --scale must be a finite number > 0, got {arg}" in res.stderr
+    assert not (dt_home / "spool").is_dir() or not any((dt_home / "spool").iterdir())
+
+
+def test_huge_numbers_are_bad_lines_not_overflow(tmp_path: Path, spool: Spool):
+    folder = tmp_path / "huge"
+    _write_folder(folder, [
+        {"time_stamp": 1.0, "action": "move", "x": 1, "y": 1},
+        '{"time_stamp": 1e308, "action":"move","x":1e308,"y":-1e308}',
+        {"time_stamp": 1.5, "action": "move", "x": 2, "y": 2},
+        # x fits, but x × scale 2 overflows to inf
+        {"time_stamp": 1.6, "action": "click", "x": 1e308, "y": 1, "button": "left", "pressed": True},
+    ])
+    with pytest.raises(MalformedInputError, match=r"huge/events\.jsonl: line 2: time_stamp 1e\+308 is out of range"):
+        import_ducktrack(folder, spool, config=DuckTrackConfig(video=False))
+    assert spool.session_ids() == []
+    res = import_ducktrack(folder, spool, config=DuckTrackConfig(video=False, skip_bad_lines=True, scale=2.0))
+    # lines 2 and 4 skipped; lines 1 and 3 kept + session_start, screen_config, session_stop
+    assert res.skipped == 2 and res.events == 2 + 3
+    assert res.skipped_lines[0].startswith("events.jsonl line 2: time_stamp 1e+308 is out of range")
+    assert res.skipped_lines[1].startswith("events.jsonl line 4: field 'x' = 1e+308 is out of range")
+    with spool.open(res.session_id) as reader:
+        moves = [(e.t_ns, e.x, e.y) for e in reader.iter_events() if type(e).__name__ == "PointerMove"]
+    assert moves == [(0, 2.0, 2.0), (500_000_000, 4.0, 4.0)]
+
+
+def test_binary_junk_names_line_1(tmp_path: Path, spool: Spool):
+    folder = tmp_path / "junk"
+    _write_folder(folder, [])
+    # three lines (split at \n; \x1a is not whitespace, so none is blank)
+    (folder / "events.jsonl").write_bytes(b"\x00\xff\xfe\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\xff\xd8\xff")
+    with pytest.raises(MalformedInputError, match=r"junk/events\.jsonl: line 1: not valid JSON text"):
+        import_ducktrack(folder, spool, config=DuckTrackConfig(video=False))
+    with pytest.raises(MalformedInputError,
+                       match=r"no valid events: all 3 non-empty line\(s\) are bad \(first: events\.jsonl line 1: not valid JSON text"):
+        import_ducktrack(folder, spool, config=DuckTrackConfig(video=False, skip_bad_lines=True))
+    assert spool.session_ids() == []
+
+
+def test_backward_timestamps_are_kept_and_counted(tmp_path: Path, dt_home: Path):
+    folder = tmp_path / "back"
+    _write_folder(folder, [
+        {"time_stamp": 10.0, "action": "press", "name": "a"},
+        {"time_stamp": 10.1, "action": "release", "name": "a"},
+        {"time_stamp": 4.0, "action": "press", "name": "b"},     # jumps back 6.1 s
+        {"time_stamp": 4.1, "action": "release", "name": "b"},
+        {"time_stamp": 3.0, "action": "press", "name": "c"},     # back again
+        {"time_stamp": 3.1, "action": "release", "name": "c"},
+    ])
+    exe = Path(sys.executable).with_name("demotrace")
+    out = subprocess.run([str(exe), "import", str(folder)], capture_output=True, text=True,
+                         env=dict(os.environ, DEMOTRACE_HOME=str(dt_home), COLUMNS="200"), timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "imported 9 events, 0 frames (scale 1), 2 time_stamp(s) earlier than the line before (kept as recorded)" \
+        in out.stderr
+    sid = out.stdout.strip().splitlines()[-1]
+    spool = Spool(dt_home / "spool", DataKey.load(dt_home / "key"))
+    with spool.open(sid) as reader:
+        assert reader.manifest.extra["backward_timestamps"] == "2"
+        keys = [(e.t_ns, e.key) for e in reader.iter_events() if type(e).__name__ == "KeyDown"]
+    assert keys == [(0, "a"), (-6 * S, "b"), (-7 * S, "c")]

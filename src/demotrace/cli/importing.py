@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Optional
 
@@ -36,8 +37,8 @@ def register(app: typer.Typer) -> None:
             raise ConfigError(f"unknown import format {fmt!r}; known: ducktrack")
         if scroll_sign not in (1, -1):
             raise ConfigError("--scroll-sign must be 1 or -1")
-        if scale is not None and scale <= 0:
-            raise ConfigError("--scale must be > 0")
+        if scale is not None and not (math.isfinite(scale) and scale > 0):
+            raise ConfigError(f"--scale must be a finite number > 0, got {scale:g}")
         _paths, spool = open_spool(home, create_key=True)
         cfg = DuckTrackConfig(scale=scale, scroll_sign=scroll_sign, skip_bad_lines=skip_bad_lines,
                               video=not no_video)
@@ -51,7 +52,8 @@ def register(app: typer.Typer) -> None:
             result = import_ducktrack(path, spool, name=name, config=cfg, progress=progress)
         err_console.print(
             f"imported {result.events} events, {result.frames} frames (scale {result.scale:g})"
-            + (f", skipped {result.skipped} bad lines" if result.skipped else ""), highlight=False)
+            + (f", skipped {result.skipped} bad lines" if result.skipped else "")
+            + (f", {result.backward_timestamps} time_stamp(s) earlier than the line before (kept as recorded)" if result.backward_timestamps else ""), highlight=False)
         for line in result.skipped_lines:
             err_console.print(f"  skipped {line}", highlight=False, markup=False)
         console.print(result.session_id, highlight=False)

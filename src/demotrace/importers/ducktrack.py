@@ -52,6 +52,7 @@ already imported is lost). With ``skip_bad_lines=True`` bad lines are skipped an
 
 from __future__ import annotations
 
+import datetime as _dt
 import io
 import json
 import math
@@ -60,7 +61,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import MalformedInputError
+from ..errors import ConfigError, MalformedInputError
 from ..schema.events import (
     Element, Event, FocusChange, Frame, KeyDown, KeyUp, Marker, Monitor, PointerDown, PointerMove,
     PointerUp, Rect, ScreenConfig, Wheel,
@@ -185,7 +186,9 @@ class DuckTrackConfig:
 class ImportResult:
     """What :func:`import_ducktrack` wrote: ``session_id``, ``events`` (count),
     ``frames`` (frame events), ``skipped`` (bad lines skipped), ``skipped_lines``
-    ("file:line" of the first 20), ``scale`` used."""
+    ("file:line" of the first 20), ``scale`` used, ``backward_timestamps`` (lines of
+    events.jsonl whose time_stamp is earlier than the line before: kept, since the reducer
+    orders by time and handles clock jumps, but counted so the summary can say so)."""
 
     session_id: str
     events: int = 0
@@ -193,6 +196,7 @@ class ImportResult:
     skipped: int = 0
     skipped_lines: list[str] = field(default_factory=list)
     scale: float = 1.0
+    backward_timestamps: int = 0
 
 
 class _Lines:
@@ -222,7 +226,7 @@ class _Lines:
                 try:
                     obj = json.loads(raw)
                 except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-                    self.bad(lineno, f"not valid JSON ({exc})")
+                    self.bad(lineno, f"not valid JSON text ({exc})")
                     continue
                 if not isinstance(obj, dict):
                     self.bad(lineno, "not a JSON object")
@@ -239,6 +243,19 @@ def _num(obj: dict[str, Any], k: str) -> float:
     if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v):
         raise ValueError(f"field {k!r} must be a number, got {v!r}")
     return float(v)
+
+
+def _px(obj: dict[str, Any], k: str, scale: float) -> float:
+    """Field ``k`` (logical points) × ``scale`` = physical pixels; ValueError when not a number
+    or when the product is not finite (e.g. 1e308 × 2 overflows to inf)."""
+    v = _num(obj, k) * scale
+    if not math.isfinite(v):
+        raise ValueError(f"field {k!r} = {obj.get(k)!r} is out of range (× scale {scale:g} is not finite)")
+    return v
+
+
+# Largest |t_ns| an event can hold: the schema's int64 nanoseconds (about 292 years).
+_MAX_T_NS = 2**63 - 1
 
 
 def read_metadata(folder: Path) -> dict[str, Any]:
@@ -267,7 +284,13 @@ class _Mapper:
         self.source = platform_source
 
     def t(self, ts: float) -> int:
-        return int(round((ts - self.t0) * 1e9))
+        """Seconds on the recording's clock → ns since the first event. ValueError when the
+        result is not finite or does not fit int64 (the schema's ``t_ns``)."""
+        v = (ts - self.t0) * 1e9
+        if not math.isfinite(v) or abs(v) > _MAX_T_NS:
+            raise ValueError(f"time_stamp {ts!r} is out of range ({ts - self.t0:.3g} s from the first event; "
+                             f"at most ±{_MAX_T_NS / 1e9:.3g} s fit)")
+        return int(round(v))
 
     def event(self, obj: dict[str, Any]) -> Event | None:
         """One events.jsonl object → an event with seq 0 (renumbered later). ValueError if
@@ -276,16 +299,16 @@ class _Mapper:
         t = self.t(obj["time_stamp"])
         s = self.scale
         if act == "move":
-            return PointerMove(seq=0, t_ns=t, x=_num(obj, "x") * s, y=_num(obj, "y") * s)
+            return PointerMove(seq=0, t_ns=t, x=_px(obj, "x", s), y=_px(obj, "y", s))
         if act == "click":
             pressed = obj.get("pressed")
             if not isinstance(pressed, bool):
                 raise ValueError(f"field 'pressed' must be true or false, got {pressed!r}")
             button = _BUTTONS.get(str(obj.get("button", "")).lower(), "unknown")
             cls = PointerDown if pressed else PointerUp
-            return cls(seq=0, t_ns=t, x=_num(obj, "x") * s, y=_num(obj, "y") * s, button=button)  # type: ignore[arg-type]
+            return cls(seq=0, t_ns=t, x=_px(obj, "x", s), y=_px(obj, "y", s), button=button)  # type: ignore[arg-type]
         if act == "scroll":
-            return Wheel(seq=0, t_ns=t, x=_num(obj, "x") * s, y=_num(obj, "y") * s,
+            return Wheel(seq=0, t_ns=t, x=_px(obj, "x", s), y=_px(obj, "y", s),
                          dx=_num(obj, "dx") * self.sign, dy=_num(obj, "dy") * self.sign, unit="tick")
         if act in ("press", "release"):
             name = obj.get("name")
@@ -308,7 +331,7 @@ class _Mapper:
         bounds = None
         if isinstance(frame, dict):
             s = self.scale
-            bounds = Rect(_num(frame, "x") * s, _num(frame, "y") * s, _num(frame, "w") * s, _num(frame, "h") * s)
+            bounds = Rect(_px(frame, "x", s), _px(frame, "y", s), _px(frame, "w", s), _px(frame, "h", s))
         name = tree.get("AXTitle") or tree.get("AXDescription") or tree.get("name")
         role = tree.get("AXRole") or tree.get("role")
         return Element(seq=0, t_ns=self.t(obj["time_stamp"]), role=str(role) if role else None,
@@ -322,8 +345,14 @@ class _Mapper:
 
 
 def _first_timestamp(path: Path, lines: _Lines) -> float:
+    """time_stamp of the first valid line. A bad line raises (names file and line) unless
+    ``lines`` skips; MalformedInputError when there is no valid line (counting skipped ones)."""
     for _lineno, obj in lines:
         return float(obj["time_stamp"])
+    res = lines.result
+    if res.skipped:
+        raise MalformedInputError(f"{path}: no valid events: all {res.skipped} non-empty line(s) are bad "
+                                  f"(first: {res.skipped_lines[0]})")
     raise MalformedInputError(f"{path}: no events")
 
 
@@ -416,12 +445,16 @@ def import_ducktrack(
     with bytes of events.jsonl read. Returns :class:`ImportResult`.
 
     Raises:
+        ConfigError: ``config.scale`` is not a finite number > 0.
         MalformedInputError: missing events.jsonl / metadata.json, or a bad line (file and line
-            number named) unless ``config.skip_bad_lines``; an undecodable video.
+            number named: not JSON text, a field of the wrong type, a time_stamp or coordinate
+            out of range) unless ``config.skip_bad_lines``; no valid line; an undecodable video.
     """
     from ..spool import new_session_id
 
     cfg = config or DuckTrackConfig()
+    if cfg.scale is not None and not (math.isfinite(cfg.scale) and cfg.scale > 0):
+        raise ConfigError(f"scale must be a finite number > 0, got {cfg.scale!r}")
     folder = Path(folder)
     events_path = folder / "events.jsonl"
     if not events_path.is_file():
@@ -449,11 +482,11 @@ def import_ducktrack(
     sid = session_id or new_session_id()
     result = ImportResult(sid, scale=scale)
     lines = _Lines(events_path, result, cfg.skip_bad_lines)
-    t0 = _first_timestamp(events_path, _Lines(events_path, ImportResult(""), True))
+    t0 = _first_timestamp(events_path, _Lines(events_path, ImportResult(""), cfg.skip_bad_lines))
     src = {"Darwin": "ax", "Windows": "uia"}.get(system, "unknown")
     mapper = _Mapper(t0, scale, cfg.scroll_sign, src)
     desk = Rect(0.0, 0.0, sw * scale, sh * scale)
-    extra = {"scale": repr(scale), "scroll_direction": str(meta.get("scroll_direction", "")),
+    extra = {"imported_utc": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"), "scale": repr(scale), "scroll_direction": str(meta.get("scroll_direction", "")),
              "source_folder": folder.name, "screen_points": f"{meta['screen_width']}x{meta['screen_height']}"}
     if name:
         extra["name"] = name
@@ -478,7 +511,7 @@ def import_ducktrack(
                 for lineno, obj in sl:
                     try:
                         ev = fn(obj)
-                    except ValueError as exc:
+                    except (ValueError, TypeError, OverflowError) as exc:
                         sl.bad(lineno, str(exc))
                         continue
                     side.append((ev.t_ns, len(side), ev))
@@ -507,12 +540,17 @@ def import_ducktrack(
         total = events_path.stat().st_size
 
         def main_events() -> Iterator[tuple[int, int, Event]]:
+            prev_ts = -math.inf
             for lineno, obj in lines:
                 try:
                     ev = mapper.event(obj)
-                except (ValueError, TypeError) as exc:
+                except (ValueError, TypeError, OverflowError) as exc:
                     lines.bad(lineno, str(exc))
                     continue
+                ts = float(obj["time_stamp"])
+                if ts < prev_ts:
+                    result.backward_timestamps += 1
+                prev_ts = ts
                 if ev is not None:
                     yield (ev.t_ns, -1, ev)
                 if progress is not None and lineno % 2000 == 0:
@@ -554,6 +592,8 @@ def import_ducktrack(
         result.events = seq
         if result.skipped:
             extra["skipped_lines"] = str(result.skipped)
+        if result.backward_timestamps:
+            extra["backward_timestamps"] = str(result.backward_timestamps)
         writer.manifest.extra = extra
         writer.close(duration_ns=last_t)
     except BaseException:

@@ -79,3 +79,23 @@ def test_describe_says_what_is_and_is_not_captured() -> None:
     assert "password, one-time-code and card fields are never stored" in lines
     allow = Policy.from_toml(MINIMAL + '[scope]\nallow_apps = ["code"]\n')
     assert any(line.startswith("Captured: ONLY apps code") for line in allow.describe())
+
+
+@pytest.mark.parametrize("text, needle", [
+    ('version = 1\nnotice = "n"\n[retention]\nraw_dayz = 1\n', "unknown field 'retention.raw_dayz' in "),
+    ('version = 1\nnotice = "n"\n[scope]\nallow_appz = []\n', "unknown field 'scope.allow_appz' in "),
+    ('version = 1\nnotice = "n"\n[retention]\nraw_days = 1e400\n', "retention.raw_days must be > 0 and at most 36500 days"),
+    ('version = 1\nnotice = "n"\n[retention]\nraw_days = 99999999999999\n', "at most 36500 days"),
+])
+def test_unknown_and_out_of_range_fields_are_rejected(text: str, needle: str) -> None:
+    with pytest.raises(PolicyError) as ei:
+        Policy.from_toml(text, "P.toml")
+    assert needle in str(ei.value) and "P.toml" in str(ei.value)
+
+
+def test_non_utf8_policy_file_is_a_clear_error(tmp_path: Path) -> None:
+    paths = Paths(tmp_path).ensure()
+    (tmp_path / "policy.toml").write_bytes(b'version = 1\nnotice = "caf\xe9"\n')  # Latin-1 é
+    with pytest.raises(PolicyError) as ei:
+        load_policy(paths)
+    assert "policy.toml" in str(ei.value) and "not UTF-8" in str(ei.value) and "offset 25" in str(ei.value)  # 12 + len(b'notice = "caf')

@@ -12,6 +12,7 @@ Loading never reads global state: :func:`load_policy` takes the home explicitly.
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 import tomllib
 from dataclasses import dataclass, field
@@ -28,6 +29,46 @@ POLICY_FILE = "policy.toml"
 _DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 _TIME_RE = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
 STRICTNESS = ("standard", "strict")
+#: Largest accepted ``retention.raw_days`` (100 years; far below timedelta's 999 999 999 days).
+MAX_RETENTION_DAYS = 36500
+
+#: Allowed keys per table (the schema of ``default_policy.toml``). Anything else is rejected so a
+#: typo (``raw_dayz``) never silently falls back to a default.
+_ALLOWED: dict[str, frozenset[str]] = {
+    "": frozenset({"version", "notice", "scope", "secrets", "redaction", "retention"}),
+    "scope": frozenset({"allow_apps", "allow_title_patterns", "allow_domains", "time_windows", "deny"}),
+    "scope.time_windows[]": frozenset({"days", "start", "end"}),
+    "scope.deny.*": frozenset({"apps", "title_patterns", "domains"}),
+    "secrets": frozenset({"strictness", "roles", "dom_types", "dom_autocomplete", "name_patterns"}),
+    "redaction": frozenset({"entities", "score_threshold", "layer_timeout_s", "ocr_upscale", "ocr_rescan_upscale",
+                            "ocr_region_pad_px", "frame_format"}),
+    "retention": frozenset({"raw_days"}),
+}
+
+
+def _check_keys(data: dict[str, Any], source: str) -> None:
+    """Raise :class:`PolicyError` naming the first field not in :data:`_ALLOWED`."""
+
+    def check(d: Any, schema: str, where: str) -> None:
+        if not isinstance(d, dict):
+            return  # type errors are reported by the field validation
+        for k in d:
+            if k not in _ALLOWED[schema]:
+                name = f"{where}.{k}" if where else k
+                raise PolicyError(f"unknown field {name!r} in {source} (allowed here: "
+                                  f"{', '.join(sorted(_ALLOWED[schema]))})")
+
+    check(data, "", "")
+    for t in ("scope", "secrets", "redaction", "retention"):
+        check(data.get(t), t, t)
+    sc = data.get("scope")
+    if isinstance(sc, dict):
+        if isinstance(sc.get("time_windows"), list):
+            for i, w in enumerate(sc["time_windows"]):
+                check(w, "scope.time_windows[]", f"scope.time_windows[{i}]")
+        if isinstance(sc.get("deny"), dict):
+            for name, cat in sc["deny"].items():
+                check(cat, "scope.deny.*", f"scope.deny.{name}")
 
 
 @dataclass(frozen=True)
@@ -144,6 +185,7 @@ class Policy:
     def from_dict(cls, data: dict[str, Any], source: str = "<dict>") -> "Policy":
         """Validate a parsed TOML document (see :meth:`from_toml`)."""
         v = _Validator(source)
+        _check_keys(data, source)
         version = v.get(data, "version", int)
         if version < 1:
             raise PolicyError(f"{source}: version must be >= 1, got {version}")
@@ -210,14 +252,22 @@ class Policy:
             raise PolicyError(f"{source}: redaction.score_threshold must be in 0..1")
         if red.layer_timeout_s <= 0:
             raise PolicyError(f"{source}: redaction.layer_timeout_s must be > 0")
-        if red.ocr_upscale < 1 or red.ocr_rescan_upscale < 0:
-            raise PolicyError(f"{source}: redaction.ocr_upscale must be >= 1 and ocr_rescan_upscale >= 0")
+        if not 1 <= red.ocr_upscale <= 16 or not 0 <= red.ocr_rescan_upscale <= 16:
+            raise PolicyError(f"{source}: redaction.ocr_upscale must be in 1..16 and ocr_rescan_upscale in 0..16")
+        if not 0 <= red.ocr_region_pad_px <= 1024:
+            raise PolicyError(f"{source}: redaction.ocr_region_pad_px must be in 0..1024")
+        if not math.isfinite(red.layer_timeout_s) or not math.isfinite(red.score_threshold):
+            raise PolicyError(f"{source}: redaction.layer_timeout_s and score_threshold must be finite")
         if red.frame_format not in ("png", "webp"):
             raise PolicyError(f"{source}: redaction.frame_format must be 'png' or 'webp'")
         ret = v.get(data, "retention", dict, {})
-        days = float(v.get(ret, "raw_days", (int, float), 7, "retention"))
-        if days <= 0:
-            raise PolicyError(f"{source}: retention.raw_days must be > 0, got {days}")
+        raw_days = v.get(ret, "raw_days", (int, float), 7, "retention")
+        # Upper bound: datetime.timedelta holds at most 999 999 999 days; 36 500 (100 years) keeps
+        # every `now - raw_days` computation representable.
+        if not (isinstance(raw_days, int) or math.isfinite(raw_days)) or not 0 < raw_days <= MAX_RETENTION_DAYS:
+            raise PolicyError(f"{source}: retention.raw_days must be > 0 and at most {MAX_RETENTION_DAYS} days"
+                              f" (100 years), got {raw_days!r}")
+        days = float(raw_days)
         return cls(version=version, notice=notice, scope=scope, secrets=secrets, redaction=red,
                    raw_retention_days=days, source=source)
 
@@ -287,6 +337,9 @@ def load_policy(paths: Paths | None = None, path: Path | None = None) -> Policy:
         text = Path(path).read_text("utf-8")
     except OSError as exc:
         raise PolicyError(f"cannot read policy file {path}: {exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise PolicyError(f"{path}: not UTF-8 text (invalid byte at offset {exc.start}); TOML files must be"
+                          " UTF-8") from exc
     return Policy.from_toml(text, str(path))
 
 

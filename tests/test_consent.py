@@ -72,7 +72,7 @@ def test_cli_enroll(dt_home: Path) -> None:
     runner = CliRunner()
     declined = runner.invoke(app, ["enroll"], input="n\n")
     assert declined.exit_code == 1
-    assert "What is never recorded" in declined.output  # the notice was shown
+    assert "What is excluded" in declined.output  # the notice was shown
     assert not (dt_home / "consent.json").exists()  # declining leaves no trace
     ok = runner.invoke(app, ["enroll"], input="y\n")
     assert ok.exit_code == 0, ok.output

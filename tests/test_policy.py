@@ -76,7 +76,8 @@ def test_describe_says_what_is_and_is_not_captured() -> None:
     assert "KeePassXC" in lines and "Remmina" in lines and "Signal" in lines
     assert "Incognito" in lines
     assert "destroyed after 7 days" in lines
-    assert "password, one-time-code and card fields are never stored" in lines
+    assert "password, one-time-code and card fields are never stored in what leaves this device" in lines
+    assert "NOT recognised: a password typed without a label" in lines
     allow = Policy.from_toml(MINIMAL + '[scope]\nallow_apps = ["code"]\n')
     assert any(line.startswith("Captured: ONLY apps code") for line in allow.describe())
 
@@ -99,3 +100,20 @@ def test_non_utf8_policy_file_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(PolicyError) as ei:
         load_policy(paths)
     assert "policy.toml" in str(ei.value) and "not UTF-8" in str(ei.value) and "offset 25" in str(ei.value)  # 12 + len(b'notice = "caf')
+
+
+def test_notice_promises_only_what_is_enforced() -> None:
+    """The notice no longer promises that every password is removed: an unlabelled password is
+    not recognised by the text layers (checked here), and the notice says so."""
+    from demotrace.privacy.pipeline import RedactionPipeline
+
+    pol = default_policy()
+    notice = " ".join(pol.notice.split())
+    assert "(for example hunter2Pass!word) cannot be recognised and is NOT removed" in notice
+    assert "never recorded" not in notice
+    pipe = RedactionPipeline(pol)
+    try:
+        assert pipe.find("echo hunter2Pass!word") == []  # the limit the notice states is real
+        assert {f.entity for f in pipe.find("password: hunter2Pass!word")} == {"PASSWORD_LABEL"}  # labelled: found
+    finally:
+        pipe.close()

@@ -301,12 +301,17 @@ class Policy:
                 out.append(f"Captured only on {', '.join(w.days)} between {w.start} and {w.end} (local time).")
         else:
             out.append("Time: recording runs only when you start it; no time window is set.")
-        out.append("Keystrokes into password, one-time-code and card fields are never stored.")
+        out.append("Keystrokes into password, one-time-code and card fields are never stored in what leaves"
+                   " this device (they are dropped when a recording is sealed, or earlier by the recorder).")
         if self.secrets.strictness == "strict":
             out.append("Strict mode: when the focused field cannot be identified, typed characters are not stored.")
         ents = ", ".join(e.replace("_", " ").lower() for e in self.redaction.entities)
-        out.append(f"Removed before anything leaves this device: {ents}; passwords, access keys,"
-                   " tokens and private keys; the same painted black on screenshots.")
+        out.append(f"Removed before anything leaves this device: {ents}; labelled passwords (password: …,"
+                   " PASSWORD=…), access keys, tokens and private keys; the same painted black on screenshots"
+                   " where OCR can read them, and a window that received such typed text is blacked out on"
+                   " every later screenshot.")
+        out.append("NOT recognised: a password typed without a label into an ordinary text box or terminal"
+                   " (e.g. hunter2Pass!word) — pause recording before typing one.")
         out.append(f"Raw recordings are destroyed after {self.raw_retention_days:g} days.")
         return out
 

@@ -89,10 +89,10 @@ def test_list_ended_crashed_unreadable_and_delete(tmp_path: Path) -> None:
     other.create(_manifest("20261130T111500Z-cccccc")).close()
     res = _run(home, "sessions", "list")
     assert res.exit_code == 0, res.output
-    rows = {line.split("│")[1].strip(): line for line in res.output.splitlines() if "2026113" in line and "│" in line}
+    rows = {line.split()[0]: line for line in res.output.splitlines() if line.startswith("2026113")}
     assert set(rows) == {"20261130T091500Z-aaaaaa", "20261130T101500Z-bbbbbb", "20261130T111500Z-cccccc"}
-    assert re.search(r"0:01:05\s*│\s*14\s*│\s*1\s*│.*│\s*ended", rows["20261130T091500Z-aaaaaa"])
-    assert re.search(r"0:01:05\s*│\s*14\s*│\s*1\s*│.*│\s*crashed", rows["20261130T101500Z-bbbbbb"])
+    assert re.search(r"0:01:05\s+14\s+1\s+.*\s+ended", rows["20261130T091500Z-aaaaaa"])
+    assert re.search(r"0:01:05\s+14\s+1\s+.*\s+crashed", rows["20261130T101500Z-bbbbbb"])
     assert "unreadable" in rows["20261130T111500Z-cccccc"]
     # delete asks first; "n" keeps the session
     res = _run(home, "sessions", "delete", "20261130T101500Z-bbbbbb", input="n\n")
@@ -113,3 +113,24 @@ def test_errors_name_the_fix(tmp_path: Path) -> None:
     assert out.returncode == 1 and "no session 'nope'" in out.stderr and "demotrace sessions list" in out.stderr
     out = subprocess.run([DEMOTRACE, "pause", "--home", str(home)], capture_output=True, text=True, env=env, timeout=60)
     assert out.returncode == 1 and "no recorder running; start one with `demotrace record`" in out.stderr
+
+
+def test_list_at_80_columns_keeps_id_start_and_duration_whole(tmp_path: Path) -> None:
+    """The id is what a user copies: at 80 columns it, the start and the duration are printed
+    whole on the row's first line (the other columns may wrap)."""
+    home = tmp_path / "h"
+    _write_session(home, "20261130T091500Z-aaaaaa", close=True)
+    _write_session(home, "20261130T101500Z-bbbbbb", close=False)
+    env = {**os.environ, "COLUMNS": "80"}
+    env.pop("DEMOTRACE_HOME", None)
+    out = subprocess.run([DEMOTRACE, "sessions", "list", "--home", str(home)], capture_output=True, text=True,
+                         env=env, timeout=60)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert max(len(line) for line in lines) <= 80
+    assert "…" not in out.stdout
+    for sid, state in (("20261130T091500Z-aaaaaa", "ended"), ("20261130T101500Z-bbbbbb", "crashed")):
+        row = next(line for line in lines if sid in line)
+        # both sessions were written with started_utc 2026-11-30T09:15:00.000Z and last event at 65 s
+        assert row.split()[:4] == [sid, "2026-11-30", "09:15:00", "0:01:05"], row
+        assert row.split()[-1] == state, row

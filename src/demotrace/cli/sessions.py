@@ -113,6 +113,7 @@ def summarize(spool: Spool, session_id: str) -> SessionSummary:
 def list_sessions(home: str | None = HomeOpt) -> None:
     """Table of sessions: id, start, duration, events, frames (distinct stored images), size,
     state (recording / ended / crashed)."""
+    from rich import box
     from rich.table import Table
 
     from ..errors import KeyLost, KeyMissing
@@ -129,10 +130,7 @@ def list_sessions(home: str | None = HomeOpt) -> None:
         console.print(f"no sessions in {spool.root}; record one with `demotrace record`", highlight=False)
         return
     live = _recording_session(paths)
-    table = Table(title=f"sessions in {spool.root}")
-    for col in ("id", "start (UTC)", "duration", "events", "frames", "size", "state"):
-        table.add_column(col, justify="right" if col in ("events", "frames", "size", "duration") else "left",
-                         no_wrap=col in ("id", "state"))
+    rows: list[tuple[str, ...]] = []
     for sid in ids:
         try:
             with spool.open(sid) as r:
@@ -141,10 +139,23 @@ def list_sessions(home: str | None = HomeOpt) -> None:
             state = "recording" if sid == live else ("ended" if man.ended else "crashed")
             dur = man.duration_ns if man.ended and man.duration_ns is not None else st.t_last_ns
             size = sum(p.stat().st_size for p in (spool.root / sid).rglob("*") if p.is_file())  # reader closed
-            table.add_row(sid, man.started_utc.replace("T", " ")[:19], _fmt_duration(dur), str(st.events),
-                          str(st.blobs), _human_bytes(size), state)
+            rows.append((sid, man.started_utc.replace("T", " ")[:19], _fmt_duration(dur), str(st.events),
+                         str(st.blobs), _human_bytes(size), state))
         except SpoolError as exc:
-            table.add_row(sid, "?", "?", "?", "?", "?", f"unreadable: {exc}")
+            rows.append((sid, "?", "?", "?", "?", "?", f"unreadable: {exc}"))
+    # id, start and duration are what a user copies or reads at a glance: never truncated nor
+    # wrapped (no_wrap + min_width = their longest value); the other columns fold when the
+    # terminal is narrow. Columns are one space apart (no borders) so that an 80-column
+    # terminal fits id 23 + start 19 + duration 8 + events, frames, size, state with at most
+    # the size wrapping at its space.
+    table = Table(title=f"sessions in {spool.root}", box=box.SIMPLE_HEAD, show_edge=False, padding=(0, 0))
+    for i, col in enumerate(("id", "start (UTC)", "duration", "events", "frames", "size", "state")):
+        keep = i < 3 or (col == "state" and max(len(r[i]) for r in rows) <= 9)  # a state word, not an error
+        table.add_column(col, justify="right" if col in ("events", "frames", "size", "duration") else "left",
+                         no_wrap=keep, overflow="fold",
+                         min_width=max(len(r[i]) for r in rows) if keep else None)
+    for row in rows:
+        table.add_row(*row)
     console.print(table)
 
 

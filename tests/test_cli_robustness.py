@@ -135,3 +135,21 @@ def test_replay_out_errors_and_overwrite(work: Path, ro: Path) -> None:
 def test_enroll_read_only_home(work: Path, ro: Path) -> None:
     assert _error(_run(work, "enroll", "--yes", home=ro / "home")) == \
         f"error: cannot create folder {ro / 'home'}: Read-only file system; choose a writable folder"
+
+
+def test_device_enroll_rejects_bad_server_url_at_once(tmp_path: Path) -> None:
+    from demotrace.errors import ConfigError
+    from demotrace.upload import UploadClient, check_server_url
+
+    expected = "expected https://host:port or http://127.0.0.1:port"
+    res = _run(tmp_path, "device", "enroll", "--server", "notaurl", "--code", "abc", home=tmp_path / "h")
+    assert _error(res) == f"error: invalid server URL 'notaurl': {expected}"
+    assert not (tmp_path / "h" / "collector.json").exists()
+    for bad in ("ftp://host:21", "https://", "http://collector.example:8470"):
+        with pytest.raises(ConfigError, match=f"invalid server URL '{bad}'"):
+            check_server_url(bad)
+    with pytest.raises(ConfigError, match="invalid server URL 'http://127.0.0.1:99999': Port out of range"):
+        UploadClient("http://127.0.0.1:99999")
+    assert check_server_url("https://collector.example:8470/") == "https://collector.example:8470"
+    assert check_server_url("http://127.0.0.2:9") == "http://127.0.0.2:9"
+    assert check_server_url("http://[::1]:9") == "http://[::1]:9"

@@ -109,6 +109,43 @@ class Enrollment:
             raise ConfigError(f"{path} is damaged ({exc}); enroll again") from exc
 
 
+_LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain"})
+
+
+def check_server_url(url: str) -> str:
+    """Return the collector ``url`` without a trailing slash if it is usable, before any request.
+
+    Accepted: ``https://host[:port][/path]``, and plain ``http://`` only to this machine (a
+    loopback address — 127.0.0.0/8, ::1 — or ``localhost``), since bundles and the device
+    credential must not cross a network unencrypted (DESIGN.md: encrypted in transit).
+
+    Raises:
+        ConfigError: no scheme / host, another scheme, or plain http to another host; the
+            message quotes the URL and names the expected form.
+    """
+    import ipaddress
+    from urllib.parse import urlsplit
+
+    expected = "expected https://host:port or http://127.0.0.1:port"
+    try:
+        parts = urlsplit(url.strip())
+        host = parts.hostname or ""
+        parts.port  # noqa: B018  (raises ValueError for a port that is not a number in range)
+    except ValueError as exc:
+        raise ConfigError(f"invalid server URL {url!r}: {exc}; {expected}") from exc
+    if parts.scheme not in ("http", "https") or not host:
+        raise ConfigError(f"invalid server URL {url!r}: {expected}")
+    if parts.scheme == "http":
+        try:
+            loopback = ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            loopback = host.lower() in _LOOPBACK_NAMES
+        if not loopback:
+            raise ConfigError(f"invalid server URL {url!r}: plain http is allowed only to this machine; "
+                              f"{expected}")
+    return url.strip().rstrip("/")
+
+
 def _detail(r: httpx.Response) -> str:
     try:
         return str(r.json().get("detail", r.text))
@@ -124,6 +161,10 @@ class UploadClient:
     seconds per request. ``sleep``: the function that waits between retries.
     ``batch_bytes``: blobs smaller than this travel together in one ``POST …/blobs`` request
     of at most this many bytes (0: one ``PUT`` per blob).
+
+    Raises:
+        ConfigError: ``url`` is not a collector URL (:func:`check_server_url`), at once,
+            before any request or retry.
     """
 
     def __init__(self, url: str, credential: str | None = None, *,
@@ -131,6 +172,7 @@ class UploadClient:
                  timeout: float = 30.0, retry: RetryPolicy = RetryPolicy(),
                  sleep: Callable[[float], None] = time.sleep, seed: int | None = None,
                  batch_bytes: int = 4 * 1024 * 1024) -> None:
+        url = check_server_url(url)
         headers = {"authorization": f"Bearer {credential}"} if credential else {}
         if isinstance(verify, str):
             verify = ssl.create_default_context(cafile=verify)  # type: ignore[assignment]

@@ -107,8 +107,9 @@ def device_enroll(
 ) -> None:
     """Exchange a one-time code for this device's credential (saved 0600 in the home folder)."""
     from ..paths import Paths
-    from ..upload import Enrollment, UploadClient
+    from ..upload import Enrollment, UploadClient, check_server_url
 
+    server_url = check_server_url(server_url)
     paths = Paths.from_env(home).ensure()
     with UploadClient(server_url, verify=ca or True) as c:
         token = c.enroll(code, label)

@@ -34,16 +34,19 @@ if [ ! -x .venv/bin/python ]; then
 fi
 if [ ! -f "$STAMP" ] || [ pyproject.toml -nt "$STAMP" ] || [ scripts/bootstrap.sh -nt "$STAMP" ]; then
   echo "[bootstrap] installing Python packages into .venv" >&2
-  .venv/bin/python -m pip install -q --upgrade pip >/dev/null
-  .venv/bin/python -m pip install -q -e ".[test]"
+  # -qq: pip logs errors only. This machine's pip configuration lists local index folders, and
+  # pip prints "WARNING: Location 'file:///…' is ignored" for every package they lack; errors
+  # ("ERROR: …") are still shown and a failed install still stops the script (set -e).
+  .venv/bin/python -m pip install -qq --upgrade pip >/dev/null
+  .venv/bin/python -m pip install -qq -e ".[test]"
   # pyautogui (only the tests run it, to execute exported code) depends on python3-xlib, an
   # old fork that installs over python-xlib's `Xlib` package and breaks RandR. Install it and
   # its pure-Python helpers without dependencies, so python-xlib stays the one `Xlib`.
-  .venv/bin/python -m pip install -q --no-deps "pyautogui>=0.9.54" mouseinfo pygetwindow pymsgbox \
+  .venv/bin/python -m pip install -qq --no-deps "pyautogui>=0.9.54" mouseinfo pygetwindow pymsgbox \
     pyscreeze pytweening pyrect pyperclip
   touch "$STAMP"
 fi
 if ! .venv/bin/python -c 'import Xlib, sys; sys.exit(Xlib.__version__ < (0, 33))' 2>/dev/null; then
   echo "[bootstrap] repairing python-xlib (another package replaced it)" >&2
-  .venv/bin/python -m pip install -q --force-reinstall --no-deps "python-xlib>=0.33"
+  .venv/bin/python -m pip install -qq --force-reinstall --no-deps "python-xlib>=0.33"
 fi

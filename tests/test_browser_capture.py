@@ -122,6 +122,10 @@ def session(xvfb, tmp_path_factory: pytest.TempPathFactory):
     app = WebApp()
     (tmp / "xauth").write_bytes(b"")  # python-xlib wants an Xauthority file; this Xvfb has no auth
     env = dict(xvfb.env, COLUMNS="200", XAUTHORITY=str(tmp / "xauth"))
+    from demotrace.paths import Paths
+    from demotrace.privacy import load_policy, record_consent
+
+    record_consent(Paths(home), load_policy(Paths(home)))  # `demotrace record` needs consent (issue 4)
     rec = subprocess.Popen([*DEMOTRACE, "record", "--home", str(home), "--no-indicator"], env=env,
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     s = Session()

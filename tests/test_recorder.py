@@ -186,6 +186,9 @@ def _cli(home: Path, *args: str, env: dict[str, str] | None = None, check: bool 
 
 
 def _start_recorder(xvfb, home: Path, *extra: str) -> subprocess.Popen[str]:
+    from demotrace.privacy import load_policy, record_consent
+
+    record_consent(Paths(home), load_policy(Paths(home)))  # `demotrace record` needs consent (issue 4)
     env = dict(xvfb.env, COLUMNS="200")
     proc = subprocess.Popen([*DEMOTRACE, "record", "--home", str(home), *extra], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -485,6 +488,9 @@ def test_overflow_is_counted_and_reported_loudly(xvfb, dt_home: Path, monkeypatc
     from demotrace.spool import DataKey, Spool, new_session_id
 
     monkeypatch.setenv("DISPLAY", xvfb.display)
+    from demotrace.privacy import load_policy, record_consent
+
+    record_consent(Paths(dt_home), load_policy(Paths(dt_home)))  # `demotrace record` needs consent (issue 4)
     key = DataKey.load_or_create(Paths(dt_home).key_file)
     spool = Spool(Paths(dt_home).spool, key)
     backend = get_backend()

@@ -154,6 +154,9 @@ def test_recorded_session_replay_shows_screen_before_click(xvfb, browser, tmp_pa
     rec = None
     try:
         assert app.stdout.readline().strip() == "READY"
+        from demotrace.privacy import load_policy, record_consent
+
+        record_consent(Paths(home), load_policy(Paths(home)))  # `demotrace record` needs consent (issue 4)
         rec = subprocess.Popen([str(Path(sys.executable).parent / "demotrace"), "record", "--home", str(home),
                                 "--no-indicator"], env=dict(xvfb.env, COLUMNS="200"),
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -141,9 +141,19 @@ def register(app: typer.Typer) -> None:
         home: Optional[str] = _HOME,
     ) -> None:
         """Destroy everything recorded in the last N minutes (events and frames), in every session."""
+        from ..errors import ControlError
         from ..privacy.review import forget_last, parse_duration
+        from ..recorder.control import call
 
         paths, spool = open_spool(home)
+        try:  # a running recorder is still writing the newest batch: never cut under it
+            st = call(paths.control_socket, "status", timeout=2)
+        except (ControlError, OSError):
+            st = None
+        if st is not None:
+            raise ControlError(
+                f"a recorder is running for this home (session {st.get('session_id')}): stop it first with"
+                " `demotrace stop`, then run `demotrace review forget` again (nothing was deleted)")
         res = forget_last(paths, spool, parse_duration(last))
         console.print(f"forgot {res.events} events and {res.blobs} frames in {len(res.removed)} session(s)", highlight=False)
 

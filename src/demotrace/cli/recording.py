@@ -46,8 +46,19 @@ def record(
         grab_interval_active_s=1.0 / grab_hz, grab_interval_idle_s=max(2.0, 1.0 / grab_hz),
     )
     paths, spool = open_spool(home, create_key=True)
+    from ..recorder.guard import CaptureGuard
+
+    # privacy first (issue 4): policy → consent (ConsentRequired names `demotrace enroll`) →
+    # raw-retention purge, before the control socket or any capture hook
+    guard = CaptureGuard(paths)
+    guard.require_consent()
     lock = RecorderLock(paths.run_dir)
     lock.acquire()
+    try:
+        guard.before_start(spool)  # consent again + purge, under the one-recorder lock
+    except BaseException:
+        lock.release()
+        raise
     stop_event = threading.Event()
     running: list[Recorder] = []  # the recorder, once started
 
@@ -88,9 +99,7 @@ def record(
         if indicator is not None:
             indicator.start()  # visible before anything is captured (fails closed)
         sid = new_session_id()
-        from ..privacy.policy import load_policy
-
-        rec = Recorder(backend, spool.create(new_manifest(sid, backend)), settings, policy=load_policy(paths))
+        rec = Recorder(backend, spool.create(new_manifest(sid, backend)), settings, guard=guard)
         rec.start()
         running.append(rec)
         console.print(f"recording session [bold]{sid}[/] — stop with Ctrl-C or `demotrace stop`", highlight=False)

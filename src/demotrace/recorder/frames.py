@@ -221,6 +221,9 @@ class FramePipeline:
         #: content ids of recently stored pixel buffers, by buffer identity (the buffer is kept
         #: so its id stays unique): a frame re-using a buffer (unchanged screen) is not hashed
         self._cids: list[tuple[bytes, str]] = []
+        #: capture-time privacy guard (recorder/guard.py), set by the Recorder: drops frames of
+        #: excluded contexts and paints out visible excluded windows before hashing / encoding
+        self.guard: Any = None
 
     # -- called from other threads -------------------------------------------------------------
     def start(self) -> None:
@@ -345,6 +348,11 @@ class FramePipeline:
         is unchanged) or byte-identical to the previous stored one (``memcmp``) reuses its id
         without hashing, and an id already in the spool is not encoded again.
         """
+        if self.guard is not None:
+            filtered = self.guard.filter_frame(frame)
+            if filtered is None:
+                return  # captured in an excluded context: never stored (counted by the guard)
+            frame = filtered
         c0 = time.thread_time_ns()
         n = self.s.downscale_factor
         width, height = -(-frame.width // n), -(-frame.height // n)  # Pillow's reduce rounds up

@@ -134,7 +134,7 @@ class Recorder:
     """
 
     def __init__(self, backend: CaptureBackend, spool: SessionWriter, settings: RecorderSettings | None = None,
-                 policy: Any = None) -> None:
+                 policy: Any = None, guard: Any = None) -> None:
         self.backend = backend
         self.spool = spool
         self.settings = settings or RecorderSettings()
@@ -150,11 +150,16 @@ class Recorder:
         self._suppressed = 0
         self._writer_cpu_ns = 0
         self._malformed = 0
-        from ..privacy.policy import default_policy
         from ..privacy.secrets import SecretKeyFilter
+        from .guard import CaptureGuard, home_of
+
+        #: capture-time scope guard (recorder/guard.py): consent, excluded contexts, frame masks;
+        #: ``policy`` default: ``<home>/policy.toml`` or the built-in policy
+        self.guard = guard if guard is not None else CaptureGuard(home_of(spool), policy=policy)
+        policy = self.guard.policy
 
         #: secret-field filter (DESIGN.md §8.4): ``policy`` (default: the built-in policy)
-        self.secrets = SecretKeyFilter(policy or default_policy())
+        self.secrets = SecretKeyFilter(policy)
         self._urgent = threading.Event()
         self._held_mods: set[str] = set()
         self._swallow_key_up: str | None = None
@@ -184,10 +189,12 @@ class Recorder:
         """
         if self._started:
             raise ControlError("recorder already started")
+        self.guard.require_consent()  # ConsentRequired before anything is captured
         self._started = True
         self.start_ns = time.monotonic_ns()
         self.batch = BatchWriter(self.spool, self.start_ns, int(self.settings.flush_interval_s * 1e9))
         self.frames = FramePipeline(self.backend, self.spool, self.settings, self._sink_frame, self.start_ns)
+        self.frames.guard = self.guard
         self._q.put((Marker, self.start_ns, {"name": "session_start"}))
         self._thread.start()
         self.frames.start()
@@ -219,6 +226,7 @@ class Recorder:
                     barrier.done.wait(timeout)
                 if self.frames is not None:
                     self.frames.stop(timeout)
+                self.guard.close()
                 self._q.put((_STOP, time.monotonic_ns(), None))
                 self._urgent.set()
                 self._thread.join(timeout)
@@ -289,6 +297,7 @@ class Recorder:
                 for req in self.detector.due(now):
                     self.frames.request(req)
             if stop:
+                self.guard.finish(batch, time.monotonic_ns())
                 batch.add(Marker, time.monotonic_ns(), {"name": "session_stop"})
             if batch.pending:
                 self._flush()
@@ -315,9 +324,13 @@ class Recorder:
         kind = cls.__struct_config__.tag
         if kind in ("key_down", "key_up") and self._hotkey_check(kind, t_ns, fields):
             return
+        if not self.guard.admit(self.batch, cls, t_ns, fields):
+            return  # excluded context (privacy scope): never stored
         if kind in _INPUT_KINDS:
             if self._paused:
                 self._suppressed += 1
+                if kind in ("focus_change", "element"):  # the secret-field state follows focus
+                    self.secrets.observe(cls(seq=0, t_ns=0, **fields))
                 if kind in ("focus_change", "screen_config"):
                     self._last_hidden[kind] = (cls, fields)
                 return
@@ -533,6 +546,7 @@ class Recorder:
             "events_dropped": self._dropped,
             "events_suppressed_while_paused": self._suppressed,
             "keys_dropped_secret_field": dict(self.secrets.counts),
+            "privacy_scope": {"excluded_now": self.guard.excluded, **self.guard.stats.__dict__},
             "by_kind": dict(b.stored_by_kind) if b else {},
             "frames_stored": b.stored_by_kind.get("frame", 0) if b else 0,
             "frames_encoded": fs.encoded if fs else 0,

@@ -9,9 +9,10 @@
 - :class:`FramePipeline` runs two threads: the *frame thread* grabs the screen into a
   :class:`~demotrace.recorder.ring.FrameRing` (4 Hz while input is active, slower when idle)
   and answers requests with the newest frame captured before the action (DESIGN.md §5); the
-  *encoder thread* hashes the raw pixels (``DataKey.content_id``), skips the encode if the
-  spool already has that blob, otherwise encodes (WebP / PNG via Pillow) and stores it, then
-  emits a schema ``Frame`` event. None of this runs on the input hooks' threads.
+  *encoder thread* downscales (only the regions the backend's damage says changed since the
+  previous downscaled frame), hashes the stored pixels (``DataKey.content_id``), skips the
+  encode if the spool already has that blob, otherwise encodes (WebP / PNG via Pillow) and
+  stores it, then emits a schema ``Frame`` event. None of this runs on the input hooks' threads.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ if TYPE_CHECKING:
     from PIL import Image
 
 from ..capture._base import CaptureBackend, RawFrame
-from ..schema.events import MODIFIER_KEYS, Event, Frame
+from ..schema.events import MODIFIER_KEYS, Event, Frame, Rect
 from ..spool.store import SessionWriter
 from .ring import FrameRing
 from .settings import RecorderSettings
@@ -142,6 +143,41 @@ def frame_image(frame: RawFrame, settings: RecorderSettings) -> "Image.Image":
     return img.reduce(n) if n > 1 else img
 
 
+#: Largest share of the frame (summed area of the changed rectangles) redone by
+#: :func:`downscale_patch`; above it the whole frame is downscaled.
+PATCH_MAX_AREA = 0.5
+
+
+def downscale_patch(base: "Image.Image", frame: RawFrame, changed: tuple["Rect", ...], n: int) -> "Image.Image | None":
+    """``frame_image(frame)`` computed from ``base`` (``frame_image`` of an earlier frame of the
+    same size whose pixels equal ``frame``'s outside the ``changed`` rectangles, desktop
+    pixels): a copy of ``base`` with only the changed regions, widened to the n×n block grid,
+    decoded from BGRX and box-reduced — byte-identical to the full computation (each output
+    pixel depends on its own block only). ``None`` when the changed area exceeds
+    :data:`PATCH_MAX_AREA` of the frame or ``base`` has another size (do the full one)."""
+    from PIL import Image
+
+    w, h = frame.width, frame.height
+    if base.size != (-(-w // n), -(-h // n)) or sum(r.width * r.height for r in changed) > PATCH_MAX_AREA * w * h:
+        return None
+    img = base.copy()
+    stride = w * 4
+    view = memoryview(frame.pixels)
+    bx, by = frame.bounds.x, frame.bounds.y
+    for r in changed:
+        x0 = max(0, int(r.x - bx) // n * n)
+        y0 = max(0, int(r.y - by) // n * n)
+        x1 = min(w, -(-int(r.x - bx + r.width) // n) * n)
+        y1 = min(h, -(-int(r.y - by + r.height) // n) * n)
+        if x0 >= x1 or y0 >= y1:
+            continue
+        start = y0 * stride + x0 * 4
+        part = Image.frombuffer("RGB", (x1 - x0, y1 - y0), view[start:(y1 - 1) * stride + x1 * 4],
+                                "raw", "BGRX", stride, 1)
+        img.paste(part.reduce(n) if n > 1 else part, (x0 // n, y0 // n))
+    return img
+
+
 def encode_image(img: "Image.Image", settings: RecorderSettings) -> bytes:
     """Encode as ``settings.frame_format``: lossy WebP (``webp_quality``, ``webp_method``) or
     PNG (zlib level 1)."""
@@ -221,9 +257,14 @@ class FramePipeline:
         #: content ids of recently stored pixel buffers, by buffer identity (the buffer is kept
         #: so its id stays unique): a frame re-using a buffer (unchanged screen) is not hashed
         self._cids: list[tuple[bytes, str]] = []
-        #: capture-time privacy guard (recorder/guard.py), set by the Recorder: drops frames of
-        #: excluded contexts and paints out visible excluded windows before hashing / encoding
-        self.guard: Any = None
+        #: frame thread: ring seq of the last frame handed to the encoder
+        self._sent_seq: int | None = None
+        #: encoder thread: downscaled image of an earlier unmasked frame (``_base_seq``) and the
+        #: rectangles changed since it up to the last frame seen (``_chain_seq``), or ``None``
+        self._base: Any = None
+        self._base_seq: int | None = None
+        self._chain_seq: int | None = None
+        self._acc: list[Rect] | None = None
 
     # -- called from other threads -------------------------------------------------------------
     def start(self) -> None:
@@ -324,7 +365,12 @@ class FramePipeline:
             self.stats.skipped_backlog += 1
             self.stats.last_error = f"encoder behind: {self._encode.qsize()} frames waiting"
             return
-        self._encode.put((frame, req.reason))
+        seq = self.ring.seq_of(frame)
+        changed = None
+        if seq is not None and self._sent_seq is not None:
+            changed = self.ring.changes_between(self._sent_seq, seq)
+        self._encode.put((frame, req.reason, (self._sent_seq, seq, changed)))
+        self._sent_seq = seq
 
     # -- encoder thread --------------------------------------------------------------------------
     def _encode_loop(self) -> None:
@@ -332,14 +378,37 @@ class FramePipeline:
             item = self._encode.get()
             if item is _STOP:
                 return
-            frame, reason = item
+            frame, reason, delta = item
             try:
-                self._store(frame, reason)
+                self._store(frame, reason, delta)
             except Exception as exc:  # noqa: BLE001 - counted and reported by check_health
                 self.stats.encode_errors += 1
                 self.stats.last_error = f"frame encode/store failed: {exc!r}"
 
-    def _store(self, frame: RawFrame, reason: str) -> None:
+    def _follow(self, delta: tuple[int | None, int | None, tuple[Rect, ...] | None] | None) -> None:
+        """Extend the changed rectangles since ``_base`` by one frame's ``delta`` (its previous
+        frame's seq, its seq, the rectangles between them); lose track if the chain breaks."""
+        prev, seq, changed = delta if delta is not None else (None, None, None)
+        if self._acc is not None and prev is not None and prev == self._chain_seq and changed is not None \
+                and len(self._acc) + len(changed) <= 256:
+            self._acc.extend(changed)
+        else:
+            self._acc = None
+        self._chain_seq = seq
+
+    def _downscale(self, frame: RawFrame, seq: int | None) -> "Image.Image":
+        """The stored image of an unmasked frame: patched from ``_base`` when the chain of
+        changes is known, else the full downscale; it becomes the new base."""
+        img = None
+        if self._base is not None and self._acc is not None:
+            img = downscale_patch(self._base, frame, tuple(self._acc), self.s.downscale_factor)
+        if img is None:
+            img = frame_image(frame, self.s)
+        if seq is not None:
+            self._base, self._base_seq, self._acc = img, seq, []
+        return img
+
+    def _store(self, frame: RawFrame, reason: str, delta: Any = None) -> None:
         """Dedup and store one frame, then emit its ``Frame`` event.
 
         The content id is the keyed hash of the raw pixels that are stored: the BGRA grab at
@@ -347,12 +416,16 @@ class FramePipeline:
         buffer is one of the last 2 stored (the backend returns the same buffer while the screen
         is unchanged) or byte-identical to the previous stored one (``memcmp``) reuses its id
         without hashing, and an id already in the spool is not encoded again.
+
+        The downscale itself is incremental when possible: ``delta`` (previous frame's ring seq,
+        this frame's seq, the damage rectangles between them, from :meth:`FrameRing.changes_between`)
+        extends the known changes since the last downscaled unmasked frame, and only those regions
+        are decoded and reduced (:func:`downscale_patch`, byte-identical to the full downscale).
         """
-        if self.guard is not None:
-            filtered = self.guard.filter_frame(frame)
-            if filtered is None:
-                return  # captured in an excluded context: never stored (counted by the guard)
-            frame = filtered
+        self._follow(delta)
+        seq = delta[1] if delta is not None else None
+        grabbed = frame
+        masked = frame is not grabbed  # a masked copy is never a base for patching
         c0 = time.thread_time_ns()
         n = self.s.downscale_factor
         width, height = -(-frame.width // n), -(-frame.height // n)  # Pillow's reduce rounds up
@@ -362,7 +435,7 @@ class FramePipeline:
             cid = self._cids[-1][1]
         if cid is None:
             if n > 1:
-                img = frame_image(frame, self.s)
+                img = self._downscale(frame, seq) if seq is not None and not masked else frame_image(frame, self.s)
                 cid = self.writer.key.content_id(img.tobytes())
             else:
                 cid = self.writer.key.content_id(frame.pixels)

@@ -265,6 +265,9 @@ class FramePipeline:
         self._base_seq: int | None = None
         self._chain_seq: int | None = None
         self._acc: list[Rect] | None = None
+        #: capture-time privacy guard (recorder/guard.py), set by the Recorder: drops frames of
+        #: excluded contexts and paints out visible excluded windows before hashing / encoding
+        self.guard: Any = None
 
     # -- called from other threads -------------------------------------------------------------
     def start(self) -> None:
@@ -425,6 +428,11 @@ class FramePipeline:
         self._follow(delta)
         seq = delta[1] if delta is not None else None
         grabbed = frame
+        if self.guard is not None:
+            filtered = self.guard.filter_frame(frame)
+            if filtered is None:
+                return  # captured in an excluded context: never stored (counted by the guard)
+            frame = filtered
         masked = frame is not grabbed  # a masked copy is never a base for patching
         c0 = time.thread_time_ns()
         n = self.s.downscale_factor

@@ -153,3 +153,74 @@ def test_device_enroll_rejects_bad_server_url_at_once(tmp_path: Path) -> None:
     assert check_server_url("https://collector.example:8470/") == "https://collector.example:8470"
     assert check_server_url("http://127.0.0.2:9") == "http://127.0.0.2:9"
     assert check_server_url("http://[::1]:9") == "http://[::1]:9"
+
+
+def _spool_sessions(home: Path) -> list[str]:
+    spool = home / "spool"
+    return sorted(p.name for p in spool.iterdir() if p.is_dir()) if spool.is_dir() else []
+
+
+def _record(home: Path, display: str | None) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
+    env["DEMOTRACE_HOME"] = str(home)
+    if display is not None:
+        env["DISPLAY"] = display
+    return subprocess.run([DEMOTRACE, "record", "--duration", "1"], env=env, capture_output=True, text=True,
+                          timeout=120)
+
+
+def _free_display() -> str:
+    n = 150
+    while Path(f"/tmp/.X11-unix/X{n}").exists() or Path(f"/tmp/.X{n}-lock").exists():
+        n += 1
+    return f":{n}"
+
+
+@pytest.fixture
+def enrolled(tmp_path: Path) -> Path:
+    home = tmp_path / "rechome"
+    res = _run(tmp_path, "enroll", "--yes", home=home)
+    assert res.returncode == 0, res.stderr
+    return home
+
+
+def test_record_bad_display_leaves_no_session(enrolled: Path) -> None:
+    free = _free_display()
+    for display, expect in (("", "$DISPLAY is not set"), ("garbage", "cannot open X display 'garbage'"),
+                            (free, f"cannot open X display '{free}'")):
+        res = _record(enrolled, display)
+        assert res.returncode == 1, (display, res.stdout, res.stderr)
+        assert "Traceback" not in res.stderr and expect in res.stderr.replace("\n", " "), (display, res.stderr)
+        assert _spool_sessions(enrolled) == [], display
+
+
+def test_record_display_without_record_extension_leaves_no_session(enrolled: Path) -> None:
+    proc = subprocess.Popen(["Xvfb", "-displayfd", "1", "-extension", "RECORD", "-screen", "0", "320x200x24",
+                             "-nolisten", "tcp"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    try:
+        assert proc.stdout is not None
+        number = proc.stdout.readline().decode().strip()
+        assert number.isdigit(), "Xvfb did not start"
+        res = _record(enrolled, f":{number}")
+        assert res.returncode == 1, (res.stdout, res.stderr)
+        assert f"X display ':{number}' has no RECORD extension" in res.stderr.replace("\n", " "), res.stderr
+        assert _spool_sessions(enrolled) == []
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+
+def test_record_bad_policy_leaves_no_session(enrolled: Path, xvfb) -> None:
+    policy = enrolled / "policy.toml"
+    policy.write_text('version = 3\nnotice = "We record clicks."\n[scope.deny.mine]\ntitle_patterns = ["(unclosed"]\n')
+    res = _record(enrolled, xvfb.display)
+    assert res.returncode == 1 and "Traceback" not in res.stderr, (res.stdout, res.stderr)
+    assert "policy.toml" in res.stderr
+    assert _spool_sessions(enrolled) == []
+    policy.write_bytes(b'version = 3\nnotice = "\xff\xfe not UTF-8"\n')
+    res = _record(enrolled, xvfb.display)
+    assert res.returncode == 1 and "Traceback" not in res.stderr, (res.stdout, res.stderr)
+    assert "policy.toml" in res.stderr
+    assert _spool_sessions(enrolled) == []

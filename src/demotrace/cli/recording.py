@@ -15,7 +15,7 @@ from typing import Any
 
 import typer
 
-from ..errors import ControlError
+from ..errors import CaptureError, ControlError
 from ..paths import Paths
 from .common import console, err_console, open_spool
 
@@ -96,11 +96,18 @@ def record(
     try:
         server.start()
         backend = get_backend()
+        _preflight(backend)  # display and RECORD before any session exists
         if indicator is not None:
             indicator.start()  # visible before anything is captured (fails closed)
         sid = new_session_id()
-        rec = Recorder(backend, spool.create(new_manifest(sid, backend)), settings, guard=guard)
-        rec.start()
+        writer = spool.create(new_manifest(sid, backend))
+        try:
+            rec = Recorder(backend, writer, settings, guard=guard)
+            rec.start()
+        except BaseException:
+            rec = None  # Recorder.start stopped itself; nothing the user did was recorded
+            _discard_failed_session(spool, writer, sid)
+            raise
         running.append(rec)
         console.print(f"recording session [bold]{sid}[/] — stop with Ctrl-C or `demotrace stop`", highlight=False)
         t_end = None if duration is None else time.monotonic() + duration
@@ -132,6 +139,51 @@ def record(
         lock.release()
     if summary is not None:
         _print_summary(summary)
+
+
+def _preflight(backend: Any) -> None:
+    """Check that ``backend`` can capture before a spool session is created, so that a bad
+    ``$DISPLAY`` (empty, garbage, a display nobody serves) or a display without the X RECORD
+    extension fails without leaving an empty session (or a stored screenshot) behind.
+
+    X11 only (the one backend): opens ``backend.display_name`` with python-xlib, asks for
+    RECORD, closes the connection.
+
+    Raises:
+        CaptureError: the display cannot be opened, or has no RECORD extension (the fix named).
+    """
+    if getattr(backend, "name", None) != "x11":
+        return
+    from Xlib import display as xdisplay
+    from Xlib import error as xerror
+
+    name = backend.display_name
+    try:
+        d = xdisplay.Display(name)
+    except (xerror.DisplayError, xerror.ConnectionClosedError, OSError) as exc:
+        raise CaptureError(f"cannot open X display {name!r}: {exc} (is the X server running and "
+                           "$DISPLAY right?); nothing was recorded") from exc
+    try:
+        if not d.has_extension("RECORD"):
+            raise CaptureError(f"X display {name!r} has no RECORD extension (start Xvfb/Xorg with "
+                               "'+extension RECORD'); nothing was recorded")
+    finally:
+        d.close()
+
+
+def _discard_failed_session(spool: Any, writer: Any, sid: str) -> None:
+    """Delete the session a failed start left behind: it holds at most the ``session_start``
+    marker and first frame, nothing the user did (the capture hooks never ran)."""
+    from ..errors import SessionNotFound
+
+    try:
+        writer.close()
+    except Exception:  # noqa: BLE001 - already closed by Recorder.stop
+        pass
+    try:
+        spool.delete(sid)
+    except SessionNotFound:
+        pass
 
 
 def _print_summary(summary: Any) -> None:

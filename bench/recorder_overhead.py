@@ -261,6 +261,8 @@ def run(seconds: int, extra_args: list[str], cmd: list[str], use_wm: bool = True
         time.sleep(1.5)
         subprocess.run(["xdotool", "search", "--sync", "--class", "xterm", "windowactivate" if wm else "windowfocus"],
                        env=env, timeout=20, stdout=subprocess.DEVNULL, check=False)
+        subprocess.run([*cmd, "enroll", "--yes", "--home", str(home)], env=env, check=False,
+                       stdout=subprocess.DEVNULL, timeout=60)  # `record` needs consent (issue 4)
         rec = subprocess.Popen([*cmd, "record", "--home", str(home), *extra_args],
                                env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         procs.append(rec)

@@ -18,7 +18,15 @@ import pytest
 from PIL import Image
 
 from demotrace.paths import Paths
-from demotrace.schema import FocusChange, Frame, Marker, PointerDown, PointerUp, Rect, SessionManifest
+from demotrace.schema import (
+    FocusChange,
+    Frame,
+    Marker,
+    PointerDown,
+    PointerUp,
+    Rect,
+    SessionManifest,
+)
 from demotrace.spool import DataKey, Spool
 
 DEMOTRACE = str(Path(sys.executable).parent / "demotrace")
@@ -59,7 +67,7 @@ def _run(cwd: Path, *args: str, home: Path | None = None) -> subprocess.Complete
     env = {k: v for k, v in os.environ.items() if k != "DEMOTRACE_HOME"}
     if home is not None:
         env["DEMOTRACE_HOME"] = str(home)
-    return subprocess.run([DEMOTRACE, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
+    return subprocess.run([DEMOTRACE, *args], cwd=cwd, env=env, check=False, capture_output=True, text=True, timeout=120)
 
 
 def _error(res: subprocess.CompletedProcess[str]) -> str:
@@ -165,8 +173,8 @@ def _record(home: Path, display: str | None) -> subprocess.CompletedProcess[str]
     env["DEMOTRACE_HOME"] = str(home)
     if display is not None:
         env["DISPLAY"] = display
-    return subprocess.run([DEMOTRACE, "record", "--duration", "1"], env=env, capture_output=True, text=True,
-                          timeout=120)
+    return subprocess.run([DEMOTRACE, "record", "--duration", "1"], env=env, check=False, capture_output=True,
+                          text=True, timeout=120)
 
 
 def _free_display() -> str:

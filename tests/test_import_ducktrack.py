@@ -230,7 +230,7 @@ def test_scale_must_be_finite(tmp_path: Path, spool: Spool, dt_home: Path):
     assert spool.session_ids() == []
     exe = Path(sys.executable).with_name("demotrace")
     for arg in ("nan", "inf"):
-        res = subprocess.run([str(exe), "import", str(folder), "--scale", arg], capture_output=True, text=True,
+        res = subprocess.run([str(exe), "import", str(folder), "--scale", arg], check=False, capture_output=True, text=True,
                              env=dict(os.environ, DEMOTRACE_HOME=str(dt_home)), timeout=120)
         assert res.returncode == 1 and "Traceback" not in res.stderr
         assert f"error: --scale must be a finite number > 0, got {arg}" in res.stderr
@@ -283,7 +283,7 @@ def test_backward_timestamps_are_kept_and_counted(tmp_path: Path, dt_home: Path)
         {"time_stamp": 3.1, "action": "release", "name": "c"},
     ])
     exe = Path(sys.executable).with_name("demotrace")
-    out = subprocess.run([str(exe), "import", str(folder)], capture_output=True, text=True,
+    out = subprocess.run([str(exe), "import", str(folder)], check=False, capture_output=True, text=True,
                          env=dict(os.environ, DEMOTRACE_HOME=str(dt_home), COLUMNS="200"), timeout=120)
     assert out.returncode == 0, out.stderr
     assert "imported 9 events, 0 frames (scale 1), 2 time_stamp(s) earlier than the line before (kept as recorded)" \

@@ -29,8 +29,8 @@ from pathlib import Path
 from string import Template
 from typing import Any
 
-from .export import coords
 from .errors import ExportError
+from .export import coords
 from .export.base import describe
 from .export.canonical import CanonicalDataset
 

@@ -174,16 +174,15 @@ def _preflight(backend: Any) -> None:
 def _discard_failed_session(spool: Any, writer: Any, sid: str) -> None:
     """Delete the session a failed start left behind: it holds at most the ``session_start``
     marker and first frame, nothing the user did (the capture hooks never ran)."""
+    import contextlib
+    import sqlite3
+
     from ..errors import SessionNotFound
 
-    try:
+    with contextlib.suppress(sqlite3.Error):  # already closed by Recorder.stop
         writer.close()
-    except Exception:  # noqa: BLE001 - already closed by Recorder.stop
-        pass
-    try:
+    with contextlib.suppress(SessionNotFound):
         spool.delete(sid)
-    except SessionNotFound:
-        pass
 
 
 def _print_summary(summary: Any) -> None:

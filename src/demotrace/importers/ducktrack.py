@@ -63,8 +63,20 @@ from typing import Any
 
 from ..errors import ConfigError, MalformedInputError
 from ..schema.events import (
-    Element, Event, FocusChange, Frame, KeyDown, KeyUp, Marker, Monitor, PointerDown, PointerMove,
-    PointerUp, Rect, ScreenConfig, Wheel,
+    Element,
+    Event,
+    FocusChange,
+    Frame,
+    KeyDown,
+    KeyUp,
+    Marker,
+    Monitor,
+    PointerDown,
+    PointerMove,
+    PointerUp,
+    Rect,
+    ScreenConfig,
+    Wheel,
 )
 from ..schema.manifest import SessionManifest
 
@@ -290,7 +302,7 @@ class _Mapper:
         if not math.isfinite(v) or abs(v) > _MAX_T_NS:
             raise ValueError(f"time_stamp {ts!r} is out of range ({ts - self.t0:.3g} s from the first event; "
                              f"at most ±{_MAX_T_NS / 1e9:.3g} s fit)")
-        return int(round(v))
+        return round(v)
 
     def event(self, obj: dict[str, Any]) -> Event | None:
         """One events.jsonl object → an event with seq 0 (renumbered later). ValueError if

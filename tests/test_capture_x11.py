@@ -501,7 +501,7 @@ def test_region_grabs_patched_into_the_previous_grab_equal_full_grabs(xvfb: Any)
     changes were grabbed as regions (``damage`` lists small rectangles), not as full grabs."""
     env = xvfb.env
     with xterm(env, "Region term", "30x6+40+40") as term:
-        backend = X11Backend(xvfb.display)
+        backend = X11Backend(xvfb.display, region_grabs=True)
         plain = X11Backend(xvfb.display, use_damage=False)
         frames: list[Any] = []
 

@@ -122,3 +122,115 @@ def test_half_scale_frames_get_a_larger_ocr_upscale(redactor: TextRedactor) -> N
         _leaks(" ".join(w.text for w in ocr_words(half, upscale=8)), kinds))
     out = FrameRedactor(redactor.find).redact_batch([half], scale=0.5)[0]
     assert _leaks(" ".join(w.text for w in ocr_words(out.image, upscale=8)), kinds) == []
+
+
+def _tesseract_high(img: Image.Image, up: int = 8) -> str:
+    """Independent OCR oracle: grey, LANCZOS upscale ``up``, tesseract --psm 6 (not the code's
+    own OCR path), spaces removed, lower-case."""
+    import subprocess
+    import tempfile
+
+    g = img.convert("L")
+    g = g.resize((g.width * up, g.height * up), Image.Resampling.LANCZOS)
+    with tempfile.NamedTemporaryFile(suffix=".png") as f:
+        g.save(f.name)
+        out = subprocess.run(["tesseract", f.name, "-", "--psm", "6"], capture_output=True, text=True, timeout=120)
+    return out.stdout.replace(" ", "").lower()
+
+
+@pytest.mark.x11
+def test_typed_secrets_never_readable_at_default_frame_scale(xvfb, dt_home) -> None:  # type: ignore[no-untyped-def]
+    """Tester's repro (issue: nothing removed at the default --frame-scale 0.5): a plain xterm
+    (default bitmap font), `demotrace record` at its default scale, a card, an e-mail and a
+    labelled password typed and echoed; `demotrace seal`. Fail closed: every frame grabbed at or
+    after the first flagged key shows the xterm window black, the report counts exactly those
+    frames, and an independent high-upscale tesseract pass reads none of the values."""
+    import io
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    from demotrace.errors import ControlError
+    from demotrace.paths import Paths
+    from demotrace.privacy import open_bundle
+    from demotrace.recorder.control import call
+    from demotrace.schema.events import Frame, KeyDown
+    from demotrace.spool import DataKey, Spool
+
+    exe = str(Path(sys.executable).parent / "demotrace")
+    xauth = dt_home.parent / "Xauthority"
+    xauth.touch()
+    env = dict(xvfb.env, XAUTHORITY=str(xauth), DEMOTRACE_HOME=str(dt_home))
+    term = subprocess.Popen(["xterm", "-T", "plainterm", "-geometry", "80x24+0+0", "-e", "cat"], env=env)
+    rec = None
+    try:
+        deadline = time.monotonic() + 15
+        wid = ""
+        while not wid and time.monotonic() < deadline:
+            wid = subprocess.run(["xdotool", "search", "--name", "^plainterm$"], env=env, capture_output=True,
+                                 text=True).stdout.strip().split("\n")[0]
+            time.sleep(0.1)
+        assert wid, "xterm did not appear"
+        geo = subprocess.run(["xwininfo", "-id", wid], env=env, capture_output=True, text=True, check=True).stdout
+        g = {k: int(v) for k, v in __import__("re").findall(r"(Absolute upper-left [XY]|Width|Height):\s+(\d+)", geo)}
+        subprocess.run([exe, "enroll", "--yes"], env=env, check=True, capture_output=True, timeout=60)
+        rec = subprocess.Popen([exe, "record", "--no-indicator"], env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 30
+        while True:
+            assert rec.poll() is None, rec.communicate()
+            try:
+                if call(Path(dt_home) / "run" / "control.sock", "status", timeout=2).get("state") == "recording":
+                    break
+            except ControlError:
+                pass
+            assert time.monotonic() < deadline, "recorder did not start"
+            time.sleep(0.05)
+        subprocess.run(["xdotool", "windowfocus", "--sync", wid], env=env, check=True)
+        time.sleep(0.5)  # the X11 backend notices focus by polling (0.15 s)
+        for line in ("echo 4111 1111 1111 1111", "echo jane.roe@example.com", "export PASSWORD=Zq8vT3kLm9Xw2Rp7"):
+            subprocess.run(["xdotool", "type", "--delay", "30", line + "\n"], env=env, check=True, timeout=60)
+        time.sleep(1.0)  # the settle frame after the last key
+        rec.send_signal(signal.SIGINT)
+        _out, err = rec.communicate(timeout=60)
+        assert rec.returncode == 0, err
+    finally:
+        if rec is not None and rec.poll() is None:
+            rec.kill()
+        term.kill()
+        term.wait()
+    paths = Paths(dt_home)
+    spool = Spool(paths.spool, DataKey.load(paths.key_file))
+    (sid,) = spool.session_ids()
+    with spool.open(sid) as r:
+        raw = list(r.iter_events())
+        raw_frames = [e for e in raw if isinstance(e, Frame)]
+        t_card = next(e.t_ns for e in raw if isinstance(e, KeyDown) and e.text == "4")  # first key of the card
+        later = [e for e in raw_frames if e.captured_t_ns >= t_card]
+        assert later and raw_frames[0].scale == 0.5
+        last_raw = Image.open(io.BytesIO(r.read_blob(later[-1].blob))).convert("RGB")
+    sx, sy = g["Absolute upper-left X"], g["Absolute upper-left Y"]
+    # the xterm interior, in frame pixels (scale 0.5), inset 2 px from its edges
+    region = (int(sx * 0.5) + 2, int(sy * 0.5) + 2, int((sx + g["Width"]) * 0.5) - 2, int((sy + g["Height"]) * 0.5) - 2)
+    assert np.asarray(last_raw.crop(region)).max() > 200  # raw: the white terminal with the text is visible
+    p = subprocess.run([exe, "seal"], env=env, capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr
+    m = __import__("re").search(r"(\d+)/(\d+) frames kept.*blacked out (\d+), dropped \(window unknown\) (\d+)",
+                                " ".join(p.stdout.split()))
+    assert m, p.stdout
+    kept, total, masked, dropped = map(int, m.groups())
+    assert total == len(raw_frames) and masked + dropped == len(later) and kept == total - dropped
+    with open_bundle(paths, sid) as b:
+        sealed = [(e, Image.open(io.BytesIO(b.read_blob(e.blob))).convert("RGB")) for e in b.iter_events()
+                  if isinstance(e, Frame)]
+    n_black = 0
+    for e, img in sealed:
+        if e.captured_t_ns >= t_card:
+            assert np.asarray(img.crop(region)).max() <= 12, e.reason
+            n_black += 1
+        text = _tesseract_high(img)
+        for v in ("4111111111111111", "jane.roe", "roe@example", "zq8vt3klm9xw2rp7"):
+            assert v not in text, (v, text)
+    assert n_black == masked

@@ -177,3 +177,74 @@ def test_pause_inside_a_task_does_not_split_it() -> None:
     ]
     assert [(e.t_start_ns, e.t_end_ns, e.instruction, e.status) for e in episodes_of(evs)] == [
         (1 * S, 5 * S, "File the report", "failure")]
+
+
+def test_retention_counts_from_arrival_not_recording(home: tuple[Paths, Spool]) -> None:
+    """An import of a 2023 recording that arrived 2 days ago is kept (7-day retention); one that
+    arrived 9 days ago goes; an import without the key falls back to its file time (now: kept)."""
+    import msgspec
+
+    paths, spool = home
+    old = dt.datetime(2023, 5, 1, tzinfo=dt.timezone.utc)
+    for sid, arrived in (("fresh", T0 - dt.timedelta(days=2)), ("stale", T0 - dt.timedelta(days=9)), ("legacy", None)):
+        m = manifest(sid, old.strftime("%Y-%m-%dT%H:%M:%SZ"))
+        extra = {} if arrived is None else {"imported_utc": arrived.strftime("%Y-%m-%dT%H:%M:%SZ")}
+        w = spool.create(msgspec.structs.replace(m, backend="import", recorder_version="import", extra=extra))
+        w.append([PointerMove(seq=0, t_ns=0, x=0, y=0)])
+        w.close(duration_ns=0)
+    pol = Policy.from_toml('version = 1\nnotice = "n"\n')
+    # legacy's file time is the real now, after T0: at T0 it is 0 days old
+    assert purge_expired(paths, spool, pol, now=T0) == ["stale"]
+    assert "fresh" in spool.session_ids()
+    # legacy (no key) is judged by its file time, i.e. now: kept at the real now
+    assert purge_expired(paths, spool, pol) == [] and "legacy" in spool.session_ids()
+
+
+def test_review_list_never_deletes_and_survives_a_corrupt_session(dt_home: Path) -> None:
+    paths = Paths(dt_home).ensure()
+    spool = Spool(paths.spool, DataKey.create(paths.key_file))
+    _write(spool, "ancient", dt.datetime(2023, 1, 1, tzinfo=dt.timezone.utc), 1)
+    _write(spool, "good", dt.datetime.now(dt.timezone.utc) - dt.timedelta(minutes=5), 1)
+    (paths.spool / "broken").mkdir()
+    (paths.spool / "broken" / "session.db").write_bytes(b"this is not sqlite" * 100)
+    r = CliRunner()
+    out = r.invoke(app, ["review", "list"])
+    assert out.exit_code == 0, out.output
+    assert "good" in out.output and "ancient" in out.output and "UNREADABLE" in out.output
+    assert "review delete broken" in " ".join(out.output.split())
+    assert set(spool.session_ids()) == {"ancient", "good", "broken"}  # listing destroyed nothing
+    out = r.invoke(app, ["review", "purge"])
+    assert out.exit_code == 0 and "destroyed raw session ancient" in out.output
+    assert set(spool.session_ids()) == {"good", "broken"}
+
+
+def test_cli_bad_inputs_give_clear_errors(dt_home: Path) -> None:
+    paths = Paths(dt_home).ensure()
+    Spool(paths.spool, DataKey.create(paths.key_file))
+    r = CliRunner()
+    out = r.invoke(app, ["review", "forget", "--last", "99999999999d"])
+    assert isinstance(out.exception, ConfigError) and "too long" in str(out.exception)
+    out = r.invoke(app, ["seal", "../../../etc"])
+    assert isinstance(out.exception, SessionNotFound) and "invalid session id '../../../etc'" in str(out.exception)
+    out = r.invoke(app, ["review", "delete", "../x"])
+    assert isinstance(out.exception, SessionNotFound) and "invalid session id" in str(out.exception)
+
+
+def test_sealed_bundle_is_private(dt_home: Path) -> None:
+    """Every folder of a bundle is 0700 and every file 0600 (SEALED and blob shards included)."""
+    import os
+    import stat
+
+    from demotrace.privacy.policy import default_policy
+    from demotrace.privacy.seal import seal_session
+
+    paths = Paths(dt_home).ensure()
+    spool = Spool(paths.spool, DataKey.create(paths.key_file))
+    os.umask(0o022)
+    _write(spool, "s", T0, 1)
+    seal_session(paths, spool, "s", default_policy())
+    root = paths.home / "sealed" / "s"
+    modes = {p.relative_to(root).as_posix(): stat.S_IMODE(p.stat().st_mode) for p in [root, *root.rglob("*")]}
+    assert "SEALED" in modes and any(p.count("/") >= 1 for p in modes)
+    for p, mode in modes.items():
+        assert mode == (0o700 if (root / p).is_dir() else 0o600), (p, oct(mode))

@@ -14,6 +14,45 @@ _HOME = typer.Option(None, "--home", help="demotrace home folder (default $DEMOT
 _POLICY = typer.Option(None, "--policy", help="Policy TOML file (default <home>/policy.toml, else built-in).")
 
 
+def _check_id(session_id: str) -> None:
+    """Reject a session id that is not a plain folder name (``../x``, ``a/b``, ``.hidden``, empty).
+
+    Raises:
+        SessionNotFound: names the id and how to list valid ones.
+    """
+    from ..errors import SessionNotFound
+
+    if not session_id or "/" in session_id or "\\" in session_id or session_id.startswith(".") or "\0" in session_id:
+        raise SessionNotFound(f"invalid session id {session_id!r}: ids are folder names like"
+                              " 20261130T032708Z-00ebea; see `demotrace review list`")
+
+
+def _purge(paths, spool, policy) -> list[str]:  # type: ignore[no-untyped-def]
+    """Run retention (:func:`demotrace.privacy.review.purge_expired`), sparing the session a
+    running recorder writes, and print each destroyed session. Returns their ids."""
+    from ..privacy.review import purge_expired
+
+    rec = _recording_session(paths)
+    gone = purge_expired(paths, spool, policy, keep=frozenset({rec} if rec else ()))
+    for sid in gone:
+        err_console.print(f"retention: destroyed raw session {sid} (arrived on this device more than"
+                          f" {policy.raw_retention_days:g} days ago)", highlight=False)
+    return gone
+
+
+def _recording_session(paths) -> str | None:  # type: ignore[no-untyped-def]
+    """Id of the session the running recorder writes for this home, if one runs."""
+    from ..errors import ControlError
+    from ..recorder.control import RecorderLock, call
+
+    if RecorderLock.holder(paths.run_dir) is None:
+        return None
+    try:
+        return call(paths.control_socket, "status", timeout=2.0).get("session_id")
+    except (ControlError, OSError):
+        return None
+
+
 def register(app: typer.Typer) -> None:
     """Add the privacy commands to ``app``."""
     from ..paths import Paths
@@ -72,46 +111,69 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Redact raw sessions into sealed bundles (<home>/sealed/<id>) and print each redaction report."""
         from ..privacy.policy import load_policy
-        from ..privacy.review import purge_expired
         from ..privacy.seal import seal_many, sessions_to_seal
 
         paths, spool = open_spool(home)
         policy = load_policy(paths, policy_file)
-        for sid in purge_expired(paths, spool, policy):
-            err_console.print(f"retention: destroyed raw session {sid} (older than {policy.raw_retention_days:g} days)")
-        ids = sessions_to_seal(paths, spool, session_ids or ())
-        if not ids:
-            err_console.print("nothing to seal")
-            return
-        for rep in seal_many(paths, spool, ids, policy, replace=replace):
+        for sid in session_ids or ():
+            _check_id(sid)
+        try:
+            _purge(paths, spool, policy)
+            ids = sessions_to_seal(paths, spool, session_ids or ())
+            if not ids:
+                err_console.print("nothing to seal")
+                return
+            reports = seal_many(paths, spool, ids, policy, replace=replace)
+        except KeyboardInterrupt:
+            err_console.print("interrupted; nothing changed (sessions sealed before this one keep their new"
+                              " bundle; the interrupted one keeps its old bundle, if any)")
+            raise typer.Exit(130) from None
+        for rep in reports:
             c = rep.counts
             ents = ", ".join(f"{k} {v}" for k, v in c["entities"].items()) or "none"
             drops = ", ".join(f"{k} {v}" for k, v in c["dropped"].items()) or "none"
             console.print(
                 f"{rep.session_id}: {rep.events_out}/{rep.events_in} events, {rep.frames_out}/{rep.frames_in} frames kept;"
                 f" redacted: {ents}; dropped: {drops}; private gaps {rep.private_gaps};"
+                f" frames with a typed-secret window blacked out {rep.typed_secret_masked},"
+                f" dropped (window unknown) {rep.typed_secret_dropped};"
                 f" secret-field keys dropped {sum(rep.secret_keys_dropped.values())}", highlight=False, markup=False)
 
     review_app = typer.Typer(help="Review, delete and forget recordings on this device.", no_args_is_help=True)
     app.add_typer(review_app, name="review")
 
     @review_app.command("list")
-    def review_list(home: Optional[str] = _HOME, policy_file: Optional[Path] = _POLICY) -> None:
-        """List raw sessions (and destroy those past the retention period first)."""
+    def review_list(home: Optional[str] = _HOME) -> None:
+        """List raw sessions (never deletes anything; retention runs in seal, record and review purge)."""
         from rich.table import Table
 
-        from ..privacy.policy import load_policy
-        from ..privacy.review import list_sessions, purge_expired
+        from ..privacy.review import list_sessions
 
         paths, spool = open_spool(home)
-        policy = load_policy(paths, policy_file)
-        for sid in purge_expired(paths, spool, policy):
-            err_console.print(f"retention: destroyed raw session {sid}")
         t = Table("session", "started (UTC)", "duration s", "events", "frames", "episodes", "sealed")
+        bad = []
         for s in list_sessions(paths, spool):
+            if s.error is not None:
+                bad.append(s)
+                t.add_row(s.session_id, "UNREADABLE", "-", "-", "-", "-", "yes" if s.sealed else "no")
+                continue
             t.add_row(s.session_id, s.started_utc, f"{s.duration_s:.1f}", str(s.events), str(s.frames),
                       str(s.episodes), "yes" if s.sealed else "no")
         console.print(t)
+        for s in bad:
+            err_console.print(f"session {s.session_id} is unreadable ({s.error}); check it with `demotrace sessions"
+                              f" show {s.session_id}` or remove it with `demotrace review delete {s.session_id}`",
+                              highlight=False, markup=False)
+
+    @review_app.command("purge")
+    def review_purge(home: Optional[str] = _HOME, policy_file: Optional[Path] = _POLICY) -> None:
+        """Destroy raw sessions past the retention period now (``seal`` and ``record`` do it too)."""
+        from ..privacy.policy import load_policy
+
+        paths, spool = open_spool(home)
+        policy = load_policy(paths, policy_file)
+        if not _purge(paths, spool, policy):
+            console.print(f"nothing past the retention period ({policy.raw_retention_days:g} days)", highlight=False)
 
     @review_app.command("show")
     def review_show(session_id: str, home: Optional[str] = _HOME) -> None:
@@ -131,7 +193,12 @@ def register(app: typer.Typer) -> None:
         """Delete a raw session and its sealed bundle."""
         from ..privacy.review import delete_session
 
+        from ..errors import ControlError
+
+        _check_id(session_id)
         paths, spool = open_spool(home)
+        if _recording_session(paths) == session_id:
+            raise ControlError(f"session {session_id} is being recorded; stop it first with `demotrace stop`")
         delete_session(paths, spool, session_id)
         console.print(f"deleted {session_id}", highlight=False)
 

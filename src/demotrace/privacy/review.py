@@ -13,10 +13,12 @@ import datetime as dt
 import re
 from dataclasses import dataclass
 
-from ..errors import ConfigError
+from ..errors import ConfigError, SpoolError
 from ..paths import Paths
 from ..schema.events import Frame, KeyDown, Marker, PointerDown, TextInput, Wheel, sort_key
+from ..schema.manifest import SessionManifest
 from ..spool import Spool
+from ..spool.store import DB_NAME
 from .bundle import delete_bundle, sealed_root
 from .policy import Policy
 
@@ -31,10 +33,21 @@ def parse_duration(text: str) -> dt.timedelta:
     if not m or not any(m.groups()):
         raise ConfigError(f"duration {text!r} is not like 10m, 90s, 1h or 1h30m")
     d, h, mi, s = (int(g or 0) for g in m.groups())
-    td = dt.timedelta(days=d, hours=h, minutes=mi, seconds=s)
+    try:
+        td = dt.timedelta(days=d, hours=h, minutes=mi, seconds=s)
+    except OverflowError:
+        td = dt.timedelta.max
+    if td > MAX_FORGET:
+        raise ConfigError(f"duration {text!r} is too long: at most {MAX_FORGET.days} days (100 years);"
+                          " to delete whole sessions use `demotrace review delete ID`")
     if td.total_seconds() <= 0:
         raise ConfigError(f"duration {text!r} must be positive")
     return td
+
+
+#: Longest ``forget --last`` window accepted (100 years: forgets everything any device holds,
+#: while ``now - window`` stays inside datetime's range).
+MAX_FORGET = dt.timedelta(days=36500)
 
 
 def session_start(started_utc: str) -> dt.datetime:
@@ -68,6 +81,7 @@ class SessionSummary:
     frames: int
     episodes: int
     sealed: bool
+    error: str | None = None
 
 
 _INPUT_KINDS = (PointerDown, KeyDown, Wheel, TextInput)
@@ -115,15 +129,21 @@ def episodes_of(events: list) -> list[Episode]:  # type: ignore[type-arg]
 
 
 def list_sessions(paths: Paths, spool: Spool) -> list[SessionSummary]:
-    """Summaries of every raw session, oldest first."""
+    """Summaries of every raw session, oldest first. A session that cannot be read (SpoolError:
+    corrupt database, undecryptable batch, …) is listed with zero counts and ``error`` set to
+    the reason, so one broken session never hides the others."""
     out = []
     for sid in spool.session_ids():
-        with spool.open(sid) as r:
-            evs = list(r.iter_events())
-            frames = sum(isinstance(e, Frame) for e in evs)
-            dur = max((e.t_ns for e in evs), default=0) / 1e9
-            out.append(SessionSummary(sid, r.manifest.started_utc, dur, len(evs), frames, len(episodes_of(evs)),
-                                      (sealed_root(paths) / sid).is_dir()))
+        sealed = (sealed_root(paths) / sid).is_dir()
+        try:
+            with spool.open(sid) as r:
+                evs = list(r.iter_events())
+                frames = sum(isinstance(e, Frame) for e in evs)
+                dur = max((e.t_ns for e in evs), default=0) / 1e9
+                out.append(SessionSummary(sid, r.manifest.started_utc, dur, len(evs), frames, len(episodes_of(evs)),
+                                          sealed))
+        except SpoolError as exc:
+            out.append(SessionSummary(sid, "?", 0.0, 0, 0, 0, sealed, error=str(exc)))
     return out
 
 
@@ -179,18 +199,58 @@ def forget_last(paths: Paths, spool: Spool, window: dt.timedelta, now: dt.dateti
     return ForgetResult(removed)
 
 
-def purge_expired(paths: Paths, spool: Spool, policy: Policy, now: dt.datetime | None = None) -> list[str]:
-    """Destroy raw sessions whose last event is older than ``policy.raw_retention_days`` before
-    ``now``; return their ids. Sealed bundles are not touched (they are redacted; their own
-    retention is the curated retention)."""
+#: Manifest ``extra`` key the importers set: UTC time (ISO-8601, ``Z``) the data arrived here.
+IMPORTED_KEY = "imported_utc"
+
+
+def arrived_utc(spool: Spool, session_id: str, manifest: SessionManifest, t_last_ns: int) -> dt.datetime:
+    """When a raw session's data arrived on this device (aware UTC): the later of the recording's
+    end (``started_utc`` + last event) and, for imported sessions, the import time —
+    ``extra["imported_utc"]`` (set by the importers), or, for sessions imported before that
+    key existed, the modification time of the session's database file (errs towards keeping the
+    session longer, never shorter: it is at or after the import)."""
+    try:
+        end = session_start(manifest.started_utc) + dt.timedelta(microseconds=t_last_ns / 1000)
+    except (ValueError, OverflowError):
+        end = dt.datetime.min.replace(tzinfo=dt.timezone.utc)
+    arrived = end
+    imp = manifest.extra.get(IMPORTED_KEY)
+    if imp:
+        try:
+            arrived = max(arrived, session_start(imp))
+        except ValueError:
+            imp = None
+    if not imp and (manifest.backend == "import" or manifest.recorder_version == "import"):
+        try:
+            mt = (spool.root / session_id / DB_NAME).stat().st_mtime
+        except OSError:
+            mt = max((p.stat().st_mtime for p in (spool.root / session_id).iterdir()), default=None)
+        if mt is not None:
+            arrived = max(arrived, dt.datetime.fromtimestamp(mt, dt.timezone.utc))
+    return arrived
+
+
+def purge_expired(paths: Paths, spool: Spool, policy: Policy, now: dt.datetime | None = None,
+                  keep: frozenset[str] = frozenset()) -> list[str]:
+    """Destroy raw sessions whose data arrived on this device (:func:`arrived_utc`) more than
+    ``policy.raw_retention_days`` before ``now``; return their ids. Sessions in ``keep`` (e.g.
+    the one being recorded) and unreadable ones are left alone. Sealed bundles are not touched
+    (they are redacted; their own retention is the curated retention).
+
+    Called by ``seal``, ``record`` (at start) and ``review purge`` only — never by listing
+    commands (DESIGN.md §8.7: a person must see what is destroyed when it is destroyed)."""
     now = now or dt.datetime.now(dt.timezone.utc)
     limit = now - dt.timedelta(days=policy.raw_retention_days)
     gone = []
     for sid in spool.session_ids():
-        with spool.open(sid) as r:
-            start = session_start(r.manifest.started_utc)
-            t_last = r.stats().t_last_ns or 0
-        if start + dt.timedelta(microseconds=t_last / 1000) < limit:
+        if sid in keep:
+            continue
+        try:
+            with spool.open(sid) as r:
+                arrived = arrived_utc(spool, sid, r.manifest, r.stats().t_last_ns or 0)
+        except SpoolError:
+            continue
+        if arrived < limit:
             spool.delete(sid)
             gone.append(sid)
     return gone

@@ -42,6 +42,7 @@ import shutil
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import msgspec
@@ -68,10 +69,10 @@ from ..spool import Spool
 from ..spool.store import SessionReader, SessionWriter
 from .bundle import MARKER, MARKER_TEXT, REPORT, bundle_key, report_aad, sealed_root
 from .errors import RedactionError
-from .pipeline import RedactionPipeline, _cause
+from .pipeline import RedactionCounts, RedactionPipeline, _cause
 from .pipeline import _layer_of as _layer
 from .policy import Policy
-from .redact_image import fill_boxes
+from .redact_image import TOKEN_ENTITIES, fill_boxes
 from .redact_text import merge_findings
 from .scope import Exclusions, ScopeDecision, ScopeFilter
 from .secrets import HOTKEY_MODIFIERS, SecretKeyFilter, element_is_secret
@@ -92,7 +93,9 @@ class SealReport:
     """Result of sealing one session: ``session_id``, ``bundle`` folder, ``policy_version``,
     ``sealed_utc``, ``events_in`` / ``events_out``, ``frames_in`` / ``frames_out``,
     ``private_gaps`` (markers written), ``windows_masked`` (frames in which excluded windows
-    were painted), ``scope_dropped`` (reason → events dropped),
+    were painted), ``typed_secret_masked`` / ``typed_secret_dropped`` (frames in which the
+    window that received flagged typed text was blacked out / frames dropped because that
+    window's bounds were unknown — the fail-closed image rule), ``scope_dropped`` (reason → events dropped),
     ``secret_keys_dropped`` (reason → key events dropped), and the pipeline ``counts``
     (entities, items dropped and why) as a dict."""
 
@@ -106,6 +109,8 @@ class SealReport:
     frames_out: int = 0
     private_gaps: int = 0
     windows_masked: int = 0
+    typed_secret_masked: int = 0
+    typed_secret_dropped: int = 0
     scope_dropped: dict[str, int] = field(default_factory=dict)
     secret_keys_dropped: dict[str, int] = field(default_factory=dict)
     counts: dict[str, dict[str, int]] = field(default_factory=dict)
@@ -145,6 +150,10 @@ class _Sealer:
         self.excluded_windows: dict[int, Rect] = {}
         #: raw frame seq -> excluded window rectangles to paint before OCR
         self.frame_masks: dict[int, list[Rect]] = {}
+        #: (t_ns of the first flagged key, window id or None, entity or "*" when the run was
+        #: dropped whole) for every finding in typed text: from then on the value may be on screen
+        self.flagged_typing: list[tuple[int, int | None, str]] = []
+        self._focus_win: int | None = None
 
     # 1. scope -------------------------------------------------------------------------------
     def apply_scope(self, events: list[Event], start: dt.datetime, tz: dt.tzinfo) -> list[Event]:
@@ -219,6 +228,8 @@ class _Sealer:
         for i, ev in enumerate(events):
             if isinstance(ev, (FocusChange, Element, PointerDown)):
                 flush()
+                if isinstance(ev, FocusChange):
+                    self._focus_win = ev.window_id
             elif isinstance(ev, TextInput):
                 run.append(i)
             elif isinstance(ev, KeyDown):
@@ -292,7 +303,10 @@ class _Sealer:
         except RedactionError as exc:
             remove.update(idx)
             counts.dropped[f"typed_run:{_layer(exc)}:{_cause(exc)}"] += 1
+            self.flagged_typing.append((events[idx[0]].t_ns, self._focus_win, "*"))
             return
+        for f in findings:
+            self.flagged_typing.append((events[buf[f.start][1]].t_ns, self._focus_win, f.entity))
         local_remove: set[int] = set()
         local_insert: dict[int, Event] = {}
         for f in findings:
@@ -326,6 +340,7 @@ class _Sealer:
         if again:
             remove.update(idx)
             counts.dropped["typed_run:rescan:found"] += 1
+            self.flagged_typing.append((events[idx[0]].t_ns, self._focus_win, "*"))
             return
         for f in findings:
             counts.entities[f.entity] += 1
@@ -417,20 +432,45 @@ def seal_session(
         def flush() -> None:
             if not pending:
                 return
+            located: list[set[str]] = []
             outs = pipe.frames_batch([im for _, im in pending], stream=pending_stream,
-                                     scale=pending_stream[3])  # type: ignore[index]
-            for (i, _), red in zip(pending, outs):
+                                     scale=pending_stream[3], located=located)  # type: ignore[index]
+            for k, ((i, _), red) in enumerate(zip(pending, outs)):
+                if red is None:
+                    located_prev.pop(pending_stream, None)
+                    done[i] = None
+                    continue
+                f = events[i]
+                assert isinstance(f, Frame)
+                loc, carried = located[k]  # type: ignore[misc]
+                here = set(loc) | (located_prev.get(pending_stream, set()) if carried else set())
+                located_prev[pending_stream] = here
+                red = _typed_secret_rule(red, f, flagged, here, bounds_at[i], pipe.counts, typed)
                 if red is None:
                     done[i] = None
                     continue
                 data = _encode(red, fmt)
                 bid = key.content_id(data)
                 writer.put_blob(bid, data, fmt)
-                f = events[i]
-                assert isinstance(f, Frame)
                 done[i] = msgspec.structs.replace(f, blob=bid, format=fmt, width=red.width, height=red.height)
             pending.clear()
 
+        # Fail closed for typed secrets: the image layer cannot be trusted to find them (at the
+        # recorder's default 0.5 scale an xterm's 6x13 bitmap font is 3 px wide and tesseract
+        # reads "4111" as "ALLL"). Each frame grabbed after a flagged value was typed must have
+        # OCR locate that kind of value (or carry the boxes of a frame that did); otherwise the
+        # window it was typed into is blacked out (latest known bounds) or, bounds unknown, the
+        # frame is dropped. See _typed_secret_rule.
+        flagged = sorted(s.flagged_typing)
+        win_bounds: dict[int, Rect] = {}
+        bounds_at: dict[int, dict[int, Rect]] = {}
+        typed = {"masked": 0, "dropped": 0}
+        located_prev: dict[object, set[str]] = {}
+        for i, ev in enumerate(events):
+            if isinstance(ev, FocusChange) and ev.window_id is not None and ev.bounds is not None:
+                win_bounds[ev.window_id] = ev.bounds
+            if isinstance(ev, Frame):
+                bounds_at[i] = dict(win_bounds)
         for i, ev in enumerate(events):
             if not isinstance(ev, Frame):
                 continue
@@ -477,7 +517,8 @@ def seal_session(
         rep = SealReport(
             session_id=session_id, bundle=str(final), policy_version=policy.version, sealed_utc=sealed_utc,
             events_in=n_in, events_out=seq, frames_in=frames_in, frames_out=frames_out,
-            private_gaps=s.gaps, windows_masked=windows_masked, scope_dropped=dict(s.scope_dropped),
+            private_gaps=s.gaps, windows_masked=windows_masked, typed_secret_masked=typed["masked"],
+            typed_secret_dropped=typed["dropped"], scope_dropped=dict(s.scope_dropped),
             secret_keys_dropped=dict(s.secrets.counts), counts=pipe.counts.to_dict(),
         )
         fd = os.open(tmp / REPORT, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -485,7 +526,12 @@ def seal_session(
             os.write(fd, key.encrypt(rep.to_json(), report_aad(session_id)))
         finally:
             os.close(fd)
-        (tmp / MARKER).write_text(MARKER_TEXT)
+        fd = os.open(tmp / MARKER, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.write(fd, MARKER_TEXT.encode())
+        finally:
+            os.close(fd)
+        _private_tree(tmp)
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
@@ -496,6 +542,59 @@ def seal_session(
             shutil.rmtree(tmp, ignore_errors=True)
         if own_pipe:
             pipe.close()
+
+
+def _family(entity: str) -> str:
+    """Entity kind as the typed-secret rule compares it: the token / key kinds are one family
+    (:data:`~.redact_image.TOKEN_ENTITIES`: on screen a typed Stripe key or a JWT wrapped over two
+    lines is boxed as ``TOKEN_PREFIX`` / ``HIGH_ENTROPY_TOKEN``); every other kind is itself."""
+    return "TOKEN" if entity in TOKEN_ENTITIES else entity
+
+
+def _typed_secret_rule(img: Image.Image, f: Frame, flagged: list[tuple[int, int | None, str]], located: set[str],
+                       bounds: dict[int, Rect], counts: RedactionCounts, tally: dict[str, int]) -> Image.Image | None:
+    """Fail-closed image rule for typed secrets (tester issue: at ``--frame-scale 0.5`` OCR read
+    nothing in an xterm and every typed value stayed readable).
+
+    ``flagged``: ``(t_ns, window_id, entity)`` of every finding in typed text (``"*"`` = a run
+    dropped whole); those typed at or before ``f.captured_t_ns`` may be on screen. An entity
+    that OCR located in this frame (``located``: entity kinds flagged on it, or carried from the
+    previous frame of the stream; compared by :func:`_family`, kind-level, not value-level) is
+    taken as covered by its boxes; for every other one the window it was
+    typed into is painted black (``bounds``: latest ``FocusChange.bounds`` per window id,
+    desktop pixels, mapped to image pixels with ``Frame.bounds`` / ``Frame.scale``). When such a
+    window's bounds are unknown the frame is dropped (counted ``frame:typed_secret:window_unknown``).
+    The rule never expires: a value typed once may stay on screen (terminal scroll-back).
+    Returns the image (painted when needed) or ``None`` to drop; ``tally`` counts ``masked`` /
+    ``dropped`` frames."""
+    fam = {_family(e) for e in located}
+    wins = {w for t, w, ent in flagged if t <= f.captured_t_ns and (ent == "*" or _family(ent) not in fam)}
+    if not wins:
+        return img
+    if None in wins or any(w not in bounds for w in wins):
+        counts.dropped["frame:typed_secret:window_unknown"] += 1
+        counts.items_out["frame"] -= 1
+        tally["dropped"] += 1
+        return None
+    boxes = []
+    for w in wins:
+        b = bounds[w]  # type: ignore[index]
+        boxes.append((int((b.x - f.bounds.x) * f.scale), int((b.y - f.bounds.y) * f.scale),
+                      math.ceil((b.x + b.width - f.bounds.x) * f.scale), math.ceil((b.y + b.height - f.bounds.y) * f.scale)))
+    tally["masked"] += 1
+    return fill_boxes(img, boxes)
+
+
+def _private_tree(root: Path) -> None:
+    """Make every folder under ``root`` (and itself) 0700 and every file 0600: a bundle holds
+    redacted personal data, readable by its owner only (the spool's blob shard folders are
+    created with the process umask)."""
+    os.chmod(root, 0o700)
+    for dirpath, dirnames, filenames in os.walk(root):
+        for d in dirnames:
+            os.chmod(os.path.join(dirpath, d), 0o700)
+        for f in filenames:
+            os.chmod(os.path.join(dirpath, f), 0o600)
 
 
 def sessions_to_seal(paths: Paths, spool: Spool, ids: Sequence[str] = ()) -> list[str]:

@@ -188,6 +188,9 @@ def test_typed_secrets_never_readable_at_default_frame_scale(xvfb, dt_home) -> N
                 pass
             assert time.monotonic() < deadline, "recorder did not start"
             time.sleep(0.05)
+        live = call(Path(dt_home) / "run" / "control.sock", "status", timeout=2)["session_id"]
+        p = subprocess.run([exe, "review", "delete", live], env=env, capture_output=True, text=True, timeout=60)
+        assert p.returncode != 0 and f"session {live} is being recorded; stop it first" in " ".join(p.stderr.split())
         subprocess.run(["xdotool", "windowfocus", "--sync", wid], env=env, check=True)
         time.sleep(0.5)  # the X11 backend notices focus by polling (0.15 s)
         for line in ("echo 4111 1111 1111 1111", "echo jane.roe@example.com", "export PASSWORD=Zq8vT3kLm9Xw2Rp7"):
@@ -234,3 +237,18 @@ def test_typed_secrets_never_readable_at_default_frame_scale(xvfb, dt_home) -> N
         for v in ("4111111111111111", "jane.roe", "roe@example", "zq8vt3klm9xw2rp7"):
             assert v not in text, (v, text)
     assert n_black == masked
+    # Ctrl-C while sealing again: a message, and the bundle above is kept unchanged
+    with open_bundle(paths, sid) as b:
+        blobs_before = sorted(b.blob_ids())
+    q = subprocess.Popen([exe, "seal", "--replace", sid], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True)
+    deadline = time.monotonic() + 60
+    while not list((paths.home / "sealed").glob(f".{sid}.sealing-*")):  # the new bundle is being written
+        assert q.poll() is None and time.monotonic() < deadline, q.communicate()
+        time.sleep(0.02)
+    q.send_signal(signal.SIGINT)
+    _o, e = q.communicate(timeout=60)
+    assert q.returncode == 130 and "interrupted; nothing changed" in e and "Traceback" not in e, e
+    with open_bundle(paths, sid) as b:
+        assert sorted(b.blob_ids()) == blobs_before
+    assert not list((paths.home / "sealed").glob(f".{sid}.sealing-*"))

@@ -76,7 +76,7 @@ def test_describe_says_what_is_and_is_not_captured() -> None:
     assert "KeePassXC" in lines and "Remmina" in lines and "Signal" in lines
     assert "Incognito" in lines
     assert "destroyed after 7 days" in lines
-    assert "password, one-time-code and card fields are never stored in what leaves this device" in lines
+    assert "password, one-time-code and card fields are never stored (dropped by the recorder" in lines
     assert "NOT recognised: a password typed without a label" in lines
     allow = Policy.from_toml(MINIMAL + '[scope]\nallow_apps = ["code"]\n')
     assert any(line.startswith("Captured: ONLY apps code") for line in allow.describe())

@@ -301,8 +301,8 @@ class Policy:
                 out.append(f"Captured only on {', '.join(w.days)} between {w.start} and {w.end} (local time).")
         else:
             out.append("Time: recording runs only when you start it; no time window is set.")
-        out.append("Keystrokes into password, one-time-code and card fields are never stored in what leaves"
-                   " this device (they are dropped when a recording is sealed, or earlier by the recorder).")
+        out.append("Keystrokes into password, one-time-code and card fields are never stored (dropped by the"
+                   " recorder, and again when a recording is sealed).")
         if self.secrets.strictness == "strict":
             out.append("Strict mode: when the focused field cannot be identified, typed characters are not stored.")
         ents = ", ".join(e.replace("_", " ").lower() for e in self.redaction.entities)

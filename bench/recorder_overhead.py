@@ -368,36 +368,45 @@ def run(seconds: int, extra_args: list[str], cmd: list[str], use_wm: bool = True
     }
 
 
-#: The same benchmark before the CPU work of 2026-11-30 (run 02:26 UTC, same machine, load ~5.4,
-#: recorder at commit e4f1380: every grab copied and, when kept, hashed; python-xlib's RECORD
-#: loop; a polling release flusher), per thread in % of one core, for the comparison below.
-BEFORE = {"cpu_pct": 6.53, "demotrace-x11-input": 1.48, "demotrace-x11-release": 0.5,
-          "demotrace-x11-windows": 0.14, "demotrace-frames": 1.84, "demotrace-encoder": 2.17,
-          "demotrace-writer": 0.29}
+#: The same benchmark before the grab/encode fast-path work (run 03:14 UTC 2026-11-30, same
+#: machine, load 1.9 → 1.24, recorder at commit 7a42a97: DAMAGE skips unchanged grabs, every
+#: kept frame fully downscaled; no privacy guard yet), per thread in % of one core. The run
+#: before that (02:26 UTC, commit e4f1380) gave 6.53 %.
+BEFORE = {"cpu_pct": 4.68, "demotrace-x11-input": 0.62, "demotrace-x11-release": 0.07,
+          "demotrace-x11-windows": 0.17, "demotrace-frames": 1.23, "demotrace-encoder": 2.15,
+          "demotrace-writer": 0.34}
 
 
 def before_after(res: dict[str, object]) -> list[str]:
     """A before / after table (steady phase, % of one core) against :data:`BEFORE`."""
     th: dict[str, float] = res["cpu_pct_by_thread"]  # type: ignore[assignment]
-    rows = ["Before / after the CPU work (steady phase, % of one core; before = the run of 02:26 UTC at",
-            "commit e4f1380, same machine, same input):", "",
+    rows = ["Before / after the grab/encode fast-path work (steady phase, % of one core; before = the run of",
+            "03:14 UTC at commit 7a42a97, same machine, same input; the privacy guard, commit e913ddf, came in between):", "",
             "| | before | after | what changed |", "|---|---|---|---|"]
     why = {
-        "demotrace-x11-input": "RECORD replies read off the socket, events unpacked with one `struct` call "
-                               "(was python-xlib's reply loop and event objects)",
-        "demotrace-x11-release": "sleeps on a condition until a release is held back (was a 25 ms poll)",
+        "demotrace-x11-input": "",
+        "demotrace-x11-release": "",
         "demotrace-x11-windows": "",
-        "demotrace-frames": "X DAMAGE: no grab while the screen is unchanged",
-        "demotrace-encoder": "unchanged frames reuse the previous grab's content id: no downscale, hash or encode",
+        "demotrace-frames": "DAMAGE rectangles read with every grab (DeltaRectangles); still full MIT-SHM grabs "
+                            "(patching regions into a copy of the previous grab measured slower here, see below)",
+        "demotrace-encoder": "downscale redone only inside the damaged rectangles (byte-identical); **plus** the "
+                             "privacy guard's window snapshot per stored frame (new, commit e913ddf)",
         "demotrace-writer": "",
     }
     rows.append(f"| recorder process | {BEFORE['cpu_pct']} | {res['cpu_pct']} | |")
     for k, w in why.items():
         rows.append(f"| {k} | {BEFORE[k]} | {th.get(k, 0.0)} | {w} |")
-    rows += ["", "Runs vary by about ±1 point with the machine's load: a run at load 6.7, just before one more change (mss's",
-             "buffer kept instead of copied again), gave 3.88 %. Two runs during the work gave 2.4 % and 2.97 %, but with a DAMAGE bug that froze",
-             "grabs on a stale screen after a race (fewer grabs and encodes, wrong frames); they are not valid",
-             "and the bug is covered by `test_damage_grabs_follow_a_busy_screen_to_its_final_content`."]
+    rows += ["", "Runs vary by about ±1 point with the machine's load (earlier runs: 3.88 % at load 6.7, 4.68 % at 1.9).",
+             "Region grabs (`X11Backend(region_grabs=True)`: re-grab only the damaged rectangles and patch them into a",
+             "copy of the previous frame) were built and tested (a patched frame equals a full grab byte for byte) but",
+             "are off: after one typed key a patched grab cost this process 3.6 ms of CPU against 2.3 ms for a full",
+             "MIT-SHM grab (Xvfb 1920x1080). The client's cost of either is one 8 MB copy into fresh pages; the",
+             "X server's copy that patching saves is not this process's CPU. Measured per frame on this machine",
+             "(960x540 xterm frame): WebP q60 m0 10.8 ms, 19.8 KB; WebP lossless q0 m0 6.6 ms, 20.8 KB; PNG level 1",
+             "11.5 ms, 26.5 KB; keyed BLAKE2b of the 1.5 MB downscaled pixels 2.6 ms; full BGRX unpack + 2x2 reduce",
+             "5.1 ms (now only the damaged part). Lossless WebP is cheaper and exact on UI content but was not made",
+             "the default: on photographic content it is several times larger, which the 50 MB/h budget cannot",
+             "absorb without a measurement on real desktops."]
     return rows + [""]
 
 
@@ -408,11 +417,19 @@ def analysis(res: dict[str, object]) -> list[str]:
     grabs = th.get("demotrace-frames", 0.0)
     enc = th.get("demotrace-encoder", 0.0)
     writer = th.get("demotrace-writer", 0.0)
+    st: dict[str, float] = res.get("cpu_s_by_stage") or {}  # type: ignore[assignment]
+    ths: dict[str, float] = res.get("cpu_s_by_thread") or {}  # type: ignore[assignment]
+    enc_s = ths.get("demotrace-encoder", 0.0)
+    rest = round(enc_s - st.get("hash", 0.0) - st.get("encode", 0.0), 3)
     lines = [
         f"Where the CPU goes: the X11 capture backend's own threads (RECORD input, key release pairing,",
         f"focus / RandR) {backend} %; the screen grabs feeding the ring (1920x1080 via MIT-SHM, about 4 per",
         f"second while input is active) {grabs} %; hashing, downscaling and WebP-encoding the kept frames {enc} %;",
         f"the writer (seq, pause, frame triggers, batches, AES-GCM, SQLite) {writer} %.",
+        f"The encoder thread's {enc_s} s of CPU over the whole run split into: downscale + content hash "
+        f"{st.get('hash')} s, WebP encode {st.get('encode')} s, and {rest} s outside both — the privacy",
+        "guard's window snapshot before each stored frame (python-xlib QueryTree + per-window attributes,",
+        "WM_CLASS and title: about 40 % of the encoder thread's samples in a py-spy profile) and the blob writes.",
     ]
     lines += [
         f"Of {res['grabs']} grabs, {res['grabs_unchanged']} found the screen unchanged (X DAMAGE reported nothing",
@@ -425,10 +442,11 @@ def analysis(res: dict[str, object]) -> list[str]:
             "The 3 % budget is still missed in this run. In this scenario the screen changes with almost every",
             "action (typed text echoes, clicks select text, the wheel scrolls the xterm), so "
             f"{real} real grabs and {res['frames_encoded']}",
-            "encodes remain, and each is a few full-frame passes over 8 MB (copy out of the SHM segment; BGRX→RGB",
-            "unpack and 2x2 box reduce before the keyed BLAKE2b; WebP encode), 5–13 ms each on this machine. Levers",
-            "left (not measured in this run; `--compare` measures them): fewer grabs while the screen changes",
-            "(`--grab-hz 2`: pre-action frames up to 0.5 s old), and a cheaper downscale before the hash.",
+            "encodes remain: each real grab is an 8 MB copy out of the SHM segment (~2.3 ms), each kept frame a",
+            "keyed BLAKE2b of its 1.5 MB downscaled pixels (~2.6 ms) and, when new, a WebP encode (~11 ms).",
+            "Levers left: the guard's window snapshot (cache it per X event instead of per frame: its owner's",
+            "module), lossless WebP m0 (−4 ms per encode, disk unmeasured on real content), fewer grabs while",
+            "the screen changes (`--grab-hz 2`: pre-action frames up to 0.5 s old).",
         ]
     lines += [
         "Disk caveat: an xterm on an empty desktop compresses far better than a busy real desktop (browser,",

@@ -55,6 +55,7 @@ from demotrace.privacy.seal import FRAME_BATCH, seal_session  # noqa: E402
 from demotrace.schema import KeyDown, Marker, PointerDown, TextInput  # noqa: E402
 from demotrace.spool import DataKey, Spool  # noqa: E402
 from privacy_corpus import BENIGN, FONT_SIZES, PASSWORD_FIELD_VALUE, PLANTED, Builder, render  # noqa: E402
+from _machine import cpu_model  # noqa: E402  (bench/ is on sys.path when run)
 
 RNG = random.Random(20261130)
 
@@ -322,14 +323,7 @@ def benign_frames_bench() -> dict:
 
 
 def machine() -> dict:
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_model('unknown')
     tv = subprocess.run(["tesseract", "--version"], capture_output=True, text=True).stdout.splitlines()[0]
     from importlib.metadata import version
 

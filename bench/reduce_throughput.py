@@ -46,6 +46,7 @@ from demotrace.build.reduce import ReduceStats, _pipeline  # noqa: E402
 from demotrace.importers import DuckTrackConfig, import_ducktrack  # noqa: E402
 from demotrace.schema import Event, Frame, KeyDown, PointerDown, PointerMove, Rect, Wheel  # noqa: E402
 from demotrace.spool import DataKey, Spool  # noqa: E402
+from _machine import cpu_model  # noqa: E402  (bench/ is on sys.path when run)
 
 
 def base_events(data: Path) -> list[Event]:
@@ -139,14 +140,7 @@ def memory(base: list[Event], n: int, settings: BuildSettings) -> int:
 
 
 def machine() -> str:
-    cpu = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_model('unknown CPU')
     return (f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()} "
             f"({platform.python_implementation()}), {platform.system()} {platform.release()}, msgspec {msgspec.__version__}")
 

@@ -279,3 +279,30 @@ def test_strict_policy_drops_printable_keys_in_unknown_fields(xvfb, dt_home: Pat
     assert not [e for e in evs if isinstance(e, KeyDown) and e.text]
     ups = [e.key for e in evs if isinstance(e, KeyUp)]
     assert [k for k in ups if k in list("qz7wx")] == list("qz7wx")
+
+
+def test_snapshot_survives_a_focused_window_that_was_destroyed(xvfb) -> None:
+    """Focus on a window that is then destroyed must not break the window snapshot (it used to
+    raise AttributeError on python-xlib's int parent, and the guard withheld every frame)."""
+    from Xlib import X, display as xdisplay
+
+    from demotrace.recorder.guard import visible_windows
+
+    d = xdisplay.Display(xvfb.display)
+    try:
+        root = d.screen().root
+        top = root.create_window(10, 10, 50, 40, 0, X.CopyFromParent)
+        child = top.create_window(0, 0, 20, 20, 0, X.CopyFromParent)
+        top.map()
+        child.map()
+        d.sync()
+        child.set_input_focus(X.RevertToParent, X.CurrentTime)
+        d.sync()
+        snap = visible_windows(d)
+        assert snap.focused == top.id  # walked up from the child to its top-level
+        top.destroy()
+        d.sync()
+        snap = visible_windows(d)  # focus reverted / gone: must not raise
+        assert top.id not in {w.window for w in snap.windows}
+    finally:
+        d.close()

@@ -147,10 +147,13 @@ def visible_windows(dpy: Any) -> Snapshot:
                     focused = cur.id
                     break
                 parent = cur.query_tree().parent
-                if parent is None or parent.id in (0, root.id):
+                # python-xlib gives a plain int (0) instead of a window when the focused window
+                # was destroyed between the calls: treat it as "no parent"
+                pid = parent if isinstance(parent, int) else getattr(parent, "id", 0)
+                if pid in (0, root.id):
                     focused = cur.id if cur.id in top_ids else None
                     break
-                cur = parent
+                cur = dpy.create_resource_object("window", pid)
     except (xerror.BadWindow, xerror.BadDrawable):
         focused = None
     return Snapshot(time.monotonic_ns(), tuple(out), focused)

@@ -754,12 +754,18 @@ class _Damage:
     event class is registered here."""
 
     def __init__(self, dpy: Any) -> None:
+        try:
+            self._setup(dpy)
+        except BaseException:
+            dpy.close()  # never leave the connection to the garbage collector
+            raise
+
+    def _setup(self, dpy: Any) -> None:
         from Xlib.ext import damage
 
         self._dmg = damage
         info = dpy.query_extension("DAMAGE")
         if info is None or not info.present:
-            dpy.close()
             raise CaptureError("no DAMAGE extension")
         self.dpy = dpy
         self.opcode = info.major_opcode

@@ -134,8 +134,58 @@ def test_episodes_from_markers() -> None:
         PointerMove(seq=7, t_ns=8 * S, x=0, y=0),  # moves only: no episode (as the builder)
     ]
     eps = [(e.t_start_ns, e.t_end_ns, e.instruction, e.status) for e in episodes_of(evs)]
-    assert eps == [(0, 2 * S, None, None), (2 * S, 4 * S, "Rename the file", "success"),
+    # outside a task an episode starts at its first action (the press at 1 s), as the builder's
+    assert eps == [(1 * S, 2 * S, None, None), (2 * S, 4 * S, "Rename the file", "success"),
                    (5 * S, 6 * S, None, None)]
+
+
+def test_episodes_split_at_idle_gaps_and_abandoned_tasks() -> None:
+    """The builder's rules (build/episodes.py), which review now shares: outside a task a gap
+    longer than 120 s between two actions starts a new episode; a task_start inside an open task
+    ends that one as "abandoned"; a task is not split by its own idle gap. By hand below."""
+    evs = [
+        KeyDown(seq=0, t_ns=10 * S, key="a", code="KeyA", text="a"),
+        KeyDown(seq=1, t_ns=200 * S, key="b", code="KeyB", text="b"),  # 190 s later: new episode
+        Marker(seq=2, t_ns=210 * S, name="task_start", instruction="First"),
+        PointerDown(seq=3, t_ns=215 * S, x=1, y=1, button="left"),
+        Marker(seq=4, t_ns=220 * S, name="task_start", instruction="Second"),
+        PointerDown(seq=5, t_ns=225 * S, x=1, y=1, button="left"),
+        PointerDown(seq=6, t_ns=600 * S, x=1, y=1, button="left"),  # 375 s idle, inside the task
+        Marker(seq=7, t_ns=610 * S, name="task_end", status="success"),
+    ]
+    eps = [(e.index, e.t_start_ns, e.t_end_ns, e.instruction, e.status) for e in episodes_of(evs)]
+    assert eps == [(0, 10 * S, 200 * S, None, None), (1, 200 * S, 210 * S, None, None),
+                   (2, 210 * S, 220 * S, "First", "abandoned"), (3, 220 * S, 610 * S, "Second", "success")]
+
+
+def test_review_episodes_are_the_builders() -> None:
+    """Review and `demotrace build` segment a session the same way: same count, times,
+    instructions and outcomes as episodes_from_events on one mixed session."""
+    from demotrace.build import episodes_from_events
+    from demotrace.build.episodes import segments_from_events
+
+    evs = [
+        Marker(seq=0, t_ns=0, name="session_start"),
+        PointerDown(seq=1, t_ns=1 * S, x=0, y=0, button="left"),
+        Marker(seq=2, t_ns=2 * S, name="pause"),
+        Marker(seq=3, t_ns=3 * S, name="resume"),
+        KeyDown(seq=4, t_ns=4 * S, key="a", code="KeyA", text="a"),
+        KeyDown(seq=5, t_ns=300 * S, key="b", code="KeyB", text="b"),
+        Marker(seq=6, t_ns=301 * S, name="task_start", instruction="Do it"),
+        KeyDown(seq=7, t_ns=302 * S, key="c", code="KeyC", text="c"),
+        Marker(seq=8, t_ns=303 * S, name="task_end", status="failure"),
+        Marker(seq=9, t_ns=304 * S, name="session_stop"),
+    ]
+    built = [(e.index, e.t_start_ns, e.t_end_ns, e.instruction, e.status, e.segmented_by, len(e.steps))
+             for e in episodes_from_events(evs, "s")]
+    segs = [(g.index, g.t_start_ns, g.t_end_ns, g.instruction, g.status, g.segmented_by, g.steps)
+            for g in segments_from_events(evs)]
+    assert segs == built
+    # by hand: [press] pause | [a] idle 296 s | [b] task_start | task [c] task_end
+    assert [(i, a, b, st, by) for i, a, b, _in, st, by, _n in segs] == [
+        (0, 1 * S, 2 * S, "unknown", "pause"), (1, 4 * S, 300 * S, "unknown", "idle_gap"),
+        (2, 300 * S, 301 * S, "unknown", "task_marker"), (3, 301 * S, 303 * S, "failure", "task_marker")]
+    assert [e.status for e in episodes_of(evs)] == [None, None, None, "failure"]
 
 
 def test_parse_duration() -> None:

@@ -56,6 +56,13 @@ class _Close:
     t_open_ns: int | None
     seq: int | None
 
+    def start_ns(self, first_action_ns: int | None) -> int:
+        """The episode's start: its first step's action start (``first_action_ns``; ``None``
+        when it has no step), or the ``task_start`` marker's time if that is earlier; the
+        boundary time when neither is known."""
+        t_start = first_action_ns if first_action_ns is not None else self.t_ns
+        return t_start if self.t_open_ns is None else min(t_start, self.t_open_ns)
+
 
 _TERMINAL = {"success": "done", "failure": "fail", "abandoned": "fail", "unknown": "done"}
 
@@ -128,9 +135,7 @@ def _assemble(items: Iterable[Any], session_id: str) -> Iterator[Episode]:
             screen = it.desktop
         elif type(it) is _Close:
             c: _Close = it
-            t_start = steps[0].action.t_start_ns if steps else c.t_ns
-            if c.t_open_ns is not None:
-                t_start = min(t_start, c.t_open_ns)
+            t_start = c.start_ns(steps[0].action.t_start_ns if steps else None)
             yield Episode(episode_id=f"{session_id}-{index}", session_id=session_id, index=index,
                           instruction=c.instruction, status=c.status,
                           segmented_by=c.segmented_by, t_start_ns=t_start, t_end_ns=c.t_ns,
@@ -149,6 +154,52 @@ def episodes_from_events(
     stats = stats if stats is not None else ReduceStats()
     items = _segment(_pipeline(events, settings, stats), settings)
     yield from _assemble(align(items, settings), session_id)
+
+
+@dataclass(frozen=True)
+class Segment:
+    """Where one episode lies in its session, without its steps: the fields of the
+    :class:`~demotrace.schema.Episode` that :func:`episodes_from_events` yields for the same
+    events and settings (same ``index``, times, ``instruction``, ``status``,
+    ``segmented_by``). Times are session monotonic nanoseconds; ``steps`` counts the
+    episode's steps, its terminal ``done``/``fail`` step included (so always >= 1)."""
+
+    index: int
+    t_start_ns: int
+    t_end_ns: int
+    instruction: str | None
+    status: str
+    segmented_by: str
+    steps: int
+
+
+def segments_from_events(
+    events: Iterable[Event], settings: BuildSettings | None = None, stats: ReduceStats | None = None,
+) -> Iterator[Segment]:
+    """The episode boundaries of one session's raw ``events``, by the same reduction and
+    segmentation as :func:`episodes_from_events` (module docstring) but without pairing
+    actions with observations: cheaper, and reads no frame. For callers that show or count
+    episodes (``demotrace review``) and must agree with what ``demotrace build`` produces.
+
+    Streams; raises what :func:`episodes_from_events` raises for the same input.
+    """
+    settings = settings or BuildSettings()
+    stats = stats if stats is not None else ReduceStats()
+    first: int | None = None
+    steps = 0
+    index = 0
+    for it in _segment(_pipeline(events, settings, stats), settings):
+        tp = type(it)
+        if tp is Action:
+            if first is None:
+                first = it.t_start_ns
+            steps += 1
+        elif tp is _Close:
+            c: _Close = it
+            yield Segment(index, c.start_ns(first), c.t_ns, c.instruction, c.status, c.segmented_by, steps)
+            index += 1
+            first = None
+            steps = 0
 
 
 def episodes_from_session(reader: SessionSource, settings: BuildSettings | None = None,

@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 
+from ..build.episodes import segments_from_events
+from ..build.settings import BuildSettings
 from ..errors import ConfigError, SpoolError
 from ..paths import Paths
-from ..schema.events import Frame, KeyDown, Marker, PointerDown, TextInput, Wheel, sort_key
+from ..schema.events import Event, Frame
 from ..schema.manifest import SessionManifest
 from ..spool import Spool
 from ..spool.store import DB_NAME
@@ -59,8 +62,8 @@ def session_start(started_utc: str) -> dt.datetime:
 @dataclass(frozen=True)
 class Episode:
     """One episode of a session as review shows it: ``index``, ``t_start_ns`` / ``t_end_ns``
-    (session monotonic ns), ``instruction`` (``None`` = unknown), ``status`` (task_end status
-    or ``None``)."""
+    (session monotonic ns), ``instruction`` (``None`` = unknown), ``status`` (the
+    ``task_end`` status, ``"abandoned"``, or ``None`` = unknown; see :func:`episodes_of`)."""
 
     index: int
     t_start_ns: int
@@ -84,48 +87,22 @@ class SessionSummary:
     error: str | None = None
 
 
-_INPUT_KINDS = (PointerDown, KeyDown, Wheel, TextInput)
+def episodes_of(events: Iterable[Event], settings: BuildSettings | None = None) -> list[Episode]:
+    """The episodes ``demotrace build`` will make of these raw events, as review shows them:
+    the builder's own segmentation (:func:`demotrace.build.episodes.segments_from_events`,
+    rules in build/episodes.py), so review and the dataset split a session the same way.
 
-
-def episodes_of(events: list) -> list[Episode]:  # type: ignore[type-arg]
-    """Episodes by task markers (``task_start`` … ``task_end``); stretches outside any task are
-    one episode each with an unknown instruction, split at pauses and private gaps. As in the
-    dataset builder, a stretch outside a task with no input (no pointer press, key press, wheel
-    or committed text) is no episode. (The builder may split further on idle gaps.)"""
-    evs = sorted(events, key=sort_key)
-    if not evs:
-        return []
-    out: list[Episode] = []
-    cur_start: int | None = evs[0].t_ns
-    cur_instr: str | None = None
-    in_task = False
-    has_input = False
-    last_t = evs[0].t_ns
-
-    def close(t_end: int, status: str | None) -> None:
-        if cur_start is not None and (in_task or has_input) and t_end > cur_start:
-            out.append(Episode(len(out), cur_start, t_end, cur_instr, status))
-
-    for e in evs:
-        if isinstance(e, Marker) and e.name in ("task_start", "pause", "private_gap", "task_end"):
-            if e.name == "task_end":
-                close(e.t_ns, e.status)
-                cur_start, cur_instr, in_task = None, None, False
-            elif in_task and e.name != "task_start":
-                pass  # pauses and private gaps inside a task do not split it
-            else:
-                close(e.t_ns, None)
-                cur_start = e.t_ns if e.name != "pause" else None
-                cur_instr = e.instruction if e.name == "task_start" else None
-                in_task = e.name == "task_start"
-            has_input = False
-        elif cur_start is None and not (isinstance(e, Marker) and e.name == "session_stop"):
-            cur_start = e.t_ns
-        if isinstance(e, _INPUT_KINDS):
-            has_input = True
-        last_t = e.t_ns
-    close(last_t, None)
-    return out
+    In short: a ``task_start`` … ``task_end`` task is one episode (pauses and private gaps
+    inside it do not split it) starting at its ``task_start``; outside tasks, episodes are cut
+    at pauses, private gaps, idle gaps longer than ``settings.idle_gap_ns`` and the session
+    end, start at their first action, and a stretch without any action is no episode.
+    ``status`` is the builder's (``task_end`` status, ``"abandoned"`` for a task left open by a
+    new ``task_start``) or ``None`` where the builder says ``"unknown"``. ``events`` as the spool
+    yields them (the builder reorders within its reorder window); times are session
+    monotonic ns.
+    """
+    return [Episode(s.index, s.t_start_ns, s.t_end_ns, s.instruction, None if s.status == "unknown" else s.status)
+            for s in segments_from_events(events, settings)]
 
 
 def list_sessions(paths: Paths, spool: Spool) -> list[SessionSummary]:

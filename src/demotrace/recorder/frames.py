@@ -197,6 +197,8 @@ def encode_frame(frame: RawFrame, settings: RecorderSettings) -> tuple[bytes, in
 
 
 _STOP = object()
+#: No window view taken for a frame (no guard, or the guard snapshots per frame).
+_NO_VIEW = object()
 
 
 @dataclass
@@ -219,6 +221,8 @@ class FrameStats:
     last_error: str | None = None
     #: CPU time spent per stage (ns of thread CPU time), for the benchmark's breakdown.
     grab_cpu_ns: int = 0
+    #: frame thread: the privacy guard's window-cache observations after each grab
+    guard_cpu_ns: int = 0
     hash_cpu_ns: int = 0
     encode_cpu_ns: int = 0
 
@@ -316,13 +320,23 @@ class FramePipeline:
         finally:
             self.stats.grab_cpu_ns += time.thread_time_ns() - c0
         self.stats.grabs += 1
+        self._observe()
         prev = self.ring.newest()
         if prev is not None and prev.pixels is frame.pixels:
             self.stats.grabs_unchanged += 1
         self.ring.push(frame)
         return frame
 
+    def _observe(self) -> None:
+        """Right after a grab (and once before the first): bring the privacy guard's window
+        cache up to date, so every frame in the ring lies in an observed interval."""
+        if self.guard is not None and getattr(self.guard, "window_cache", False):
+            c0 = time.thread_time_ns()
+            self.guard.observe()
+            self.stats.guard_cpu_ns += time.thread_time_ns() - c0
+
     def _frame_loop(self) -> None:
+        self._observe()
         next_grab = time.monotonic_ns()
         while True:
             now = time.monotonic_ns()
@@ -372,7 +386,10 @@ class FramePipeline:
         changed = None
         if seq is not None and self._sent_seq is not None:
             changed = self.ring.changes_between(self._sent_seq, seq)
-        self._encode.put((frame, req.reason, (self._sent_seq, seq, changed)))
+        view: Any = _NO_VIEW
+        if self.guard is not None and getattr(self.guard, "window_cache", False):
+            view = self.guard.view_at(frame.captured_ns)  # None = unknown: withheld
+        self._encode.put((frame, req.reason, (self._sent_seq, seq, changed), view))
         self._sent_seq = seq
 
     # -- encoder thread --------------------------------------------------------------------------
@@ -381,9 +398,9 @@ class FramePipeline:
             item = self._encode.get()
             if item is _STOP:
                 return
-            frame, reason, delta = item
+            frame, reason, delta, view = item
             try:
-                self._store(frame, reason, delta)
+                self._store(frame, reason, delta, view)
             except Exception as exc:  # noqa: BLE001 - counted and reported by check_health
                 self.stats.encode_errors += 1
                 self.stats.last_error = f"frame encode/store failed: {exc!r}"
@@ -411,7 +428,7 @@ class FramePipeline:
             self._base, self._base_seq, self._acc = img, seq, []
         return img
 
-    def _store(self, frame: RawFrame, reason: str, delta: Any = None) -> None:
+    def _store(self, frame: RawFrame, reason: str, delta: Any = None, view: Any = _NO_VIEW) -> None:
         """Dedup and store one frame, then emit its ``Frame`` event.
 
         The content id is the keyed hash of the raw pixels that are stored: the BGRA grab at
@@ -429,7 +446,7 @@ class FramePipeline:
         seq = delta[1] if delta is not None else None
         grabbed = frame
         if self.guard is not None:
-            filtered = self.guard.filter_frame(frame)
+            filtered = self.guard.filter_frame(frame) if view is _NO_VIEW else self.guard.filter_frame(frame, view)
             if filtered is None:
                 return  # captured in an excluded context: never stored (counted by the guard)
             frame = filtered

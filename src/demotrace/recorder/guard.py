@@ -23,20 +23,32 @@ rather than captured and removed at seal time:
   pixels, so the downscaled stored image (``Frame.scale``) is black there too, with no scaling of
   bounds needed.
 
-The window snapshot (:func:`visible_windows`) uses python-xlib on its own connection:
-``QueryTree`` of the root (stacking order), map state ``IsViewable``, ``WM_CLASS`` (on the
-top-level or, under a reparenting window manager, on its client child), ``_NET_WM_NAME`` /
-``WM_NAME``, root-relative geometry, and ``GetInputFocus`` for the focused top-level. It is taken
-only when a frame is about to be stored and the last snapshot predates the grab — at most once
-per stored frame (a few per second), never on an input hook.
+The window list: a window snapshot (:func:`visible_windows`) reads, with python-xlib on its
+own connection, ``QueryTree`` of the root (stacking order), map state ``IsViewable``,
+``WM_CLASS`` (on the top-level or, under a reparenting window manager, on its client child),
+``_NET_WM_NAME`` / ``WM_NAME``, root-relative geometry, and ``GetInputFocus`` for the focused
+top-level — tens of round trips, which made it the largest part of the encoder thread's CPU
+when taken per stored frame. By default the guard keeps that list in a :class:`WindowCache`
+instead: read once, then updated only from the X events that can change it (map, unmap,
+configure, create, destroy, reparent, focus, and changes of ``WM_NAME`` / ``_NET_WM_NAME`` /
+``WM_CLASS``), checked with one round trip right after every screen grab on the frame thread
+(:meth:`CaptureGuard.observe`). Each frame gets the window states possible at its capture time
+(:meth:`CaptureGuard.view_at`, a :class:`WindowView`): between two checks, the union of the state
+before, every intermediate geometry and mapped window the events reported, and the state
+after — so a denied window that appears is painted out of the very next frame grabbed after
+it. ``CaptureGuard(window_cache=False)`` (or ``DEMOTRACE_GUARD_WINDOW_CACHE=0`` in the
+environment, for the benchmark's before/after run) takes a snapshot per stored frame instead.
+Neither runs on an input hook.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import math
+import os
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -159,6 +171,310 @@ def visible_windows(dpy: Any) -> Snapshot:
     return Snapshot(time.monotonic_ns(), tuple(out), focused)
 
 
+#: How long (ns) the window cache keeps its history of window states: a frame from the ring
+#: (at most ``ring_seconds``, 1 s, old) waiting behind a few encodes must still find the state
+#: it was captured in; an older frame finds none and is withheld (fail closed).
+CACHE_HISTORY_NS = 5_000_000_000
+#: Window properties whose change alters a policy decision (the app id and the title):
+#: ``WM_NAME`` (39) and ``WM_CLASS`` (67) are predefined atoms; ``_NET_WM_NAME`` is interned.
+_PROP_ATOMS = (39, 67)
+
+
+@dataclass(frozen=True)
+class WindowView:
+    """The windows that may have been on screen when a frame was captured: ``windows`` (every
+    top-level that may have been visible, possibly one window several times with different
+    bounds or titles), ``focused`` (the descriptions the focused top-level may have had;
+    ``None`` entries for "nothing focused"), ``unknown`` (a window appeared and vanished before
+    it could be read: what it showed is unknown, so the frame is withheld)."""
+
+    windows: tuple[WindowDesc, ...]
+    focused: tuple[WindowDesc | None, ...]
+    unknown: bool = False
+
+
+@dataclass(frozen=True)
+class _Record:
+    """The window states possible during ``(lo_ns, hi_ns]`` (absolute monotonic ns)."""
+
+    lo_ns: int
+    hi_ns: int
+    view: WindowView
+    #: one state throughout (no change seen): a following quiet interval extends it
+    steady: bool = True
+
+
+class WindowCache:
+    """Event-driven replacement for calling :func:`visible_windows` per frame (the guard's main
+    cost: tens of X round trips per stored frame). Owned by ONE thread (the frame pipeline's
+    frame thread); it has its own X connection.
+
+    How it stays exact. It selects, on its own connection, ``SubstructureNotify`` on the root
+    (every map, unmap, configure — move, resize, restack —, create, destroy, reparent of a
+    top-level) and on every top-level (the same for a window manager frame's client), and
+    ``PropertyChange`` + ``FocusChange`` on every top-level and their direct children (``WM_NAME``,
+    ``_NET_WM_NAME``, ``WM_CLASS``; focus entering or leaving them). Selection comes before
+    reading, so no change falls between the two. :meth:`observe` — called right after each
+    screen grab — records the time, then makes one round trip (``GetInputFocus``): the X server
+    sends events in order, so every change the server made before answering is now in the queue.
+    No relevant event and the same focus window means nothing changed since the previous
+    :meth:`observe`; otherwise only the windows named by the events are read again (all of them
+    after an event it cannot attribute).
+
+    What a frame gets (:meth:`view_at`): between two observations ``(lo, hi]`` the screen was in
+    the state read at ``lo``, then possibly in any state reported by the events, then in the
+    state read at ``hi``. A frame captured in that interval is masked with the union of both
+    states, every intermediate geometry a ``ConfigureNotify`` reported (a denied window dragged
+    across the screen is masked along its path) and every window mapped meanwhile even if it is
+    gone again; a window that appeared and was destroyed before it could be read makes the view
+    ``unknown`` (the frame is withheld). Not seen: an intermediate *title* of a window renamed
+    twice between two observations (``PropertyNotify`` carries no value).
+
+    ``dpy``: a python-xlib display used by this cache only; ``history_ns``: how far back
+    :meth:`view_at` can answer (:data:`CACHE_HISTORY_NS`).
+
+    Raises (constructor, :meth:`observe`): python-xlib errors for a broken connection (the
+    guard withholds frames and reconnects).
+    """
+
+    def __init__(self, dpy: Any, history_ns: int = CACHE_HISTORY_NS) -> None:
+        from Xlib import X
+
+        self.dpy = dpy
+        self.history_ns = history_ns
+        self.errors = 0
+        dpy.set_error_handler(self._x_error)  # BadWindow on a vanished window: expected, counted
+        self.root = dpy.screen().root
+        self._atoms = frozenset((*_PROP_ATOMS, dpy.get_atom("_NET_WM_NAME")))
+        #: top-level id → its description if viewable, else None (known but not visible)
+        self._tops: dict[int, WindowDesc | None] = {}
+        #: window id (a top-level or one of its direct children) → its top-level id
+        self._owner: dict[int, int] = {}
+        self._focus_win: int | None = None
+        self._focused: WindowDesc | None = None
+        self._records: deque[_Record] = deque()
+        self.reads = 0  # windows read (for the benchmark: cache misses)
+        self.observations = 0
+        self.root.change_attributes(event_mask=X.SubstructureNotifyMask)
+        t = time.monotonic_ns()
+        self._read_all()
+        self._focus_win, self._focused = self._read_focus(self.dpy.get_input_focus().focus)
+        self._drain()  # events caused by our own reads before this point are not changes
+        self._records.append(_Record(t, t, self._current()))
+
+    def _x_error(self, err: Any, *args: Any) -> None:
+        self.errors += 1
+
+    # -- reading --------------------------------------------------------------------------------
+    def _select(self, win: Any, top: int, mask: int) -> None:
+        win.change_attributes(event_mask=mask)
+        self._owner[win.id] = top
+
+    def _read_top(self, wid: int, any_state: bool = False) -> WindowDesc | None:
+        """Select events on top-level ``wid`` (and its direct children), then read it: its
+        description if viewable (or if ``any_state``), else ``None``. Raises python-xlib's
+        BadWindow / BadDrawable / BadMatch if it vanished."""
+        from Xlib import X
+
+        self.reads += 1
+        w = self.dpy.create_resource_object("window", wid)
+        self._select(w, wid, X.SubstructureNotifyMask | X.PropertyChangeMask | X.FocusChangeMask)
+        attrs = w.get_attributes()
+        if attrs.map_state != X.IsViewable and not any_state:
+            return None
+        g = w.get_geometry()
+        client, app = w, _wm_class(w)
+        if app is None:
+            for ch in w.query_tree().children:
+                self._select(ch, wid, X.PropertyChangeMask | X.FocusChangeMask)
+                a = _wm_class(ch)
+                if a is not None and app is None:
+                    client, app = ch, a
+        title = _text(client, self.dpy)
+        bw = g.border_width
+        return WindowDesc(wid, app, title, Rect(g.x, g.y, g.width + 2 * bw, g.height + 2 * bw))
+
+    def _refresh(self, wid: int) -> None:
+        from Xlib import error as xerror
+
+        try:
+            self._tops[wid] = self._read_top(wid)
+        except (xerror.BadWindow, xerror.BadDrawable, xerror.BadMatch):
+            self._forget(wid)
+
+    def _forget(self, wid: int) -> None:
+        self._tops.pop(wid, None)
+        for k in [k for k, v in self._owner.items() if v == wid]:
+            del self._owner[k]
+
+    def _read_all(self) -> None:
+        self._tops.clear()
+        self._owner.clear()
+        for w in self.root.query_tree().children:
+            self._refresh(w.id)
+
+    def _read_focus(self, f: Any) -> tuple[int | None, WindowDesc | None]:
+        """(focus window id, description of its top-level or None), as :func:`visible_windows`
+        resolves it (walk up to a child of the root)."""
+        from Xlib import X
+        from Xlib import error as xerror
+
+        fid = f if isinstance(f, int) else f.id
+        if fid in (X.NONE, X.PointerRoot):
+            return fid, None
+        cur = fid
+        try:
+            for _ in range(32):
+                if cur in self._tops:
+                    return fid, self._tops[cur]
+                parent = self.dpy.create_resource_object("window", cur).query_tree().parent
+                pid = parent if isinstance(parent, int) else getattr(parent, "id", 0)
+                if pid in (0, self.root.id):
+                    return fid, self._tops.get(cur)
+                cur = pid
+        except (xerror.BadWindow, xerror.BadDrawable):
+            pass
+        return fid, None
+
+    def _current(self) -> WindowView:
+        wins = tuple(d for d in self._tops.values() if d is not None)
+        return WindowView(wins, (self._focused,))
+
+    def _drain(self) -> list[Any]:
+        out = []
+        while self.dpy.pending_events():
+            out.append(self.dpy.next_event())
+        return out
+
+    # -- observing ------------------------------------------------------------------------------
+    def observe(self) -> bool:
+        """Bring the cache up to date with the server (see class doc) and record the state for
+        the interval since the previous call. Returns True if anything changed."""
+        from Xlib import X
+        from Xlib import error as xerror
+
+        self.observations += 1
+        t = time.monotonic_ns()
+        focus = self.dpy.get_input_focus().focus  # the round trip: earlier events are queued now
+        events = self._drain()
+        prev = self._current()  # the state read up to now
+        dirty: set[int] = set()
+        gone: set[int] = set()
+        full = focus_moved = unknown = False
+        extra: list[WindowDesc] = []  # intermediate geometries, windows mapped meanwhile
+        mapped: set[int] = set()
+        configured: list[tuple[int, Rect]] = []
+        root = self.root.id
+        for ev in events:
+            et = ev.type & 0x7F
+            if et == X.PropertyNotify:
+                if ev.atom in self._atoms:
+                    top = self._owner.get(ev.window.id)
+                    if top is None:
+                        full = True
+                    else:
+                        dirty.add(top)
+            elif et in (X.FocusIn, X.FocusOut):
+                focus_moved = True
+            elif et == X.CreateNotify:
+                if ev.parent.id == root:
+                    dirty.add(ev.window.id)  # selects its events; not viewable yet
+                else:
+                    top = self._owner.get(ev.parent.id)
+                    if top is None:
+                        full = True
+                    else:
+                        dirty.add(top)
+            elif et in (X.MapNotify, X.UnmapNotify, X.ConfigureNotify, X.DestroyNotify, X.ReparentNotify,
+                        X.GravityNotify, X.CirculateNotify):
+                wid = ev.window.id
+                parent = ev.event.id
+                if parent == root or wid in self._tops:
+                    if et == X.DestroyNotify:
+                        gone.add(wid)
+                    elif et == X.ReparentNotify and ev.parent.id != root:
+                        gone.add(wid)  # no longer a top-level (a window manager framed it)
+                    else:
+                        dirty.add(wid)
+                    if et == X.MapNotify:
+                        mapped.add(wid)
+                    elif et == X.ConfigureNotify:
+                        bw = ev.border_width
+                        configured.append((wid, Rect(ev.x, ev.y, ev.width + 2 * bw, ev.height + 2 * bw)))
+                    if et == X.ReparentNotify and ev.parent.id == root:
+                        gone.discard(wid)
+                else:
+                    top = self._owner.get(parent)
+                    if top is None:
+                        full = True
+                    else:
+                        dirty.add(top)  # a frame's client changed: read the frame again
+            elif et in (X.Expose, X.GraphicsExpose, X.NoExpose, X.MappingNotify):
+                continue
+            else:
+                full = True  # cannot attribute it: read everything
+        fid = focus if isinstance(focus, int) else focus.id
+        changed = full or bool(dirty or gone) or focus_moved or fid != self._focus_win
+        if changed:
+            before = dict(self._tops)
+            if full:
+                self._read_all()
+            else:
+                for wid in gone:
+                    self._forget(wid)
+                for wid in dirty - gone:
+                    self._refresh(wid)
+            for wid in mapped:  # mapped meanwhile but not visible now: still may be in a frame
+                if self._tops.get(wid) is None:
+                    desc = before.get(wid)
+                    if desc is None:
+                        try:
+                            desc = self._read_top(wid, any_state=True)
+                        except (xerror.BadWindow, xerror.BadDrawable, xerror.BadMatch):
+                            desc = None
+                    if desc is None:
+                        unknown = True  # appeared and was destroyed before it could be read
+                    else:
+                        extra.append(desc)
+            for wid, bounds in configured:
+                desc = self._tops.get(wid) or before.get(wid)
+                if desc is not None:
+                    extra.append(WindowDesc(wid, desc.app_id, desc.title, bounds))
+            self._focus_win, self._focused = self._read_focus(focus)
+        cur = self._current()
+        last = self._records[-1]
+        if not changed:
+            if last.steady:  # nothing happened: the quiet interval grows
+                self._records[-1] = _Record(last.lo_ns, t, last.view)
+            else:
+                self._records.append(_Record(last.hi_ns, t, cur))
+        else:
+            view = WindowView(prev.windows + tuple(extra) + cur.windows, prev.focused + cur.focused, unknown)
+            self._records.append(_Record(last.hi_ns, t, view, steady=False))
+        self._trim(t)
+        return changed
+
+    def _trim(self, now: int) -> None:
+        while len(self._records) > 1 and self._records[0].hi_ns < now - self.history_ns:
+            self._records.popleft()
+
+    def view_at(self, t_ns: int) -> WindowView | None:
+        """Every window state possible at absolute monotonic ``t_ns`` (capture time of a frame
+        grabbed before the last :meth:`observe`), merged; ``None`` if ``t_ns`` is outside the
+        recorded history (older than it, or not observed yet)."""
+        hits = [r.view for r in self._records if r.lo_ns < t_ns <= r.hi_ns]
+        if not hits:
+            return None
+        if len(hits) == 1:
+            return hits[0]
+        return WindowView(tuple(w for v in hits for w in v.windows), tuple(f for v in hits for f in v.focused),
+                          any(v.unknown for v in hits))
+
+
+#: ``filter_frame``'s default: no view given, take per-frame snapshots.
+NO_VIEW: Any = object()
+
+
 @dataclass
 class GuardStats:
     """What the guard withheld: ``events_withheld`` (events not stored in excluded contexts, by
@@ -172,6 +488,10 @@ class GuardStats:
     gaps: int = 0
     snapshot_errors: int = 0
     last_error: str | None = None
+    #: window descriptions read from the X server (per-frame snapshots, or the window cache's
+    #: reads on X events) and the cache's observations (one round trip each)
+    window_reads: int = 0
+    cache_observations: int = 0
 
 
 class CaptureGuard:
@@ -180,17 +500,23 @@ class CaptureGuard:
     ``paths``: the demotrace home; ``policy``: a :class:`~demotrace.privacy.Policy` (default
     ``load_policy(paths)``); ``exclusions``: the person's list (default
     ``Exclusions.load(paths)``); ``display``: X display name for the window snapshot (default
-    ``$DISPLAY``); ``clock``: local-time source for time windows (default :func:`local_now`).
+    ``$DISPLAY``); ``clock``: local-time source for time windows (default :func:`local_now`);
+    ``window_cache``: keep the window list in a :class:`WindowCache` updated by X events
+    (default True; ``False`` — or the environment variable ``DEMOTRACE_GUARD_WINDOW_CACHE=0``,
+    read here, for benchmarks — takes a :func:`visible_windows` snapshot per stored frame as
+    before).
 
-    Thread use: :meth:`admit` on the writer thread only; :meth:`filter_frame` on the encoder
-    thread only (it owns the X connection); the shared excluded intervals are guarded by a lock.
+    Thread use: :meth:`admit` on the writer thread only; :meth:`observe` and :meth:`view_at` on
+    the frame thread only (it owns the cache's X connection); :meth:`filter_frame` on the encoder
+    thread only (it owns the snapshot connection); the shared excluded intervals are guarded by
+    a lock.
 
     Raises (constructor): :class:`~demotrace.privacy.PolicyError` for an invalid policy file,
     :class:`~demotrace.errors.ConfigError` for an invalid exclusion list.
     """
 
     def __init__(self, paths: Paths, policy: Any = None, exclusions: Any = None, display: str | None = None,
-                 clock: Callable[[], dt.datetime] = local_now) -> None:
+                 clock: Callable[[], dt.datetime] = local_now, window_cache: bool | None = None) -> None:
         from ..privacy import Exclusions, ScopeFilter, load_policy
 
         self.paths = paths
@@ -210,6 +536,10 @@ class CaptureGuard:
         self._dpy: Any = None
         self._snap: Snapshot | None = None
         self._prev: Snapshot | None = None
+        if window_cache is None:
+            window_cache = os.environ.get("DEMOTRACE_GUARD_WINDOW_CACHE", "1").strip() != "0"
+        self.window_cache = bool(window_cache)
+        self._cache: WindowCache | None = None
 
     # -- start ----------------------------------------------------------------------------------
     def require_consent(self) -> None:
@@ -304,13 +634,62 @@ class CaptureGuard:
             return any(s is not None and s <= t_ns and (e is None or t_ns < e) for s, e in self._intervals)
 
     def close(self) -> None:
-        """Close the snapshot's X connection (after the encoder thread has ended)."""
+        """Close the snapshot's and the window cache's X connections (after the frame and
+        encoder threads have ended)."""
         dpy, self._dpy = self._dpy, None
         if dpy is not None:
             try:
                 dpy.close()
             except Exception:  # noqa: BLE001 - the server may be gone already
                 pass
+        self._close_cache()
+
+    def _close_cache(self) -> None:
+        cache, self._cache = self._cache, None
+        if cache is not None:
+            self.stats.window_reads += cache.reads
+            cache.reads = 0
+            try:
+                cache.dpy.close()
+            except Exception:  # noqa: BLE001 - the server may be gone already
+                pass
+
+    # -- frame thread ---------------------------------------------------------------------------
+    def observe(self) -> None:
+        """Update the window cache (frame thread; call once before the first grab and right
+        after every grab: see :class:`WindowCache`). No-op without ``window_cache``. A broken
+        connection is counted in ``snapshot_errors`` and the cache rebuilt at the next call;
+        meanwhile :meth:`view_at` answers ``None`` and frames are withheld (fail closed)."""
+        if not self.window_cache:
+            return
+        try:
+            if self._cache is None:
+                from ..capture._xorg_window import open_display
+
+                dpy = open_display(self.display)
+                try:
+                    self._cache = WindowCache(dpy)
+                except BaseException:
+                    dpy.close()
+                    raise
+            else:
+                self._cache.observe()
+            self.stats.cache_observations += 1
+        except Exception as exc:  # noqa: BLE001 - no window list: frames are withheld
+            self.stats.snapshot_errors += 1
+            self.stats.last_error = f"window list unreadable: {exc!r}"
+            self._close_cache()
+
+    def view_at(self, t_ns: int) -> WindowView | None:
+        """The windows possibly on screen at absolute monotonic ``t_ns`` (a frame's
+        ``captured_ns``, grabbed before the last :meth:`observe`), or ``None`` when unknown
+        (no cache, or ``t_ns`` outside its history). Frame thread only."""
+        cache = self._cache
+        if cache is None:
+            return None
+        self.stats.window_reads += cache.reads
+        cache.reads = 0
+        return cache.view_at(t_ns)
 
     # -- encoder thread -------------------------------------------------------------------------
     def _snapshot(self, after_ns: int) -> list[Snapshot]:
@@ -322,25 +701,37 @@ class CaptureGuard:
 
                 self._dpy = open_display(self.display)
             self._prev, self._snap = self._snap, visible_windows(self._dpy)
+            self.stats.window_reads += len(self._snap.windows)
         snaps = [self._snap]
         if self._prev is not None and self._prev.t_ns >= after_ns - PREV_SNAPSHOT_NS:
             snaps.append(self._prev)
         return snaps
 
-    def filter_frame(self, frame: RawFrame) -> RawFrame | None:
+    def filter_frame(self, frame: RawFrame, view: Any = NO_VIEW) -> RawFrame | None:
         """The frame to encode — ``frame`` itself, a copy with excluded windows painted black,
         or ``None`` if it must not be stored (captured while an excluded window had focus, or
-        the window list could not be read: fail closed). Encoder thread only."""
+        the window list could not be read: fail closed). Encoder thread only.
+
+        ``view``: the frame's :class:`WindowView` from :meth:`view_at` (taken on the frame
+        thread when the frame was chosen); ``None`` = unknown (the frame is withheld); not given
+        = take :func:`visible_windows` snapshots here (the per-frame path)."""
         if self.excluded_at(frame.captured_ns):
             self.stats.frames_withheld += 1
             return None
+        if view is not NO_VIEW:
+            return self._filter_view(frame, view)
         try:
             snaps = self._snapshot(frame.captured_ns)
         except Exception as exc:  # noqa: BLE001 - no window list: cannot mask, so do not store
             self.stats.snapshot_errors += 1
             self.stats.frames_withheld += 1
             self.stats.last_error = f"window list unreadable: {exc!r}"
-            self.close()  # reconnect at the next frame
+            dpy, self._dpy = self._dpy, None  # reconnect at the next frame
+            if dpy is not None:
+                try:
+                    dpy.close()
+                except Exception:  # noqa: BLE001
+                    pass
             return None
         now = self.clock()
         rects: list[Rect] = []
@@ -359,13 +750,34 @@ class CaptureGuard:
         self.stats.frames_masked += 1
         return paint_out(frame, rects)
 
+    def _filter_view(self, frame: RawFrame, view: WindowView | None) -> RawFrame | None:
+        if view is None or view.unknown:
+            self.stats.frames_withheld += 1
+            self.stats.last_error = ("window list unknown at the frame's capture time" if view is None
+                                     else "a window appeared and vanished before it could be read")
+            return None
+        now = self.clock()
+        for f in view.focused:
+            if f is not None and not self.scope.decide(app_id=f.app_id, title=f.title, now=now).allowed:
+                self.stats.frames_withheld += 1
+                return None
+        rects = self.scope.excluded_rects([(w.app_id, w.title, None, w.bounds) for w in view.windows], now)
+        if self.excluded_at(frame.captured_ns):  # the writer learned of it meanwhile
+            self.stats.frames_withheld += 1
+            return None
+        if not rects:
+            return frame
+        self.stats.frames_masked += 1
+        return paint_out(frame, rects)
+
 
 def paint_out(frame: RawFrame, rects: list[Rect]) -> RawFrame:
     """A copy of ``frame`` with each rectangle (physical desktop pixels; the frame covers
     ``frame.bounds``) filled with black, clipped to the frame."""
     import numpy as np
 
-    px = np.frombuffer(frame.pixels, dtype=np.uint8).reshape(frame.height, frame.width, 4).copy()
+    buf = bytearray(frame.pixels)  # the one copy; the grab itself is never changed
+    px = np.frombuffer(buf, dtype=np.uint8).reshape(frame.height, frame.width, 4)
     ox, oy = frame.bounds.x, frame.bounds.y
     for r in rects:
         x0, y0 = max(0, math.floor(r.x - ox)), max(0, math.floor(r.y - oy))
@@ -373,7 +785,8 @@ def paint_out(frame: RawFrame, rects: list[Rect]) -> RawFrame:
         y1 = min(frame.height, math.ceil(r.y + r.height - oy))
         if x0 < x1 and y0 < y1:
             px[y0:y1, x0:x1, :3] = 0
-    return RawFrame(pixels=px.tobytes(), width=frame.width, height=frame.height, bounds=frame.bounds,
+    del px  # release the buffer export before handing the bytearray on
+    return RawFrame(pixels=buf, width=frame.width, height=frame.height, bounds=frame.bounds,
                     monitor=frame.monitor, captured_ns=frame.captured_ns)
 
 

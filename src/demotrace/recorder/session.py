@@ -65,6 +65,13 @@ _BROWSER_KINDS = ("element", "focus_change")
 _BROWSER_MAX_AGE_NS = 10_000_000_000
 
 
+class _Fields:
+    """Attribute view of an event-fields dict (for privacy.secrets.element_is_secret)."""
+
+    def __init__(self, fields: dict[str, Any]) -> None:
+        self.__dict__.update(fields)
+
+
 class _Ctrl:
     """A control command travelling through the queue; the writer thread fills ``result``."""
 
@@ -134,7 +141,7 @@ class Recorder:
     """
 
     def __init__(self, backend: CaptureBackend, spool: SessionWriter, settings: RecorderSettings | None = None,
-                 policy: Any = None, guard: Any = None) -> None:
+                 policy: Any = None, guard: Any = None, elements: Any = "auto") -> None:
         self.backend = backend
         self.spool = spool
         self.settings = settings or RecorderSettings()
@@ -160,6 +167,16 @@ class Recorder:
 
         #: secret-field filter (DESIGN.md §8.4): ``policy`` (default: the built-in policy)
         self.secrets = SecretKeyFilter(policy)
+        from ..capture.atspi import FocusOrderGate, get_element_source
+        from ..privacy.secrets import element_is_secret
+
+        #: focused-element source (capture/atspi.py: AT-SPI on Linux); ``elements``: "auto" (the
+        #: platform's, unless $DEMOTRACE_ATSPI=0), None (none) or a FocusedElementSource
+        self.elements = (get_element_source(lambda f: element_is_secret(policy, _Fields(f)))
+                         if elements == "auto" else elements)
+        #: holds queued items while the element source is live so that keys are judged with the
+        #: focus reports that arrive just after them (capture/atspi.py FocusOrderGate)
+        self._gate = FocusOrderGate(self.secrets)
         self._urgent = threading.Event()
         self._held_mods: set[str] = set()
         self._swallow_key_up: str | None = None
@@ -200,6 +217,12 @@ class Recorder:
         self.frames.start()
         self.frames.request(FrameRequest("session_start", None))
         try:
+            if self.elements is not None:  # listening before the first key can be captured
+                self.elements.start(self._sink)
+                if self.elements.live:
+                    from ..capture.atspi import HOLD_NS
+
+                    self._gate.hold_ns = HOLD_NS
             self.backend.start(self._sink)
         except BaseException:
             self.stop()
@@ -219,6 +242,8 @@ class Recorder:
             except Exception as exc:  # noqa: BLE001 - still store what was captured
                 self._writer_error = f"capture backend failed to stop cleanly: {exc!r}"
             finally:
+                if self.elements is not None:
+                    self.elements.stop()
                 if self._thread.is_alive():
                     barrier = _Ctrl("barrier", {"t_ns": stop_ns})
                     self._q.put((barrier, time.monotonic_ns(), None))
@@ -271,6 +296,9 @@ class Recorder:
             settle = self.detector.next_deadline()
             if settle is not None and settle < wake:
                 wake = settle
+            held = self._gate.next_due_ns()
+            if held is not None and held < wake:
+                wake = held
             if wake > now:
                 self._urgent.wait((wake - now) / 1e9)
             self._urgent.clear()
@@ -285,6 +313,10 @@ class Recorder:
                 if item[0] is _STOP:
                     stop = True
                     break
+                self._gate.push(item)
+            # in arrival order, each item once it has waited the gate's hold (0 unless the
+            # focused-element source is live); everything at stop
+            while (item := self._gate.pop_due(time.monotonic_ns(), everything=stop)) is not None:
                 try:
                     self._process(item)
                 except Exception as exc:  # noqa: BLE001 - one bad event never stops the writer
@@ -330,11 +362,11 @@ class Recorder:
             if self._paused:
                 self._suppressed += 1
                 if kind in ("focus_change", "element"):  # the secret-field state follows focus
-                    self.secrets.observe(cls(seq=0, t_ns=0, **fields))
+                    self._gate.observe(cls, t_ns, fields)
                 if kind in ("focus_change", "screen_config"):
                     self._last_hidden[kind] = (cls, fields)
                 return
-            if kind in _SECRET_KINDS and self.secrets.should_drop(cls(seq=0, t_ns=0, **fields)):
+            if kind in _SECRET_KINDS and self._gate.should_drop(cls, t_ns, fields):
                 return  # a keystroke into a secret field: never stored (counted in status)
             if self.batch.add(cls, t_ns, fields) is None:
                 return
@@ -506,6 +538,8 @@ class Recorder:
         if self._started and not self._stopped:
             try:
                 problems += [f"capture: {p}" for p in self.backend.check_health()]
+                if self.elements is not None:
+                    problems += [f"focused element: {p}" for p in self.elements.check_health()]
             except Exception as exc:  # noqa: BLE001
                 problems.append(f"capture: health check failed: {exc!r}")
             if not self._thread.is_alive():
@@ -546,6 +580,10 @@ class Recorder:
             "events_dropped": self._dropped,
             "events_suppressed_while_paused": self._suppressed,
             "keys_dropped_secret_field": dict(self.secrets.counts),
+            "focused_element": {**(self.elements.status() if self.elements is not None else {"source": None}),
+                                "hold_ms": self._gate.hold_ns / 1e6,
+                                "dropped_by_lookahead": self._gate.dropped_by_lookahead,
+                                "reapplied_after_focus_change": self._gate.reapplied},
             "privacy_scope": {"excluded_now": self.guard.excluded, **self.guard.stats.__dict__},
             "by_kind": dict(b.stored_by_kind) if b else {},
             "frames_stored": b.stored_by_kind.get("frame", 0) if b else 0,

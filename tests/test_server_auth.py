@@ -34,6 +34,9 @@ EXPECTED: dict[tuple[str, str], set[str] | None] = {
     ("GET", "/v1/me/bundles/{bundle_id}"): {"person"},
     ("GET", "/v1/me/bundles/{bundle_id}/blobs/{sha256}"): {"person"},
     ("DELETE", "/v1/me/bundles/{bundle_id}"): {"person"},
+    ("GET", "/v1/me/bundles/{bundle_id}/episodes"): {"person"},
+    ("DELETE", "/v1/me/bundles/{bundle_id}/episodes/{index}"): {"person"},
+    ("GET", "/v1/me/consent"): {"person"},
     ("GET", "/v1/me/access-log"): {"person"},
     ("GET", "/v1/me/export"): {"person"},
     ("POST", "/v1/me/erase"): {"person"},
@@ -47,6 +50,11 @@ EXPECTED: dict[tuple[str, str], set[str] | None] = {
     ("GET", "/v1/admin/devices"): {"admin"},
     ("POST", "/v1/admin/credentials/{credential_id}/revoke"): {"admin"},
     ("GET", "/v1/admin/health"): {"admin"},
+    ("GET", "/v1/admin/policies"): {"admin"},
+    ("POST", "/v1/admin/policies"): {"admin"},
+    ("POST", "/v1/admin/policies/{version}/current"): {"admin"},
+    ("GET", "/v1/policy/current"): {"device", "person"},
+    ("GET", "/v1/audit/alerts"): {"auditor"},
     ("GET", "/v1/audit/export"): {"auditor"},
     ("GET", "/v1/audit/public-key"): {"auditor"},
     ("GET", "/portal/login"): None,
@@ -55,11 +63,16 @@ EXPECTED: dict[tuple[str, str], set[str] | None] = {
     ("GET", "/portal/"): {"person"},
     ("GET", "/portal/bundles/{bundle_id}"): {"person"},
     ("GET", "/portal/bundles/{bundle_id}/blobs/{sha256}"): {"person"},
+    ("GET", "/portal/bundles/{bundle_id}/episodes/{index}"): {"person"},
+    ("POST", "/portal/bundles/{bundle_id}/episodes/{index}/delete"): {"person"},
     ("POST", "/portal/bundles/{bundle_id}/delete"): {"person"},
     ("GET", "/portal/export"): {"person"},
     ("POST", "/portal/erase"): {"person"},
     ("GET", "/portal/admin"): {"admin"},
     ("POST", "/portal/admin/devices/{credential_id}/revoke"): {"admin"},
+    ("POST", "/portal/admin/policies"): {"admin"},
+    ("POST", "/portal/admin/policies/{version}/current"): {"admin"},
+    ("GET", "/portal/audit"): {"auditor"},
 }
 
 BODIES = {
@@ -67,11 +80,13 @@ BODIES = {
     "/v1/curator/datasets": {"name": "d", "members": []},
     "/v1/admin/enrollment-codes": {"role": "curator"},
 }
+RAW_BODIES = {"/v1/admin/policies": b"version = 1\n"}  # invalid (no notice): 422, no change
 
 
 def _call(st: Stack, method: str, path: str, token: str | None) -> int:
     url = (path.replace("{bundle_id}", H64).replace("{sha256}", H64)
-           .replace("{subject_id}", H64).replace("{credential_id}", "0123456789abcdef"))
+           .replace("{subject_id}", H64).replace("{credential_id}", "0123456789abcdef")
+           .replace("{index}", "0").replace("{version}", "1"))
     headers = st.h(token) if token else {}
     kw: dict[str, object] = {"headers": headers, "params": {"purpose": "agent-training"}}
     if path in ("/v1/enroll", "/portal/login") and method == "POST":
@@ -90,6 +105,8 @@ def _call(st: Stack, method: str, path: str, token: str | None) -> int:
     elif method in ("POST", "PUT"):
         if path in BODIES:
             kw["json"] = BODIES[path]
+        elif path in RAW_BODIES:
+            kw["content"] = RAW_BODIES[path]
         elif method == "PUT":
             kw["content"] = b"x"
     kw.setdefault("follow_redirects", False)

@@ -59,9 +59,10 @@ def test_migrations_create_the_schema(stack: Stack) -> None:
     names = set(inspect(stack.collector.db.engine).get_table_names())
     assert names == {"alembic_version", "persons", "person_keys", "credentials",
                      "enrollment_codes", "bundles", "blobs", "bundle_blobs", "datasets",
-                     "dataset_members", "audit_entries", "audit_head", "audit_checkpoints"}
+                     "dataset_members", "audit_entries", "audit_head", "audit_checkpoints",
+                     "policy_versions", "consent_records", "deleted_episodes"}
     with stack.collector.db.engine.connect() as c:
-        assert c.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0001"
+        assert c.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0002"
 
 
 def test_migrations_match_the_models(stack: Stack) -> None:

@@ -9,6 +9,13 @@ with encrypted frames) plus:
   It holds counts only, no content.
 - ``SEALED`` — a one-line plain-text marker ``demotrace-sealed-bundle 1`` (no content).
 
+The bundle's session manifest (``SessionManifest.extra``, encrypted with the rest) carries the
+person's **consent record** as it was when the session was sealed (DESIGN.md §8.1): string keys
+``consent_policy_version``, ``consent_notice_sha256``, ``consent_accepted_utc`` (see
+:mod:`demotrace.privacy.consent`). They are added, never required, so bundles sealed before
+this existed still open (their :attr:`BundleReader.consent` is ``None``; a collector refuses
+them until they are sealed again).
+
 Bundles are encrypted with a **bundle key** derived from the person's data key with HKDF-SHA256
 (info ``"demotrace sealed bundle v1"``), so a raw spool batch can never be passed off as sealed
 data (different key), and destroying the data key destroys both (crypto-shredding).
@@ -42,6 +49,33 @@ SEALED_DIR = "sealed"
 MARKER = "SEALED"
 MARKER_TEXT = "demotrace-sealed-bundle 1\n"
 REPORT = "report.bin"
+CONSENT_KEYS = ("consent_policy_version", "consent_notice_sha256", "consent_accepted_utc")
+"""Keys of the consent record in a sealed session manifest's ``extra`` (module docstring)."""
+
+
+def consent_extra(record: Any) -> dict[str, str]:
+    """The manifest ``extra`` entries for a :class:`demotrace.privacy.consent.ConsentRecord`
+    (``{}`` for ``None``)."""
+    if record is None:
+        return {}
+    return {"consent_policy_version": str(record.policy_version),
+            "consent_notice_sha256": record.notice_sha256,
+            "consent_accepted_utc": record.accepted_utc}
+
+
+def consent_from_extra(extra: dict[str, str]) -> dict[str, Any] | None:
+    """The consent record in a manifest's ``extra`` as ``{"policy_version": int,
+    "notice_sha256": str, "accepted_utc": str}`` (the shape of ``consent.json``), or ``None``
+    when the bundle carries none or an unreadable one (fail closed: a collector refuses it)."""
+    try:
+        version = int(extra["consent_policy_version"])
+        digest = str(extra["consent_notice_sha256"])
+        accepted = str(extra["consent_accepted_utc"])
+    except (KeyError, ValueError, TypeError):
+        return None
+    if version < 1 or len(digest) != 64 or not accepted:
+        return None
+    return {"policy_version": version, "notice_sha256": digest, "accepted_utc": accepted}
 
 
 def sealed_root(paths: Paths) -> Path:
@@ -78,6 +112,12 @@ class BundleReader:
         self.key = key
         self.session_id: str = folder.name
         self.manifest: SessionManifest = self._reader.manifest
+
+    @property
+    def consent(self) -> dict[str, Any] | None:
+        """The consent record the bundle was sealed under (see :func:`consent_from_extra`),
+        or ``None`` for bundles sealed without one."""
+        return consent_from_extra(dict(self.manifest.extra))
 
     @property
     def report(self) -> dict[str, Any]:

@@ -67,7 +67,8 @@ from ..schema.events import (
 from ..schema.manifest import SessionManifest
 from ..spool import Spool
 from ..spool.store import SessionReader, SessionWriter
-from .bundle import MARKER, MARKER_TEXT, REPORT, bundle_key, report_aad, sealed_root
+from .bundle import MARKER, MARKER_TEXT, REPORT, bundle_key, consent_extra, report_aad, sealed_root
+from .consent import read_consent
 from .errors import RedactionError
 from .pipeline import RedactionCounts, RedactionPipeline, _cause
 from .pipeline import _layer_of as _layer
@@ -420,7 +421,8 @@ def seal_session(
         os.chmod(sealed_root(paths), 0o700)
         manifest = msgspec.structs.replace(
             reader.manifest,
-            extra={**reader.manifest.extra, "sealed": "1", "policy_version": str(policy.version)},
+            extra={**reader.manifest.extra, "sealed": "1", "policy_version": str(policy.version),
+                   **consent_extra(read_consent(paths))},
         )
         writer = SessionWriter(tmp, key, manifest)
         fmt = policy.redaction.frame_format

@@ -12,6 +12,9 @@ Endpoints (all JSON unless noted; roles in brackets; deny by default)::
     GET    /v1/me/bundles/{bundle_id}                      [person]   own manifest
     GET    /v1/me/bundles/{bundle_id}/blobs/{sha256}       [person]   own blob (bytes)
     DELETE /v1/me/bundles/{bundle_id}                      [person]
+    GET    /v1/me/bundles/{bundle_id}/episodes             [person]   own session's episodes
+    DELETE /v1/me/bundles/{bundle_id}/episodes/{index}     [person]   delete one episode
+    GET    /v1/me/consent                                  [person]   own consent records
     GET    /v1/me/access-log                               [person]   every access to own data
     GET    /v1/me/export                                   [person]   zip of everything
     POST   /v1/me/erase                                    [person]   crypto-shredding
@@ -25,7 +28,12 @@ Endpoints (all JSON unless noted; roles in brackets; deny by default)::
     GET    /v1/admin/devices                               [admin]    no person ids, no activity
     POST   /v1/admin/credentials/{credential_id}/revoke    [admin]
     GET    /v1/admin/health                                [admin]    fleet-level only
+    GET    /v1/admin/policies                              [admin]    policy versions
+    POST   /v1/admin/policies?current=true                 [admin]    upload a policy TOML
+    POST   /v1/admin/policies/{version}/current            [admin]
+    GET    /v1/policy/current                              [device, person]  policy in force
     GET    /v1/audit/export                                [auditor]  signed export document
+    GET    /v1/audit/alerts                                [auditor]  bulk-read alerts
     GET    /v1/audit/public-key                            [auditor]
     /portal/…                                              the person's portal and the admin's
                                                            fleet page (see :mod:`.portal`)
@@ -43,18 +51,22 @@ from typing import Any
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
-from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 from starlette.routing import Route
 
 from .. import __version__
 from ..errors import ConfigError, SchemaError
-from . import auth, portal
+from . import alerts, auth, fleet, policies, portal
+from . import episodes as episodes_
 from .audit import PURPOSE_AGENT_TRAINING, Access
 from .config import ServerConfig
 from .errors import ConflictError, ServerError
-from .middleware import AuditMiddleware, AuthMiddleware, BodyLimitMiddleware, RateLimitMiddleware
-from .models import Credential
+from .middleware import (
+    AuditMiddleware,
+    AuthMiddleware,
+    BodyLimitMiddleware,
+    RateLimitMiddleware,
+)
 from .service import Collector
 from .wire import BATCH_MEDIA_TYPE, decode_batch_body
 
@@ -107,6 +119,15 @@ def curator_purpose(request: Request,
     if purpose != PURPOSE_AGENT_TRAINING:
         raise ApiError(403, f"purpose {purpose[:64]!r} is not permitted; the only purpose is "
                             f"{PURPOSE_AGENT_TRAINING!r}")
+    p = getattr(request.state, "principal", None)
+    if action and "subject_id" in pp and p is not None and p.role == "curator":
+        c = request.app.state.collector
+        with c.db.session() as s:
+            alert = alerts.bulk_read_check(
+                s, p.credential_id, str(pp["subject_id"])[:64], str(pp.get("bundle_id", ""))[:64],
+                max_bundles=c.config.bulk_read_max_bundles, window_s=c.config.bulk_read_window_s)
+        if alert is not None:
+            request.state.accesses.append(alert)
     return purpose
 
 
@@ -273,6 +294,31 @@ def create_app(config: ServerConfig, *, collector: Collector | None = None) -> F
         _log(request, "person.delete_bundle", p.subject_id, f"bundle:{bundle_id}")
         return c.delete_bundle(p.subject_id, bundle_id)
 
+    @app.get("/v1/me/bundles/{bundle_id}/episodes")
+    def my_episodes(bundle_id: str, request: Request,
+                    p: auth.Principal = Depends(person)) -> list[dict[str, Any]]:
+        """The episodes of one own session: index, instruction, start/end, step count."""
+        assert p.subject_id is not None
+        _log(request, "person.list_episodes", p.subject_id, f"bundle:{bundle_id}")
+        return episodes_.summary(episodes_.load(c, p.subject_id, bundle_id))
+
+    @app.delete("/v1/me/bundles/{bundle_id}/episodes/{index}")
+    def my_delete_episode(bundle_id: str, index: int, request: Request,
+                          p: auth.Principal = Depends(person)) -> dict[str, Any]:
+        """Delete one episode of an own session: its events and frames are removed from the
+        stored bundle for every reader (datasets that used the bundle are marked for rebuild)."""
+        assert p.subject_id is not None
+        _log(request, "person.delete_episode", p.subject_id, f"bundle:{bundle_id}/episode:{index}")
+        return episodes_.delete_episode(c, p.subject_id, bundle_id, index)
+
+    @app.get("/v1/me/consent")
+    def my_consent(request: Request, p: auth.Principal = Depends(person)) -> list[dict[str, Any]]:
+        """The caller's consent records (as carried by their bundles) with each notice text."""
+        assert p.subject_id is not None
+        _log(request, "person.read_consent", p.subject_id, "consent")
+        with c.db.session() as s:
+            return policies.person_consents(s, p.subject_id)
+
     @app.get("/v1/me/access-log")
     def my_access_log(request: Request, p: auth.Principal = Depends(person)) -> list[dict[str, Any]]:
         """Every logged access to the caller's data (DESIGN.md §8.9)."""
@@ -361,12 +407,9 @@ def create_app(config: ServerConfig, *, collector: Collector | None = None) -> F
 
     @app.get("/v1/admin/devices")
     def admin_devices(p: auth.Principal = Depends(admin)) -> list[dict[str, Any]]:
-        """Enrolled devices: id, label, enrollment time, revoked or not (no person, no activity)."""
-        with c.db.session() as s:
-            rows = s.scalars(select(Credential).where(Credential.role == "device")
-                             .order_by(Credential.created_at)).all()
-            return [{"device_id": r.id, "label": r.label, "enrolled_at": r.created_at.isoformat(),
-                     "revoked": r.revoked_at is not None} for r in rows]
+        """Enrolled devices: id, label, enrollment time, revoked or not, day of the last upload,
+        stale flag, unfinished uploads (no person, no per-device counts: see :mod:`.fleet`)."""
+        return fleet.devices(c)
 
     @app.post("/v1/admin/credentials/{credential_id}/revoke")
     def admin_revoke(credential_id: str, p: auth.Principal = Depends(admin)) -> dict[str, Any]:
@@ -377,8 +420,44 @@ def create_app(config: ServerConfig, *, collector: Collector | None = None) -> F
 
     @app.get("/v1/admin/health")
     def admin_health(p: auth.Principal = Depends(admin)) -> dict[str, Any]:
-        """Fleet health (no per-person or per-device activity)."""
-        return c.fleet_health()
+        """Fleet health (no per-person or per-device activity), with the upload ``backlog``
+        and platform ``groups`` of at least k persons."""
+        return {**c.fleet_health(), "backlog": fleet.backlog(c), "groups": c.stats()["groups"]}
+
+    @app.get("/v1/admin/policies")
+    def admin_policies(p: auth.Principal = Depends(admin)) -> list[dict[str, Any]]:
+        """Every stored policy version, newest first; one is current."""
+        with c.db.session() as s:
+            return policies.list_policies(s)
+
+    @app.post("/v1/admin/policies", openapi_extra={"requestBody": {
+        "required": True, "content": {"application/toml": {"schema": {"type": "string"}}}}})
+    async def admin_upload_policy(request: Request, p: auth.Principal = Depends(admin),
+                                  current: bool = Query(False, description="make it current")
+                                  ) -> dict[str, Any]:
+        """Store a policy version (the TOML as the body; validated like `demotrace policy`).
+        Same version and text again: no-op; same version, other text: 409."""
+        body = await request.body()
+
+        def store() -> dict[str, Any]:
+            with c.db.session() as s:
+                return policies.store_policy(s, body, p.credential_id, make_current=current)
+
+        return await run_in_threadpool(store)
+
+    @app.post("/v1/admin/policies/{version}/current")
+    def admin_current_policy(version: int, p: auth.Principal = Depends(admin)) -> dict[str, Any]:
+        """Make a stored version the current one (what devices fetch)."""
+        with c.db.session() as s:
+            policies.set_current(s, version)
+            return policies.current_policy(s)
+
+    # -- devices and persons: the policy in force -------------------------------------------
+    @app.get("/v1/policy/current")
+    def policy_current(p: auth.Principal = Depends(allow("device", "person"))) -> dict[str, Any]:
+        """The current policy version: ``version``, ``notice``, ``notice_sha256``, ``toml``."""
+        with c.db.session() as s:
+            return policies.current_policy(s)
 
     # -- auditor --------------------------------------------------------------------------------
     auditor = allow("auditor")
@@ -387,6 +466,12 @@ def create_app(config: ServerConfig, *, collector: Collector | None = None) -> F
     def audit_export(p: auth.Principal = Depends(auditor)) -> dict[str, Any]:
         """The whole access log with signed checkpoints (check with `demotrace audit verify`)."""
         return c.audit_export()
+
+    @app.get("/v1/audit/alerts")
+    def audit_alerts(p: auth.Principal = Depends(auditor)) -> list[dict[str, Any]]:
+        """Alert entries of the access log (bulk reads), newest first."""
+        with c.db.session() as s:
+            return alerts.list_alerts(s)
 
     @app.get("/v1/audit/public-key")
     def audit_key(p: auth.Principal = Depends(auditor)) -> dict[str, str]:

@@ -44,6 +44,9 @@ class ServerConfig:
     - ``checkpoint_every``: sign an audit checkpoint after this many entries (entries).
     - ``enrollment_ttl_s``: lifetime of a one-time enrollment code (seconds).
     - ``k_min_persons``: minimum persons per group in any aggregate (DESIGN.md §2.4, §8.11: 10).
+    - ``bulk_read_max_bundles`` / ``bulk_read_window_s``: a curator reading more than this many
+      distinct bundles (bundles) within this window (seconds) raises a bulk-read alert in the
+      access log (DESIGN.md §8.8; defaults 100 per 3600 s, see :mod:`.alerts`).
     """
 
     data_dir: Path
@@ -57,6 +60,8 @@ class ServerConfig:
     checkpoint_every: int = 100
     enrollment_ttl_s: int = 7 * 24 * 3600
     k_min_persons: int = 10
+    bulk_read_max_bundles: int = 100
+    bulk_read_window_s: float = 3600.0
     extra: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -66,6 +71,8 @@ class ServerConfig:
             raise ConfigError("rate_per_s and rate_burst must be positive")
         if self.checkpoint_every <= 0:
             raise ConfigError(f"checkpoint_every must be positive, got {self.checkpoint_every}")
+        if self.bulk_read_max_bundles < 1 or self.bulk_read_window_s <= 0:
+            raise ConfigError("bulk_read_max_bundles must be >= 1 and bulk_read_window_s > 0")
         if self.k_min_persons < 2:
             raise ConfigError(f"k_min_persons must be at least 2, got {self.k_min_persons}")
 

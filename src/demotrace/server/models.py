@@ -5,7 +5,8 @@ HMAC-SHA256(pseudonym secret, identity) (see :mod:`.keys`). Bundle manifests are
 encrypted under the person's data key; blob bytes live in the blob store, encrypted likewise.
 
 The schema is created and upgraded only by the Alembic migrations in ``migrations/``
-(``0001_initial`` mirrors these classes); tests check the two agree.
+(``0001_initial`` plus ``0002_policies_consent_episodes`` mirror these classes); tests check the
+two agree.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from sqlalchemy import (
     Boolean,
     DateTime,
     ForeignKey,
+    Index,
     Integer,
     LargeBinary,
     String,
@@ -156,9 +158,11 @@ class DatasetMember(Base):
 
 class AuditEntry(Base):
     """One access-log entry; ``entry_hash`` = SHA-256 over ``prev_hash`` and the canonical
-    JSON of the other fields (see :mod:`.audit`). Never updated or deleted by the service."""
+    JSON of the other fields (see :mod:`.audit`). Never updated or deleted by the service.
+    Index ``(actor_id, ts)``: the bulk-read alert counts one curator's recent reads."""
 
     __tablename__ = "audit_entries"
+    __table_args__ = (Index("ix_audit_entries_actor_ts", "actor_id", "ts"),)
     seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
     ts: Mapped[str] = mapped_column(String(40))
     actor_role: Mapped[str] = mapped_column(String(16))
@@ -190,3 +194,50 @@ class AuditCheckpoint(Base):
     ts: Mapped[str] = mapped_column(String(40))
     key_id: Mapped[str] = mapped_column(String(16))
     signature: Mapped[str] = mapped_column(String(128))
+
+
+class PolicyVersion(Base):
+    """A capture-policy version an admin uploaded (the TOML of
+    :class:`demotrace.privacy.policy.Policy`). Versions are immutable once stored; exactly one
+    row has ``is_current`` (the one devices fetch). ``notice_sha256``: hex SHA-256 of the
+    stripped notice text (:func:`demotrace.privacy.policy.notice_digest`), what a device's
+    consent record names. ``uploaded_by``: the admin credential id (or ``"built-in"``)."""
+
+    __tablename__ = "policy_versions"
+    version: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    toml_text: Mapped[str] = mapped_column(Text)
+    notice: Mapped[str] = mapped_column(Text)
+    notice_sha256: Mapped[str] = mapped_column(String(64))
+    is_current: Mapped[bool] = mapped_column(Boolean, default=False)
+    uploaded_by: Mapped[str] = mapped_column(String(64))
+    uploaded_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class ConsentRecord(Base):
+    """A consent record as carried by a person's sealed bundles (made on the device by
+    ``demotrace enroll``; :class:`demotrace.privacy.consent.ConsentRecord`): ``policy_version``,
+    ``notice_sha256``, ``accepted_utc`` (ISO-8601 UTC, as written on the device).
+    ``first_seen_at``: when the first bundle carrying it arrived. Deleted on erasure."""
+
+    __tablename__ = "consent_records"
+    subject_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    policy_version: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    accepted_utc: Mapped[str] = mapped_column(String(40), primary_key=True)
+    notice_sha256: Mapped[str] = mapped_column(String(64))
+    first_seen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class DeletedEpisode(Base):
+    """Tombstone of an episode its person deleted: the episode's events and frames were
+    removed from the bundle (see :mod:`.episodes`); this row keeps only the span, so the
+    portal can say what was deleted. ``t_start_ns`` / ``t_end_ns``: session-relative
+    nanoseconds. Deleted with the bundle and on erasure."""
+
+    __tablename__ = "deleted_episodes"
+    pk: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    subject_id: Mapped[str] = mapped_column(String(64), index=True)
+    bundle_id: Mapped[str] = mapped_column(String(64))
+    t_start_ns: Mapped[int] = mapped_column(BigInteger)
+    t_end_ns: Mapped[int] = mapped_column(BigInteger)
+    n_steps: Mapped[int] = mapped_column(Integer)
+    deleted_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

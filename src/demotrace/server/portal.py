@@ -10,14 +10,25 @@ are POSTs, refused when an ``Origin`` header names another host (cross-site requ
 Pages (roles; deny by default like the API, refusals are HTML with a sign-in link)::
 
     GET  /portal/login, POST /portal/login, POST /portal/logout     [anyone]
-    GET  /portal/                              [person]  notice, sessions, access log, actions
-    GET  /portal/bundles/{bundle_id}           [person]  replay: frames and events in order
+    GET  /portal/                              [person]  notice and consent, sessions with
+                                                         their episodes, access log, actions
+    GET  /portal/bundles/{bundle_id}           [person]  a session: frames and events in order
+    GET  /portal/bundles/{bundle_id}/episodes/{index}          [person]  replay one episode
+    POST /portal/bundles/{bundle_id}/episodes/{index}/delete   [person]  delete one episode
     GET  /portal/bundles/{bundle_id}/blobs/{sha256}   [person]  one blob (image bytes)
     POST /portal/bundles/{bundle_id}/delete    [person]
     GET  /portal/export                        [person]  zip of everything
     POST /portal/erase                         [person]  crypto-shredding (confirm box)
-    GET  /portal/admin                         [admin]   devices, fleet health; no persons
+    GET  /portal/admin                         [admin]   devices, backlog, policy versions,
+                                                         fleet health; no persons
     POST /portal/admin/devices/{credential_id}/revoke   [admin]
+    POST /portal/admin/policies                [admin]   upload a policy version (TOML)
+    POST /portal/admin/policies/{version}/current       [admin]
+    GET  /portal/audit                         [auditor] bulk-read alerts
+
+The episode replay is the page :func:`demotrace.replay.render_episode` writes for a dataset
+(same drawing of each action on its observation), with the frames served by the logged blob
+route; episodes come from :mod:`.episodes`.
 
 Every page that shows the person's data is logged (``portal.*`` actions) and so appears in
 their own access log.
@@ -27,18 +38,18 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlparse
+from urllib.parse import parse_qs, urlencode, urlparse
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
-from sqlalchemy import select
 
 from ..errors import SchemaError
 from . import auth
 from .audit import Access
-from .errors import AuthError
-from .models import Credential
+from . import alerts, fleet, policies
+from . import episodes as episodes_
+from .errors import AuthError, ConflictError, NotFound
 
 from .middleware import PORTAL_COOKIE as COOKIE
 TEMPLATES = Path(__file__).resolve().parent / "templates"
@@ -150,9 +161,11 @@ def register(app: FastAPI, c: Any) -> None:
             p, token = await run_in_threadpool(resolve)
         except AuthError as exc:
             return render("login.html", 401, error=str(exc))
-        if p.role not in ("person", "admin"):
-            return render("login.html", 403, error=f"the portal is for persons and admins, not {p.role}")
-        resp = RedirectResponse("/portal/admin" if p.role == "admin" else "/portal/", 303)
+        if p.role not in ("person", "admin", "auditor"):
+            return render("login.html", 403,
+                          error=f"the portal is for persons, admins and auditors, not {p.role}")
+        home = {"admin": "/portal/admin", "auditor": "/portal/audit"}.get(p.role, "/portal/")
+        resp = RedirectResponse(home, 303)
         resp.set_cookie(COOKIE, token, httponly=True, samesite="strict", path="/portal",
                         secure=request.url.scheme == "https")
         return resp
@@ -167,17 +180,50 @@ def register(app: FastAPI, c: Any) -> None:
 
     @app.get("/portal/", response_class=HTMLResponse)
     def home(request: Request, p: auth.Principal = Depends(person)) -> HTMLResponse:
-        """Notice, sessions, access log, export and erase."""
+        """Notice and consent, sessions with their episodes, access log, export and erase."""
         sid = p.subject_id
+        assert sid is not None
         _log(request, "portal.home", sid, "portal")
         bundles = c.list_bundles(sid)
         for b in bundles:
             try:
-                b["session_id"] = c.read_manifest(sid, b["bundle_id"]).get("session_id")
-            except Exception:
-                b["session_id"] = None
-        return render("home.html", notice=NOTICE, bundles=bundles, log=c.access_log(sid),
-                      message=request.query_params.get("msg"))
+                ss = episodes_.load(c, sid, b["bundle_id"])
+                b["session_id"] = ss.session_id
+                b["episodes"] = episodes_.summary(ss)
+                b["error"] = None
+            except (SchemaError, NotFound) as exc:
+                b["session_id"], b["episodes"], b["error"] = None, [], str(exc)
+            b["deleted"] = episodes_.deleted_spans(c, sid, b["bundle_id"])
+        with c.db.session() as s:
+            consents = policies.person_consents(s, sid)
+        return render("home.html", notice=NOTICE, consents=consents, bundles=bundles,
+                      log=c.access_log(sid), message=request.query_params.get("msg"))
+
+    @app.get("/portal/bundles/{bundle_id}/episodes/{index}", response_class=HTMLResponse)
+    def replay_episode(bundle_id: str, index: int, request: Request,
+                       p: auth.Principal = Depends(person)) -> HTMLResponse:
+        """Replay one episode: each step's observation with its action drawn on it (the page
+        of ``demotrace replay``), plus a way back and a delete button."""
+        sid = p.subject_id
+        assert sid is not None
+        _log(request, "portal.replay_episode", sid, f"bundle:{bundle_id}/episode:{index}")
+        ss = episodes_.load(c, sid, bundle_id)
+        ep = episodes_.find(ss, index)
+        page = episodes_.replay_html(
+            ss, ep, lambda sha: f"/portal/bundles/{bundle_id}/blobs/{sha}")
+        bar = _env.get_template("episode_bar.html").render(bundle_id=bundle_id, index=index)
+        return HTMLResponse(page.replace("<body>", "<body>" + bar, 1),
+                            headers={"cache-control": "no-store"})
+
+    @app.post("/portal/bundles/{bundle_id}/episodes/{index}/delete")
+    def delete_episode(bundle_id: str, index: int, request: Request,
+                       p: auth.Principal = Depends(person)) -> Response:
+        """Delete one episode (its events and frames leave the stored bundle)."""
+        same_origin(request)
+        assert p.subject_id is not None
+        _log(request, "portal.delete_episode", p.subject_id, f"bundle:{bundle_id}/episode:{index}")
+        episodes_.delete_episode(c, p.subject_id, bundle_id, index)
+        return RedirectResponse("/portal/?msg=Episode+deleted", 303)
 
     @app.get("/portal/bundles/{bundle_id}", response_class=HTMLResponse)
     def replay(bundle_id: str, request: Request, p: auth.Principal = Depends(person)) -> HTMLResponse:
@@ -241,13 +287,46 @@ def register(app: FastAPI, c: Any) -> None:
 
     @app.get("/portal/admin", response_class=HTMLResponse)
     def admin_page(request: Request, p: auth.Principal = Depends(admin)) -> HTMLResponse:
-        """Devices and fleet health — no person, no per-person or per-device activity."""
+        """Devices, upload backlog, policy versions and fleet health — no person, no
+        per-person or per-device activity figures (see :mod:`.fleet`)."""
         with c.db.session() as s:
-            devices = [{"id": d.id, "label": d.label, "enrolled": d.created_at.isoformat(),
-                        "revoked": d.revoked_at is not None}
-                       for d in s.scalars(select(Credential).where(Credential.role == "device")
-                                          .order_by(Credential.created_at))]
-        return render("admin.html", devices=devices, health=c.fleet_health())
+            pols = policies.list_policies(s)
+        return render("admin.html", devices=fleet.devices(c), health=c.fleet_health(),
+                      backlog=fleet.backlog(c), groups=c.stats(), policies=pols,
+                      message=request.query_params.get("msg"),
+                      error=request.query_params.get("err"))
+
+    @app.post("/portal/admin/policies")
+    async def admin_policy_upload(request: Request, p: auth.Principal = Depends(admin)) -> Response:
+        """Store the policy TOML pasted in the form (optionally making it current)."""
+        same_origin(request)
+        f = await form(request)
+
+        def store() -> dict[str, Any]:
+            with c.db.session() as s:
+                return policies.store_policy(s, f.get("toml", "").encode(), p.credential_id,
+                                             make_current=f.get("current") == "yes")
+
+        from starlette.concurrency import run_in_threadpool
+
+        try:
+            r = await run_in_threadpool(store)
+        except (policies.PolicyRejected, ConflictError) as exc:
+            return RedirectResponse("/portal/admin?" + urlencode({"err": str(exc)}), 303)
+        verb = "stored" if r["created"] else "already stored"
+        return RedirectResponse("/portal/admin?" + urlencode(
+            {"msg": f"Policy version {r['version']} {verb}"
+                    + (" and made current" if r["is_current"] else "")}), 303)
+
+    @app.post("/portal/admin/policies/{version}/current")
+    def admin_policy_current(version: int, request: Request,
+                             p: auth.Principal = Depends(admin)) -> Response:
+        """Make a stored version the current one."""
+        same_origin(request)
+        with c.db.session() as s:
+            policies.set_current(s, version)
+        return RedirectResponse("/portal/admin?" + urlencode(
+            {"msg": f"Policy version {version} is now current"}), 303)
 
     @app.post("/portal/admin/devices/{credential_id}/revoke")
     def admin_revoke(credential_id: str, request: Request,
@@ -256,6 +335,13 @@ def register(app: FastAPI, c: Any) -> None:
         same_origin(request)
         c.revoke(credential_id)
         return RedirectResponse("/portal/admin", 303)
+
+    @app.get("/portal/audit", response_class=HTMLResponse)
+    def audit_page(request: Request, p: auth.Principal = Depends(allow_page("auditor"))) -> HTMLResponse:
+        """Alerts of the access log (bulk reads), newest first."""
+        with c.db.session() as s:
+            rows = alerts.list_alerts(s)
+        return render("audit.html", alerts=rows)
 
 
 PAGE_PUBLIC = frozenset({"/portal/login", "/portal/logout"})

@@ -22,6 +22,7 @@ from sqlalchemy import delete, func, select, text
 from sqlalchemy.exc import IntegrityError as SAIntegrityError
 from sqlalchemy.orm import Session
 
+from . import policies
 from .audit import AuditLog, Signer, export_document
 from .auth import CredentialCache, revoke
 from .blobs import BlobStore, open_blob_store
@@ -34,9 +35,11 @@ from .models import (
     Blob,
     Bundle,
     BundleBlob,
+    ConsentRecord,
     Credential,
     Dataset,
     DatasetMember,
+    DeletedEpisode,
     Person,
 )
 from .wire import BundleManifest, parse_manifest
@@ -77,6 +80,7 @@ class Collector:
         self.auth_cache = CredentialCache()
         with self.db.session() as s:
             AuditLog.ensure_head(s)
+            policies.ensure_builtin(s)
 
     def close(self) -> None:
         """Release database connections."""
@@ -92,6 +96,7 @@ class Collector:
                 with self.db.session() as s:
                     b = self._bundle(s, subject_id, bid, must=False)
                     if b is None:
+                        policies.check_consent(s, manifest.meta, subject_id)
                         self._async_commit(s)
                         cipher = self.keyring.get(s, subject_id, create=True)
                         b = Bundle(bundle_id=bid, subject_id=subject_id, device_id=device_id,
@@ -318,6 +323,8 @@ class Collector:
             shas = set(s.scalars(select(BundleBlob.sha256).where(BundleBlob.bundle_pk == b.pk)))
             s.execute(delete(BundleBlob).where(BundleBlob.bundle_pk == b.pk))
             s.delete(b)
+            s.execute(delete(DeletedEpisode).where(DeletedEpisode.subject_id == subject_id,
+                                                   DeletedEpisode.bundle_id == bundle_id))
             s.flush()
             still = set(s.scalars(select(BundleBlob.sha256).join(Bundle).where(
                 Bundle.subject_id == subject_id, BundleBlob.sha256.in_(shas))))
@@ -364,6 +371,8 @@ class Collector:
             p = s.get(Person, subject_id)
             if p is not None:
                 p.erased_at = datetime.now(UTC)
+            s.execute(delete(ConsentRecord).where(ConsentRecord.subject_id == subject_id))
+            s.execute(delete(DeletedEpisode).where(DeletedEpisode.subject_id == subject_id))
         for n in names:
             self.blobs.delete(n)
         self.db.checkpoint_wal()

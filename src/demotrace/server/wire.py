@@ -19,7 +19,9 @@ This is the ONE module that maps a device-side bundle onto the wire format
    - ``events/<first_seq>.msgpack`` — one blob per event batch (schema v1 MessagePack array);
    - ``frames/<blob_id>`` — each redacted, encoded frame.
 
-   ``meta`` carries ``{"kind": "sealed-session", "schema_version": …}``.
+   ``meta`` carries ``{"kind": "sealed-session", "schema_version": …, "consent": {…}}``
+   (``consent``: the consent record the bundle was sealed under, see
+   :attr:`demotrace.privacy.bundle.BundleReader.consent`; absent if it has none).
 2. The **generic** layout written by :func:`write_local_bundle` (tests, benchmarks, other
    producers)::
 
@@ -229,7 +231,8 @@ class SealedBundle:
                 refs.append(BlobRef(sha256=h, size=len(data), path=f"frames/{bid}"))
         self.manifest = BundleManifest(
             session_id=m.session_id, platform=m.platform, created_utc=m.started_utc,
-            meta={"kind": "sealed-session", "schema_version": m.schema_version}, blobs=refs)
+            meta={"kind": "sealed-session", "schema_version": m.schema_version,
+                  **({"consent": c} if (c := self._reader.consent) else {})}, blobs=refs)
 
     def read_blob(self, sha256: str) -> bytes:
         """The blob's plaintext bytes.

@@ -1,0 +1,379 @@
+"""Collector admin and person features of issue 5 items 5 and 7, on SQLite and PostgreSQL:
+policy versions (upload, list, current, fetched by devices), consent carried by bundles and
+checked against known versions, episodes of an uploaded session (list, delete: gone for every
+reader), fleet health without per-person figures, and the bulk-read alert."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import tomllib
+import zipfile
+from datetime import UTC, datetime
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+from conftest_pg import Stack, make_stack, sha
+from PIL import Image
+
+from demotrace.schema.events import Frame, KeyDown, KeyUp, Marker, Rect, decode_batch, encode_batch
+from demotrace.schema.manifest import SessionManifest
+from demotrace.server.audit import verify
+from demotrace.server.wire import BlobRef, BundleManifest
+
+PURPOSE = {"purpose": "agent-training"}
+GREEN, BLUE = (0, 200, 0), (0, 0, 220)
+DEFAULT_TOML = resources.files("demotrace.privacy").joinpath("default_policy.toml").read_text("utf-8")
+
+
+def notice_sha(toml_text: str) -> str:
+    """The notice digest of a policy TOML, computed here (stripped notice, UTF-8, SHA-256)."""
+    return hashlib.sha256(tomllib.loads(toml_text)["notice"].strip().encode()).hexdigest()
+
+
+def builtin_consent(accepted: str = "2026-11-29T09:00:00Z") -> dict[str, Any]:
+    return {"policy_version": tomllib.loads(DEFAULT_TOML)["version"],
+            "notice_sha256": notice_sha(DEFAULT_TOML), "accepted_utc": accepted}
+
+
+def png(colour: tuple[int, int, int], size: tuple[int, int] = (320, 200)) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", size, colour).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def _frame(seq: int, t: int, blob: str) -> Frame:
+    return Frame(seq=seq, t_ns=t, blob=blob, monitor=0, bounds=Rect(0, 0, 320, 200), width=320,
+                 height=200, scale=1.0, captured_t_ns=t, reason="pointer_down", format="png")
+
+
+def two_task_files() -> dict[str, bytes]:
+    """A session with two explicit tasks, written by hand: task 1 "Write a greeting" (green
+    frame, types "hi", success) and task 2 "Confirm with Enter" (blue frame, Enter, failure).
+    Expected episodes: (type "hi", done) and (key enter, fail): 2 steps each."""
+    ms = 1_000_000
+    first = [Marker(seq=0, t_ns=0, name="session_start"),
+             Marker(seq=1, t_ns=1 * ms, name="task_start", instruction="Write a greeting"),
+             _frame(2, 2 * ms, "f-green"),
+             KeyDown(seq=3, t_ns=3 * ms, key="h", code="KeyH", text="h"),
+             KeyUp(seq=4, t_ns=4 * ms, key="h", code="KeyH"),
+             KeyDown(seq=5, t_ns=5 * ms, key="i", code="KeyI", text="i"),
+             KeyUp(seq=6, t_ns=6 * ms, key="i", code="KeyI"),
+             Marker(seq=7, t_ns=7 * ms, name="task_end", status="success")]
+    second = [Marker(seq=8, t_ns=1000 * ms, name="task_start", instruction="Confirm with Enter"),
+              _frame(9, 1001 * ms, "f-blue"),
+              KeyDown(seq=10, t_ns=1002 * ms, key="Enter", code="Enter"),
+              KeyUp(seq=11, t_ns=1003 * ms, key="Enter", code="Enter"),
+              Marker(seq=12, t_ns=1004 * ms, name="task_end", status="failure"),
+              Marker(seq=13, t_ns=1005 * ms, name="session_stop")]
+    session = SessionManifest(session_id="kim-s1", started_utc="2026-11-30T01:00:00Z",
+                              timezone="UTC", platform="linux-x11", backend="x11",
+                              recorder_version="0")
+    return {"session.json": msgspec.json.encode(session),
+            "events/0.msgpack": encode_batch(first), "events/8.msgpack": encode_batch(second),
+            "frames/f-green": png(GREEN), "frames/f-blue": png(BLUE)}
+
+
+def upload(st: Stack, sid: str, files: dict[str, bytes], meta: dict[str, Any],
+           session_id: str = "kim-s1", device: str = "dev") -> str:
+    """Store a bundle directly through the collector (begin, blobs, commit); its id."""
+    m = BundleManifest(session_id=session_id, platform="linux-x11", meta=meta,
+                       blobs=[BlobRef(sha256=sha(d), size=len(d), path=p) for p, d in files.items()])
+    st.collector.begin(sid, device, m)
+    for d in files.values():
+        st.collector.put_blob(sid, m.bundle_id, sha(d), d)
+    st.collector.commit(sid, m.bundle_id)
+    return m.bundle_id
+
+
+SEALED_META = {"kind": "sealed-session", "schema_version": 1}
+
+
+# -- policy versions ---------------------------------------------------------------------------
+def test_policy_versions_upload_list_current_and_device_fetch(stack: Stack) -> None:
+    admin, h = stack.token("admin"), None
+    h = stack.h(admin)
+    dev = stack.token("device", "pat@example.org")
+    # the built-in policy is known and current from the start
+    listed = stack.client.get("/v1/admin/policies", headers=h).json()
+    assert [(p["version"], p["is_current"], p["uploaded_by"]) for p in listed] == [(1, True, "built-in")]
+    assert listed[0]["notice_sha256"] == notice_sha(DEFAULT_TOML)
+
+    v2 = DEFAULT_TOML.replace("version = 1", "version = 2", 1)
+    v2 = v2.replace('notice = """', 'notice = """Version two of the notice.\n', 1)
+    assert v2 != DEFAULT_TOML and "version = 2" in v2
+    r = stack.client.post("/v1/admin/policies", content=v2.encode(), params={"current": "true"},
+                          headers=h)
+    assert r.status_code == 200, r.text
+    assert r.json()["version"] == 2 and r.json()["created"] and r.json()["is_current"]
+    cur = stack.client.get("/v1/policy/current", headers=stack.h(dev)).json()
+    assert cur["version"] == 2 and cur["toml"] == v2 and cur["notice_sha256"] == notice_sha(v2)
+    assert cur["notice"].startswith("Version two of the notice.")
+    # same text again: no-op; other text under the same version: 409 naming the fix
+    r = stack.client.post("/v1/admin/policies", content=v2.encode(), headers=h)
+    assert r.status_code == 200 and r.json()["created"] is False
+    r = stack.client.post("/v1/admin/policies", content=(v2 + "\n# changed\n").encode(), headers=h)
+    assert r.status_code == 409 and "immutable" in r.json()["detail"]
+    # invalid policies: 422 naming what is wrong
+    r = stack.client.post("/v1/admin/policies", content=b"version = 3\n", headers=h)
+    assert r.status_code == 422 and "notice" in r.json()["detail"]
+    r = stack.client.post("/v1/admin/policies", content=b"version = [", headers=h)
+    assert r.status_code == 422 and "TOML" in r.json()["detail"]
+    r = stack.client.post("/v1/admin/policies", content=b"", headers=h)
+    assert r.status_code == 422 and "empty" in r.json()["detail"]
+    # switch back; unknown version is 404
+    assert stack.client.post("/v1/admin/policies/1/current", headers=h).json()["version"] == 1
+    assert stack.client.post("/v1/admin/policies/99/current", headers=h).status_code == 404
+    listed = stack.client.get("/v1/admin/policies", headers=h).json()
+    assert [(p["version"], p["is_current"]) for p in listed] == [(2, False), (1, True)]
+
+
+# -- consent --------------------------------------------------------------------------------------
+def test_bundle_consent_is_checked_stored_and_shown_to_the_person(stack: Stack) -> None:
+    sid = stack.subject("kim@example.org")
+    dev = stack.token("device", "kim@example.org")
+    files = {"frames/a.png": png(GREEN)}
+
+    def begin(meta: dict[str, Any]) -> Any:
+        m = BundleManifest(session_id="s", platform="linux-x11", meta=meta,
+                           blobs=[BlobRef(sha256=sha(d), size=len(d), path=p) for p, d in files.items()])
+        return stack.client.post("/v1/bundles", content=m.canonical(), headers=stack.h(dev))
+
+    r = begin({**SEALED_META, "consent": {**builtin_consent(), "policy_version": 7}})
+    assert r.status_code == 422 and "policy version 7" in r.json()["detail"] \
+        and "does not know" in r.json()["detail"]
+    r = begin({**SEALED_META, "consent": {**builtin_consent(), "notice_sha256": "0" * 64}})
+    assert r.status_code == 422 and "not the notice of policy version 1" in r.json()["detail"]
+    r = begin(dict(SEALED_META))
+    assert r.status_code == 422 and "no consent record" in r.json()["detail"]
+    r = begin({**SEALED_META, "consent": {"policy_version": "x"}})
+    assert r.status_code == 422 and "malformed" in r.json()["detail"]
+    assert stack.collector.list_bundles(sid) == [] and stack.client.get(
+        "/v1/me/consent", headers=stack.h(stack.token("person", "kim@example.org"))).json() == []
+
+    r = begin({**SEALED_META, "consent": builtin_consent()})
+    assert r.status_code == 200 and r.json()["missing"] == [sha(files["frames/a.png"])]
+    person = stack.token("person", "kim@example.org")
+    got = stack.client.get("/v1/me/consent", headers=stack.h(person)).json()
+    notice = tomllib.loads(DEFAULT_TOML)["notice"].strip()
+    assert [(g["policy_version"], g["accepted_utc"], g["notice_sha256"], g["notice"], g["notice_matches"])
+            for g in got] == [(1, "2026-11-29T09:00:00Z", notice_sha(DEFAULT_TOML), notice, True)]
+    # another person does not see it; erasure removes it
+    other = stack.token("person", "lee@example.org")
+    assert stack.client.get("/v1/me/consent", headers=stack.h(other)).json() == []
+    stack.client.post("/v1/me/erase", headers=stack.h(person))
+    assert stack.client.get("/v1/me/consent", headers=stack.h(person)).json() == []
+
+
+def test_real_sealed_bundle_carries_the_consent_record(tmp_path: Path, stack: Stack) -> None:
+    """seal → the wire manifest's meta.consent is the device's consent.json; the collector
+    accepts it; a bundle sealed without consent is refused."""
+    from privacy_corpus import Builder
+
+    from demotrace.paths import Paths
+    from demotrace.privacy import record_consent
+    from demotrace.privacy.policy import default_policy
+    from demotrace.privacy.seal import seal_session
+    from demotrace.server.wire import read_local_bundle
+    from demotrace.spool import DataKey, Spool
+
+    paths = Paths(tmp_path / "home").ensure()
+    spool = Spool(paths.spool, DataKey.create(paths.key_file))
+    for sid in ("with-consent", "without-consent"):
+        b = Builder(spool.key)
+        b.add(Marker, name="session_start")
+        b.frame(Image.new("RGB", (64, 48), GREEN))
+        b.type_text("ok")
+        b.write(spool, sid)
+    seal_session(paths, spool, "without-consent", default_policy())
+    rec = record_consent(paths, default_policy(), now=datetime(2026, 11, 29, 8, 30, tzinfo=UTC))
+    seal_session(paths, spool, "with-consent", default_policy())
+    bundle = read_local_bundle(paths.home / "sealed" / "with-consent", paths.home)
+    try:
+        assert bundle.manifest.meta["consent"] == {
+            "policy_version": 1, "notice_sha256": notice_sha(DEFAULT_TOML),
+            "accepted_utc": "2026-11-29T08:30:00Z"}
+        assert rec.accepted_utc == "2026-11-29T08:30:00Z"
+        subject = stack.subject("sam@example.org")
+        assert stack.collector.begin(subject, "dev", bundle.manifest).state == "open"
+    finally:
+        bundle.close()
+    old = read_local_bundle(paths.home / "sealed" / "without-consent", paths.home)
+    try:
+        assert "consent" not in old.manifest.meta
+        from demotrace.server.policies import ConsentRefused
+
+        with pytest.raises(ConsentRefused, match="no consent record"):
+            stack.collector.begin(stack.subject("sam@example.org"), "dev", old.manifest)
+    finally:
+        old.close()
+
+
+# -- episodes ---------------------------------------------------------------------------------
+def test_episodes_listed_and_deleted_for_every_reader(stack: Stack) -> None:
+    files = two_task_files()
+    sid = stack.subject("kim@example.org")
+    bid = upload(stack, sid, files, {**SEALED_META, "consent": builtin_consent()})
+    person, cur = stack.token("person", "kim@example.org"), stack.token("curator")
+    hp, hc = stack.h(person), stack.h(cur)
+    r = stack.client.post("/v1/curator/datasets", params=PURPOSE, headers=hc,
+                          json={"name": "train-1", "members": [{"subject_id": sid, "bundle_id": bid}]})
+    assert r.status_code == 200
+
+    eps = stack.client.get(f"/v1/me/bundles/{bid}/episodes", headers=hp).json()
+    assert [(e["index"], e["instruction"], e["status"], e["n_steps"]) for e in eps] == [
+        (0, "Write a greeting", "success", 2), (1, "Confirm with Enter", "failure", 2)]
+    assert eps[0]["start_utc"] == "2026-11-30T01:00:00Z" and eps[1]["start_utc"] == "2026-11-30T01:00:01Z"
+    assert eps[0]["t_start_ns"] == 1_000_000 and eps[0]["t_end_ns"] == 7_000_000
+
+    green, ev0 = sha(files["frames/f-green"]), sha(files["events/0.msgpack"])
+    with stack.collector.db.session() as s:
+        from sqlalchemy import select
+
+        from demotrace.server.models import Blob
+        green_obj = s.scalar(select(Blob.stored_name).where(Blob.sha256 == green))
+    assert stack.collector.blobs.exists(green_obj)
+
+    r = stack.client.delete(f"/v1/me/bundles/{bid}/episodes/0", headers=hp)
+    assert r.status_code == 200, r.text
+    assert r.json()["frames_deleted"] == 1 and r.json()["datasets_marked"] == 1
+    # the frame and the old events batch are gone for the person and the curator
+    for path in (f"/v1/me/bundles/{bid}/blobs/{green}", f"/v1/me/bundles/{bid}/blobs/{ev0}"):
+        assert stack.client.get(path, headers=hp).status_code == 404
+    for h in (green, ev0):
+        r = stack.client.get(f"/v1/curator/subjects/{sid}/bundles/{bid}/blobs/{h}",
+                             params=PURPOSE, headers=hc)
+        assert r.status_code == 404
+    assert not stack.collector.blobs.exists(green_obj)
+    # the manifest: first batch now holds only session_start; the second is untouched
+    m = stack.client.get(f"/v1/curator/subjects/{sid}/bundles/{bid}", params=PURPOSE, headers=hc).json()
+    paths = {b["path"]: b["sha256"] for b in m["blobs"]}
+    assert set(paths) == {"session.json", "events/0.msgpack", "events/8.msgpack", "frames/f-blue"}
+    assert paths["events/8.msgpack"] == sha(files["events/8.msgpack"])
+    b0 = stack.client.get(f"/v1/curator/subjects/{sid}/bundles/{bid}/blobs/{paths['events/0.msgpack']}",
+                          params=PURPOSE, headers=hc).content
+    assert [(e.seq, type(e).__name__) for e in decode_batch(b0)] == [(0, "Marker")]
+    assert m["meta"]["deleted_episodes"][0]["t_start_ns"] == 1_000_000
+    # one episode left; the export zip holds no trace of the deleted one's frame
+    eps = stack.client.get(f"/v1/me/bundles/{bid}/episodes", headers=hp).json()
+    assert [(e["index"], e["instruction"]) for e in eps] == [(0, "Confirm with Enter")]
+    z = zipfile.ZipFile(io.BytesIO(stack.client.get("/v1/me/export", headers=hp).content))
+    assert f"bundles/{bid}/blobs/{green}" not in z.namelist()
+    assert files["frames/f-green"] not in b"".join(z.read(n) for n in z.namelist())
+    # dataset marked; deletion logged for the person; uploading the original again stores nothing
+    ds = stack.client.get("/v1/curator/datasets", params=PURPOSE, headers=hc).json()
+    assert ds[0]["needs_rebuild"] and "episode" in ds[0]["rebuild_reason"]
+    log = stack.client.get("/v1/me/access-log", headers=hp).json()
+    assert any(e["action"] == "person.delete_episode" and e["resource"] == f"bundle:{bid}/episode:0"
+               for e in log)
+    m0 = BundleManifest(session_id="kim-s1", platform="linux-x11",
+                        meta={**SEALED_META, "consent": builtin_consent()},
+                        blobs=[BlobRef(sha256=sha(d), size=len(d), path=p) for p, d in files.items()])
+    again = stack.collector.begin(sid, "dev", m0)
+    assert again.state == "committed" and again.missing == []
+    assert stack.client.get(f"/v1/me/bundles/{bid}/blobs/{green}", headers=hp).status_code == 404
+    # no such episode: 404 with the count
+    r = stack.client.delete(f"/v1/me/bundles/{bid}/episodes/5", headers=hp)
+    assert r.status_code == 404 and "has 1" in r.json()["detail"]
+
+
+# -- fleet health -------------------------------------------------------------------------------
+def test_fleet_health_devices_and_backlog_without_person_figures(stack: Stack) -> None:
+    admin = stack.token("admin")
+    h = stack.h(admin)
+    code = stack.client.post("/v1/admin/enrollment-codes", headers=h,
+                             json={"role": "device", "person": "ada@example.org"}).json()["code"]
+    dev = stack.client.post("/v1/enroll", json={"code": code, "label": "ada-laptop"}).json()
+    idle = stack.client.post("/v1/enroll", json={"code": stack.client.post(
+        "/v1/admin/enrollment-codes", headers=h, json={"role": "device", "person": "bo@example.org"}
+    ).json()["code"], "label": "bo-desktop"}).json()
+    hd = stack.h(dev["credential"])
+    done = {"frames/x.png": png(GREEN)}
+    m = BundleManifest(session_id="a", platform="linux-x11",
+                       blobs=[BlobRef(sha256=sha(d), size=len(d), path=p) for p, d in done.items()])
+    stack.client.post("/v1/bundles", content=m.canonical(), headers=hd)
+    d = done["frames/x.png"]
+    stack.client.put(f"/v1/bundles/{m.bundle_id}/blobs/{sha(d)}", content=d, headers=hd)
+    assert stack.client.post(f"/v1/bundles/{m.bundle_id}/commit", headers=hd).status_code == 200
+    pending = {"frames/y.png": b"y" * 10, "frames/z.png": b"z" * 20}
+    m2 = BundleManifest(session_id="b", platform="linux-x11",
+                        blobs=[BlobRef(sha256=sha(d), size=len(d), path=p) for p, d in pending.items()])
+    stack.client.post("/v1/bundles", content=m2.canonical(), headers=hd)
+    today = datetime.now(UTC).date().isoformat()
+
+    devices = {x["label"]: x for x in stack.client.get("/v1/admin/devices", headers=h).json()}
+    a, b = devices["ada-laptop"], devices["bo-desktop"]
+    assert (a["last_upload_day"], a["stale"], a["open_uploads"], a["revoked"]) == (today, False, 1, False)
+    assert (b["last_upload_day"], b["stale"], b["open_uploads"]) == (None, True, 0)
+    assert a["device_id"] == dev["credential_id"] and b["device_id"] == idle["credential_id"]
+    assert set(a) == {"device_id", "label", "enrolled_at", "revoked", "last_upload_day", "stale",
+                      "open_uploads"}  # no counts, sizes or times of day per device
+    health = stack.client.get("/v1/admin/health", headers=h).json()
+    assert health["backlog"]["open_uploads"] == 1
+    assert (health["backlog"]["blobs_missing"], health["backlog"]["bytes_missing"]) == (2, 30)
+    assert health["volumes"] is None and health["groups"] == []  # 1 person < k = 10
+    text = str(devices) + str(health)
+    for person in ("ada@example.org", "bo@example.org"):
+        assert person not in text and stack.subject(person) not in text
+
+
+def test_platform_groups_shown_only_with_ten_persons(stack: Stack) -> None:
+    for i in range(10):
+        sid = stack.subject(f"p{i}@example.org")
+        upload(stack, sid, {"frames/a.png": png((i, 0, 0))}, {}, session_id=f"s{i}")
+    upload(stack, stack.subject("solo@example.org"), {"frames/a.png": png((0, 0, 9))}, {},
+           session_id="solo")
+    # make the solo person's platform differ: a separate group of 1 must stay hidden
+    with stack.collector.db.session() as s:
+        from sqlalchemy import update
+
+        from demotrace.server.models import Bundle
+        s.execute(update(Bundle).where(Bundle.subject_id == stack.subject("solo@example.org"))
+                  .values(platform="darwin"))
+    health = stack.client.get("/v1/admin/health", headers=stack.h(stack.token("admin"))).json()
+    assert [(g["platform"], g["persons"], g["bundles"]) for g in health["groups"]] == [("linux-x11", 10, 10)]
+    assert health["volumes"]["persons_with_data"] == 11
+
+
+# -- bulk-read alert ------------------------------------------------------------------------------
+def test_bulk_read_alert_is_logged_once_and_shown_to_auditors(tmp_path: Path, db_url: str) -> None:
+    st = make_stack(tmp_path / "srv", db_url, bulk_read_max_bundles=3, bulk_read_window_s=600)
+    try:
+        bundles = []
+        for i in range(5):
+            sid = st.subject(f"p{i % 2}@example.org")
+            data = png((i * 40, 0, 0))
+            bundles.append((sid, upload(st, sid, {"frames/a.png": data}, {}, session_id=f"s{i}"), sha(data)))
+        cur, aud = st.token("curator"), st.token("auditor")
+        hc, ha = st.h(cur), st.h(aud)
+        # three bundles, manifest and blob of each: 3 distinct bundles = at the limit, no alert
+        for sid, bid, h in bundles[:3]:
+            assert st.client.get(f"/v1/curator/subjects/{sid}/bundles/{bid}", params=PURPOSE,
+                                 headers=hc).status_code == 200
+            assert st.client.get(f"/v1/curator/subjects/{sid}/bundles/{bid}/blobs/{h}",
+                                 params=PURPOSE, headers=hc).status_code == 200
+        assert st.client.get("/v1/audit/alerts", headers=ha).json() == []
+        sid, bid, _ = bundles[3]
+        st.client.get(f"/v1/curator/subjects/{sid}/bundles/{bid}", params=PURPOSE, headers=hc)
+        alerts = st.client.get("/v1/audit/alerts", headers=ha).json()
+        cid = cur.split("_")[1]
+        assert [(a["action"], a["actor_role"], a["actor_id"]) for a in alerts] == [
+            ("alert.bulk_read", "curator", cid)]
+        assert "read 4 bundles" in alerts[0]["resource"] and "limit 3" in alerts[0]["resource"]
+        # a fifth bundle within the window: still one alert; another curator has its own count
+        sid, bid, _ = bundles[4]
+        st.client.get(f"/v1/curator/subjects/{sid}/bundles/{bid}", params=PURPOSE, headers=hc)
+        assert len(st.client.get("/v1/audit/alerts", headers=ha).json()) == 1
+        other = st.h(st.token("curator"))
+        st.client.get(f"/v1/curator/subjects/{sid}/bundles/{bid}", params=PURPOSE, headers=other)
+        assert len(st.client.get("/v1/audit/alerts", headers=ha).json()) == 1
+        # the alert is part of the signed, hash-chained log
+        doc = st.client.get("/v1/audit/export", headers=ha).json()
+        assert any(e["action"] == "alert.bulk_read" for e in doc["entries"])
+        assert verify(doc).entries == len(doc["entries"])
+    finally:
+        st.client.close()
+        st.collector.close()

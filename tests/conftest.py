@@ -18,6 +18,7 @@ import pytest
 
 from demotrace.demo.display import start_xvfb as _start_xvfb
 from conftest_pg import db_url, pg_server, stack  # noqa: F401  (collector fixtures)
+from conftest_s3 import s3_env, s3_server  # noqa: F401  (S3 blob-store fixtures)
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = REPO.parent / "shared" / "data"

@@ -344,6 +344,9 @@ def test_sealed_bundle_from_the_privacy_layer_uploads_intact(tmp_path: Path) -> 
     # OCR stays on (it keeps frames); only the secret detectors run as text layers, to keep
     # the test fast (Presidio's start-up is the privacy tests' business)
     pipe = RedactionPipeline(default_policy(), text_layers=[SecretLayer()])
+    from demotrace.privacy import record_consent
+
+    record_consent(paths, default_policy())  # the collector refuses a bundle without consent
     seal_session(paths, spool, "s1", default_policy(), pipeline=pipe)
     pipe.close()
     with open_bundle(paths, "s1") as b:

@@ -15,6 +15,8 @@ else is refused, so a name can never escape the folder or the prefix.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import os
 import re
 import tempfile
@@ -189,82 +191,222 @@ class FileBlobStore(BlobStore):
 
 
 class S3BlobStore(BlobStore):
-    """Objects in an S3-compatible bucket under ``prefix`` (boto3). Credentials and region come
-    from the usual AWS environment / config files; ``endpoint_url`` selects a non-AWS service."""
+    """Objects in an S3-compatible bucket, one object per blob at key ``<prefix>/<name>``
+    (boto3; tested against a real SeaweedFS S3 gateway, ``tests/test_server_s3.py``).
+
+    Settings come from boto3's standard chain, nothing of our own: credentials from
+    ``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY`` (/ ``AWS_SESSION_TOKEN``), ``AWS_PROFILE``
+    and ``~/.aws/credentials``, or an instance / container role; region from
+    ``AWS_DEFAULT_REGION`` or ``~/.aws/config``; endpoint from ``endpoint_url`` (the
+    ``--s3-endpoint-url`` option) or else ``AWS_ENDPOINT_URL_S3`` / ``AWS_ENDPOINT_URL``. A
+    non-AWS endpoint gets path-style addressing (``http://host/bucket/key``), which every
+    S3-compatible server supports; AWS keeps virtual-hosted style.
+
+    Integrity: every ``put`` sends ``Content-MD5`` (RFC 1864, checked by S3 and every
+    S3-compatible server since S3's first API), so bytes altered between this process and the
+    server are refused (``BadDigest``) and nothing is stored under the name; reads are
+    authenticated one level up (AES-GCM in the collector).
+
+    ``check`` (default on): at construction, :meth:`check` proves endpoint, credentials and
+    bucket, so a wrong setting stops the server at start-up instead of failing the first upload.
+
+    Raises (constructor):
+        ConfigError: boto3 missing, invalid bucket name or endpoint URL, or (``check``) the
+        endpoint unreachable, no credentials, access denied or no such bucket — each message
+        names the bucket, the endpoint and the fix.
+    """
 
     scheme = "s3"
+    #: Connections kept per client: the collector calls the store from uvicorn's thread pool
+    #: (40 threads by default), boto3's default of 10 would make the others queue.
+    MAX_POOL_CONNECTIONS = 32
+    #: botocore "standard" retry mode (exponential backoff with jitter on throttling, 5xx and
+    #: connection errors), attempts in all.
+    MAX_ATTEMPTS = 5
 
     def __init__(self, bucket: str, prefix: str = "", *, endpoint_url: str | None = None,
-                 client: Any = None) -> None:
+                 region: str | None = None, client: Any = None, check: bool = True) -> None:
         try:
             import boto3
+            import boto3.session
+            from botocore.config import Config
             from botocore.exceptions import BotoCoreError, ClientError
         except ImportError as exc:  # pragma: no cover - optional extra
             raise ConfigError(
                 "the S3 blob store needs boto3: pip install 'demotrace[s3]'"
             ) from exc
+        if not _BUCKET.match(bucket):
+            raise ConfigError(f"S3 bucket name {bucket!r} is invalid: 3-63 characters of a-z, "
+                              "0-9, '.' and '-', starting and ending with a letter or digit")
         self._errors = (BotoCoreError, ClientError)
-        self._client_error = ClientError
         self.bucket = bucket
-        self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
-        self.client = client or boto3.client("s3", endpoint_url=endpoint_url)
+        parts = [p for p in prefix.split("/") if p]
+        if any(p in (".", "..") for p in parts):
+            raise ConfigError(f"S3 prefix {prefix!r}: '.' and '..' segments are not allowed")
+        self.prefix = "/".join(parts) + "/" if parts else ""
+        if client is None:
+            config = Config(max_pool_connections=self.MAX_POOL_CONNECTIONS,
+                            retries={"mode": "standard", "max_attempts": self.MAX_ATTEMPTS},
+                            connect_timeout=10, read_timeout=60)
+            try:
+                # A session of its own, not boto3's module-level default one: credentials are
+                # resolved now, from the environment as it is now (the default session caches
+                # the first ones it found for the life of the process).
+                session = boto3.session.Session(region_name=region)
+                client = session.client("s3", endpoint_url=endpoint_url, config=config)
+                if not _is_aws(client.meta.endpoint_url):
+                    client = session.client(
+                        "s3", endpoint_url=client.meta.endpoint_url,
+                        config=config.merge(Config(s3={"addressing_style": "path"})))
+            except (ValueError, BotoCoreError) as exc:
+                raise ConfigError(f"S3 blob store: cannot set up a client for endpoint "
+                                  f"{endpoint_url!r}: {exc}") from exc
+        self.client = client
+        self.endpoint_url: str = str(client.meta.endpoint_url)
+        if check:
+            self.check()
 
     def __repr__(self) -> str:
-        return f"S3BlobStore(bucket={self.bucket!r}, prefix={self.prefix!r})"
+        return (f"S3BlobStore(bucket={self.bucket!r}, prefix={self.prefix!r}, "
+                f"endpoint={self.endpoint_url!r})")
+
+    def check(self) -> None:
+        """Prove that the bucket is reachable and listable under the prefix with the configured
+        credentials (one ``ListObjectsV2``, ``MaxKeys=1``).
+
+        Raises:
+            ConfigError: unreachable endpoint, no credentials, access denied, no such bucket.
+        """
+        from botocore.exceptions import (
+            ClientError,
+            EndpointConnectionError,
+            NoCredentialsError,
+        )
+
+        where = f"S3 bucket {self.bucket!r} at {self.endpoint_url}"
+        try:
+            # a one-key listing of the prefix, not HeadBucket: it needs exactly the permission
+            # names() needs (s3:ListBucket, which a policy may restrict to the prefix, and
+            # then HeadBucket is denied)
+            self.client.list_objects_v2(Bucket=self.bucket, Prefix=self.prefix, MaxKeys=1)
+        except NoCredentialsError as exc:
+            raise ConfigError(f"{where}: no credentials; set AWS_ACCESS_KEY_ID and "
+                              "AWS_SECRET_ACCESS_KEY, AWS_PROFILE or ~/.aws/credentials") from exc
+        except EndpointConnectionError as exc:
+            raise ConfigError(f"{where}: cannot connect ({exc}); check --s3-endpoint-url / "
+                              "AWS_ENDPOINT_URL_S3") from exc
+        except ClientError as exc:
+            code = _code(exc)
+            if code in ("404", "NoSuchBucket", "NotFound"):
+                raise ConfigError(f"{where} does not exist; create it first (the collector "
+                                  "never creates buckets)") from exc
+            if code in ("403", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
+                raise ConfigError(f"{where}: access denied ({code}); check the credentials and "
+                                  "the bucket policy (docs/operations.md)") from exc
+            raise ConfigError(f"{where}: {exc}") from exc
+        except self._errors as exc:
+            raise ConfigError(f"{where}: {exc}") from exc
 
     def _key(self, name: str) -> str:
         return f"{self.prefix}{check_name(name)}"
 
-    def _missing(self, exc: Exception) -> bool:
-        code = getattr(exc, "response", {}).get("Error", {}).get("Code", "")
-        return code in ("404", "NoSuchKey", "NotFound")
+    def _fail(self, op: str, name: str, exc: Exception) -> BlobStoreError:
+        return BlobStoreError(f"S3 {op} of s3://{self.bucket}/{self.prefix}{name} at "
+                              f"{self.endpoint_url} failed: {exc}")
 
     def put(self, name: str, data: bytes, *, durable: bool = True) -> None:
+        """Store ``data`` (one ``PutObject``, atomic on S3: readers see the old object or the
+        new one, never part of it). ``durable`` is ignored: S3 acknowledges only stored bytes.
+
+        Raises:
+            BlobStoreError: refused (e.g. ``BadDigest``: the bytes changed in transit) or
+            unreachable after the retries; nothing new is left under ``name``.
+        """
+        key = self._key(name)
+        md5 = base64.b64encode(hashlib.md5(data, usedforsecurity=False).digest()).decode()
         try:
-            self.client.put_object(Bucket=self.bucket, Key=self._key(name), Body=data)
+            self.client.put_object(Bucket=self.bucket, Key=key, Body=data, ContentMD5=md5,
+                                   ContentType="application/octet-stream")
         except self._errors as exc:
-            raise BlobStoreError(f"S3 put {self.bucket}/{self._key(name)} failed: {exc}") from exc
+            raise self._fail("put", name, exc) from exc
 
     def get(self, name: str) -> bytes:
+        key = self._key(name)
         try:
-            obj = self.client.get_object(Bucket=self.bucket, Key=self._key(name))
+            obj = self.client.get_object(Bucket=self.bucket, Key=key)
             return obj["Body"].read()  # type: ignore[no-any-return]
         except self._errors as exc:
-            if self._missing(exc):
+            if _code(exc) in ("404", "NoSuchKey", "NotFound"):
                 raise NotFound(f"blob {name} not in {self!r}") from exc
-            raise BlobStoreError(f"S3 get {self.bucket}/{self._key(name)} failed: {exc}") from exc
+            raise self._fail("get", name, exc) from exc
 
     def exists(self, name: str) -> bool:
+        key = self._key(name)
         try:
-            self.client.head_object(Bucket=self.bucket, Key=self._key(name))
+            self.client.head_object(Bucket=self.bucket, Key=key)
             return True
         except self._errors as exc:
-            if self._missing(exc):
+            if _code(exc) in ("404", "NoSuchKey", "NotFound"):
                 return False
-            raise BlobStoreError(f"S3 head {self.bucket}/{self._key(name)} failed: {exc}") from exc
+            raise self._fail("head", name, exc) from exc
 
     def delete(self, name: str) -> bool:
+        """Delete the current object (``HeadObject`` then ``DeleteObject``). On a versioned
+        bucket S3 keeps the older versions; they stay unreadable after erasure because the
+        person's key is gone (crypto-shredding, docs/operations.md)."""
         existed = self.exists(name)
         try:
             self.client.delete_object(Bucket=self.bucket, Key=self._key(name))
         except self._errors as exc:
-            raise BlobStoreError(f"S3 delete {self.bucket}/{self._key(name)} failed: {exc}") from exc
+            raise self._fail("delete", name, exc) from exc
         return existed
 
+    def _listing(self) -> Iterator[tuple[str, int]]:
+        try:
+            for page in self.client.get_paginator("list_objects_v2").paginate(
+                    Bucket=self.bucket, Prefix=self.prefix):
+                for obj in page.get("Contents", []):
+                    name = obj["Key"][len(self.prefix):]
+                    if _NAME.match(name):
+                        yield name, int(obj["Size"])
+        except self._errors as exc:
+            raise BlobStoreError(f"S3 list of s3://{self.bucket}/{self.prefix} at "
+                                 f"{self.endpoint_url} failed: {exc}") from exc
+
     def names(self) -> Iterator[str]:
-        paginator = self.client.get_paginator("list_objects_v2")
-        for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix):
-            for obj in page.get("Contents", []):
-                name = obj["Key"][len(self.prefix):]
-                if _NAME.match(name):
-                    yield name
+        """Every object name under the prefix (``ListObjectsV2``, all pages); keys that are not
+        blob names (other tools' objects, deeper "folders") are skipped."""
+        for name, _size in self._listing():
+            yield name
+
+    def size_total(self) -> int:
+        """Sum of object sizes (bytes) from the listing (no object is downloaded)."""
+        return sum(size for _name, size in self._listing())
+
+
+#: S3 bucket naming rules (AWS "Bucket naming rules", general purpose buckets).
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+
+
+def _is_aws(endpoint_url: str) -> bool:
+    host = urlparse(endpoint_url).hostname or ""
+    return host.endswith((".amazonaws.com", ".amazonaws.com.cn"))
+
+
+def _code(exc: Exception) -> str:
+    return str(getattr(exc, "response", {}).get("Error", {}).get("Code", ""))
 
 
 def open_blob_store(url: str, *, s3_endpoint_url: str | None = None) -> BlobStore:
     """Open the blob store named by ``url`` (``file:///abs/path`` or ``s3://bucket/prefix``).
 
+    ``s3_endpoint_url``: an S3-compatible service's URL (``http(s)://host:port``); ``None``
+    leaves it to boto3 (``AWS_ENDPOINT_URL_S3`` or AWS itself). An S3 store is checked at once
+    (:meth:`S3BlobStore.check`).
+
     Raises:
-        ConfigError: unknown scheme, relative file path, or no bucket.
+        ConfigError: unknown scheme, relative file path, no or invalid bucket, query or fragment
+        in an s3 URL, or an S3 store that fails its check (message names the fix).
     """
     u = urlparse(url)
     if u.scheme == "file":
@@ -275,5 +417,8 @@ def open_blob_store(url: str, *, s3_endpoint_url: str | None = None) -> BlobStor
     if u.scheme == "s3":
         if not u.netloc:
             raise ConfigError(f"blob URL {url!r}: no bucket (expected s3://BUCKET/PREFIX)")
-        return S3BlobStore(u.netloc, u.path, endpoint_url=s3_endpoint_url)
+        if u.query or u.fragment or u.params:
+            raise ConfigError(f"blob URL {url!r}: s3 URLs take no '?', ';' or '#' part; set the "
+                              "endpoint with --s3-endpoint-url or AWS_ENDPOINT_URL_S3")
+        return S3BlobStore(u.netloc, unquote(u.path), endpoint_url=s3_endpoint_url)
     raise ConfigError(f"blob URL {url!r}: unknown scheme {u.scheme!r}; use file:// or s3://")

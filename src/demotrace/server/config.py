@@ -20,6 +20,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlparse
 
 from ..errors import ConfigError
 
@@ -36,7 +37,11 @@ class ServerConfig:
     - ``database_url``: SQLAlchemy URL; ``None`` → ``sqlite:///<data_dir>/collector.db``.
       PostgreSQL: ``postgresql+psycopg://user@host:port/dbname``.
     - ``blob_url``: ``None`` → local folder ``<data_dir>/blobs``; ``file:///abs/path``; or
-      ``s3://bucket/prefix`` (boto3; endpoint from ``s3_endpoint_url`` or the AWS environment).
+      ``s3://bucket/prefix`` (boto3; credentials and region from the standard AWS environment
+      variables / files, see :class:`~demotrace.server.blobs.S3BlobStore`).
+    - ``s3_endpoint_url``: ``http(s)://host[:port]`` of an S3-compatible service (SeaweedFS,
+      MinIO, Ceph RGW, …); ``None`` → ``AWS_ENDPOINT_URL_S3`` / ``AWS_ENDPOINT_URL`` or AWS.
+      Only meaningful with an ``s3://`` ``blob_url``.
     - ``master_key_file``: ``None`` → ``<data_dir>/keys/master.key``.
     - ``max_body_bytes``: request bodies larger than this get 413 (bytes).
     - ``rate_per_s`` / ``rate_burst``: token bucket per credential (or per client address when
@@ -75,6 +80,14 @@ class ServerConfig:
             raise ConfigError("bulk_read_max_bundles must be >= 1 and bulk_read_window_s > 0")
         if self.k_min_persons < 2:
             raise ConfigError(f"k_min_persons must be at least 2, got {self.k_min_persons}")
+        if self.s3_endpoint_url is not None:
+            ep = urlparse(self.s3_endpoint_url)
+            if ep.scheme not in ("http", "https") or not ep.hostname:
+                raise ConfigError(f"S3 endpoint URL {self.s3_endpoint_url!r}: expected "
+                                  "http(s)://HOST[:PORT]")
+            if not (self.blob_url or "").startswith("s3://"):
+                raise ConfigError(f"an S3 endpoint ({self.s3_endpoint_url}) was given but the "
+                                  f"blob URL is {self.blobs_url!r}; use s3://BUCKET/PREFIX")
 
     @classmethod
     def from_env(

@@ -41,12 +41,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _machine import cpu_model  # noqa: E402
+from _machine import cpu_model
 
-from demotrace.capture.atspi import HOLD_NS, AtspiSource  # noqa: E402
-from demotrace.capture.x11 import X11Backend  # noqa: E402
-from demotrace.demo.display import start_xvfb  # noqa: E402
-from demotrace.schema import Element, KeyDown  # noqa: E402
+from demotrace.capture.atspi import HOLD_NS, AtspiSource
+from demotrace.capture.x11 import X11Backend
+from demotrace.demo.display import start_xvfb
+from demotrace.schema import Element, KeyDown
 
 GTK_FORM = ROOT / "tests" / "apps" / "gtk_form.py"
 SECTION = "## AT-SPI focus-report latency (`bench/atspi_latency.py`)"
@@ -172,7 +172,7 @@ than the hold lets keys typed in between be judged with the previous field). The
     doc = ROOT / "docs" / "benchmarks.md"
     cur = doc.read_text("utf-8")
     if SECTION in cur:
-        cur = re.sub(re.escape(SECTION) + r".*?(?=\n## |\Z)", text.rstrip("\n") + "\n", cur, flags=re.S)
+        cur = re.sub(re.escape(SECTION) + r".*?(?=\n## |\Z)", text.rstrip("\n") + "\n", cur, flags=re.DOTALL)
     else:
         cur = cur.rstrip("\n") + "\n\n" + text
     doc.write_text(cur, "utf-8")

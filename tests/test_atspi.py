@@ -70,7 +70,8 @@ def a11y_env(xvfb, tmp_path):  # type: ignore[no-untyped-def]
         deadline = time.monotonic() + 15
         while True:
             p = subprocess.run(["dbus-send", "--session", "--print-reply", "--dest=org.a11y.Bus", "/org/a11y/bus",
-                                "org.a11y.Bus.GetAddress"], env=env, capture_output=True, text=True, timeout=10)
+                                "org.a11y.Bus.GetAddress"], env=env, capture_output=True, text=True, timeout=10,
+                               check=False)
             if p.returncode == 0 and "unix:" in p.stdout:
                 break
             assert bus.poll() is None, "dbus-daemon exited"
@@ -335,3 +336,28 @@ def test_gate_judges_a_key_with_the_element_that_arrives_after_it() -> None:
     assert kept == ["a", "Tab", "e"]
     assert gate.filt.counts == {"secret_field": 3}
     assert gate.dropped_by_lookahead == 1
+
+
+def test_source_without_bus_or_interpreter_says_why_once(caplog: pytest.LogCaptureFixture) -> None:
+    """No session-bus variable → no child process, not live, reason names the variable, one
+    warning; a missing interpreter → the reason names it and the Debian packages."""
+    import logging
+
+    from demotrace.capture.atspi import AtspiSource
+
+    caplog.set_level(logging.WARNING, logger="demotrace.atspi")
+    got: list[object] = []
+    src = AtspiSource(env={"DISPLAY": ":0"})
+    src.start(lambda *a: got.append(a))
+    st = src.status()
+    assert (src.live, st["available"], st["unavailable"], st["elements"]) == (False, False, 1, 0)
+    assert "DBUS_SESSION_BUS_ADDRESS" in st["reason"]
+    src.stop()
+    src.stop()  # idempotent
+    assert got == [] and src.check_health() == []
+    src2 = AtspiSource(python="/nonexistent/python3", env={"DBUS_SESSION_BUS_ADDRESS": "unix:path=/nonexistent"})
+    src2.start(lambda *a: got.append(a))
+    assert "/nonexistent/python3 not found" in src2.status()["reason"] and "python3-pyatspi" in src2.status()["reason"]
+    src2.stop()
+    warnings = [r.getMessage() for r in caplog.records if r.name == "demotrace.atspi"]
+    assert len(warnings) == 2 and all(w.startswith("AT-SPI unavailable") for w in warnings), warnings

@@ -31,6 +31,7 @@ It ends when its stdin closes (the recorder went away) or on SIGTERM / SIGINT.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -61,21 +62,16 @@ def describe(pyatspi, acc, event: str, t_ns: int) -> dict:
     except Exception as exc:  # noqa: BLE001 - the app may be gone; the recorder fails closed
         out["error"] = f"accessible unreadable: {exc!r}"[:300]
         return out
-    try:
+    # each of these may be missing (no Component interface, app gone): then it stays unknown
+    with contextlib.suppress(Exception):
         out["pid"] = int(acc.get_process_id())
-    except Exception:  # noqa: BLE001
-        pass
-    try:
+    with contextlib.suppress(Exception):
         app = acc.getApplication()
         out["app"] = app.name if app is not None else None
-    except Exception:  # noqa: BLE001
-        pass
-    try:
+    with contextlib.suppress(Exception):
         e = acc.queryComponent().getExtents(pyatspi.DESKTOP_COORDS)
         if e.width > 0 and e.height > 0:
             out["bounds"] = [e.x, e.y, e.width, e.height]
-    except Exception:  # noqa: BLE001 - no Component interface: bounds unknown
-        pass
     return out
 
 
@@ -99,7 +95,7 @@ def initial_focus(pyatspi):
         for i in range(min(n, 500)):
             try:
                 ch = acc.getChildAtIndex(i)
-            except Exception:  # noqa: BLE001
+            except Exception:  # noqa: BLE001, S112 - a child that vanished is skipped
                 continue
             if ch is not None:
                 found = walk(ch, depth + 1)
@@ -113,13 +109,13 @@ def initial_focus(pyatspi):
             continue
         try:
             tops = list(app)
-        except Exception:  # noqa: BLE001
+        except Exception:  # noqa: BLE001, S112 - an app that vanished is skipped
             continue
         for top in tops:
             try:
                 if top is None or not top.getState().contains(pyatspi.STATE_ACTIVE):
                     continue
-            except Exception:  # noqa: BLE001
+            except Exception:  # noqa: BLE001, S112 - a child that vanished is skipped
                 continue
             found = walk(top, 1)
             if found is not None:
@@ -136,15 +132,15 @@ def main() -> int:
         import gi
 
         gi.require_version("Atspi", "2.0")
-        from gi.repository import GLib
         import pyatspi
+        from gi.repository import GLib
     except Exception as exc:  # noqa: BLE001
         emit({"type": "unavailable", "reason": f"python3-pyatspi / python3-gi not importable: {exc!r} "
               "(apt-get install python3-pyatspi at-spi2-core)"})
         return 0
     try:
         desktop = pyatspi.Registry.getDesktop(0)
-        desktop.childCount  # a round trip: raises if the accessibility bus does not answer
+        _ = desktop.childCount  # a round trip: raises if the accessibility bus does not answer
     except Exception as exc:  # noqa: BLE001
         emit({"type": "unavailable", "reason": f"accessibility bus not reachable: {exc!r}"})
         return 0
@@ -163,13 +159,10 @@ def main() -> int:
         emit(line)
 
     pyatspi.Registry.registerEventListener(on_focus, "object:state-changed:focused")
-    try:
+    with contextlib.suppress(Exception):  # start-up state unknown; live events still flow
         acc = initial_focus(pyatspi)
         if acc is not None:
-            on_focus_line = describe(pyatspi, acc, "initial", time.monotonic_ns())
-            emit(on_focus_line)
-    except Exception:  # noqa: BLE001 - start-up state unknown; live events still flow
-        pass
+            emit(describe(pyatspi, acc, "initial", time.monotonic_ns()))
 
     def quit_loop(*_a) -> bool:
         pyatspi.Registry.stop()

@@ -296,9 +296,6 @@ class Recorder:
             settle = self.detector.next_deadline()
             if settle is not None and settle < wake:
                 wake = settle
-            held = self._gate.next_due_ns()
-            if held is not None and held < wake:
-                wake = held
             if wake > now:
                 self._urgent.wait((wake - now) / 1e9)
             self._urgent.clear()
@@ -315,7 +312,8 @@ class Recorder:
                     break
                 self._gate.push(item)
             # in arrival order, each item once it has waited the gate's hold (0 unless the
-            # focused-element source is live); everything at stop
+            # focused-element source is live); everything at stop. No extra wake-ups for held
+            # items: they leave at the first tick after their hold (one commit per tick, as before)
             while (item := self._gate.pop_due(time.monotonic_ns(), everything=stop)) is not None:
                 try:
                     self._process(item)

@@ -361,3 +361,36 @@ def test_source_without_bus_or_interpreter_says_why_once(caplog: pytest.LogCaptu
     src2.stop()
     warnings = [r.getMessage() for r in caplog.records if r.name == "demotrace.atspi"]
     assert len(warnings) == 2 and all(w.startswith("AT-SPI unavailable") for w in warnings), warnings
+
+
+def test_gate_applies_plain_elements_of_the_focused_process_only(tmp_path: Path) -> None:
+    """Strict policy, times in ms. The focused X window belongs to pid 100. A plain element of
+    pid 200 (another process: e.g. an app on another display sharing the a11y bus) must not make
+    the unknown field 'plain': key 'x' at 900 is dropped as strict_unknown_field. Then a secret
+    element of pid 200 arrives before the FocusChange to pid 200's window (the X poll is late):
+    it applies at once (fail closed), so key 'y' at 1500 between them is dropped as secret; the
+    FocusChange re-applies it (same pid), so key 'z' at 2500 is dropped as secret too."""
+    from demotrace.capture.atspi import FocusOrderGate
+    from demotrace.privacy.secrets import SecretKeyFilter
+
+    ms = 1_000_000
+    text = DEFAULT_TOML.read_text("utf-8").replace('strictness = "standard"', 'strictness = "strict"')
+    (tmp_path / "strict.toml").write_text(text, "utf-8")
+    gate = FocusOrderGate(SecretKeyFilter(load_policy(path=tmp_path / "strict.toml")), hold_ns=250 * ms)
+
+    def el(role: str, pid: int) -> dict:
+        return {"role": role, "name": None, "bounds": None, "source": "atspi", "attributes": {"pid": str(pid)}}
+
+    def key(k: str) -> dict:
+        return {"key": k, "code": f"Key{k.upper()}", "text": k}
+
+    stream = [(FocusChange, 0, {"pid": 100, "title": "a"}), (Element, 500 * ms, el("text", 200)),
+              (KeyDown, 900 * ms, key("x")), (Element, 1400 * ms, el("password text", 200)),
+              (KeyDown, 1500 * ms, key("y")), (FocusChange, 1550 * ms, {"pid": 200, "title": "b"}),
+              (KeyDown, 2500 * ms, key("z"))]
+    for item in stream:
+        gate.push(item)
+    while (item := gate.pop_due(10_000 * ms)) is not None:
+        gate.should_drop(*item)
+    assert gate.filt.counts == {"strict_unknown_field": 1, "secret_field": 2}
+    assert (gate.deferred, gate.reapplied) == (1, 1)

@@ -34,8 +34,14 @@ Judging rule (fail closed), for a key / text event stamped ``t``:
 
   An X ``FocusChange`` resets the field to unknown, but the X backend notices focus moves up to
   its poll interval late (0.15 s without an EWMH window manager), so the last AT-SPI element is
-  re-applied after a ``FocusChange`` when it belongs to the same process (``pid``), or when it
-  arrived after the previous ``FocusChange`` and at most ``focus_race_ns`` before this one.
+  re-applied after a ``FocusChange`` when it belongs to the same process (AT-SPI pid =
+  ``_NET_WM_PID``), or, when either pid is unknown, when it arrived after the previous
+  ``FocusChange`` and at most ``focus_race_ns`` before this one. An AT-SPI element of another
+  process than the focused X window's is not applied when it arrives if it is plain (its
+  window's ``FocusChange`` re-applies it): the accessibility bus is per login session, not per
+  display, so a recorder on a second display (the demo's Xvfb) also hears the desktop's apps,
+  and a plain field there must not make an unknown field here "plain". A secret one is applied
+  at once (fail closed: over-dropping, never a leak).
 
 Latency: AT-SPI focus reports arrive a few ms after the key that moved focus on an idle machine
 (measured by ``tests/test_atspi.py`` / ``bench/atspi_latency.py``; see docs/benchmarks.md). The
@@ -331,6 +337,9 @@ class FocusOrderGate:
         self._atspi_held = 0
         self._last_el: tuple[int, Element] | None = None
         self._last_fc_ns: int | None = None
+        self._fc_pid: int | None = None
+        #: AT-SPI elements not applied because their pid is not the focused X window's
+        self.deferred = 0
         #: keys dropped only because of an AT-SPI report that arrived after them (lookahead)
         self.dropped_by_lookahead = 0
         #: AT-SPI elements re-applied after an X focus change
@@ -373,11 +382,11 @@ class FocusOrderGate:
     def _secret_ahead(self, t_ns: int) -> bool:
         if not self._atspi_held:
             return False
+        from ..privacy.secrets import element_is_secret
+
         limit = t_ns + self.hold_ns
         for it in self._hold:
             if self._is_atspi(it) and it[1] <= limit:
-                from ..privacy.secrets import element_is_secret
-
                 ev = Element(seq=0, t_ns=0, **it[2])
                 if element_is_secret(self.filt.policy, ev):
                     return True
@@ -386,24 +395,36 @@ class FocusOrderGate:
     def should_drop(self, cls: Any, t_ns: int, fields: dict[str, Any]) -> bool:
         """True if this key / text event must not be stored (counted in ``filt.counts``).
         Focus changes and elements update the state and return False; other kinds False."""
+        from ..privacy.secrets import element_is_secret
+
         kind = _tag(cls)
         f = self.filt
         if kind == "element":
             ev = Element(seq=0, t_ns=0, **fields)
-            f.observe(ev)
             if ev.source == "atspi":
                 self._last_el = (t_ns, ev)
+                pid = ev.attributes.get("pid")
+                if (self._fc_pid is not None and pid is not None and pid != str(self._fc_pid)
+                        and not element_is_secret(f.policy, ev)):
+                    # a plain field of another process than the focused X window's: a window
+                    # switch whose FocusChange is still to come (re-applied then), or an app on
+                    # another display sharing the accessibility bus; not applied now. (A secret
+                    # one is applied at once: fail closed.)
+                    self.deferred += 1
+                    return False
+            f.observe(ev)
             return False
         if kind == "focus_change":
             fc = FocusChange(seq=0, t_ns=0, **fields)
             f.observe(fc)
             prev_fc, self._last_fc_ns = self._last_fc_ns, t_ns
+            self._fc_pid = fc.pid
             if self._last_el is not None:
                 t_el, el = self._last_el
                 pid = el.attributes.get("pid")
-                same_pid = fc.pid is not None and pid is not None and pid == str(fc.pid)
+                both = fc.pid is not None and pid is not None
                 raced = (prev_fc is None or t_el >= prev_fc) and 0 <= t_ns - t_el <= self.focus_race_ns
-                if same_pid or raced:
+                if (both and pid == str(fc.pid)) or (not both and raced):
                     f.observe(el)
                     self.reapplied += 1
             return False

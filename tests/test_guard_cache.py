@@ -122,7 +122,14 @@ def test_map_rename_move_and_quiet_intervals(wins: Windows, cache: WindowCache) 
     assert ("XTerm", "Chromium (Incognito)", Rect(10, 20, 100, 50)) in got  # the new title …
     assert ("XTerm", "notes", Rect(10, 20, 100, 50)) in got  # … and the old: either may be on screen
 
-    # moved twice between two observations: both positions are masked, and the old one
+    # moved twice between two observations: both positions are masked, and the old one; the
+    # geometry comes with the events (no window is read again), a restack alone changes nothing
+    reads = cache.reads
+    from Xlib import X
+
+    vault.configure(stack_mode=X.Below)
+    wins.d.sync()
+    assert cache.observe() is False
     vault.configure(x=500, y=200)
     wins.d.sync()
     vault.configure(x=700, y=300)
@@ -131,6 +138,7 @@ def test_map_rename_move_and_quiet_intervals(wins: Windows, cache: WindowCache) 
     cache.observe()
     got = {d[2] for d in _descs(cache.view_at(t_move), vault.id)}
     assert {Rect(300, 40, 84, 64), Rect(500, 200, 84, 64), Rect(700, 300, 84, 64)} <= got
+    assert cache.reads == reads
     t_after = time.monotonic_ns()
     cache.observe()
     assert {d[2] for d in _descs(cache.view_at(t_after), vault.id)} == {Rect(700, 300, 84, 64)}
@@ -168,16 +176,18 @@ def test_window_shown_and_hidden_between_observations(wins: Windows, cache: Wind
     assert cache.view_at(1) is None  # before the cache existed: unknown, never a guess
 
 
-def test_focus_on_a_denied_window_withholds_the_frame(xvfb, wins: Windows, dt_home: Path) -> None:  # type: ignore[no-untyped-def]
+def test_focus_on_a_denied_window_withholds_the_frame(xvfb, wins: Windows, dt_home: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     """Through CaptureGuard: focus moved to a denied window → a frame captured after it is not
     stored; focus back on an allowed window → stored, with the visible denied window painted
-    black (same pixels as the per-frame snapshot path gives)."""
+    black (same pixels as the per-frame snapshot path, DEMOTRACE_GUARD_WINDOW_CACHE=0, gives)."""
     from Xlib import X
 
     work = wins.make("XTerm", "work", 0, 0, 200, 100)
     vault = wins.make("KeePassXC", "vault", 220, 0, 100, 80)
-    guard = CaptureGuard(Paths(dt_home), display=xvfb.display, window_cache=True)
-    legacy = CaptureGuard(Paths(dt_home), display=xvfb.display, window_cache=False)
+    guard = CaptureGuard(Paths(dt_home), display=xvfb.display)
+    monkeypatch.setenv("DEMOTRACE_GUARD_WINDOW_CACHE", "0")
+    legacy = CaptureGuard(Paths(dt_home), display=xvfb.display)
+    assert guard.window_cache and not legacy.window_cache
     try:
         guard.observe()
         w, h = 400, 200

@@ -364,6 +364,7 @@ class WindowCache:
         extra: list[WindowDesc] = []  # intermediate geometries, windows mapped meanwhile
         mapped: set[int] = set()
         configured: list[tuple[int, Rect]] = []
+        moved: dict[int, Rect] = {}
         root = self.root.id
         for ev in events:
             et = ev.type & 0x7F
@@ -389,7 +390,16 @@ class WindowCache:
                         X.GravityNotify, X.CirculateNotify):
                 wid = ev.window.id
                 parent = ev.event.id
-                if parent == root or wid in self._tops:
+                if et == X.ConfigureNotify and parent == root and self._tops.get(wid) is not None:
+                    # a move / resize / restack of a visible top-level: the event carries the
+                    # new geometry (stacking order does not matter: every excluded window is
+                    # painted whole), so nothing is read
+                    bw = ev.border_width
+                    bounds = Rect(ev.x, ev.y, ev.width + 2 * bw, ev.height + 2 * bw)
+                    if bounds != moved.get(wid, self._tops[wid].bounds):  # type: ignore[union-attr]
+                        moved[wid] = bounds
+                        configured.append((wid, bounds))
+                elif parent == root or wid in self._tops:
                     if et == X.DestroyNotify:
                         gone.add(wid)
                     elif et == X.ReparentNotify and ev.parent.id != root:
@@ -414,9 +424,13 @@ class WindowCache:
             else:
                 full = True  # cannot attribute it: read everything
         fid = focus if isinstance(focus, int) else focus.id
-        changed = full or bool(dirty or gone) or focus_moved or fid != self._focus_win
+        changed = full or bool(dirty or gone or moved) or focus_moved or fid != self._focus_win
         if changed:
             before = dict(self._tops)
+            for wid, bounds in moved.items():
+                desc = self._tops.get(wid)
+                if desc is not None:
+                    self._tops[wid] = WindowDesc(wid, desc.app_id, desc.title, bounds)
             if full:
                 self._read_all()
             else:
@@ -440,7 +454,10 @@ class WindowCache:
                 desc = self._tops.get(wid) or before.get(wid)
                 if desc is not None:
                     extra.append(WindowDesc(wid, desc.app_id, desc.title, bounds))
-            self._focus_win, self._focused = self._read_focus(focus)
+            if full or dirty or gone or focus_moved or fid != self._focus_win:
+                self._focus_win, self._focused = self._read_focus(focus)
+            elif self._focused is not None:  # only moved: the same window, new bounds
+                self._focused = self._tops.get(self._focused.window) or self._focused
         cur = self._current()
         last = self._records[-1]
         if not changed:

@@ -13,6 +13,12 @@
   previous downscaled frame), hashes the stored pixels (``DataKey.content_id``), skips the
   encode if the spool already has that blob, otherwise encodes (WebP / PNG via Pillow) and
   stores it, then emits a schema ``Frame`` event. None of this runs on the input hooks' threads.
+
+The privacy guard (recorder/guard.py) is consulted on both threads: the frame thread brings its
+window cache up to date right after every grab (:meth:`CaptureGuard.observe`, one X round trip
+when nothing changed) and hands the encoder, with each chosen frame, the windows that may have
+been on screen at its capture time (:meth:`CaptureGuard.view_at`); the encoder drops or masks the
+frame with them (:meth:`CaptureGuard.filter_frame`) before hashing or encoding it.
 """
 
 from __future__ import annotations

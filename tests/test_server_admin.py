@@ -19,7 +19,15 @@ import pytest
 from conftest_pg import Stack, make_stack, sha
 from PIL import Image
 
-from demotrace.schema.events import Frame, KeyDown, KeyUp, Marker, Rect, decode_batch, encode_batch
+from demotrace.schema.events import (
+    Frame,
+    KeyDown,
+    KeyUp,
+    Marker,
+    Rect,
+    decode_batch,
+    encode_batch,
+)
 from demotrace.schema.manifest import SessionManifest
 from demotrace.server.audit import verify
 from demotrace.server.wire import BlobRef, BundleManifest
@@ -94,8 +102,7 @@ SEALED_META = {"kind": "sealed-session", "schema_version": 1}
 
 # -- policy versions ---------------------------------------------------------------------------
 def test_policy_versions_upload_list_current_and_device_fetch(stack: Stack) -> None:
-    admin, h = stack.token("admin"), None
-    h = stack.h(admin)
+    h = stack.h(stack.token("admin"))
     dev = stack.token("device", "pat@example.org")
     # the built-in policy is known and current from the start
     listed = stack.client.get("/v1/admin/policies", headers=h).json()

@@ -1,7 +1,10 @@
 """The portal in Debian's Chromium (Playwright, never `playwright install`), against a real
 uvicorn server on loopback: sign in, view sessions and the access log, replay (the frame's
 pixels are checked on the screenshot), export, delete, erase; the admin's fleet page shows
-devices but no person."""
+devices but no person. Episodes: listed per session with instruction, start/end and steps,
+replayed (the observation's pixels checked on the screenshot) and deleted (its frame then 404
+for the person and the curator); the consent and its notice text; policy versions managed by
+the admin; the bulk-read alert on the auditor's page."""
 
 from __future__ import annotations
 
@@ -48,7 +51,7 @@ class Served:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def __enter__(self) -> "Served":
+    def __enter__(self) -> Served:
         self.thread.start()
         deadline = time.monotonic() + 30
         while not self.server.started:
@@ -206,3 +209,162 @@ def test_admin_fleet_page_shows_devices_not_persons(browser: object, served: Ser
         assert resp.status == 403
     finally:
         ctx.close()
+
+
+# -- episodes, consent, policies, alerts (issue 5 items 5 and 7) ----------------------------------
+def test_episodes_consent_replay_and_delete_in_the_browser(browser: object, served: Served,
+                                                           tmp_path: Path) -> None:
+    import tomllib
+
+    from test_server_admin import (
+        BLUE,
+        DEFAULT_TOML,
+        SEALED_META,
+        builtin_consent,
+        two_task_files,
+        upload,
+    )
+
+    st = served.st
+    sid = st.subject("kim@example.org")
+    files = two_task_files()
+    bid = upload(st, sid, files, {**SEALED_META, "consent": builtin_consent()})
+    green = sha(files["frames/f-green"])
+    admin = st.token("admin")
+    code = st.client.post("/v1/admin/enrollment-codes", headers=st.h(admin),
+                          json={"role": "person", "person": "kim@example.org"}).json()["code"]
+    ctx = browser.new_context(viewport={"width": 1100, "height": 900})  # type: ignore[attr-defined]
+    page = ctx.new_page()
+    try:
+        page.goto(served.url + "/portal/login")
+        page.fill("#code", code)
+        page.click("#signin")
+        page.wait_for_selector("#sessions")
+        # consent: version, time and the notice text of that version (from the TOML, by hand)
+        consent = page.inner_text("#consent")
+        first_line = tomllib.loads(DEFAULT_TOML)["notice"].strip().splitlines()[0]
+        assert "Policy version 1" in consent and "2026-11-29T09:00:00Z" in consent
+        assert first_line in consent and "matches the notice" in consent
+        # the session's two episodes: instruction, start/end, steps
+        rows = page.locator("tr.episode")
+        assert rows.count() == 2
+        assert "Write a greeting" in rows.nth(0).inner_text()
+        assert "Confirm with Enter" in rows.nth(1).inner_text()
+        assert [rows.nth(i).locator("td.steps").inner_text() for i in range(2)] == ["2", "2"]
+        assert "01:00:00" in rows.nth(0).inner_text() and "01:00:01" in rows.nth(1).inner_text()
+
+        # replay episode 2: the blue observation, drawn by demotrace.replay
+        page.click("tr.episode[data-index='1'] a.replay-episode")
+        page.wait_for_selector("#img-0")
+        page.wait_for_function("document.getElementById('img-0').naturalWidth === 320")
+        assert "Confirm with Enter" in page.inner_text(".instruction")
+        assert page.locator("section.step").count() == 2
+        assert "Step 1 of 2" in page.inner_text("#step-0")
+        box = page.locator("#img-0").bounding_box()
+        shot = Image.open(io.BytesIO(page.screenshot(full_page=True))).convert("RGB")
+        shot.save(tmp_path / "replay.png")
+        px = shot.getpixel((int(box["x"] + box["width"] / 2), int(box["y"] + box["height"] / 2)))
+        assert all(abs(a - b) <= 8 for a, b in zip(px, BLUE)), px
+
+        # delete episode 1 from the home page; its frame is then refused to everyone
+        page.click("#back")
+        page.wait_for_selector("#sessions")
+        page.click("tr.episode[data-index='0'] button.delete-episode")
+        page.wait_for_selector("#message")
+        assert "episode deleted" in page.inner_text("#message").lower()
+        assert page.locator("tr.episode").count() == 1
+        assert "Confirm with Enter" in page.inner_text("tr.episode")
+        assert page.locator("tr.deleted-episode").count() == 1
+        r = page.request.get(served.url + f"/portal/bundles/{bid}/blobs/{green}")
+        assert r.status == 404
+        assert "portal.delete_episode" in page.inner_text("#access")
+    finally:
+        ctx.close()
+    cur = st.token("curator")
+    r = st.client.get(f"/v1/curator/subjects/{sid}/bundles/{bid}/blobs/{green}", params=PURPOSE,
+                      headers=st.h(cur))
+    assert r.status_code == 404
+
+
+def test_admin_manages_policy_versions_and_sees_backlog(browser: object, served: Served) -> None:
+    from test_server_admin import DEFAULT_TOML, notice_sha
+
+    st = served.st
+    admin = st.token("admin")
+    acode = st.client.post("/v1/admin/enrollment-codes", headers=st.h(admin),
+                           json={"role": "admin"}).json()["code"]
+    dcode = st.client.post("/v1/admin/enrollment-codes", headers=st.h(admin),
+                           json={"role": "device", "person": "lee@example.org"}).json()["code"]
+    dev = httpx.post(served.url + "/v1/enroll", json={"code": dcode, "label": "lee-workstation"}).json()
+    pending = b"p" * 40
+    m = BundleManifest(session_id="x", platform="linux-x11",
+                       blobs=[BlobRef(sha256=sha(pending), size=40, path="frames/p")])
+    httpx.post(served.url + "/v1/bundles", content=m.canonical(),
+               headers={"authorization": f"Bearer {dev['credential']}"})
+    v2 = DEFAULT_TOML.replace("version = 1", "version = 2", 1).replace(
+        'notice = """', 'notice = """Second notice.\n', 1)
+    ctx = browser.new_context()  # type: ignore[attr-defined]
+    page = ctx.new_page()
+    try:
+        page.goto(served.url + "/portal/login")
+        page.fill("#code", acode)
+        page.click("#signin")
+        page.wait_for_selector("#policies")
+        assert page.locator("tr.policy").count() == 1
+        assert "current" in page.inner_text("tr.policy[data-version='1']")
+        assert "1 unfinished uploads" in page.inner_text("#backlog")
+        assert "40 bytes" in page.inner_text("#backlog")
+        row = page.inner_text(f"tr.device[data-device='{dev['credential_id']}']")
+        assert "never" in row and "stale" in row
+        # a broken policy is refused with the reason; a good one is stored and made current
+        page.fill("#toml", "version = 2\n")
+        page.click("#upload-policy")
+        page.wait_for_selector("#error")
+        assert "notice" in page.inner_text("#error")
+        page.fill("#toml", v2)
+        page.check("#make-current")
+        page.click("#upload-policy")
+        page.wait_for_selector("#message")
+        assert "version 2 stored and made current" in page.inner_text("#message")
+        assert "current" in page.inner_text("tr.policy[data-version='2']")
+        assert notice_sha(v2)[:16] in page.inner_text("tr.policy[data-version='2']")
+        page.click("tr.policy[data-version='1'] button.make-current")
+        page.wait_for_selector("#message")
+        assert "current" in page.inner_text("tr.policy[data-version='1']")
+        html = page.content()
+        assert st.subject("lee@example.org") not in html and "lee@example.org" not in html
+    finally:
+        ctx.close()
+    cur = httpx.get(served.url + "/v1/policy/current",
+                    headers={"authorization": f"Bearer {dev['credential']}"}).json()
+    assert cur["version"] == 1
+
+
+def test_auditor_sees_bulk_read_alert(browser: object, tmp_path: Path) -> None:
+    st = make_stack(tmp_path / "srv", f"sqlite:///{tmp_path / 'a.db'}", bulk_read_max_bundles=1)
+    try:
+        with Served(st) as served:
+            keep, drop, _ = seed(st, "kim@example.org")
+            sid, cur = st.subject("kim@example.org"), st.token("curator")
+            for bid in (keep, drop):
+                st.client.get(f"/v1/curator/subjects/{sid}/bundles/{bid}", params=PURPOSE,
+                              headers=st.h(cur))
+            code = st.client.post("/v1/admin/enrollment-codes", headers=st.h(st.token("admin")),
+                                  json={"role": "auditor"}).json()["code"]
+            ctx = browser.new_context()  # type: ignore[attr-defined]
+            page = ctx.new_page()
+            try:
+                page.goto(served.url + "/portal/login")
+                page.fill("#code", code)
+                page.click("#signin")
+                page.wait_for_selector("#alerts")
+                assert page.locator("tr.alert").count() == 1
+                text = page.inner_text("tr.alert")
+                assert "alert.bulk_read" in text and "read 2 bundles" in text
+                assert cur.split("_")[1] in text
+                assert page.goto(served.url + "/portal/").status == 403
+            finally:
+                ctx.close()
+    finally:
+        st.client.close()
+        st.collector.close()

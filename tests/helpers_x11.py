@@ -1,5 +1,6 @@
 """Helpers for tests on a real X server: run xdotool / xprop / xwininfo, start the Tk test app
-and xterm, drive raw keycodes through XTest, and collect what a capture backend emits.
+and xterm, drive raw keycodes through XTest, collect what a capture backend emits, and start /
+stop a real ``demotrace record`` subprocess (:func:`start_recorder`, :func:`stop_recorder`).
 
 Everything here reads the X server through independent tools (xdotool, xwininfo, xprop,
 xset) so expected values never come from the code under test.
@@ -8,7 +9,6 @@ xset) so expected values never come from the code under test.
 from __future__ import annotations
 
 import json
-import os
 import re
 import select
 import shutil
@@ -21,6 +21,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+# wait_for(pred, timeout=5.0, what="", interval=0.05): the package's poller, also imported from
+# here by tests; it fails with WaitTimeout (an exception, so the test fails) naming ``what``.
+from demotrace.demo import WaitTimeout, wait_for
+from demotrace.errors import ControlError
+from demotrace.paths import Paths
 
 TKAPP = Path(__file__).resolve().parent / "apps" / "tkapp.py"
 
@@ -36,18 +42,6 @@ def x(cmd: list[str], env: dict[str, str], timeout: float = 10) -> str:
 
 def xdotool(env: dict[str, str], *args: str) -> str:
     return x(["xdotool", *args], env)
-
-
-def wait_for(pred: Callable[[], Any], timeout: float = 5.0, interval: float = 0.02, what: str = "") -> Any:
-    """Poll ``pred`` until it returns a truthy value; fail with ``what`` after ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        got = pred()
-        if got:
-            return got
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what or pred}")
-        time.sleep(interval)
 
 
 def search_window(env: dict[str, str], title: str, timeout: float = 5.0) -> int:
@@ -177,6 +171,74 @@ def xterm(env: dict[str, str], title: str, geom: str = "60x10+600+400") -> Itera
         yield App(proc, search_window(env, title, timeout=10), {"pid": proc.pid})
     finally:
         _stop(proc)
+
+
+#: The ``demotrace`` console script of this virtualenv, as an argv prefix.
+DEMOTRACE = [str(Path(sys.executable).parent / "demotrace")]
+
+
+def recorder_status(home: Path, timeout: float = 3.0) -> dict[str, Any]:
+    """The ``status`` reply of the recorder running for DEMOTRACE_HOME ``home``, read over its
+    control socket (``Paths(home).control_socket``); ``timeout`` in seconds.
+
+    Raises:
+        ControlError: no recorder answers on that socket.
+    """
+    from demotrace.recorder.control import call
+
+    return dict(call(Paths(home).control_socket, "status", timeout=timeout))
+
+
+def start_recorder(env: dict[str, str], home: Path, *extra: str, enroll: bool = False,
+                   timeout: float = 30.0) -> subprocess.Popen[str]:
+    """Run ``demotrace record --home HOME *extra`` as a subprocess with ``env`` (stdout and
+    stderr piped, text) and return it once its control socket reports ``state ==
+    "recording"`` (polled every 0.05 s for up to ``timeout`` seconds).
+
+    ``enroll``: first record consent to the home's current policy, without which ``record``
+    refuses to start (issue 4). Stop it with :func:`stop_recorder` (or ``demotrace stop``).
+
+    Fails (AssertionError, with the recorder's stdout and stderr) if the recorder exits first or
+    does not report recording in time; it is killed then, never left running.
+    """
+    if enroll:
+        from demotrace.privacy import load_policy, record_consent
+
+        record_consent(Paths(home), load_policy(Paths(home)))
+    proc = subprocess.Popen([*DEMOTRACE, "record", "--home", str(home), *extra], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def recording() -> bool:
+        if proc.poll() is not None:
+            return True  # reported below
+        try:
+            return recorder_status(home, timeout=2).get("state") == "recording"
+        except ControlError:
+            return False
+
+    try:
+        wait_for(recording, timeout, what="`demotrace record` to report recording")
+    except BaseException as exc:
+        proc.kill()
+        out, err = proc.communicate()
+        if isinstance(exc, WaitTimeout):
+            raise AssertionError(f"`demotrace record` did not start within {timeout:g} s:\n{out}\n{err}") from None
+        raise
+    if proc.returncode is not None:
+        out, err = proc.communicate()
+        raise AssertionError(f"`demotrace record` exited ({proc.returncode}) before recording:\n{out}\n{err}")
+    return proc
+
+
+def stop_recorder(proc: subprocess.Popen[str], timeout: float = 60.0) -> tuple[str, str]:
+    """Stop a recorder from :func:`start_recorder` as Ctrl-C does (SIGINT) and wait up to
+    ``timeout`` seconds; return its (stdout, stderr). Fails unless it exits with status 0."""
+    import signal
+
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=timeout)
+    assert proc.returncode == 0, f"`demotrace record` exited {proc.returncode}:\n{out}\n{err}"
+    return out, err
 
 
 class Collector:

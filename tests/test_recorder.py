@@ -151,12 +151,13 @@ import signal
 import subprocess
 import sys
 
+from helpers_x11 import DEMOTRACE, recorder_status, start_recorder, stop_recorder, wait_for
+
 from demotrace.paths import Paths
 from demotrace.schema import Frame, KeyUp, PointerUp
 from demotrace.schema.events import Event
 
 APP = Path(__file__).resolve().parent / "apps" / "rec_colour_app.py"
-DEMOTRACE = [str(Path(sys.executable).parent / "demotrace")]
 GREEN = (0, 200, 0)
 RED = (200, 0, 0)
 
@@ -173,6 +174,10 @@ def _start_app(xvfb, title: str, x: int, y: int) -> subprocess.Popen[str]:
     return proc
 
 
+def _env(xvfb) -> dict[str, str]:  # type: ignore[no-untyped-def]
+    return dict(xvfb.env, COLUMNS="200")
+
+
 def _xdo(xvfb, *args: str) -> None:
     subprocess.run(["xdotool", *args], env=xvfb.env, check=True, timeout=30)
 
@@ -183,37 +188,6 @@ def _cli(home: Path, *args: str, env: dict[str, str] | None = None, check: bool 
     if check:
         assert proc.returncode == 0, f"demotrace {args} failed: {proc.stdout}\n{proc.stderr}"
     return proc
-
-
-def _start_recorder(xvfb, home: Path, *extra: str) -> subprocess.Popen[str]:
-    from demotrace.privacy import load_policy, record_consent
-
-    record_consent(Paths(home), load_policy(Paths(home)))  # `demotrace record` needs consent (issue 4)
-    env = dict(xvfb.env, COLUMNS="200")
-    proc = subprocess.Popen([*DEMOTRACE, "record", "--home", str(home), *extra], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    sock = Paths(home).control_socket
-    deadline = time.monotonic() + 30
-    from demotrace.errors import ControlError
-    from demotrace.recorder.control import call
-
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, f"recorder exited: {proc.communicate()}"
-        try:
-            if call(sock, "status", timeout=2).get("state") == "recording":
-                return proc
-        except ControlError:
-            pass
-        time.sleep(0.05)
-    proc.kill()
-    raise AssertionError(f"recorder did not start: {proc.communicate()}")
-
-
-def _stop_recorder(proc: subprocess.Popen[str]) -> str:
-    proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=60)
-    assert proc.returncode == 0, f"recorder failed: {out}\n{err}"
-    return out
 
 
 def _open(home: Path, sid: str | None = None):
@@ -275,7 +249,7 @@ def test_record_click_type_task_and_show(xvfb, dt_home: Path) -> None:
         # so the recorder's first focus_change names it whatever an earlier test left focused
         _xdo(xvfb, "search", "--sync", "--name", "^Quarterly ", "windowfocus", "--sync", "%1")
         t_begin = time.monotonic()
-        rec = _start_recorder(xvfb, dt_home)  # with the REC indicator
+        rec = start_recorder(_env(xvfb), dt_home, enroll=True)  # with the REC indicator
         _cli(dt_home, "task", "start", instruction)
         _xdo(xvfb, "mousemove", "250", "150")
         time.sleep(0.4)
@@ -298,7 +272,7 @@ def test_record_click_type_task_and_show(xvfb, dt_home: Path) -> None:
         assert re.search(rf"{status['session_id']}.*recording", live), live
         busy = _cli(dt_home, "sessions", "delete", status["session_id"], "--yes", check=False)
         assert busy.returncode == 1 and "is being recorded; stop it first" in busy.stderr
-        out = _stop_recorder(rec)
+        out, _err = stop_recorder(rec)
         t_total = time.monotonic() - t_begin
     finally:
         app.kill()
@@ -381,7 +355,7 @@ def test_record_click_type_task_and_show(xvfb, dt_home: Path) -> None:
 
 
 def test_pause_resume_hotkey_and_control_errors(xvfb, dt_home: Path) -> None:
-    rec = _start_recorder(xvfb, dt_home, "--no-indicator")
+    rec = start_recorder(_env(xvfb), dt_home, "--no-indicator", enroll=True)
     try:
         _xdo(xvfb, "type", "--delay", "30", "ab")
         _cli(dt_home, "pause")
@@ -441,7 +415,7 @@ def test_pause_resume_hotkey_and_control_errors(xvfb, dt_home: Path) -> None:
 
 
 def test_kill_9_keeps_every_flushed_event(xvfb, dt_home: Path) -> None:
-    rec = _start_recorder(xvfb, dt_home, "--no-indicator")
+    rec = start_recorder(_env(xvfb), dt_home, "--no-indicator", enroll=True)
     letters = "abcdefghijklmnopqrstuvwxyz"
     driven: list[tuple[float, str]] = []
     try:
@@ -522,20 +496,14 @@ def test_overflow_is_counted_and_reported_loudly(xvfb, dt_home: Path, monkeypatc
 
 def test_clicking_the_indicator_pauses(xvfb, dt_home: Path) -> None:
     """The REC indicator is a real window: clicking it pauses, clicking again resumes."""
-    from demotrace.recorder.control import call
-
-    rec = _start_recorder(xvfb, dt_home)
+    rec = start_recorder(_env(xvfb), dt_home, enroll=True)
     try:
-        sock = Paths(dt_home).control_socket
         _wait_screen_pixel(xvfb, xvfb.width - 10, 12, INDICATOR_REC)
         for want, colour in (("paused", INDICATOR_PAUSED), ("recording", INDICATOR_REC)):
             _xdo(xvfb, "mousemove", str(xvfb.width - 10), "12", "click", "1")
-            deadline = time.monotonic() + 10
-            while call(sock, "status")["state"] != want:
-                assert time.monotonic() < deadline, f"indicator click did not switch to {want}"
-                time.sleep(0.05)
+            wait_for(lambda: recorder_status(dt_home)["state"] == want, 10, f"the indicator click to switch to {want}")
             _wait_screen_pixel(xvfb, xvfb.width - 10, 12, colour)
-        _stop_recorder(rec)
+        stop_recorder(rec)
     finally:
         if rec.poll() is None:
             rec.kill()

@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from helpers_x11 import recorder_status, start_recorder, stop_recorder, wait_for
 from PIL import Image
 
 from demotrace.paths import Paths
@@ -41,34 +42,15 @@ def _env(xvfb, home: Path) -> dict[str, str]:  # type: ignore[no-untyped-def]
 
 
 def _status(home: Path) -> dict:
-    from demotrace.recorder.control import call
-
-    return call(Paths(home).control_socket, "status", timeout=3)
+    return recorder_status(home)
 
 
 def _start(xvfb, home: Path):  # type: ignore[no-untyped-def]
-    from demotrace.errors import ControlError
-
-    rec = subprocess.Popen([*DEMOTRACE, "record", "--home", str(home), "--no-indicator"], env=_env(xvfb, home),
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 30
-    while True:
-        assert rec.poll() is None, rec.communicate()
-        try:
-            if _status(home).get("state") == "recording":
-                return rec
-        except ControlError:
-            pass
-        assert time.monotonic() < deadline, "recorder did not start"
-        time.sleep(0.05)
+    return start_recorder(_env(xvfb, home), home, "--no-indicator")
 
 
 def _stop(rec) -> None:  # type: ignore[no-untyped-def]
-    import signal
-
-    rec.send_signal(signal.SIGINT)
-    out, err = rec.communicate(timeout=60)
-    assert rec.returncode == 0, err
+    stop_recorder(rec)
 
 
 def _xterm(xvfb, cls: str, title: str, geom: str) -> subprocess.Popen[bytes]:  # type: ignore[no-untyped-def]
@@ -108,10 +90,7 @@ def _raw(home: Path):  # type: ignore[no-untyped-def]
 
 
 def _wait(pred, what: str, timeout: float = 20.0) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not pred():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
+    wait_for(pred, timeout, what)
 
 
 def test_record_refuses_without_consent_and_after_a_policy_change(dt_home: Path) -> None:

@@ -152,10 +152,10 @@ def test_typed_secrets_never_readable_at_default_frame_scale(xvfb, dt_home) -> N
     import time
     from pathlib import Path
 
-    from demotrace.errors import ControlError
+    from helpers_x11 import recorder_status, start_recorder, stop_recorder
+
     from demotrace.paths import Paths
     from demotrace.privacy import open_bundle
-    from demotrace.recorder.control import call
     from demotrace.schema.events import Frame, KeyDown
     from demotrace.spool import DataKey, Spool
 
@@ -176,19 +176,8 @@ def test_typed_secrets_never_readable_at_default_frame_scale(xvfb, dt_home) -> N
         geo = subprocess.run(["xwininfo", "-id", wid], env=env, capture_output=True, text=True, check=True).stdout
         g = {k: int(v) for k, v in __import__("re").findall(r"(Absolute upper-left [XY]|Width|Height):\s+(\d+)", geo)}
         subprocess.run([exe, "enroll", "--yes"], env=env, check=True, capture_output=True, timeout=60)
-        rec = subprocess.Popen([exe, "record", "--no-indicator"], env=env, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
-        deadline = time.monotonic() + 30
-        while True:
-            assert rec.poll() is None, rec.communicate()
-            try:
-                if call(Path(dt_home) / "run" / "control.sock", "status", timeout=2).get("state") == "recording":
-                    break
-            except ControlError:
-                pass
-            assert time.monotonic() < deadline, "recorder did not start"
-            time.sleep(0.05)
-        live = call(Path(dt_home) / "run" / "control.sock", "status", timeout=2)["session_id"]
+        rec = start_recorder(env, dt_home, "--no-indicator")
+        live = recorder_status(dt_home)["session_id"]
         p = subprocess.run([exe, "review", "delete", live], env=env, capture_output=True, text=True, timeout=60)
         assert p.returncode != 0 and f"session {live} is being recorded; stop it first" in " ".join(p.stderr.split())
         subprocess.run(["xdotool", "windowfocus", "--sync", wid], env=env, check=True)
@@ -196,9 +185,7 @@ def test_typed_secrets_never_readable_at_default_frame_scale(xvfb, dt_home) -> N
         for line in ("echo 4111 1111 1111 1111", "echo jane.roe@example.com", "export PASSWORD=Zq8vT3kLm9Xw2Rp7"):
             subprocess.run(["xdotool", "type", "--delay", "30", line + "\n"], env=env, check=True, timeout=60)
         time.sleep(1.0)  # the settle frame after the last key
-        rec.send_signal(signal.SIGINT)
-        _out, err = rec.communicate(timeout=60)
-        assert rec.returncode == 0, err
+        stop_recorder(rec)
     finally:
         if rec is not None and rec.poll() is None:
             rec.kill()

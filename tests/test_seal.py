@@ -282,18 +282,11 @@ def test_real_recording_sealed_end_to_end(xvfb, dt_home: Path) -> None:  # type:
     """`demotrace record` on Xvfb: typing planted values into a real xterm, then into a window
     whose WM_CLASS is KeePassXC (a denied password manager), then `demotrace seal`: the bundle
     holds none of the values, no KeePassXC context, and a private gap."""
-    import signal
     import time
 
-    from demotrace.errors import ControlError
-    from demotrace.recorder.control import call
+    from helpers_x11 import recorder_status, start_recorder, stop_recorder
 
-    exe = str(Path(sys.executable).parent / "demotrace")
-    # Xvfb runs without access control; python-xlib still wants an authority file to read
-    # (~/.Xauthority may not exist on a fresh machine): give it an empty one.
-    xauth = dt_home.parent / "Xauthority"
-    xauth.touch()
-    env = dict(xvfb.env, COLUMNS="200", XAUTHORITY=str(xauth))
+    env = dict(xvfb.env, COLUMNS="200")  # Xvfb without access control: no authority file needed
 
     def xterm(cls: str, title: str, geom: str) -> subprocess.Popen[bytes]:
         return subprocess.Popen(["xterm", "-class", cls, "-T", title, "-geometry", geom, "-fa", "DejaVu Sans Mono",
@@ -318,8 +311,7 @@ def test_real_recording_sealed_end_to_end(xvfb, dt_home: Path) -> None:  # type:
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             if app_id == "KeePassXC":  # never stored: the recorder reports the excluded context
-                st = call(Path(dt_home) / "run" / "control.sock", "status", timeout=2)
-                if st["privacy_scope"]["excluded_now"]:
+                if recorder_status(dt_home)["privacy_scope"]["excluded_now"]:
                     return
                 time.sleep(0.1)
                 continue
@@ -327,8 +319,8 @@ def test_real_recording_sealed_end_to_end(xvfb, dt_home: Path) -> None:  # type:
             for sid in sp.session_ids():
                 with sp.open(sid) as r:
                     focus = [e for e in r.iter_events() if isinstance(e, FocusChange)]
-                if focus and focus[-1].app_id == app_id and focus[-1].title == title and not call(
-                        Path(dt_home) / "run" / "control.sock", "status", timeout=2)["privacy_scope"]["excluded_now"]:
+                if focus and focus[-1].app_id == app_id and focus[-1].title == title and not recorder_status(
+                        dt_home)["privacy_scope"]["excluded_now"]:
                     return
             time.sleep(0.1)
         raise AssertionError(f"recorder did not store the focus change to {app_id}")
@@ -338,21 +330,8 @@ def test_real_recording_sealed_end_to_end(xvfb, dt_home: Path) -> None:  # type:
     rec = None
     try:
         w_work, w_vault = wid("worklog"), wid("vault")
-        from demotrace.privacy import record_consent
-
-        record_consent(Paths(dt_home), default_policy())  # `demotrace record` needs consent (issue 4)
-        rec = subprocess.Popen([exe, "record", "--home", str(dt_home), "--no-indicator", "--frame-scale", "1"],
-                               env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        deadline = time.monotonic() + 30
-        while True:
-            assert rec.poll() is None, rec.communicate()
-            try:
-                if call(Path(dt_home) / "run" / "control.sock", "status", timeout=2).get("state") == "recording":
-                    break
-            except ControlError:
-                pass
-            assert time.monotonic() < deadline, "recorder did not start"
-            time.sleep(0.05)
+        # `demotrace record` needs consent (issue 4): enroll to the home's (default) policy
+        rec = start_recorder(env, dt_home, "--no-indicator", "--frame-scale", "1", enroll=True)
         focus_and_wait(w_work, "XTerm", "worklog")
         xdo("type", "--delay", "30", "card 4111 1111 1111 1111 mail jane.roe@example.com\n")
         focus_and_wait(w_vault, "KeePassXC", "vault")
@@ -360,9 +339,7 @@ def test_real_recording_sealed_end_to_end(xvfb, dt_home: Path) -> None:  # type:
         focus_and_wait(w_work, "XTerm", "worklog")
         xdo("type", "--delay", "30", "done\n")
         time.sleep(1.0)  # let the settle frame after typing be taken (≈0.5 s after the last key)
-        rec.send_signal(signal.SIGINT)
-        out, err = rec.communicate(timeout=60)
-        assert rec.returncode == 0, err
+        stop_recorder(rec)
     finally:
         if rec is not None and rec.poll() is None:
             rec.kill()

@@ -154,15 +154,28 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_for(pred: Callable[[], Any], timeout: float, what: str, interval: float = 0.05) -> Any:
-    """Poll ``pred`` until truthy; raise :class:`DemoError` naming ``what`` after ``timeout`` s."""
+class WaitTimeout(DemoError, TimeoutError):
+    """A condition polled by :func:`wait_for` did not come true in time (the message names it)."""
+
+
+def wait_for(pred: Callable[[], Any], timeout: float = 5.0, what: str = "", interval: float = 0.05) -> Any:
+    """Call ``pred`` every ``interval`` seconds until it returns a truthy value; return that value.
+
+    ``timeout`` and ``interval`` are in seconds (monotonic clock); ``pred`` is called at least
+    once. Exceptions raised by ``pred`` propagate. The demo's
+    steps and the test suite (tests/helpers_x11.py) both poll with it.
+
+    Raises:
+        WaitTimeout: (a :class:`DemoError` and a :class:`TimeoutError`) after ``timeout``
+            seconds, naming ``what`` (or ``pred`` when ``what`` is empty).
+    """
     deadline = time.monotonic() + timeout
     while True:
         got = pred()
         if got:
             return got
         if time.monotonic() > deadline:
-            raise DemoError(f"timed out after {timeout:g} s waiting for {what}")
+            raise WaitTimeout(f"timed out after {timeout:g} s waiting for {what or pred}")
         time.sleep(interval)
 
 

@@ -7,7 +7,9 @@ accessibility bus (``at-spi-bus-launcher``; the registry daemon is activated on 
 FAILS when it cannot start the buses.
 
 - name typed into the plain entry is stored; a password typed into the ``visibility=False``
-  entry, starting 5 ms after the Tab that moved focus there, and a one-time code typed into the
+  entry, starting 5 ms after the Tab that moved focus there while the app is busy 80 ms before
+  reporting that focus move (so the first keys reach the recorder before the report), and a
+  one-time code typed into the
   PIN entry are not; ``Element``s with role ``password text`` / source ``atspi`` are stored; the
   drop counter equals the password and code keystrokes (a keystroke = press + release, both
   dropped), computed from the typed strings; the app itself received every key.
@@ -146,8 +148,8 @@ def _events(home: Path) -> list:
 class _App:
     """The GTK form as a child process: ``pid``, ``window`` (X id)."""
 
-    def __init__(self, env: dict[str, str], title: str) -> None:
-        self.proc = subprocess.Popen(["/usr/bin/python3", "-W", "ignore", str(GTK_FORM), "--title", title],
+    def __init__(self, env: dict[str, str], title: str, *extra: str) -> None:
+        self.proc = subprocess.Popen(["/usr/bin/python3", "-W", "ignore", str(GTK_FORM), "--title", title, *extra],
                                      env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline()
@@ -182,7 +184,7 @@ def test_password_typed_into_gtk_entry_is_never_stored(a11y_env, dt_home: Path) 
     password = "k7vq2wxh9p"  # lower case + digits: xdotool needs no Shift for them
     code = "482913"
     record_consent(Paths(dt_home), load_policy(Paths(dt_home)))  # built-in policy: "standard"
-    app = _App(env, "atspiform")
+    app = _App(env, "atspiform", "--busy-focus-ms", "80")  # a slow app: reports focus late
     rec = None
     try:
         _xdo(env, "windowfocus", "--sync", str(app.window))  # the name entry has focus
@@ -252,6 +254,10 @@ def test_password_typed_into_gtk_entry_is_never_stored(a11y_env, dt_home: Path) 
     print(f"AT-SPI focus report latency after Tab: {[round(x / 1e6, 2) for x in lat]} ms; "
           f"dropped by lookahead: {status['focused_element']['dropped_by_lookahead']}")
     assert all(0 <= x < 250_000_000 for x in lat), lat
+    # the app is busy 80 ms before it reports the focus move into the password entry, while the
+    # first password key follows the Tab by 5 ms: that key reached the recorder BEFORE the
+    # element and was dropped by the look-ahead rule (press + release at least)
+    assert status["focused_element"]["dropped_by_lookahead"] >= 2, status["focused_element"]
 
 
 def test_recorder_works_and_says_so_without_an_accessibility_bus(xvfb, dt_home: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

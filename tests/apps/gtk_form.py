@@ -1,7 +1,7 @@
 """A small GTK 3 form for the AT-SPI tests (run with the SYSTEM interpreter ``/usr/bin/python3``,
 which has Debian's ``python3-gi`` + ``gir1.2-gtk-3.0``; the project venv cannot import ``gi``).
 
-Usage: ``/usr/bin/python3 gtk_form.py --title T [--x X --y Y]``.
+Usage: ``/usr/bin/python3 gtk_form.py --title T [--x X --y Y] [--busy-focus-ms N]``.
 
 Window: 420x220 at (X, Y) (exact without a window manager), WM_CLASS class ``Gtkform``. Widgets
 top to bottom, in Tab order:
@@ -13,7 +13,9 @@ top to bottom, in Tab order:
 - ``code``: a one-time-code ``Gtk.Entry`` with ``input-purpose`` PIN and ``visibility`` False
   (GTK then also exposes it as ``password text``), accessible name "Code".
 
-The name entry has focus when the window is first shown. Prints one line ``READY {json}`` once
+The name entry has focus when the window is first shown. ``--busy-focus-ms N`` makes the app
+busy for N ms when the password entry gains focus, before GTK reports the focus move to AT-SPI
+(a slow app: keys typed meanwhile reach the X server, and a recorder, before the report). Prints one line ``READY {json}`` once
 mapped, with ``pid`` and the window id; on stdin ``quit`` ends it. Prints ``VALUES {json}``
 (lengths only, never the typed text) on ``values`` so a test can check keys reached the app.
 """
@@ -36,6 +38,7 @@ def main() -> int:
     ap.add_argument("--title", required=True)
     ap.add_argument("--x", type=int, default=0)
     ap.add_argument("--y", type=int, default=0)
+    ap.add_argument("--busy-focus-ms", type=int, default=0)
     args = ap.parse_args()
 
     GLib.set_prgname("gtkform")
@@ -63,6 +66,14 @@ def main() -> int:
     password = entry("Secret", secret=True)
     code = entry("Code", secret=True, purpose=Gtk.InputPurpose.PIN)
     win.connect("destroy", Gtk.main_quit)
+    if args.busy_focus_ms > 0:
+        import time
+
+        def busy(*_a: object) -> bool:
+            time.sleep(args.busy_focus_ms / 1000)
+            return False  # let GTK handle the focus (and report it) afterwards
+
+        password.connect("focus-in-event", busy)
 
     def on_map(*_a: object) -> None:
         def ready() -> bool:

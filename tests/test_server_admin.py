@@ -384,3 +384,38 @@ def test_bulk_read_alert_is_logged_once_and_shown_to_auditors(tmp_path: Path, db
     finally:
         st.client.close()
         st.collector.close()
+
+
+# -- command line ---------------------------------------------------------------------------------
+def test_cli_policy_add_list_and_device_fetch(tmp_path: Path) -> None:
+    """`demotrace admin policy-add/policies` on the server host; `demotrace device policy
+    --save` on an enrolled device writes the current policy into its home."""
+    import os
+    import subprocess
+
+    from test_server_upload import DEMOTRACE, ServerProc, enroll
+
+    from demotrace.upload import Enrollment
+
+    srv = ServerProc(tmp_path / "srv", f"sqlite:///{tmp_path / 'srv' / 'c.db'}")
+    srv.data_dir.mkdir()
+    v2 = DEFAULT_TOML.replace("version = 1", "version = 2", 1).replace(
+        'notice = """', 'notice = """CLI notice.\n', 1)
+    (tmp_path / "v2.toml").write_text(v2)
+    home = tmp_path / "device-home"
+    home.mkdir()
+    try:
+        srv.start()
+        out = srv.cli("admin", "policy-add", str(tmp_path / "v2.toml"), "--current")
+        assert out == "policy version 2 stored, current"
+        lines = srv.cli("admin", "policies").splitlines()
+        assert [ln.split()[:2] for ln in lines] == [["*", "2"], ["1", "notice"]]
+        Enrollment(srv.url, enroll(srv, srv.code("device", "cy@example.org"))).save(home)
+        r = subprocess.run([DEMOTRACE, "device", "policy", "--save"], capture_output=True,
+                           text=True, env={**os.environ, "DEMOTRACE_HOME": str(home)},
+                           timeout=120, check=False)
+        assert r.returncode == 0, r.stderr
+        assert "version 2" in r.stdout and "CLI notice." in r.stdout
+        assert (home / "policy.toml").read_text() == v2
+    finally:
+        srv.stop()

@@ -97,6 +97,92 @@ def enroll_code(
     err_console.print(f"one-time {role} code, valid until {exp.isoformat()}")
 
 
+@admin_app.command("policy-add")
+def policy_add(
+    policy_file: Path = typer.Argument(..., help="The policy TOML (as read by `demotrace policy`)."),
+    current: bool = typer.Option(False, "--current", help="Make it the current version (what devices fetch)."),
+    data_dir: str = DATA_DIR,
+    database_url: str = DB_URL,
+) -> None:
+    """Store a capture-policy version on the collector (versions are immutable: a changed text
+    needs a new `version`); bundles whose consent names an unknown version are refused."""
+    from ..server import policies
+    from ..server.db import Database
+
+    try:
+        body = policy_file.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read policy file {policy_file}: {exc}") from exc
+    cfg = _config(data_dir, database_url)
+    cfg.ensure_dirs()
+    db = Database(cfg.db_url)
+    try:
+        with db.session() as s:
+            policies.ensure_builtin(s)
+            r = policies.store_policy(s, body, "cli", make_current=current)
+    finally:
+        db.dispose()
+    console.print(f"policy version {r['version']} " + ("stored" if r["created"] else "already stored")
+                  + (", current" if r["is_current"] else ""), highlight=False)
+
+
+@admin_app.command("policies")
+def policy_list(data_dir: str = DATA_DIR, database_url: str = DB_URL) -> None:
+    """List the collector's policy versions (newest first; * marks the current one)."""
+    from ..server import policies
+    from ..server.db import Database
+
+    cfg = _config(data_dir, database_url)
+    cfg.ensure_dirs()
+    db = Database(cfg.db_url)
+    try:
+        with db.session() as s:
+            policies.ensure_builtin(s)
+            rows = policies.list_policies(s)
+    finally:
+        db.dispose()
+    for r in rows:
+        console.print(f"{'*' if r['is_current'] else ' '} {r['version']}  notice {r['notice_sha256'][:16]}  "
+                      f"{r['uploaded_at'][:19]}  by {r['uploaded_by']}", highlight=False)
+
+
+@device_app.command("policy")
+def device_policy(
+    save: bool = typer.Option(False, "--save", help="Write it to <home>/policy.toml (recording then needs `demotrace enroll` again if the version or notice changed)."),
+    home: str = typer.Option(None, "--home", help="demotrace home (default $DEMOTRACE_HOME)."),
+) -> None:
+    """Fetch the collector's current capture policy (GET /v1/policy/current) and show its
+    version and notice; with --save, make it this device's policy."""
+    import httpx
+
+    from ..paths import Paths
+    from ..privacy.policy import POLICY_FILE, Policy
+    from ..server.errors import UploadError
+    from ..upload import Enrollment
+
+    paths = Paths.from_env(home)
+    enr = Enrollment.load(paths.home)
+    try:
+        r = httpx.get(enr.url.rstrip("/") + "/v1/policy/current", timeout=30,
+                      headers={"authorization": f"Bearer {enr.credential}"}, verify=enr.ca or True)
+    except httpx.HTTPError as exc:
+        raise UploadError(f"cannot reach the collector at {enr.url}: {exc}") from exc
+    if r.status_code != 200:
+        raise UploadError(f"collector refused the policy request with HTTP {r.status_code}: "
+                          f"{r.text[:200]}")
+    doc = r.json()
+    pol = Policy.from_toml(doc["toml"], f"{enr.url} policy version {doc['version']}")
+    console.print(f"current policy: version {pol.version} (notice sha256 {pol.notice_sha256[:16]})",
+                  highlight=False)
+    console.print(pol.notice, highlight=False, soft_wrap=True)
+    if save:
+        target = paths.ensure().home / POLICY_FILE
+        tmp = target.with_suffix(".tmp")
+        tmp.write_text(doc["toml"], encoding="utf-8")
+        tmp.replace(target)
+        console.print(f"saved to {target}; run `demotrace enroll` to read and accept it")
+
+
 @device_app.command("enroll")
 def device_enroll(
     server_url: str = typer.Option(..., "--server", help="Collector URL, e.g. https://collector.example:8470"),

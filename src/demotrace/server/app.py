@@ -431,7 +431,8 @@ def create_app(config: ServerConfig, *, collector: Collector | None = None) -> F
             return policies.list_policies(s)
 
     @app.post("/v1/admin/policies", openapi_extra={"requestBody": {
-        "required": True, "content": {"application/toml": {"schema": {"type": "string"}}}}})
+        "required": True, "description": "the policy TOML (UTF-8); any content type",
+        "content": {"text/plain": {"schema": {"type": "string"}}}}})
     async def admin_upload_policy(request: Request, p: auth.Principal = Depends(admin),
                                   current: bool = Query(False, description="make it current")
                                   ) -> dict[str, Any]:

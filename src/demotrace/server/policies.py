@@ -34,6 +34,8 @@ from .models import ConsentRecord, PolicyVersion
 
 MAX_POLICY_BYTES = 256 * 1024
 """Largest policy TOML accepted (bytes); the shipped default is about 4 KiB."""
+MAX_VERSION = 2**31 - 1
+"""Largest policy version number (the column is a 32-bit SQL INTEGER)."""
 
 
 class ConsentRefused(ServerError, PermissionError):
@@ -91,9 +93,12 @@ def parse_policy(body: bytes) -> tuple[Policy, str]:
     except UnicodeDecodeError as exc:
         raise PolicyRejected(f"uploaded policy: not UTF-8 (invalid byte at offset {exc.start})") from exc
     try:
-        return Policy.from_toml(text, "uploaded policy"), text
+        pol = Policy.from_toml(text, "uploaded policy")
     except PolicyError as exc:
         raise PolicyRejected(str(exc)) from exc
+    if pol.version > MAX_VERSION:
+        raise PolicyRejected(f"uploaded policy: version {pol.version} is larger than {MAX_VERSION}")
+    return pol, text
 
 
 def store_policy(s: Session, body: bytes, uploaded_by: str, *, make_current: bool = False) -> dict[str, Any]:
@@ -127,7 +132,7 @@ def set_current(s: Session, version: int) -> None:
     Raises:
         NotFound: no such version.
     """
-    if s.get(PolicyVersion, version) is None:
+    if not 1 <= version <= MAX_VERSION or s.get(PolicyVersion, version) is None:
         raise NotFound(f"no policy version {version}")
     s.execute(update(PolicyVersion).where(PolicyVersion.version != version).values(is_current=False))
     s.execute(update(PolicyVersion).where(PolicyVersion.version == version).values(is_current=True))
@@ -173,7 +178,7 @@ def check_consent(s: Session, meta: dict[str, Any], subject_id: str) -> dict[str
     except (KeyError, TypeError, ValueError) as exc:
         raise ConsentRefused(f"bundle refused: meta.consent is malformed ({exc!r}); expected "
                              "policy_version, notice_sha256, accepted_utc") from exc
-    row = s.get(PolicyVersion, version)
+    row = s.get(PolicyVersion, version) if 1 <= version <= MAX_VERSION else None
     if row is None:
         known = ", ".join(str(v) for v in s.scalars(select(PolicyVersion.version)
                                                     .order_by(PolicyVersion.version)))

@@ -9,8 +9,9 @@
   is exchanged exactly once for a credential of its role; for ``device`` and ``person`` codes
   the credential is bound to the person's subject id.
 - **Roles**: ``device`` (uploads for its person), ``person`` (own data only), ``curator``
-  (pseudonymised data, purpose "agent-training"), ``admin`` (devices, codes, fleet health —
-  never captures), ``auditor`` (the access log). A route states the roles it admits with
+  (pseudonymised data, purpose "agent-training"), ``admin`` (devices, codes, policy versions,
+  fleet health — never captures), ``auditor`` (the access log and its bulk-read alerts). A
+  route states the roles it admits with
   :func:`allow`; a route without such a statement makes :func:`~.app.create_app` fail (deny by
   default).
 """

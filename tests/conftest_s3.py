@@ -9,6 +9,8 @@
   until the gateway answers a signed request and creates the buckets :data:`BUCKET` and
   :data:`VERSIONED_BUCKET` (S3 versioning enabled). It FAILS
   (never skips) when the binary is missing or the server does not come up, with the log tail.
+- ``start_s3`` / ``kill_s3`` / ``restart_s3`` / ``stop_s3``: a server of a test's own, for
+  outages (``restart_s3`` brings the same data back on the same ports).
 - ``s3_env``: per test, the standard AWS environment variables (``AWS_ACCESS_KEY_ID``,
   ``AWS_SECRET_ACCESS_KEY``, ``AWS_DEFAULT_REGION``, ``AWS_ENDPOINT_URL_S3``) pointing at that
   server, shared config/credential files pointed at absent paths (no ``~/.aws`` leaks in), the
@@ -88,6 +90,7 @@ class S3Server:
     proc: subprocess.Popen[bytes]
     version: str
     grpc_ports: list[int]
+    cmd: list[str]
     _n: Any = field(default_factory=lambda: itertools.count(1))
 
     def client(self) -> Any:
@@ -139,7 +142,7 @@ def _start_once(weed: Path, root: Path, access_key: str, secret_key: str) -> S3S
                              check=False).stdout.strip()
     return S3Server(endpoint_url=f"http://127.0.0.1:{s3}", access_key=access_key,
                     secret_key=secret_key, root=root, proc=proc, version=version,
-                    grpc_ports=[master_g, volume_g, filer_g, s3_g])
+                    grpc_ports=[master_g, volume_g, filer_g, s3_g], cmd=cmd)
 
 
 def _wait_ready(srv: S3Server, timeout_s: float = 60.0) -> str | None:
@@ -162,6 +165,12 @@ def _wait_ready(srv: S3Server, timeout_s: float = 60.0) -> str | None:
                                     VersioningConfiguration={"Status": "Enabled"})
             if c.get_bucket_versioning(Bucket=VERSIONED_BUCKET).get("Status") != "Enabled":
                 return "the server did not enable versioning"
+            # a write and a read-back: after a restart the gateway lists before the volume
+            # server has re-registered its volumes
+            c.put_object(Bucket=BUCKET, Key="_probe/ready", Body=b"ready")
+            if c.get_object(Bucket=BUCKET, Key="_probe/ready")["Body"].read() != b"ready":
+                return "probe object read back wrong"
+            c.delete_object(Bucket=BUCKET, Key="_probe/ready")
             return None
         except ClientError as exc:
             code = exc.response.get("Error", {}).get("Code", "")
@@ -175,13 +184,33 @@ def _wait_ready(srv: S3Server, timeout_s: float = 60.0) -> str | None:
 def stop_s3(srv: S3Server) -> None:
     """Kill the server (SIGKILL: its data is throw-away; a graceful stop takes ~15 s) and remove
     its folder and the gRPC sockets it made under /tmp for its own ports."""
-    if srv.proc.poll() is None:
-        os.killpg(srv.proc.pid, signal.SIGKILL)
-        srv.proc.wait(10)
+    kill_s3(srv)
     shutil.rmtree(srv.root, ignore_errors=True)
     for port in srv.grpc_ports:
         for p in Path("/tmp").glob(f"seaweedfs-*-grpc-{port}.sock"):
             p.unlink(missing_ok=True)
+
+
+def kill_s3(srv: S3Server) -> None:
+    """SIGKILL the server (an outage); its data folder stays for :func:`restart_s3`."""
+    if srv.proc.poll() is None:
+        os.killpg(srv.proc.pid, signal.SIGKILL)
+        srv.proc.wait(10)
+
+
+def restart_s3(srv: S3Server) -> None:
+    """Start the same server again (same data, ports, credentials) and wait until it serves.
+
+    Raises:
+        RuntimeError: it did not come back (log tail in the message).
+    """
+    kill_s3(srv)
+    with open(srv.root / "weed.log", "ab") as log:
+        srv.proc = subprocess.Popen(srv.cmd, stdout=log, stderr=subprocess.STDOUT, cwd=srv.root,
+                                    start_new_session=True)
+    why = _wait_ready(srv)
+    if why is not None:
+        raise RuntimeError(f"SeaweedFS did not come back: {why}\n{srv.log_tail()}")
 
 
 def start_s3(attempts: int = 3) -> S3Server:

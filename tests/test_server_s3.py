@@ -18,7 +18,15 @@ from typing import Any
 import httpx
 import pytest
 from conftest_pg import free_port, make_stack, sha
-from conftest_s3 import VERSIONED_BUCKET, S3Env
+from conftest_s3 import (
+    BUCKET,
+    VERSIONED_BUCKET,
+    S3Env,
+    kill_s3,
+    restart_s3,
+    start_s3,
+    stop_s3,
+)
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -390,3 +398,62 @@ def test_interrupted_upload_resumes_and_the_same_bundle_twice_is_stored_once(
     finally:
         srv.stop()
 
+
+
+def test_s3_outage_mid_upload_loses_nothing_and_resumes(tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The S3 server dies while a device uploads (SIGKILL between two blob PUTs): the collector
+    answers 5xx, the device keeps its bundle; S3 comes back with its data; the next upload
+    sends only what S3 lacks, and the bucket ends with exactly one object per distinct blob."""
+    s3 = start_s3()
+    try:
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3.access_key)
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3.secret_key)
+        monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+        monkeypatch.setenv("AWS_ENDPOINT_URL_S3", s3.endpoint_url)
+        monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+        monkeypatch.setenv("AWS_MAX_ATTEMPTS", "2")  # the collector fails fast while S3 is down
+        env = S3Env(s3, BUCKET, "outage", s3.client())
+        srv = _server(tmp_path, f"sqlite:///{tmp_path / 'c.db'}", env.url, monkeypatch)
+        try:
+            srv.start()
+            token = enroll(srv, srv.code("device", "ola@example.org"))
+            files = {f"frames/{i}.png": os.urandom(3000 + i) for i in range(8)}
+            bundle = write_local_bundle(tmp_path / "b", files, session_id="o1")
+
+            class S3DiesTransport(httpx.BaseTransport):
+                def __init__(self) -> None:
+                    self.inner, self.puts = httpx.HTTPTransport(), 0
+
+                def handle_request(self, request: httpx.Request) -> httpx.Response:
+                    if request.method == "PUT":
+                        self.puts += 1
+                        if self.puts == 4:
+                            kill_s3(s3)
+                    return self.inner.handle_request(request)
+
+                def close(self) -> None:
+                    self.inner.close()
+
+            with UploadClient(srv.url, token, transport=S3DiesTransport(), sleep=lambda s: None,
+                              retry=RetryPolicy(attempts=2), batch_bytes=0) as c, \
+                    pytest.raises(UploadError, match=r"HTTP 5\d\d"):
+                c.upload(bundle, delete_local=True)
+            assert bundle.root.exists()  # nothing acknowledged, nothing deleted
+            assert stored_counts(srv.db_url) == (0, 1, 3)  # 3 blobs stored before the outage
+            restart_s3(s3)
+            assert len(env.keys()) == 3  # they survived the outage in S3
+            with UploadClient(srv.url, token, batch_bytes=0) as c:
+                r = c.upload(bundle, delete_local=True)
+            assert r.deleted_local and r.sent_blobs == 8 - 3
+            assert len(env.keys()) == 8 and stored_counts(srv.db_url) == (1, 1, 8)
+            cur = enroll(srv, srv.code("curator"))
+            with httpx.Client(base_url=srv.url, headers={"authorization": f"Bearer {cur}"}) as h:
+                [row] = h.get("/v1/curator/bundles", params=PURPOSE).json()
+                base = f"/v1/curator/subjects/{row['subject_id']}/bundles/{row['bundle_id']}"
+                for data in files.values():
+                    assert h.get(f"{base}/blobs/{sha(data)}", params=PURPOSE).content == data
+        finally:
+            srv.stop()
+    finally:
+        stop_s3(s3)

@@ -221,7 +221,7 @@ class S3BlobStore(BlobStore):
     #: (40 threads by default), boto3's default of 10 would make the others queue.
     MAX_POOL_CONNECTIONS = 32
     #: botocore "standard" retry mode (exponential backoff with jitter on throttling, 5xx and
-    #: connection errors), attempts in all.
+    #: connection errors), attempts in all; ``AWS_RETRY_MODE`` / ``AWS_MAX_ATTEMPTS`` override.
     MAX_ATTEMPTS = 5
 
     def __init__(self, bucket: str, prefix: str = "", *, endpoint_url: str | None = None,
@@ -245,8 +245,13 @@ class S3BlobStore(BlobStore):
             raise ConfigError(f"S3 prefix {prefix!r}: '.' and '..' segments are not allowed")
         self.prefix = "/".join(parts) + "/" if parts else ""
         if client is None:
-            config = Config(max_pool_connections=self.MAX_POOL_CONNECTIONS,
-                            retries={"mode": "standard", "max_attempts": self.MAX_ATTEMPTS},
+            # retry settings from the standard AWS_RETRY_MODE / AWS_MAX_ATTEMPTS when set
+            retries: dict[str, Any] = {}
+            if not os.environ.get("AWS_RETRY_MODE"):
+                retries["mode"] = "standard"
+            if not os.environ.get("AWS_MAX_ATTEMPTS"):
+                retries["total_max_attempts"] = self.MAX_ATTEMPTS  # first try included
+            config = Config(max_pool_connections=self.MAX_POOL_CONNECTIONS, retries=retries,
                             connect_timeout=10, read_timeout=60)
             try:
                 # A session of its own, not boto3's module-level default one: credentials are

@@ -20,6 +20,12 @@ to the terminal and to this benchmark's section of ``docs/benchmarks.md`` with m
 
 Budget (DESIGN.md §9): ≤ 3 % CPU at 35 events/s, ≤ 200 MB RSS, 0 lost at 400 events/s,
 ≤ 50 MB per active hour.
+
+Before / after in one run: unless ``--no-before``, a second recorder (its own home, no REC
+indicator) with :data:`BEFORE_ENV` in its environment — the privacy guard's window snapshot per
+stored frame instead of the event-driven window cache — records the same display at the same
+time, so both see the same input and the same machine load; docs/benchmarks.md gets both
+columns and their ratio.
 """
 
 from __future__ import annotations
@@ -243,12 +249,50 @@ def machine() -> dict[str, str]:
     }
 
 
-def run(seconds: int, extra_args: list[str], cmd: list[str], use_wm: bool = True) -> dict[str, object]:
+#: Environment of the "before" recorder run beside the measured one (unless ``--no-before``): the
+#: privacy guard's per-frame window snapshot (recorder/guard.py, ``window_cache=False``).
+BEFORE_ENV = {"DEMOTRACE_GUARD_WINDOW_CACHE": "0"}
+
+
+def _start_recorder(cmd: list[str], env: dict[str, str], extra_args: list[str]) -> tuple[Path, subprocess.Popen[bytes]]:
+    home = Path(tempfile.mkdtemp(prefix="dt-bench-"))
+    subprocess.run([*cmd, "enroll", "--yes", "--home", str(home)], env=env, check=False,
+                   stdout=subprocess.DEVNULL, timeout=60)  # `record` needs consent (issue 4)
+    rec = subprocess.Popen([*cmd, "record", "--home", str(home), *extra_args],
+                           env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    return home, rec
+
+
+def _wait_recording(home: Path, rec: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if control(home, "status").get("state") == "recording":
+                return
+        except Exception:  # noqa: BLE001 - not up yet
+            if rec.poll() is not None:
+                raise SystemExit(f"recorder exited: {rec.communicate()}")
+        if time.monotonic() > deadline:
+            raise SystemExit("recorder did not start")
+        time.sleep(0.1)
+
+
+def _cpu(p: psutil.Process) -> float:
+    t = p.cpu_times()
+    return t.user + t.system
+
+
+def run(seconds: int, extra_args: list[str], cmd: list[str], use_wm: bool = True,
+        before_env: dict[str, str] | None = None) -> dict[str, object]:
+    """One benchmark run. With ``before_env`` a second recorder (its own home, the same
+    arguments, these extra environment variables) records the same display at the same time,
+    so both see the same input and the same machine load; its figures are under ``"before"``."""
     load_avg = [round(os.getloadavg()[0], 2)]
+    started = _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     xvfb, display = start_xvfb()
     env = dict(os.environ, DISPLAY=display)
     env.pop("WAYLAND_DISPLAY", None)
-    home = Path(tempfile.mkdtemp(prefix="dt-bench-"))
+    env.pop("DEMOTRACE_GUARD_WINDOW_CACHE", None)
     procs: list[subprocess.Popen[bytes]] = []
     try:
         wm = shutil.which("openbox") if use_wm else None
@@ -261,67 +305,60 @@ def run(seconds: int, extra_args: list[str], cmd: list[str], use_wm: bool = True
         time.sleep(1.5)
         subprocess.run(["xdotool", "search", "--sync", "--class", "xterm", "windowactivate" if wm else "windowfocus"],
                        env=env, timeout=20, stdout=subprocess.DEVNULL, check=False)
-        subprocess.run([*cmd, "enroll", "--yes", "--home", str(home)], env=env, check=False,
-                       stdout=subprocess.DEVNULL, timeout=60)  # `record` needs consent (issue 4)
-        rec = subprocess.Popen([*cmd, "record", "--home", str(home), *extra_args],
-                               env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        procs.append(rec)
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if control(home, "status").get("state") == "recording":
-                    break
-            except Exception:  # noqa: BLE001 - not up yet
-                if rec.poll() is not None:
-                    raise SystemExit(f"recorder exited: {rec.communicate()}")
-            if time.monotonic() > deadline:
-                raise SystemExit("recorder did not start")
-            time.sleep(0.1)
-        p = psutil.Process(rec.pid)
+        recs: list[tuple[str, Path, subprocess.Popen[bytes]]] = []
+        for label, extra_env in [("after", {}), *([("before", before_env)] if before_env is not None else [])]:
+            # one REC indicator only: two would keep raising themselves over each other
+            # (damage, restacks) every second, which a single recorder never sees
+            args = extra_args if label == "after" or "--no-indicator" in extra_args else [*extra_args, "--no-indicator"]
+            home, rec = _start_recorder(cmd, dict(env, **extra_env), args)
+            procs.append(rec)
+            recs.append((label, home, rec))
+        for _, home, rec in recs:
+            _wait_recording(home, rec)
+        ps = [psutil.Process(rec.pid) for _, _, rec in recs]
         drv = Driver(display)
         time.sleep(1.0)
-        spool_dir = Paths(home).spool
         # -- steady phase ----------------------------------------------------------------------
-        bytes0 = logical_bytes(spool_dir)
-        c0 = p.cpu_times()
-        kids0 = {c.pid: c.cpu_times() for c in p.children()}
-        th0 = control(home, "status").get("threads_cpu_s", {})
+        bytes0 = [logical_bytes(Paths(h).spool) for _, h, _ in recs]
+        c0 = [_cpu(p) for p in ps]
+        kids0 = [{c.pid: _cpu(c) for c in p.children()} for p in ps]
+        th0 = [control(h, "status").get("threads_cpu_s", {}) for _, h, _ in recs]
         t0 = time.monotonic()
-        driven = 0
         blocks = max(1, seconds // 4)
         for b in range(blocks):
-            driven += steady_block(drv, t0 + 4.0 * b, b)
+            steady_block(drv, t0 + 4.0 * b, b)
         _at(t0, 4.0 * blocks)
         wall = time.monotonic() - t0
+        c1 = [_cpu(p) for p in ps]
         load_avg.append(round(os.getloadavg()[0], 2))
-        c1 = p.cpu_times()
-        th1 = control(home, "status").get("threads_cpu_s", {})
-        cpu_pct = 100.0 * ((c1.user - c0.user) + (c1.system - c0.system)) / wall
-        thread_pct = {k: round(100.0 * (v - th0.get(k, 0.0)) / wall, 2) for k, v in th1.items()}  # type: ignore[union-attr]
-        kid_cpu = 0.0
-        for c in p.children():
-            if c.pid in kids0:
-                ct = c.cpu_times()
-                kid_cpu += (ct.user - kids0[c.pid].user) + (ct.system - kids0[c.pid].system)
+        th1 = [control(h, "status").get("threads_cpu_s", {}) for _, h, _ in recs]
+        kid_cpu = []
+        for p, k0 in zip(ps, kids0):
+            kid_cpu.append(sum(_cpu(c) - k0[c.pid] for c in p.children() if c.pid in k0))
         time.sleep(1.2)  # settle frames + one flush
-        bytes1 = logical_bytes(spool_dir)
-        st_steady = control(home, "status")
+        bytes1 = [logical_bytes(Paths(h).spool) for _, h, _ in recs]
+        st_steady = [control(h, "status") for _, h, _ in recs]
         expected_steady = Counter(drv.expected)
         # -- burst phase -----------------------------------------------------------------------
         tb = time.monotonic()
         for i in range(5):
-            driven += burst(drv, tb + 2.0 * i)
+            burst(drv, tb + 2.0 * i)
         time.sleep(2.0)
-        st_end = control(home, "status")
-        hwm_kb = 0
-        for line in Path(f"/proc/{rec.pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                hwm_kb = int(line.split()[1])
-        rec.send_signal(signal.SIGINT)
-        out, err = rec.communicate(timeout=120)
-        kinds, reasons = stored_counts(home)
+        st_end = [control(h, "status") for _, h, _ in recs]
+        hwm_kb = []
+        for _, _, rec in recs:
+            kb = 0
+            for line in Path(f"/proc/{rec.pid}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    kb = int(line.split()[1])
+            hwm_kb.append(kb)
+        for _, _, rec in recs:
+            rec.send_signal(signal.SIGINT)
+        for _, _, rec in recs:
+            rec.communicate(timeout=120)
+        stored = [stored_counts(h) for _, h, _ in recs]
         # page / file-system overhead factor of the closed session (WAL checkpointed away)
-        overhead = folder_bytes(spool_dir) / max(1, logical_bytes(spool_dir))
+        overhead = [folder_bytes(Paths(h).spool) / max(1, logical_bytes(Paths(h).spool)) for _, h, _ in recs]
     finally:
         for pr in procs:
             if pr.poll() is None:
@@ -330,83 +367,95 @@ def run(seconds: int, extra_args: list[str], cmd: list[str], use_wm: bool = True
         xvfb.terminate()
         xvfb.wait()
     input_kinds = ("pointer_move", "pointer_down", "pointer_up", "wheel", "key_down", "key_up")
-    lost_total = {k: drv.expected[k] - kinds.get(k, 0) for k in input_kinds}
-    steady_stored = st_steady.get("by_kind", {})  # type: ignore[union-attr]
-    lost_steady = {k: expected_steady[k] - steady_stored.get(k, 0) for k in input_kinds}  # type: ignore[union-attr]
-    bursts_expected = {k: drv.expected[k] - expected_steady[k] for k in input_kinds}
-    bursts_stored = {k: kinds.get(k, 0) - steady_stored.get(k, 0) for k in input_kinds}  # type: ignore[union-attr]
-    return {
-        "seconds": 4 * blocks,
-        "events_per_s_steady": round(sum(expected_steady.values()) / wall, 1),
-        "cpu_pct": round(cpu_pct, 2),
-        "cpu_pct_by_thread": thread_pct,
-        "window_manager": Path(wm).name if wm else "none",
-        "indicator_cpu_pct": round(100.0 * kid_cpu / wall, 2),
-        "rss_peak_mb": round(hwm_kb / 1024, 1),
-        "mb_per_hour": round((bytes1 - bytes0) * overhead / 1e6 * 3600 / wall, 1),
-        "disk_overhead_factor": round(overhead, 3),
-        "lost_steady": sum(lost_steady.values()),
-        "lost_burst": sum(bursts_expected[k] - bursts_stored[k] for k in input_kinds),
-        "lost_total": sum(lost_total.values()),
-        "lost_by_kind": lost_total,
-        "driven_total": sum(drv.expected.values()),
-        "delay_p50_ms": st_end.get("delay_p50_ms"),
-        "delay_p99_ms": st_end.get("delay_p99_ms"),
-        "delay_max_ms": st_end.get("delay_max_ms"),
-        "frames_stored": kinds.get("frame", 0),
-        "frame_reasons": dict(reasons),
-        "frames_encoded": st_end.get("frames_encoded"),
-        "frames_missed": st_end.get("frames_missed"),
-        "grabs": st_end.get("grabs"),
-        "grabs_unchanged": st_end.get("grabs_unchanged"),
-        "load_avg": load_avg,
-        "encoded_kb_per_frame": round((st_end.get("encoded_bytes") or 0) / max(1, st_end.get("frames_encoded") or 1) / 1000, 1),  # type: ignore[operator]
-        "recorder_args": " ".join(extra_args),
-        "cpu_s_by_stage": st_end.get("cpu_s"),
-        "cpu_s_by_thread": st_end.get("threads_cpu_s"),
-        "problems": st_end.get("problems"),
-    }
-
-
-#: The same benchmark before the grab/encode fast-path work (run 03:14 UTC 2026-11-30, same
-#: machine, load 1.9 → 1.24, recorder at commit 7a42a97: DAMAGE skips unchanged grabs, every
-#: kept frame fully downscaled; no privacy guard yet), per thread in % of one core. The run
-#: before that (02:26 UTC, commit e4f1380) gave 6.53 %.
-BEFORE = {"cpu_pct": 4.68, "demotrace-x11-input": 0.62, "demotrace-x11-release": 0.07,
-          "demotrace-x11-windows": 0.17, "demotrace-frames": 1.23, "demotrace-encoder": 2.15,
-          "demotrace-writer": 0.34}
+    out: dict[str, object] = {}
+    for i, (label, _, _) in enumerate(recs):
+        kinds, reasons = stored[i]
+        lost_total = {k: drv.expected[k] - kinds.get(k, 0) for k in input_kinds}
+        steady_stored = st_steady[i].get("by_kind", {})
+        lost_steady = {k: expected_steady[k] - steady_stored.get(k, 0) for k in input_kinds}  # type: ignore[union-attr]
+        bursts_expected = {k: drv.expected[k] - expected_steady[k] for k in input_kinds}
+        bursts_stored = {k: kinds.get(k, 0) - steady_stored.get(k, 0) for k in input_kinds}  # type: ignore[union-attr]
+        end = st_end[i]
+        res: dict[str, object] = {
+            "seconds": 4 * blocks,
+            "events_per_s_steady": round(sum(expected_steady.values()) / wall, 1),
+            "cpu_pct": round(100.0 * (c1[i] - c0[i]) / wall, 2),
+            "cpu_pct_by_thread": {k: round(100.0 * (v - th0[i].get(k, 0.0)) / wall, 2)  # type: ignore[union-attr]
+                                  for k, v in th1[i].items()},  # type: ignore[union-attr]
+            "window_manager": Path(wm).name if wm else "none",
+            "indicator_cpu_pct": round(100.0 * kid_cpu[i] / wall, 2),
+            "rss_peak_mb": round(hwm_kb[i] / 1024, 1),
+            "mb_per_hour": round((bytes1[i] - bytes0[i]) * overhead[i] / 1e6 * 3600 / wall, 1),
+            "disk_overhead_factor": round(overhead[i], 3),
+            "lost_steady": sum(lost_steady.values()),
+            "lost_burst": sum(bursts_expected[k] - bursts_stored[k] for k in input_kinds),
+            "lost_total": sum(lost_total.values()),
+            "lost_by_kind": lost_total,
+            "driven_total": sum(drv.expected.values()),
+            "delay_p50_ms": end.get("delay_p50_ms"),
+            "delay_p99_ms": end.get("delay_p99_ms"),
+            "delay_max_ms": end.get("delay_max_ms"),
+            "frames_stored": kinds.get("frame", 0),
+            "frame_reasons": dict(reasons),
+            "frames_encoded": end.get("frames_encoded"),
+            "frames_missed": end.get("frames_missed"),
+            "grabs": end.get("grabs"),
+            "grabs_unchanged": end.get("grabs_unchanged"),
+            "load_avg": load_avg,
+            "started_utc": started,
+            "encoded_kb_per_frame": round((end.get("encoded_bytes") or 0) / max(1, end.get("frames_encoded") or 1) / 1000, 1),  # type: ignore[operator]
+            "recorder_args": " ".join(extra_args),
+            "recorder_env": " ".join(f"{k}={v}" for k, v in (before_env or {}).items()) if label == "before" else "",
+            "cpu_s_by_stage": end.get("cpu_s"),
+            "cpu_s_by_thread": end.get("threads_cpu_s"),
+            "privacy_scope": end.get("privacy_scope"),
+            "problems": end.get("problems"),
+        }
+        if label == "after":
+            out.update(res)
+        else:
+            out[label] = res
+    return out
 
 
 def before_after(res: dict[str, object]) -> list[str]:
-    """A before / after table (steady phase, % of one core) against :data:`BEFORE`."""
+    """A before / after table from the SAME run: ``res["before"]`` is the recorder that ran at
+    the same time on the same display with :data:`BEFORE_ENV` (the per-frame window snapshot)."""
+    b: dict[str, object] | None = res.get("before")  # type: ignore[assignment]
+    if not b:
+        return []
     th: dict[str, float] = res["cpu_pct_by_thread"]  # type: ignore[assignment]
-    rows = ["Before / after the grab/encode fast-path work (steady phase, % of one core; before = the run of",
-            "03:14 UTC at commit 7a42a97, same machine, same input; the privacy guard, commit e913ddf, came in between):", "",
-            "| | before | after | what changed |", "|---|---|---|---|"]
+    bth: dict[str, float] = b["cpu_pct_by_thread"]  # type: ignore[assignment]
+    env = b.get("recorder_env") or ""
+    ratio = round(float(res["cpu_pct"]) / max(1e-9, float(b["cpu_pct"])), 2)  # type: ignore[arg-type]
+    rows = [f"Before / after in the same run: a second `demotrace record` with `{env}` (the privacy guard's",
+            "window snapshot per stored frame, as before the window cache) recorded the same display at the same",
+            "time, with the same input and the same machine load (it ran without its own REC indicator: two",
+            "indicators raise themselves over each other every second, which one recorder never sees).", "",
+            "| steady phase, % of one core | before (per-frame snapshot) | after (window cache) | what changed |",
+            "|---|---|---|---|",
+            f"| recorder process | {b['cpu_pct']} | {res['cpu_pct']} | after / before = {ratio} |"]
     why = {
-        "demotrace-x11-input": "",
-        "demotrace-x11-release": "",
-        "demotrace-x11-windows": "",
-        "demotrace-frames": "DAMAGE rectangles read with every grab (DeltaRectangles); still full MIT-SHM grabs "
-                            "(patching regions into a copy of the previous grab measured slower here, see below)",
-        "demotrace-encoder": "downscale redone only inside the damaged rectangles (byte-identical); **plus** the "
-                             "privacy guard's window snapshot per stored frame (new, commit e913ddf)",
-        "demotrace-writer": "",
+        "demotrace-frames": "now also the cache's check after every grab (one `GetInputFocus` round trip; windows "
+                            "are read again only on X events that change them)",
+        "demotrace-encoder": "no window-tree walk per stored frame",
     }
-    rows.append(f"| recorder process | {BEFORE['cpu_pct']} | {res['cpu_pct']} | |")
-    for k, w in why.items():
-        rows.append(f"| {k} | {BEFORE[k]} | {th.get(k, 0.0)} | {w} |")
-    rows += ["", "Runs vary by about ±1 point with the machine's load (earlier runs: 3.88 % at load 6.7, 4.68 % at 1.9).",
-             "Region grabs (`X11Backend(region_grabs=True)`: re-grab only the damaged rectangles and patch them into a",
-             "copy of the previous frame) were built and tested (a patched frame equals a full grab byte for byte) but",
-             "are off: after one typed key a patched grab cost this process 3.6 ms of CPU against 2.3 ms for a full",
-             "MIT-SHM grab (Xvfb 1920x1080). The client's cost of either is one 8 MB copy into fresh pages; the",
-             "X server's copy that patching saves is not this process's CPU. Measured per frame on this machine",
-             "(960x540 xterm frame): WebP q60 m0 10.8 ms, 19.8 KB; WebP lossless q0 m0 6.6 ms, 20.8 KB; PNG level 1",
-             "11.5 ms, 26.5 KB; keyed BLAKE2b of the 1.5 MB downscaled pixels 2.6 ms; full BGRX unpack + 2x2 reduce",
-             "5.1 ms (now only the damaged part). Lossless WebP is cheaper and exact on UI content but was not made",
-             "the default: on photographic content it is several times larger, which the 50 MB/h budget cannot",
-             "absorb without a measurement on real desktops."]
+    for k in sorted(set(th) | set(bth)):
+        if max(th.get(k, 0.0), bth.get(k, 0.0)) >= 0.05:
+            rows.append(f"| {k} | {bth.get(k, 0.0)} | {th.get(k, 0.0)} | {why.get(k, '')} |")
+    ps: dict[str, object] = res.get("privacy_scope") or {}  # type: ignore[assignment]
+    bps: dict[str, object] = b.get("privacy_scope") or {}  # type: ignore[assignment]
+    rows.append(f"| windows read from the X server (whole run) | {bps.get('window_reads')} | {ps.get('window_reads')} "
+                f"| {ps.get('cache_observations')} cache checks |")
+    rows.append(f"| input events lost, steady / bursts | {b['lost_steady']} / {b['lost_burst']} | "
+                f"{res['lost_steady']} / {res['lost_burst']} | |")
+    rows.append(f"| frames stored / encoded / withheld | {b['frames_stored']} / {b['frames_encoded']} / "
+                f"{bps.get('frames_withheld')} | {res['frames_stored']} / {res['frames_encoded']} / "
+                f"{ps.get('frames_withheld')} | |")
+    rows += ["", "For reference, the previous run of this section (2026-11-30 03:43 UTC, commit 9530c1c, before the",
+             "window cache, one recorder alone, load 2.0 → 0.83) measured 5.87 %. CPU seconds per wall second",
+             "grow with the machine's load (shared caches, frequency), which is why the comparison above is taken",
+             "from one run with both recorders side by side rather than from two runs at different times."]
     return rows + [""]
 
 
@@ -421,32 +470,30 @@ def analysis(res: dict[str, object]) -> list[str]:
     ths: dict[str, float] = res.get("cpu_s_by_thread") or {}  # type: ignore[assignment]
     enc_s = ths.get("demotrace-encoder", 0.0)
     rest = round(enc_s - st.get("hash", 0.0) - st.get("encode", 0.0), 3)
+    real = int(res["grabs"] or 0) - int(res["grabs_unchanged"] or 0)  # type: ignore[call-overload]
     lines = [
-        f"Where the CPU goes: the X11 capture backend's own threads (RECORD input, key release pairing,",
-        f"focus / RandR) {backend} %; the screen grabs feeding the ring (1920x1080 via MIT-SHM, about 4 per",
-        f"second while input is active) {grabs} %; hashing, downscaling and WebP-encoding the kept frames {enc} %;",
-        f"the writer (seq, pause, frame triggers, batches, AES-GCM, SQLite) {writer} %.",
-        f"The encoder thread's {enc_s} s of CPU over the whole run split into: downscale + content hash "
-        f"{st.get('hash')} s, WebP encode {st.get('encode')} s, and {rest} s outside both — the privacy",
-        "guard's window snapshot before each stored frame (python-xlib QueryTree + per-window attributes,",
-        "WM_CLASS and title: about 40 % of the encoder thread's samples in a py-spy profile) and the blob writes.",
-    ]
-    lines += [
-        f"Of {res['grabs']} grabs, {res['grabs_unchanged']} found the screen unchanged (X DAMAGE reported nothing",
-        "since the previous grab): they reuse the previous grab's buffer, so there is no image copy, no hash and",
-        "no encode; a frame kept for an action on an unchanged screen points at the blob already stored.",
+        "Where the CPU goes: the X11 capture backend's own threads (RECORD input, key release pairing,",
+        f"focus / RandR) {backend} %; the frame thread {grabs} % (screen grabs into the ring, 1920x1080 via",
+        "MIT-SHM about 4 per second while input is active, and the privacy guard's window-cache check after",
+        f"each); the encoder thread {enc} % (downscale, keyed hash and WebP encode of the kept frames); the",
+        f"writer (seq, pause, frame triggers, batches, AES-GCM, SQLite) {writer} %.",
+        f"Over the whole run (steady + bursts) the encoder thread used {enc_s} s: downscale + content hash",
+        f"{st.get('hash')} s, WebP encode {st.get('encode')} s for {res['frames_encoded']} new images, {rest} s",
+        f"else (blob writes, guard decisions); the frame thread's grabs {st.get('grab')} s for {res['grabs']} grabs,",
+        f"of which {res['grabs_unchanged']} found the screen unchanged (X DAMAGE reported nothing: the previous",
+        "buffer is reused, no copy, no hash, no encode).",
     ]
     if res["cpu_pct"] > BUDGET["cpu_pct"]:  # type: ignore[operator]
-        real = int(res["grabs"] or 0) - int(res["grabs_unchanged"] or 0)  # type: ignore[call-overload]
         lines += [
-            "The 3 % budget is still missed in this run. In this scenario the screen changes with almost every",
-            "action (typed text echoes, clicks select text, the wheel scrolls the xterm), so "
-            f"{real} real grabs and {res['frames_encoded']}",
-            "encodes remain: each real grab is an 8 MB copy out of the SHM segment (~2.3 ms), each kept frame a",
-            "keyed BLAKE2b of its 1.5 MB downscaled pixels (~2.6 ms) and, when new, a WebP encode (~11 ms).",
-            "Levers left: the guard's window snapshot (cache it per X event instead of per frame: its owner's",
-            "module), lossless WebP m0 (−4 ms per encode, disk unmeasured on real content), fewer grabs while",
-            "the screen changes (`--grab-hz 2`: pre-action frames up to 0.5 s old).",
+            "The 3 % budget is still missed. What is left is the work itself: in this scenario the screen",
+            f"changes with almost every action (typed text echoes, clicks select text, the wheel scrolls), so {real}",
+            "real grabs (each one 8 MB copy out of the SHM segment, ~2.5 ms, plus ~0.8 ms of DAMAGE round trips)",
+            f"and {res['frames_encoded']} new images (each a keyed BLAKE2b of its 1.5 MB downscaled pixels, ~2.5 ms,",
+            "and a lossy WebP encode at 960x540, 13-14 ms) remain, plus the input and writer threads, which",
+            "this work did not touch. Levers measured and not taken: lossless WebP (m0) is faster and about",
+            "as small on a terminal, but on a web page 4x larger and slower (see below); recycling grab buffers",
+            "saves only ~0.8 ms of the 2.3 ms copy (the copy is bandwidth-bound here); `--grab-hz 2` halves",
+            "the grabs but lets pre-action frames be up to 0.5 s old.",
         ]
     lines += [
         "Disk caveat: an xterm on an empty desktop compresses far better than a busy real desktop (browser,",
@@ -456,17 +503,43 @@ def analysis(res: dict[str, object]) -> list[str]:
     return lines + [""]
 
 
+#: Encoder options measured per frame on this machine (``Image.save``, thread CPU, median of 5;
+#: 960x540 = a 1920x1080 screen at the default scale 0.5), 2026-11-30, load ~10 on 2 cores.
+ENCODE_TABLE = [
+    "Encoder options, per 960x540 frame (median of 5, thread CPU time, Pillow 13 / libwebp 1.6, same machine,",
+    "load ~10): an xterm listing (UI text), a Chromium page with text and a gradient, and a smooth photo-like",
+    "image. Lossy WebP q60 m0 stays the default: lossless is the cheaper choice only on terminal-like content.",
+    "",
+    "| WebP settings | xterm ms / KB | web page ms / KB | photo-like ms / KB |",
+    "|---|---|---|---|",
+    "| lossy q60 m0 (default) | 13.3 / 20.8 | 13.4 / 45.5 | 22.8 / 86.3 |",
+    "| lossy q60 m1 | 16.0 / 20.3 | 19.1 / 44.0 | 29.1 / 83.2 |",
+    "| lossy q40 m0 | 12.6 / 18.6 | 15.9 / 39.3 | 21.6 / 73.3 |",
+    "| lossless q0 m0 | 8.5 / 20.0 | 20.0 / 177.8 | 39.8 / 1071.6 |",
+    "| lossless q25 m1 | 24.9 / 5.1 | 29.1 / 87.3 | 195.9 / 679.1 |",
+    "",
+    "Keyed BLAKE2b of the 1.5 MB downscaled pixels: 2.1-3.0 ms; `Image.tobytes()` 0.6-0.9 ms. A changed",
+    "grab: MIT-SHM grab 2.5 ms (of which the 8 MB copy into a fresh buffer 2.3 ms; into a recycled one",
+    "1.5 ms), DAMAGE poll with round trip 0.6 ms, DAMAGE subtract 0.2 ms; an unchanged grab 0.45 ms. The",
+    "window cache's check when nothing changed: 0.21 ms (of which the `GetInputFocus` round trip 0.13 ms).",
+    "",
+]
+
+
 def variant_lines(variants: list[dict[str, object]]) -> list[str]:
     """A comparison table of other recorder settings (``--compare``)."""
     if not variants:
         return []
-    out = ["Other settings, same input (steady phase):", "",
-           "| `demotrace record` args | CPU % | of which frame + encoder threads | peak RSS MB | MB / active hour | KB per encoded frame |",
-           "|---|---|---|---|---|---|"]
+    out = ["Other settings, same input (steady phase; `--compare`: separate runs one after the other, each",
+           "with its own load, so compare them with the main run only roughly):", "",
+           "| `demotrace record` args | CPU % | of which frame + encoder threads | peak RSS MB | MB / active hour | KB per encoded frame | load average start → end |",
+           "|---|---|---|---|---|---|---|"]
     for v in variants:
         th = v["cpu_pct_by_thread"]  # type: ignore[index]
         fe = round(th.get("demotrace-frames", 0) + th.get("demotrace-encoder", 0), 2)  # type: ignore[union-attr]
-        out.append(f"| `{v['recorder_args']}` | {v['cpu_pct']} | {fe} | {v['rss_peak_mb']} | {v['mb_per_hour']} | {v['encoded_kb_per_frame']} |")
+        la = v.get("load_avg") or ["?", "?"]
+        out.append(f"| `{v['recorder_args']}` | {v['cpu_pct']} | {fe} | {v['rss_peak_mb']} | {v['mb_per_hour']} | "
+                   f"{v['encoded_kb_per_frame']} | {la[0]} → {la[1]} |")  # type: ignore[index]
     return out + [""]
 
 
@@ -476,7 +549,7 @@ def write_section(res: dict[str, object], mach: dict[str, str], variants: list[d
         SECTION_START,
         "## Recorder overhead (`bench/recorder_overhead.py`)",
         "",
-        f"Run {_dt.datetime.now(_dt.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}: "
+        f"Run {res.get('started_utc') or _dt.datetime.now(_dt.UTC).strftime('%Y-%m-%d %H:%M UTC')}: "
         f"`.venv/bin/python bench/recorder_overhead.py --seconds {res['seconds']}`"
         + (f" (recorder args `{res['recorder_args']}`)" if res["recorder_args"] else " (default settings: frames at scale 0.5, WebP q60 m0, 4 Hz grabs while active)") + ".",
         f"Xvfb 1920x1080, window manager {res['window_manager']}, an xterm running `cat`, `demotrace record` with the REC",
@@ -500,6 +573,7 @@ def write_section(res: dict[str, object], mach: dict[str, str], variants: list[d
         "",
         *analysis(res),
         *before_after(res),
+        *ENCODE_TABLE,
         "Delay is measured by the recorder itself: from the capture hook's timestamp to the return of the",
         "batch's commit (reported by `demotrace status --json`). Lost = driven XTest events minus stored",
         "events per kind (a wheel tick counts once). Frames include the REC indicator window.",
@@ -527,11 +601,29 @@ def main() -> None:
     ap.add_argument("--no-write", action="store_true", help="do not update docs/benchmarks.md")
     ap.add_argument("--recorder-args", default="", help="extra arguments for `demotrace record`, e.g. '--frame-scale 0.5'")
     ap.add_argument("--compare", action="store_true", help="also run the settings in COMPARE and tabulate them")
+    ap.add_argument("--from-json", default=None, help=argparse.SUPPRESS)  # re-write the docs section from saved output
     ap.add_argument("--no-wm", action="store_true", help="do not start openbox (focus is then polled by the backend)")
+    ap.add_argument("--no-before", action="store_true",
+                    help="do not run the 'before' recorder (BEFORE_ENV: per-frame window snapshots) beside the measured one")
     ap.add_argument("--demotrace", default=str(Path(sys.executable).parent / "demotrace"),
                     help="the demotrace command to benchmark (default: this venv's)")
     ns = ap.parse_args()
-    res = run(ns.seconds, ns.recorder_args.split(), ns.demotrace.split(), use_wm=not ns.no_wm)
+    if ns.from_json:  # the JSON this script printed (result, machine, variants): docs only
+        dec = json.JSONDecoder()
+        text, objs, i = Path(ns.from_json).read_text(), [], 0
+        while i < len(text):
+            if text[i].isspace():
+                i += 1
+                continue
+            try:
+                obj, i = dec.raw_decode(text, i)
+            except json.JSONDecodeError:
+                break  # the trailing "updated docs/benchmarks.md" line
+            objs.append(obj)
+        write_section(objs[0]["result"], objs[0]["machine"], [o["variant"] for o in objs[1:] if "variant" in o])
+        return
+    res = run(ns.seconds, ns.recorder_args.split(), ns.demotrace.split(), use_wm=not ns.no_wm,
+              before_env=None if ns.no_before else BEFORE_ENV)
     mach = machine()
     print(json.dumps({"result": res, "machine": mach}, indent=2, ensure_ascii=False))
     variants = []

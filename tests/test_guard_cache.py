@@ -9,6 +9,7 @@ created (python-xlib requests / xdotool), never from the code under test.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import subprocess
 import sys
@@ -63,10 +64,8 @@ class Windows:
 
     def close(self) -> None:
         for w in self.made:
-            try:
+            with contextlib.suppress(Exception):  # destroyed by the test already
                 w.destroy()
-            except Exception:  # noqa: BLE001 - destroyed by the test already
-                pass
         self.d.sync()
         self.d.close()
 
@@ -191,8 +190,10 @@ def test_focus_on_a_denied_window_withholds_the_frame(xvfb, wins: Windows, dt_ho
     try:
         guard.observe()
         w, h = 400, 200
-        frame = lambda: RawFrame(pixels=bytes([200]) * (w * h * 4), width=w, height=h,  # noqa: E731
-                                 bounds=Rect(0, 0, w, h), monitor=-1, captured_ns=time.monotonic_ns())
+        def frame() -> RawFrame:
+            return RawFrame(pixels=bytes([200]) * (w * h * 4), width=w, height=h,
+                            bounds=Rect(0, 0, w, h), monitor=-1, captured_ns=time.monotonic_ns())
+
         vault.set_input_focus(X.RevertToParent, X.CurrentTime)
         wins.d.sync()
         f1 = frame()
@@ -229,7 +230,7 @@ def _geometry(xvfb, title: str) -> tuple[int, int, int, int]:  # type: ignore[no
     deadline = time.monotonic() + 15
     while True:
         p = subprocess.run(["xdotool", "search", "--onlyvisible", "--name", f"^{title}$", "getwindowgeometry",
-                            "--shell"], env=xvfb.env, capture_output=True, text=True)
+                            "--shell"], env=xvfb.env, capture_output=True, text=True, check=False)
         if "WIDTH=" in p.stdout:
             v = dict(line.split("=", 1) for line in p.stdout.split() if "=" in line)
             return int(v["X"]), int(v["Y"]), int(v["WIDTH"]), int(v["HEIGHT"])

@@ -43,6 +43,7 @@ Neither runs on an input hook.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import math
 import os
@@ -666,10 +667,8 @@ class CaptureGuard:
         if cache is not None:
             self.stats.window_reads += cache.reads
             cache.reads = 0
-            try:
+            with contextlib.suppress(Exception):  # the server may be gone already
                 cache.dpy.close()
-            except Exception:  # noqa: BLE001 - the server may be gone already
-                pass
 
     # -- frame thread ---------------------------------------------------------------------------
     def observe(self) -> None:
@@ -745,10 +744,8 @@ class CaptureGuard:
             self.stats.last_error = f"window list unreadable: {exc!r}"
             dpy, self._dpy = self._dpy, None  # reconnect at the next frame
             if dpy is not None:
-                try:
+                with contextlib.suppress(Exception):
                     dpy.close()
-                except Exception:  # noqa: BLE001
-                    pass
             return None
         now = self.clock()
         rects: list[Rect] = []

@@ -13,7 +13,8 @@
   outages (``restart_s3`` brings the same data back on the same ports).
 - ``s3_env``: per test, the standard AWS environment variables (``AWS_ACCESS_KEY_ID``,
   ``AWS_SECRET_ACCESS_KEY``, ``AWS_DEFAULT_REGION``, ``AWS_ENDPOINT_URL_S3``) pointing at that
-  server, shared config/credential files pointed at absent paths (no ``~/.aws`` leaks in), the
+  server as the least-privileged "collector" identity (read, write, list on the test buckets;
+  the test-side ``client`` is an admin), shared config/credential files pointed at absent paths (no ``~/.aws`` leaks in), the
   instance-metadata credential lookup off (``AWS_EC2_METADATA_DISABLED``), and a
   fresh key prefix so tests never see each other's objects. Returns an :class:`S3Env`.
 """
@@ -93,6 +94,16 @@ class S3Server:
     cmd: list[str]
     _n: Any = field(default_factory=lambda: itertools.count(1))
 
+    @property
+    def collector_key(self) -> str:
+        """Access key of the least-privileged identity the collector runs as."""
+        return "C" + self.access_key
+
+    @property
+    def collector_secret(self) -> str:
+        """Its secret key."""
+        return "c" + self.secret_key
+
     def client(self) -> Any:
         """A boto3 S3 client with the server's credentials (test-side, for checking what is
         really in the bucket)."""
@@ -120,10 +131,17 @@ class S3Server:
 def _start_once(weed: Path, root: Path, access_key: str, secret_key: str) -> S3Server:
     (root / "data").mkdir(exist_ok=True)
     cfg = root / "s3.json"
-    cfg.write_text(json.dumps({"identities": [{
-        "name": "demotrace-test",
-        "credentials": [{"accessKey": access_key, "secretKey": secret_key}],
-        "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}))
+    cfg.write_text(json.dumps({"identities": [
+        {"name": "demotrace-test",
+         "credentials": [{"accessKey": access_key, "secretKey": secret_key}],
+         "actions": ["Admin", "Read", "Write", "List", "Tagging"]},
+        # what the collector runs as: read, write and list on the two test buckets, nothing
+        # else (no bucket creation, no other bucket) — the least privilege docs/operations.md
+        # asks for
+        {"name": "demotrace-collector",
+         "credentials": [{"accessKey": "C" + access_key, "secretKey": "c" + secret_key}],
+         "actions": [f"{a}:{b}" for b in (BUCKET, VERSIONED_BUCKET)
+                     for a in ("Read", "Write", "List")]}]}))
     os.chmod(cfg, 0o600)
     (master, master_g, volume, volume_g, filer, filer_g, s3, s3_g) = _free_ports(8)
     cmd = [str(weed), "server", f"-dir={root / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
@@ -272,8 +290,8 @@ class S3Env:
 def s3_env(s3_server: S3Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> S3Env:
     """Standard AWS environment pointing at ``s3_server`` and a fresh prefix (module
     docstring)."""
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3_server.access_key)
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3_server.secret_key)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3_server.collector_key)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3_server.collector_secret)
     monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
     monkeypatch.setenv("AWS_ENDPOINT_URL_S3", s3_server.endpoint_url)
     # never ask the EC2 instance-metadata address (169.254.169.254) for credentials

@@ -137,8 +137,30 @@ def test_bytes_altered_in_transit_are_refused_and_nothing_is_stored(
     assert got["Body"].read() == bytes([ord("p") ^ 0xFF]) + b"ixels of a frame"
 
 
+def test_the_collector_identity_has_least_privilege(s3_env: S3Env) -> None:
+    """The identity every collector test runs as can read, write and list its bucket and
+    nothing else: the store's needs are exactly what docs/operations.md's policy grants."""
+    store = open_blob_store(s3_env.url)
+    assert isinstance(store, S3BlobStore)
+    store.put(N1, b"x")
+    assert store.get(N1) == b"x" and list(store.names()) == [N1] and store.delete(N1)
+    from botocore.exceptions import ClientError
+
+    with pytest.raises(ClientError, match="AccessDenied"):
+        store.client.create_bucket(Bucket="collector-may-not-create")
+    with pytest.raises(ConfigError, match="access denied"):
+        S3BlobStore("demotrace-other", "p")
+    s3_env.client.create_bucket(Bucket="demotrace-other")
+    with pytest.raises(ConfigError, match="access denied"):
+        open_blob_store("s3://demotrace-other/p")
+
+
 # -- bad settings: clear errors at start-up -----------------------------------------------------------
 def test_bad_s3_settings_are_clear_errors(s3_env: S3Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    # (a missing bucket reads as "access denied" to an identity scoped to other buckets, as on
+    # AWS; an identity allowed to list every bucket is told it does not exist)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3_env.server.access_key)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3_env.server.secret_key)
     with pytest.raises(ConfigError, match="'no-such-bucket-x' at .* does not exist; create it"):
         open_blob_store("s3://no-such-bucket-x/p")
     with pytest.raises(ConfigError, match="bucket name 'Bad_Bucket' is invalid"):
@@ -160,8 +182,8 @@ def test_bad_s3_settings_are_clear_errors(s3_env: S3Env, monkeypatch: pytest.Mon
     monkeypatch.delenv("AWS_ACCESS_KEY_ID")
     with pytest.raises(ConfigError, match="no credentials; set AWS_ACCESS_KEY_ID"):
         open_blob_store(s3_env.url)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3_env.server.access_key)
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3_env.server.secret_key)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3_env.server.collector_key)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3_env.server.collector_secret)
     # nothing listening at the endpoint
     dead = f"http://127.0.0.1:{free_port()}"
     with pytest.raises(ConfigError, match=f"at {dead}: cannot connect"):
@@ -407,8 +429,8 @@ def test_s3_outage_mid_upload_loses_nothing_and_resumes(tmp_path: Path,
     sends only what S3 lacks, and the bucket ends with exactly one object per distinct blob."""
     s3 = start_s3()
     try:
-        monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3.access_key)
-        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3.secret_key)
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3.collector_key)
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3.collector_secret)
         monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
         monkeypatch.setenv("AWS_ENDPOINT_URL_S3", s3.endpoint_url)
         monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import tomllib
 import zipfile
 from datetime import UTC, datetime
@@ -168,6 +169,9 @@ def test_bundle_consent_is_checked_stored_and_shown_to_the_person(stack: Stack) 
     notice = tomllib.loads(DEFAULT_TOML)["notice"].strip()
     assert [(g["policy_version"], g["accepted_utc"], g["notice_sha256"], g["notice"], g["notice_matches"])
             for g in got] == [(1, "2026-11-29T09:00:00Z", notice_sha(DEFAULT_TOML), notice, True)]
+    z = zipfile.ZipFile(io.BytesIO(stack.client.get("/v1/me/export", headers=stack.h(person)).content))
+    exported = json.loads(z.read("consent.json"))
+    assert [(e["policy_version"], e["accepted_utc"]) for e in exported] == [(1, "2026-11-29T09:00:00Z")]
     # another person does not see it; erasure removes it
     other = stack.token("person", "lee@example.org")
     assert stack.client.get("/v1/me/consent", headers=stack.h(other)).json() == []

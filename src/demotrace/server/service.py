@@ -342,7 +342,8 @@ class Collector:
 
     def export_person(self, subject_id: str) -> bytes:
         """A zip of everything stored about the person: ``bundles/<id>/manifest.json``,
-        ``bundles/<id>/blobs/<sha256>``, and ``access-log.json`` (entries about them)."""
+        ``bundles/<id>/blobs/<sha256>``, ``access-log.json`` (entries about them) and
+        ``consent.json`` (their consent records with each notice text)."""
         buf = io.BytesIO()
         with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
             for b in self.list_bundles(subject_id):
@@ -353,6 +354,9 @@ class Collector:
                     z.writestr(f"bundles/{bid}/blobs/{ref['sha256']}",
                                self.read_blob(subject_id, bid, ref["sha256"]))
             z.writestr("access-log.json", json.dumps(self.access_log(subject_id), indent=1))
+            with self.db.session() as s:
+                consents = policies.person_consents(s, subject_id)
+            z.writestr("consent.json", json.dumps(consents, indent=1))
         return buf.getvalue()
 
     def erase(self, subject_id: str) -> dict[str, Any]:

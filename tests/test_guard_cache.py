@@ -312,3 +312,28 @@ def test_recorder_masks_a_denied_window_from_the_next_frame_on(xvfb, dt_home: Pa
         assert int(region(img, g_vault, f.scale).max()) <= 12, f"vault visible in frame {f.seq} ({f.reason})"
         assert int(region(img, g_other, f.scale).max()) <= 12, f"incognito window visible in frame {f.seq}"
         assert float(region(img, g_work, f.scale).mean()) > 100, f"allowed window painted in frame {f.seq}"
+
+
+def test_cache_state_stays_flat_over_many_windows(xvfb, wins: Windows) -> None:  # type: ignore[no-untyped-def]
+    """60 windows created, shown and destroyed one after the other: the cache forgets each (its
+    window table and owner map are back to their size before), and its history keeps only the
+    last ``history_ns`` of intervals."""
+    dpy = open_display(xvfb.display)
+    try:
+        cache = WindowCache(dpy, history_ns=200_000_000)  # 0.2 s of history
+        cache.observe()
+        tops, owners = len(cache._tops), len(cache._owner)
+        for i in range(60):
+            w = wins.make("KeePassXC", f"w{i}", 10 + i, 10, 30, 30)
+            cache.observe()
+            w.destroy()
+            wins.d.sync()
+            cache.observe()
+        time.sleep(0.25)
+        cache.observe()
+        cache.observe()
+        assert (len(cache._tops), len(cache._owner)) == (tops, owners)
+        assert len(cache._records) <= 3  # older than 0.2 s: dropped (the newest always kept)
+        assert cache.view_at(time.monotonic_ns() - 10_000_000_000) is None  # beyond the history: unknown
+    finally:
+        dpy.close()

@@ -418,6 +418,14 @@ def run(seconds: int, extra_args: list[str], cmd: list[str], use_wm: bool = True
     return out
 
 
+#: Earlier before / after pairs of this benchmark (same command, each pair from one run), so one
+#: run's ratio can be judged against the others.
+EARLIER_PAIRS = [
+    "Other same-run pairs, after / before (% of one core, load average at start → end): 2026-11-30 04:53",
+    "UTC 4.5 / 5.3 (ratio 0.85, load 11.8 → 10.75); 04:57 UTC 4.18 / 5.12 (0.82, load 15.2 → 16.6).",
+]
+
+
 def before_after(res: dict[str, object]) -> list[str]:
     """A before / after table from the SAME run: ``res["before"]`` is the recorder that ran at
     the same time on the same display with :data:`BEFORE_ENV` (the per-frame window snapshot)."""
@@ -452,7 +460,7 @@ def before_after(res: dict[str, object]) -> list[str]:
     rows.append(f"| frames stored / encoded / withheld | {b['frames_stored']} / {b['frames_encoded']} / "
                 f"{bps.get('frames_withheld')} | {res['frames_stored']} / {res['frames_encoded']} / "
                 f"{ps.get('frames_withheld')} | |")
-    rows += ["", "For reference, the previous run of this section (2026-11-30 03:43 UTC, commit 9530c1c, before the",
+    rows += ["", *EARLIER_PAIRS, "", "For reference, the previous run of this section (2026-11-30 03:43 UTC, commit 9530c1c, before the",
              "window cache, one recorder alone, load 2.0 → 0.83) measured 5.87 %. CPU seconds per wall second",
              "grow with the machine's load (shared caches, frequency), which is why the comparison above is taken",
              "from one run with both recorders side by side rather than from two runs at different times."]

@@ -153,3 +153,55 @@ def test_pipeline_rescan_drops_leftovers_and_passes_clean_text() -> None:
     assert real.counts.entities == {"EMAIL_ADDRESS": 1}
     pipe.close()
     real.close()
+
+
+# Tester issue #4: NAME_PASSWORD=value labels, flag and MySQL forms. Each value worked out by
+# hand from the input line (the text after "=", after the flag's space, after "-p").
+LABEL_FORMS = [
+    ("export DB_PASSWORD=sunflower42", "sunflower42"),
+    ("PGPASSWORD=sunflower42 psql -h db.example.org", "sunflower42"),
+    ("MYSQL_PWD=sunflower42 mysql", "sunflower42"),
+    ("mysqldump --password sunflower42 shop", "sunflower42"),
+    ("mysql -u root -psunflower42 shop", "sunflower42"),
+    ("PASSWORD=daffodil7", "daffodil7"),
+    ("pwd=daffodil7", "daffodil7"),
+    ("passwd=daffodil7", "daffodil7"),
+    ("app --password=daffodil7 --verbose", "daffodil7"),
+    ("api_key=daffodil7", "daffodil7"),
+    ("GITHUB_TOKEN=daffodil7 make release", "daffodil7"),
+    ("client_secret: daffodil7", "daffodil7"),
+    ("openssl enc -pass pass:daffodil7", "pass:daffodil7"),
+]
+
+
+@pytest.mark.parametrize(("text", "value"), LABEL_FORMS)
+def test_password_label_forms_redacted(redactor: TextRedactor, text: str, value: str) -> None:
+    f = [x for x in detect_secrets(text, entropy=False) if x.entity == "PASSWORD_LABEL"]
+    start = text.index(value)
+    assert [(x.start, x.end) for x in f] == [(start, start + len(value))]
+    red = redactor.redact(text)
+    assert value not in red.text and "<PASSWORD_LABEL>" in red.text
+
+
+# Benign look-alikes, decided (docs/privacy.md): a secret word that BEGINS an identifier names a
+# setting, not a secret (PASSWORD_MIN_LENGTH, password_reset_url, TOKEN_URL); --password-file /
+# --password-stdin take a path / nothing; "-p" is a password only for the MySQL / MariaDB
+# clients and only attached; OLDPWD / $PWD are directories.
+BENIGN_LABELS = [
+    "PASSWORD_MIN_LENGTH=8",
+    "password_reset_url=https://accounts.example.org/reset",
+    "TOKEN_URL=https://auth.example.org/token",
+    "docker login --password-stdin registry.example.org",
+    "restic backup --password-file /etc/restic/pw /srv",
+    "mkdir -p build/out",
+    "gcc -pthread main.c",
+    "ssh -p 2222 build.example.org",
+    "mysql -u root -p shop",
+    "OLDPWD=/srv/app",
+    "cd $PWD/sub",
+]
+
+
+@pytest.mark.parametrize("text", BENIGN_LABELS)
+def test_password_label_benign_lookalikes_kept(text: str) -> None:
+    assert [x for x in detect_secrets(text, entropy=False) if x.entity == "PASSWORD_LABEL"] == []

@@ -20,7 +20,12 @@ PRIVATE_KEY            a PEM block ``-----BEGIN … PRIVATE KEY-----`` up to its
                        the end of the text when truncated) (RFC 7468)
 PASSWORD_LABEL         the value after ``password`` / ``passwd`` / ``pwd`` / ``passphrase`` /
                        ``secret`` / ``token`` / ``api_key`` / ``pin`` followed by ``:`` or
-                       ``=`` (only the value is redacted)
+                       ``=`` (only the value is redacted); the word may end an identifier
+                       (``DB_PASSWORD=``, ``PGPASSWORD=``, ``MYSQL_PWD=``, ``GITHUB_TOKEN=``)
+                       but not begin one (``PASSWORD_MIN_LENGTH=8``, ``password_reset_url=``
+                       are settings, not secrets: kept); also ``--password VALUE`` /
+                       ``-pass VALUE`` flags (not ``--password-file``) and the MySQL /
+                       MariaDB clients' attached ``-pVALUE`` (tester issue #4)
 HIGH_ENTROPY_TOKEN     a run of 24+ ``[A-Za-z0-9+/=_-]`` mixing upper, lower and digits with
                        Shannon entropy ≥ 3.5 bits/char (catches keys of unknown issuers and
                        OCR-garbled known ones; lower-case hex such as git hashes is not
@@ -65,8 +70,19 @@ DETECTORS: dict[str, re.Pattern[str]] = {
         r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----[\s\S]*?(?:-----END [A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----|\Z)"
     ),
     "PASSWORD_LABEL": re.compile(
-        r"(?i:\b(?:pass(?:word|wd|phrase|code)?|pwd)\b[\"']?[ \t]*(?:[:=]|\bis\b)"
-        r"|\b(?:secret|token|api[_\- ]?key|access[_\- ]?key|pin)\b[\"']?[ \t]*[:=])"
+        # 1. a password word, alone or ending an identifier (DB_PASSWORD, PGPASSWORD, MYSQL_PWD),
+        #    then ":" / "=" / "is"; an identifier CONTINUING after it (PASSWORD_MIN_LENGTH,
+        #    password_reset_url) is not a password label
+        r"(?i:(?<![A-Za-z0-9])(?:[A-Za-z0-9]*_)?(?:[A-Za-z0-9]*pass(?:word|wd|phrase)|pass(?:code)?|pwd)"
+        r"(?![A-Za-z0-9_])[\"']?[ \t]*(?:[:=]|\bis\b)"
+        # 2. other secret words, alone or ending an identifier (GITHUB_TOKEN=, client_secret:)
+        r"|(?<![A-Za-z0-9])(?:[A-Za-z0-9]*_)?(?:secret|token|api[_\- ]?key|access[_\- ]?key|pin)"
+        r"(?![A-Za-z0-9_])[\"']?[ \t]*[:=]"
+        # 3. command-line flags with the value after a space or "=" (--password s3cret, -pass x);
+        #    not --password-file / --password-stdin, not a following flag
+        r"|(?<![\w\-])--?(?:password|passwd|passphrase|pass|pwd)(?:[ \t]+|=)(?=[^\s\-])"
+        # 4. the MySQL / MariaDB client's attached -p<password> (mysql -u root -ps3cret)
+        r"|\b(?:mysql|mysqldump|mysqladmin|mariadb|mariadb-dump|mariadb-admin)\b[^\n|;&]*?[ \t]-p(?=[^\s\-]))"
         r"[ \t]*(?!<[A-Z_]+>)(\"[^\"\n]{1,128}\"|'[^'\n]{1,128}'|[^\s\"',;]{1,128})"
     ),
 }

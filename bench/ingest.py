@@ -31,6 +31,7 @@ import multiprocessing as mp
 import os
 import platform
 import random
+import resource
 import shutil
 import statistics
 import subprocess
@@ -81,12 +82,13 @@ def device(url: str, code: str, bundles: list[str], out: Any) -> None:
     with UploadClient(url) as c:
         token = c.enroll(code, "bench")
     t0 = time.perf_counter()
+    ru0 = resource.getrusage(resource.RUSAGE_SELF)
 
     class Timing(httpx.HTTPTransport):
         def handle_request(self, request: httpx.Request) -> httpx.Response:
             s = time.perf_counter()
             r = super().handle_request(request)
-            if request.url.path.endswith("/commit"):
+            if request.url.path.endswith("/commit") or request.url.params.get("commit"):
                 r.read()
                 lat.append(time.perf_counter() - s)
             return r
@@ -99,8 +101,30 @@ def device(url: str, code: str, bundles: list[str], out: Any) -> None:
                 errors += 1
                 print(f"device error: {exc}", file=sys.stderr)
         retries = c.retries
+    ru = resource.getrusage(resource.RUSAGE_SELF)
     out.put({"lat": lat, "errors": errors, "retries": retries, "t0": t0,
-             "t1": time.perf_counter()})
+             "t1": time.perf_counter(), "cpu": ru.ru_utime + ru.ru_stime - ru0.ru_utime - ru0.ru_stime})
+
+
+def _pg_cpu(pg: Any) -> float | None:
+    """CPU seconds (user+sys) of the throw-away PostgreSQL: postmaster and its live children
+    (backends, WAL writer, checkpointer); ``None`` for an external database."""
+    if pg is None:
+        return None
+    try:
+        pid = int((pg.root / "data" / "postmaster.pid").read_text().split()[0])
+        procs = [psutil.Process(pid)]
+        procs += procs[0].children(recursive=True)
+    except (OSError, ValueError, psutil.Error):
+        return None
+    total = 0.0
+    for p in procs:
+        try:
+            t = p.cpu_times()
+            total += t.user + t.system
+        except psutil.Error:
+            pass
+    return total
 
 
 def main() -> None:
@@ -112,6 +136,9 @@ def main() -> None:
     ap.add_argument("--frame-kb", type=int, default=96, help="KiB per frame")
     ap.add_argument("--database-url", default=None)
     ap.add_argument("--json", type=Path, default=None, help="also write the result here")
+    ap.add_argument("--profile", type=Path, default=None,
+                    help="record the server with py-spy during the upload phase (raw collapsed "
+                         "stacks, all threads incl. idle ones) into this file")
     a = ap.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="dt-ingest-"))
@@ -170,16 +197,28 @@ def main() -> None:
 
         threading.Thread(target=sample, daemon=True).start()
         cpu0 = proc.cpu_times()
+        pg_cpu0 = _pg_cpu(pg)
         q: Any = mp.get_context("spawn").Queue()
         procs = [mp.get_context("spawn").Process(target=device, args=(url, codes[d], plan[d], q))
                  for d in range(a.devices)]
+        load0 = round(os.getloadavg()[0], 2)
         w0 = time.perf_counter()
         for p in procs:
             p.start()
+        spy = None
+        if a.profile:
+            spy = subprocess.Popen([str(Path(sys.executable).parent / "py-spy"), "record", "-p",
+                                    str(srv.pid), "-o", str(a.profile), "--format", "raw",
+                                    "--threads", "-r", "250", "--nonblocking"],
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         results = [q.get(timeout=3600) for _ in procs]
         for p in procs:
             p.join()
+        if spy is not None:
+            spy.send_signal(2)
+            spy.wait(30)
         cpu1 = proc.cpu_times()
+        pg_cpu1 = _pg_cpu(pg)
         stop.set()
         wall = max(r["t1"] for r in results) - min(r["t0"] for r in results)
         total_wall = time.perf_counter() - w0
@@ -202,6 +241,10 @@ def main() -> None:
             "errors": sum(r["errors"] for r in results),
             "retries": sum(r["retries"] for r in results),
             "server_cpu_cores": round(cpu / wall, 2),
+            "clients_cpu_cores": round(sum(r["cpu"] for r in results) / wall, 2),
+            "postgres_cpu_cores": (round((pg_cpu1 - pg_cpu0) / wall, 2)
+                                   if pg_cpu0 is not None and pg_cpu1 is not None else None),
+            "load_average_1min_before_after": [load0, round(os.getloadavg()[0], 2)],
             "server_peak_rss_MiB": round(peak_rss[0] / 2**20, 1),
             "database": "postgresql" if "postgresql" in url_db else "sqlite",
             "machine": f"{platform.machine()}, {os.cpu_count()} cores, "

@@ -16,6 +16,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -225,6 +226,45 @@ def test_random_network_faults_lose_nothing_and_store_once(server: ServerProc,
     curator_check(server, originals)
 
 
+def audit_rows(db_url: str, action: str) -> list[dict[str, Any]]:
+    eng = create_engine(db_url)
+    try:
+        with eng.connect() as c:
+            return [dict(r) for r in c.execute(text(
+                "SELECT seq, actor_role, actor_id, subject_id, resource, status "
+                "FROM audit_entries WHERE action = :a ORDER BY seq"), {"a": action}).mappings()]
+    finally:
+        eng.dispose()
+
+
+def test_concurrent_devices_commit_once_each_and_the_chain_verifies(server: ServerProc,
+                                                                    tmp_path: Path) -> None:
+    """Four devices upload at once (their last batch commits); every commit has exactly one
+    access-log entry naming its bundle and device, and ``audit verify`` passes."""
+    server.start()
+    people = [f"p{i}@example.org" for i in range(4)]
+    tokens = [enroll(server, server.code("device", p)) for p in people]
+    plans = [make_bundles(tmp_path / f"dev{i}", n=2, blobs_each=5, seed=20 + i)
+             for i in range(4)]
+
+    def run(i: int) -> int:
+        with UploadClient(server.url, tokens[i], batch_bytes=50_000) as c:
+            return sum(c.upload(b).sent_blobs for b in plans[i])
+
+    with ThreadPoolExecutor(4) as ex:  # .result() re-raises a device's error here
+        sent = [f.result(timeout=120) for f in [ex.submit(run, i) for i in range(4)]]
+    # a bundle: 5 frames + the shared frame + events; the second bundle of the same person
+    # does not send the shared frame again
+    assert sent == [7 + 6] * 4
+    want = {(tokens[i].split("_")[1], f"bundle:{b.manifest.bundle_id}")
+            for i in range(4) for b in plans[i]}
+    rows = audit_rows(server.db_url, "device.commit")
+    assert len(rows) == 8 and {(r["actor_id"], r["resource"]) for r in rows} == want
+    assert all(r["status"] == 200 and r["actor_role"] == "device" for r in rows)
+    assert stored_counts(server.db_url)[:2] == (8, 8)
+    assert server.cli("audit", "verify").startswith("audit log OK: 8 entries")
+
+
 class KillingTransport(httpx.BaseTransport):
     """Kills the server (SIGKILL) while the ``kill_at``-th blob PUT is in flight."""
 
@@ -385,3 +425,71 @@ def test_sealed_bundle_from_the_privacy_layer_uploads_intact(tmp_path: Path) -> 
         assert got_frames == want_frames
     finally:
         srv.stop()
+
+
+def _batch(*blobs: bytes) -> bytes:
+    """A blob batch body framed by hand (64 hex sha256, 16 decimal size digits, bytes)."""
+    return b"".join(sha(d).encode() + str(len(d)).zfill(16).encode() + d for d in blobs)
+
+
+def test_last_batch_commits_with_its_log_entry_or_says_what_is_missing(stack: Any) -> None:
+    """``POST …/blobs?commit=true``: stores the batch and commits in one transaction with one
+    ``device.commit`` entry; with a blob missing elsewhere it answers 409 naming it and keeps
+    the batch; a retry of the committing request changes nothing stored."""
+    from typer.testing import CliRunner
+
+    from demotrace.cli import app as cli_app
+    from demotrace.server.wire import BlobRef, BundleManifest
+
+    admin = stack.token("admin")
+    code = stack.client.post("/v1/admin/enrollment-codes", headers=stack.h(admin),
+                             json={"role": "device", "person": "lee@example.org"}).json()["code"]
+    enrolled = stack.client.post("/v1/enroll", json={"code": code}).json()
+    dev = stack.h(enrolled["credential"])
+    a, b, ev = b"A" * 5000, b"B" * 7000, b"events of lee"
+    m = BundleManifest(session_id="lee-1", platform="linux-x11", blobs=[
+        BlobRef(sha256=sha(d), size=len(d), path=p)
+        for p, d in (("frames/a", a), ("frames/b", b), ("events/0", ev))])
+    r = stack.client.post("/v1/bundles", content=m.canonical(), headers=dev)
+    assert sorted(r.json()["missing"]) == sorted(sha(d) for d in (a, b, ev))
+    url = f"/v1/bundles/{m.bundle_id}/blobs"
+    assert stack.client.post(url, content=_batch(a), headers=dev).json() == {"stored": 1, "new": 1}
+    # "last" batch, but b never sent: 409 names b; ev is kept; nothing committed, nothing logged
+    r = stack.client.post(url, params={"commit": "true"}, content=_batch(ev), headers=dev)
+    assert r.status_code == 409 and r.json()["missing"] == [sha(b)]
+    assert stack.client.post("/v1/bundles", content=m.canonical(),
+                             headers=dev).json()["missing"] == [sha(b)]
+    sid = stack.subject("lee@example.org")
+
+    def log() -> list[tuple[str, str, str, int]]:
+        with stack.collector.db.engine.connect() as c:
+            return [tuple(x) for x in c.execute(text(
+                "SELECT actor_id, subject_id, resource, status FROM audit_entries "
+                "WHERE action = 'device.commit' ORDER BY seq"))]
+
+    assert log() == []
+    r = stack.client.post(url, params={"commit": "true"}, content=_batch(b), headers=dev)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert (body["stored"], body["new"]) == (1, 1)
+    assert body["commit"]["state"] == "committed" and body["commit"]["n_blobs"] == 3
+    assert body["commit"]["total_bytes"] == 5000 + 7000 + len(ev)
+    entry = (enrolled["credential_id"], sid, f"bundle:{m.bundle_id}", 200)
+    assert log() == [entry]
+    # the response was lost, the device sends the same request again: acknowledged again
+    # (and logged again), nothing new stored
+    r = stack.client.post(url, params={"commit": "true"}, content=_batch(b), headers=dev)
+    assert r.status_code == 200 and r.json()["new"] == 0
+    assert r.json()["commit"]["committed_at"] == body["commit"]["committed_at"]
+    assert log() == [entry, entry]
+    with stack.collector.db.engine.connect() as c:
+        rows = c.execute(text("SELECT stored_name, size FROM blobs WHERE subject_id = :s"),
+                         {"s": sid}).all()
+    assert sorted(size for _, size in rows) == sorted([5000, 7000, len(ev)])
+    root = stack.config.data_dir / "blobs"
+    for name, size in rows:  # every row's object is on disk, AES-GCM: 12 nonce + 16 tag bytes
+        assert (root / name[:2] / name).stat().st_size == size + 28
+    v = CliRunner().invoke(cli_app, ["audit", "verify", "--data-dir", str(stack.config.data_dir),
+                                     "--database-url", stack.config.db_url])
+    assert v.exit_code == 0 and "audit log OK" in v.output, v.output
+

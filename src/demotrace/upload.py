@@ -2,10 +2,12 @@
 
 Protocol (see :mod:`demotrace.server.app`): ``POST /v1/bundles`` with the manifest → the
 server answers which blobs it lacks → those blobs, several per ``POST /v1/bundles/<id>/blobs``
-request (large ones alone with ``PUT /v1/bundles/<id>/blobs/<sha256>``) →
-``POST /v1/bundles/<id>/commit``. Every step is idempotent on the server, so the client simply
-retries: network errors, 5xx and 429 are retried with exponential backoff and full jitter
-(AWS Architecture Blog, "Exponential Backoff And Jitter", 2015), honouring ``Retry-After``.
+request (large ones alone with ``PUT /v1/bundles/<id>/blobs/<sha256>``) → commit: the last
+batch carries ``?commit=true`` (blobs, bundle commit and its access-log entry in one server
+transaction), else ``POST /v1/bundles/<id>/commit``. Every step is idempotent on the server,
+so the client simply retries: network errors, 5xx and 429 are retried with exponential
+backoff and full jitter (AWS Architecture Blog, "Exponential Backoff And Jitter", 2015),
+honouring ``Retry-After``.
 An interrupted upload resumes from what the server already holds (it re-asks which blobs are
 missing). The local bundle is deleted only after the server acknowledged the commit.
 
@@ -230,10 +232,17 @@ class UploadClient:
             raise UploadError(f"{step}: server refused with HTTP {r.status_code}: {_detail(r)}")
         raise UploadError(f"{step}: gave up after {self.retry.attempts} attempts; last: {last}")
 
-    def _send_batch(self, bid: str, batch: list[tuple[str, bytes]]) -> int:
-        self._call(f"send {len(batch)} blobs", "POST", f"/v1/bundles/{bid}/blobs",
-                   content=encode_batch_body(batch), headers={"content-type": BATCH_MEDIA_TYPE})
-        return len(batch)
+    def _send_batch(self, bid: str, batch: list[tuple[str, bytes]], *,
+                    commit: bool = False) -> httpx.Response:
+        """POST one blob batch; with ``commit``, ask the server to commit the bundle in the
+        same transaction (answer 200 with a ``commit`` receipt, or 409 listing blobs still
+        missing — the batch itself is stored either way)."""
+        return self._call(f"send {len(batch)} blobs" + (" and commit" if commit else ""),
+                          "POST", f"/v1/bundles/{bid}/blobs",
+                          params={"commit": "true"} if commit else None,
+                          ok=(200, 409) if commit else (200,),
+                          content=encode_batch_body(batch),
+                          headers={"content-type": BATCH_MEDIA_TYPE})
 
     def enroll(self, code: str, label: str = "") -> str:
         """Exchange a one-time enrollment code for a credential (returned; store it)."""
@@ -241,9 +250,12 @@ class UploadClient:
         return str(r.json()["credential"])
 
     def upload(self, bundle: LocalBundle | SealedBundle, *, delete_local: bool = False,
-               max_rounds: int = 5) -> Receipt:
+               max_rounds: int = 5, on_commit: Callable[[str, dict[str, Any]], None] | None = None) -> Receipt:
         """Upload one bundle (resuming whatever the server already holds) and commit it;
         with ``delete_local``, remove the bundle folder after the commit is acknowledged.
+        ``on_commit(bundle_id, ack)`` runs after the acknowledgement and before the deletion
+        (:meth:`upload_path` writes the device's upload tombstone there); if it raises, the
+        local bundle is kept.
 
         Raises:
             UploadError: the server refused a step, or retries were exhausted; the local
@@ -266,7 +278,8 @@ class UploadClient:
                 data = bundle.read_blob(sha)
                 if self.batch_bytes and len(data) < self.batch_bytes:
                     if batch and size + len(data) > self.batch_bytes:
-                        sent += self._send_batch(bid, batch)
+                        self._send_batch(bid, batch)
+                        sent += len(batch)
                         batch, size = [], 0
                     batch.append((sha, data))
                     size += len(data)
@@ -274,11 +287,21 @@ class UploadClient:
                 self._call(f"send blob {sha[:12]}", "PUT", f"/v1/bundles/{bid}/blobs/{sha}",
                            content=data, headers={"content-type": "application/octet-stream"})
                 sent += 1
+            ack: dict[str, Any] | None = None
             if batch:
-                sent += self._send_batch(bid, batch)
-            r = self._call("commit", "POST", f"/v1/bundles/{bid}/commit", ok=(200, 409))
-            if r.status_code == 200:
-                ack = r.json()
+                # the last batch carries the commit: one request and one transaction fewer
+                r = self._send_batch(bid, batch, commit=True)
+                sent += len(batch)
+                if r.status_code == 409:
+                    continue  # blobs went missing elsewhere — ask again
+                ack = r.json().get("commit")  # None: a server without batch commit
+            if ack is None:
+                r = self._call("commit", "POST", f"/v1/bundles/{bid}/commit", ok=(200, 409))
+                if r.status_code == 200:
+                    ack = r.json()
+            if ack is not None:
+                if on_commit is not None:
+                    on_commit(bid, ack)
                 deleted = False
                 if delete_local:
                     if isinstance(bundle, SealedBundle):
@@ -294,10 +317,48 @@ class UploadClient:
     def upload_path(self, path: str | os.PathLike[str], *, delete_local: bool = False,
                     home: str | os.PathLike[str] | None = None) -> Receipt:
         """:meth:`upload` of the bundle folder at ``path`` (sealed bundles are decrypted with
-        the key of the demotrace ``home``)."""
+        the key of the demotrace ``home``). For a sealed bundle, the session's upload tombstone
+        (:mod:`demotrace.privacy.uploads`) is written in ``home`` once the collector
+        acknowledged the commit, before the local copy is deleted, so ``demotrace seal`` never
+        seals (and re-uploads) that session again.
+
+        Raises:
+            ConfigError: ``path`` does not exist, is not a folder, or holds neither bundle
+                layout (the message says what a bundle folder must contain).
+        """
+        _check_bundle_folder(Path(path))
         b = read_local_bundle(path, home)
+        on_commit = None
+        if isinstance(b, SealedBundle):
+            from .paths import Paths
+            from .privacy.uploads import record_uploaded
+
+            paths, sid = Paths.from_env(home), b.manifest.session_id or b.root.name
+
+            def on_commit(bid: str, ack: dict[str, Any]) -> None:
+                record_uploaded(paths, sid, bid, ack.get("committed_at"))
         try:
-            return self.upload(b, delete_local=delete_local)
+            return self.upload(b, delete_local=delete_local, on_commit=on_commit)
         finally:
             if isinstance(b, SealedBundle) and b.root.exists():
                 b.close()
+
+
+_BUNDLE_LAYOUTS = ("a sealed bundle from `demotrace seal` (<home>/sealed/<session id>/ with SEALED and"
+                   " session.db) or a generic bundle (manifest.json and blobs/)")
+
+
+def _check_bundle_folder(path: Path) -> None:
+    """Raise :class:`ConfigError` naming what is wrong with ``path`` as a bundle folder
+    (missing, a file, a SEALED marker without ``session.db``, or neither layout)."""
+    if not path.exists():
+        raise ConfigError(f"{path} does not exist; give a bundle folder: {_BUNDLE_LAYOUTS}"
+                          " (with no argument, `demotrace upload` sends every sealed bundle)")
+    if not path.is_dir():
+        raise ConfigError(f"{path} is a file, not a bundle folder; give {_BUNDLE_LAYOUTS}")
+    if (path / "SEALED").is_file() and not (path / "session.db").is_file():
+        raise ConfigError(f"{path} has a SEALED marker but no session.db: it is not a complete sealed"
+                          f" bundle (seal the session again with `demotrace seal`); a bundle folder is {_BUNDLE_LAYOUTS}")
+    if not (path / "SEALED").is_file() and not (path / "manifest.json").is_file():
+        raise ConfigError(f"{path} is not a bundle folder: it has neither SEALED nor manifest.json;"
+                          f" give {_BUNDLE_LAYOUTS}")

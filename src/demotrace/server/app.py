@@ -243,22 +243,29 @@ def create_app(config: ServerConfig, *, collector: Collector | None = None) -> F
         "content": {"application/octet-stream": {
             "schema": {"type": "string", "format": "binary"}}}}})
     async def put_blobs(bundle_id: str, request: Request,
-                        p: auth.Principal = Depends(device)) -> dict[str, Any]:
+                        p: auth.Principal = Depends(device),
+                        commit: bool = Query(False, description=(
+                            "also commit the bundle in the same transaction (the last batch "
+                            "of an upload); the answer then carries the commit receipt, or "
+                            "409 listing blobs still missing (this batch is kept)"))
+                        ) -> dict[str, Any]:
         """Upload several blobs in one request (framing: ``wire.BATCH_MEDIA_TYPE``); each
         is verified like a single PUT; all or nothing."""
         blobs = decode_batch_body(await request.body())
         assert p.subject_id is not None
+        if commit:
+            new, receipt = await run_in_threadpool(c.put_blobs_and_commit, p.subject_id,
+                                                   bundle_id, blobs, actor_id=p.credential_id)
+            return {"stored": len(blobs), "new": new, "commit": receipt}
         new = await run_in_threadpool(c.put_blobs, p.subject_id, bundle_id, blobs)
         return {"stored": len(blobs), "new": new}
 
     @app.post("/v1/bundles/{bundle_id}/commit")
-    def commit(bundle_id: str, request: Request,
-               p: auth.Principal = Depends(device)) -> dict[str, Any]:
-        """Commit a bundle whose blobs all arrived (409 lists those still missing)."""
+    def commit(bundle_id: str, p: auth.Principal = Depends(device)) -> dict[str, Any]:
+        """Commit a bundle whose blobs all arrived (409 lists those still missing). The
+        ``device.commit`` access-log entry is written in the commit's own transaction."""
         assert p.subject_id is not None
-        out = c.commit(p.subject_id, bundle_id)
-        _log(request, "device.commit", p.subject_id, f"bundle:{bundle_id}")
-        return out
+        return c.commit(p.subject_id, bundle_id, actor_id=p.credential_id)
 
     # -- person: own data -----------------------------------------------------------------------
     person = allow("person")

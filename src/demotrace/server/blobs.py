@@ -19,7 +19,8 @@ import base64
 import hashlib
 import os
 import re
-import tempfile
+import secrets
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -97,6 +98,33 @@ def _fsync_dir(d: Path) -> None:
         os.close(fd)
 
 
+def _fsync_file(p: Path) -> None:
+    try:
+        fd = os.open(p, os.O_RDONLY)
+    except FileNotFoundError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+_O_NEW = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+SYNC_THREADS = 16
+"""Threads of the process-wide pool that :meth:`FileBlobStore.sync` fsyncs on."""
+_pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
+
+
+def _sync_pool() -> ThreadPoolExecutor:
+    """The process-wide fsync pool (created on first use, threads started on demand)."""
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(max_workers=SYNC_THREADS, thread_name_prefix="blob-fsync")
+        return _pool
+
+
 class FileBlobStore(BlobStore):
     """Objects as files under ``root`` (folder mode 0700, files 0600)."""
 
@@ -106,6 +134,7 @@ class FileBlobStore(BlobStore):
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         os.chmod(self.root, 0o700)
+        self._dirs: set[Path] = set()  # sub-folders known to exist (one mkdir each per process)
 
     def __repr__(self) -> str:
         return f"FileBlobStore({str(self.root)!r})"
@@ -114,17 +143,33 @@ class FileBlobStore(BlobStore):
         check_name(name)
         return self.root / name[:2] / name
 
+    def _open_tmp(self, folder: Path, name: str) -> tuple[int, str]:
+        """Create ``<folder>/.tmp-<name>-<random>`` (O_EXCL, 0600); creates the folder once."""
+        if folder not in self._dirs:
+            folder.mkdir(mode=0o700, exist_ok=True)
+            self._dirs.add(folder)
+        tmp = f"{folder}/.tmp-{name}-{secrets.token_hex(6)}"
+        try:
+            return os.open(tmp, _O_NEW, 0o600), tmp
+        except FileNotFoundError:  # folder removed behind our back: make it again
+            self._dirs.discard(folder)
+            folder.mkdir(mode=0o700, exist_ok=True)
+            self._dirs.add(folder)
+            return os.open(tmp, _O_NEW, 0o600), tmp
+
     def put(self, name: str, data: bytes, *, durable: bool = True) -> None:
         path = self._path(name)
         try:
-            path.parent.mkdir(mode=0o700, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+            fd, tmp = self._open_tmp(path.parent, name)
             try:
-                with os.fdopen(fd, "wb") as f:
-                    f.write(data)
-                    f.flush()
+                try:
+                    view = memoryview(data)
+                    while view:
+                        view = view[os.write(fd, view):]
                     if durable:
-                        os.fsync(f.fileno())
+                        os.fsync(fd)
+                finally:
+                    os.close(fd)
                 os.replace(tmp, path)
                 if durable:
                     _fsync_dir(path.parent)
@@ -138,27 +183,28 @@ class FileBlobStore(BlobStore):
             raise BlobStoreError(f"cannot write blob {name} under {self.root}: {exc}") from exc
 
     def sync(self, names: list[str]) -> None:
-        """fsync every named object and its folder, in parallel (concurrent fsyncs share the
-        file system's journal commits). Not ``syncfs``: on a busy shared disk that would also
-        flush every other writer's dirty pages."""
+        """fsync every named object, then every folder holding one, in parallel on a
+        process-wide pool of :data:`SYNC_THREADS` threads (concurrent fsyncs share the file
+        system's journal commits). Not ``syncfs``: on a busy shared disk that would also
+        flush every other writer's dirty pages. A name with no object is skipped.
+
+        Raises:
+            BlobStoreError: an fsync failed (the data may not be on stable storage).
+        """
         if not names:
             return
         paths = [self._path(n) for n in names]
         dirs = sorted({p.parent for p in paths})
-
-        def fsync_file(p: Path) -> None:
-            try:
-                fd = os.open(p, os.O_RDONLY)
-            except FileNotFoundError:
+        try:
+            if len(paths) == 1:
+                _fsync_file(paths[0])
+                _fsync_dir(dirs[0])
                 return
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-
-        with ThreadPoolExecutor(max_workers=min(16, len(paths))) as ex:
-            list(ex.map(fsync_file, paths))
-            list(ex.map(_fsync_dir, dirs))
+            pool = _sync_pool()
+            list(pool.map(_fsync_file, paths))
+            list(pool.map(_fsync_dir, dirs))
+        except OSError as exc:
+            raise BlobStoreError(f"cannot sync blobs under {self.root}: {exc}") from exc
 
     def get(self, name: str) -> bytes:
         path = self._path(name)

@@ -18,12 +18,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import delete, func, select, text
+from sqlalchemy import delete, func, insert, select, text
 from sqlalchemy.exc import IntegrityError as SAIntegrityError
 from sqlalchemy.orm import Session
 
 from . import policies
-from .audit import AuditLog, Signer, export_document
+from .audit import Access, AuditLog, Signer, export_document
 from .auth import CredentialCache, revoke
 from .blobs import BlobStore, open_blob_store
 from .config import ServerConfig
@@ -43,6 +43,20 @@ from .models import (
     Person,
 )
 from .wire import BundleManifest, parse_manifest
+
+# Row inserts of the ingest path are Core INSERT … RETURNING with a list of parameter sets:
+# SQLAlchemy then sends them as multi-row VALUES statements of up to 1,000 rows
+# ("insertmanyvalues"), one round trip per 1,000 rows instead of one per row (a plain
+# executemany without RETURNING would send one statement per row).
+
+
+def _insert_for(dialect: str) -> Any:
+    """The dialect's INSERT construct (both have ``on_conflict_do_nothing``)."""
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+        return pg_insert
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+    return sqlite_insert
 
 
 def _manifest_aad(subject_id: str, bundle_id: str) -> bytes:
@@ -87,6 +101,12 @@ class Collector:
         self.db.dispose()
 
     # -- ingest -----------------------------------------------------------------------------
+    # Durability rule of the ingest path: a ``blobs`` row is inserted only after its object is
+    # durable in the blob store (written, then fsynced with its folder by ``BlobStore.sync``),
+    # so the row may be committed asynchronously; the bundle commit is the one synchronous
+    # PostgreSQL commit, and since the WAL is sequential it also makes every earlier
+    # asynchronous commit durable. The commit's access-log entry is appended in that same
+    # transaction: one WAL flush per bundle, and no acknowledged commit without its entry.
     def begin(self, subject_id: str, device_id: str, manifest: BundleManifest) -> BeginResult:
         """Register a bundle (or find it again) and list the blobs still missing. Idempotent:
         a committed bundle answers ``state="committed"`` with nothing missing."""
@@ -94,24 +114,28 @@ class Collector:
         for _attempt in range(3):
             try:
                 with self.db.session() as s:
-                    b = self._bundle(s, subject_id, bid, must=False)
-                    if b is None:
-                        policies.check_consent(s, manifest.meta, subject_id)
-                        self._async_commit(s)
-                        cipher = self.keyring.get(s, subject_id, create=True)
-                        b = Bundle(bundle_id=bid, subject_id=subject_id, device_id=device_id,
-                                   state="open", platform=manifest.platform[:64],
-                                   manifest_ct=cipher.encrypt(manifest.canonical(),
-                                                              _manifest_aad(subject_id, bid)),
-                                   n_blobs=len(manifest.blobs), total_bytes=manifest.total_bytes,
-                                   created_at=datetime.now(UTC))
-                        s.add(b)
-                        s.flush()
-                        s.add_all(BundleBlob(bundle_pk=b.pk, sha256=r.sha256, size=r.size,
-                                             path=r.path) for r in manifest.blobs)
-                    if b.state == "committed":
+                    row = s.execute(select(Bundle.pk, Bundle.state).where(
+                        Bundle.subject_id == subject_id, Bundle.bundle_id == bid)).one_or_none()
+                    if row is not None and row.state == "committed":
                         return BeginResult(bid, "committed", [])
-                    return BeginResult(bid, b.state, self._missing(s, subject_id, b.pk))
+                    if row is not None:
+                        return BeginResult(bid, row.state, self._missing(s, subject_id, row.pk))
+                    policies.check_consent(s, manifest.meta, subject_id)
+                    self._async_commit(s)
+                    cipher = self.keyring.get(s, subject_id, create=True)
+                    pk = s.execute(insert(Bundle).values(
+                        bundle_id=bid, subject_id=subject_id, device_id=device_id, state="open",
+                        platform=manifest.platform[:64],
+                        manifest_ct=cipher.encrypt(manifest.canonical(),
+                                                   _manifest_aad(subject_id, bid)),
+                        n_blobs=len(manifest.blobs), total_bytes=manifest.total_bytes,
+                        created_at=datetime.now(UTC)).returning(Bundle.pk)).scalar_one()
+                    if manifest.blobs:
+                        bb = BundleBlob.__table__
+                        s.execute(insert(bb).returning(bb.c.sha256), [
+                            {"bundle_pk": pk, "sha256": r.sha256, "size": r.size,
+                             "path": r.path} for r in manifest.blobs]).all()
+                    return BeginResult(bid, "open", self._missing(s, subject_id, pk))
             except SAIntegrityError:
                 continue  # a concurrent begin of the same bundle won; read its row
         raise ConflictError(f"bundle {bid} is being registered concurrently; retry")
@@ -137,82 +161,90 @@ class Collector:
             NotFound: no such bundle for this person, or the blob is not in its manifest.
             IntegrityError: size or sha256 of ``data`` differ from the manifest.
         """
-        try:
-            with self.db.session() as s:
-                # Not yet durable: commit() syncs the blob store and commits synchronously,
-                # which also flushes every earlier asynchronous commit (the WAL is sequential).
-                self._async_commit(s)
-                size = s.scalar(select(BundleBlob.size).join(Bundle, Bundle.pk == BundleBlob.bundle_pk)
-                                .where(Bundle.subject_id == subject_id,
-                                       Bundle.bundle_id == bundle_id, BundleBlob.sha256 == sha256))
-                if size is None:
-                    raise NotFound(f"no bundle {bundle_id} listing blob {sha256} for this person")
-                if len(data) != size:
-                    raise IntegrityError(f"blob {sha256}: received {len(data)} bytes, manifest "
-                                         f"says {size}")
-                if hashlib.sha256(data).hexdigest() != sha256:
-                    raise IntegrityError(f"blob {sha256}: content does not match its sha256 "
-                                         "(corrupted in transit?)")
-                exists = s.scalar(select(Blob.pk).where(Blob.subject_id == subject_id,
-                                                        Blob.sha256 == sha256))
-                if exists is not None:
-                    return False
-                cipher = self.keyring.get(s, subject_id, create=True)
-                name = cipher.object_name(sha256)
-                self.blobs.put(name, cipher.encrypt(data, _blob_aad(subject_id, sha256)),
-                               durable=False)
-                s.add(Blob(subject_id=subject_id, sha256=sha256, size=len(data),
-                           stored_name=name, created_at=datetime.now(UTC)))
-        except SAIntegrityError:
-            return False  # stored concurrently by a retry; same name, same plaintext
-        return True
+        return self.put_blobs(subject_id, bundle_id, [(sha256, data)]) == 1
 
     def put_blobs(self, subject_id: str, bundle_id: str,
                   blobs: list[tuple[str, bytes]]) -> int:
         """Store several blobs of one open bundle in one transaction (the batch form of
         :meth:`put_blob`, same checks); return how many were new. All or nothing: one bad blob
-        refuses the whole batch before anything is written.
+        refuses the whole batch before anything is written. The objects are durable (fsynced)
+        before their rows are inserted.
 
         Raises:
             NotFound / IntegrityError: as :meth:`put_blob`, naming the first offending blob.
         """
         if not blobs:
             return 0
+        with self.db.session() as s:
+            self._async_commit(s)
+            return self._store_blobs(s, subject_id, bundle_id, blobs)
+
+    def put_blobs_and_commit(self, subject_id: str, bundle_id: str,
+                             blobs: list[tuple[str, bytes]], *,
+                             actor_id: str) -> tuple[int, dict[str, Any]]:
+        """:meth:`put_blobs` followed by :meth:`commit` in ONE transaction (one synchronous
+        commit, with the ``device.commit`` access-log entry of ``actor_id``); returns
+        ``(new blobs, commit receipt)``. Used for the last blob batch of an upload.
+
+        Raises:
+            NotFound / IntegrityError: as :meth:`put_blobs` (nothing stored).
+            ConflictError: blobs outside this batch still missing (``missing`` lists them);
+                the batch itself IS stored (its transaction is committed first).
+        """
+        missing: list[str] = []
+        with self.db.session() as s:
+            new = self._store_blobs(s, subject_id, bundle_id, blobs) if blobs else 0
+            b = self._bundle(s, subject_id, bundle_id)
+            if b.state != "committed":
+                missing = self._missing(s, subject_id, b.pk)
+            if missing:
+                self._async_commit(s)  # keep the batch; nothing is acknowledged as committed
+            else:
+                out = self._commit_locked(s, b, subject_id, actor_id)
+        if missing:
+            raise self._missing_error(bundle_id, missing)
+        return new, out
+
+    def _store_blobs(self, s: Session, subject_id: str, bundle_id: str,
+                     blobs: list[tuple[str, bytes]]) -> int:
         shas = [h for h, _ in blobs]
-        try:
-            with self.db.session() as s:
-                self._async_commit(s)
-                sizes = dict(s.execute(
-                    select(BundleBlob.sha256, BundleBlob.size)
-                    .join(Bundle, Bundle.pk == BundleBlob.bundle_pk)
-                    .where(Bundle.subject_id == subject_id, Bundle.bundle_id == bundle_id,
-                           BundleBlob.sha256.in_(shas))).all())
-                for h, data in blobs:
-                    if h not in sizes:
-                        raise NotFound(f"no bundle {bundle_id} listing blob {h} for this person")
-                    if len(data) != sizes[h]:
-                        raise IntegrityError(f"blob {h}: received {len(data)} bytes, manifest "
-                                             f"says {sizes[h]}")
-                    if hashlib.sha256(data).hexdigest() != h:
-                        raise IntegrityError(f"blob {h}: content does not match its sha256 "
-                                             "(corrupted in transit?)")
-                have = set(s.scalars(select(Blob.sha256).where(Blob.subject_id == subject_id,
-                                                               Blob.sha256.in_(shas))))
-                todo = {h: d for h, d in blobs if h not in have}
-                if not todo:
-                    return 0
-                cipher = self.keyring.get(s, subject_id, create=True)
-                now = datetime.now(UTC)
-                for h, data in todo.items():
-                    name = cipher.object_name(h)
-                    self.blobs.put(name, cipher.encrypt(data, _blob_aad(subject_id, h)),
-                                   durable=False)
-                    s.add(Blob(subject_id=subject_id, sha256=h, size=len(data),
-                               stored_name=name, created_at=now))
-        except SAIntegrityError:
-            # a concurrent retry stored some of them; store the rest one by one
-            return sum(self.put_blob(subject_id, bundle_id, h, d) for h, d in blobs)
-        return len(todo)
+        sizes = dict(s.execute(
+            select(BundleBlob.sha256, BundleBlob.size)
+            .join(Bundle, Bundle.pk == BundleBlob.bundle_pk)
+            .where(Bundle.subject_id == subject_id, Bundle.bundle_id == bundle_id,
+                   BundleBlob.sha256.in_(shas))).all())
+        for h, data in blobs:
+            if h not in sizes:
+                raise NotFound(f"no bundle {bundle_id} listing blob {h} for this person")
+            if len(data) != sizes[h]:
+                raise IntegrityError(f"blob {h}: received {len(data)} bytes, manifest "
+                                     f"says {sizes[h]}")
+            if hashlib.sha256(data).hexdigest() != h:
+                raise IntegrityError(f"blob {h}: content does not match its sha256 "
+                                     "(corrupted in transit?)")
+        have = set(s.scalars(select(Blob.sha256).where(Blob.subject_id == subject_id,
+                                                       Blob.sha256.in_(shas))))
+        todo = {h: d for h, d in blobs if h not in have}
+        if not todo:
+            return 0
+        cipher = self.keyring.get(s, subject_id, create=True)
+        now = datetime.now(UTC)
+        rows = []
+        for h, data in todo.items():
+            # a concurrent retry may write the same object: same name, same plaintext, and
+            # the store replaces atomically, so either copy is right
+            name = cipher.object_name(h)
+            self.blobs.put(name, cipher.encrypt(data, _blob_aad(subject_id, h)), durable=False)
+            rows.append({"subject_id": subject_id, "sha256": h, "size": len(data),
+                         "stored_name": name, "created_at": now})
+        self.blobs.sync([r["stored_name"] for r in rows])  # durable BEFORE the rows exist
+        # ON CONFLICT DO NOTHING: a concurrent retry that stored some of them already wins
+        # (unique subject_id + sha256); RETURNING counts what this call added
+        table = Blob.__table__
+        ins = (_insert_for(self.db.dialect)(table)
+               .on_conflict_do_nothing(index_elements=["subject_id", "sha256"])
+               .returning(table.c.sha256))
+        return len(s.execute(ins, rows).all())
 
     def _async_commit(self, s: Session) -> None:
         """PostgreSQL: let this transaction commit without waiting for its WAL flush (safe
@@ -220,8 +252,35 @@ class Collector:
         if self.db.dialect == "postgresql":
             s.execute(text("SET LOCAL synchronous_commit = off"))
 
-    def commit(self, subject_id: str, bundle_id: str) -> dict[str, Any]:
-        """Mark an open bundle committed once every blob is stored. Idempotent.
+    @staticmethod
+    def _missing_error(bundle_id: str, missing: list[str]) -> ConflictError:
+        err = ConflictError(f"bundle {bundle_id}: {len(missing)} blob(s) not uploaded yet; "
+                            "PUT them, then commit again")
+        err.missing = missing  # type: ignore[attr-defined]
+        return err
+
+    def _commit_locked(self, s: Session, b: Any, subject_id: str,
+                       actor_id: str | None) -> dict[str, Any]:
+        if b.state != "committed":
+            b.state = "committed"
+            b.committed_at = datetime.now(UTC)
+        if actor_id is not None:
+            # last statement of the transaction: the chain head stays locked only for the
+            # commit's own WAL flush
+            self.audit.append(s, actor_role="device", actor_id=actor_id, status=200,
+                              accesses=[Access("device.commit", subject_id,
+                                               f"bundle:{b.bundle_id}")])
+        at = b.committed_at
+        if at is not None and at.tzinfo is None:
+            at = at.replace(tzinfo=UTC)  # SQLite hands stored UTC times back without a zone
+        return {"bundle_id": b.bundle_id, "state": "committed", "n_blobs": b.n_blobs,
+                "total_bytes": b.total_bytes, "committed_at": at.isoformat() if at else None}
+
+    def commit(self, subject_id: str, bundle_id: str, *,
+               actor_id: str | None = None) -> dict[str, Any]:
+        """Mark an open bundle committed once every blob is stored. Idempotent. With
+        ``actor_id`` (the device credential), the ``device.commit`` access-log entry is
+        appended in the same transaction.
 
         Raises:
             NotFound: no such bundle for this person.
@@ -232,19 +291,8 @@ class Collector:
             if b.state != "committed":
                 missing = self._missing(s, subject_id, b.pk)
                 if missing:
-                    err = ConflictError(f"bundle {bundle_id}: {len(missing)} blob(s) not "
-                                        "uploaded yet; PUT them, then commit again")
-                    err.missing = missing  # type: ignore[attr-defined]
-                    raise err
-                names = list(s.scalars(
-                    select(Blob.stored_name).join(BundleBlob, BundleBlob.sha256 == Blob.sha256)
-                    .where(BundleBlob.bundle_pk == b.pk, Blob.subject_id == subject_id)))
-                self.blobs.sync(names)
-                b.state = "committed"
-                b.committed_at = datetime.now(UTC)
-            return {"bundle_id": bundle_id, "state": "committed", "n_blobs": b.n_blobs,
-                    "total_bytes": b.total_bytes,
-                    "committed_at": b.committed_at.isoformat() if b.committed_at else None}
+                    raise self._missing_error(bundle_id, missing)
+            return self._commit_locked(s, b, subject_id, actor_id)
 
     # -- reads ------------------------------------------------------------------------------
     def list_bundles(self, subject_id: str | None = None) -> list[dict[str, Any]]:

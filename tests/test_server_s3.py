@@ -154,6 +154,34 @@ def test_the_collector_identity_has_least_privilege(s3_env: S3Env) -> None:
         open_blob_store("s3://demotrace-other/p")
 
 
+def test_put_many_stores_every_object_and_names_the_one_that_failed(s3_env: S3Env) -> None:
+    store = open_blob_store(s3_env.url)
+    assert isinstance(store, S3BlobStore)
+    items = [(os.urandom(32).hex(), os.urandom(1000 + i)) for i in range(20)]
+    store.put_many(items)
+    assert sorted(s3_env.keys()) == sorted(f"{s3_env.prefix}/{n}" for n, _ in items)
+    for n, d in items:
+        got = s3_env.client.get_object(Bucket=s3_env.bucket, Key=f"{s3_env.prefix}/{n}")
+        assert got["Body"].read() == d
+    # one object of the next batch is altered on its way: that one is refused and named,
+    # the others are stored
+    batch = [(os.urandom(32).hex(), os.urandom(500)) for _ in range(6)]
+    victim = batch[3][0]
+
+    def alter_victim(request: Any, **kw: Any) -> None:
+        if victim in request.url:
+            _alter_body_before_signing(request, **kw)
+
+    store.client.meta.events.register("before-sign.s3.PutObject", alter_victim)
+    with pytest.raises(BlobStoreError, match=f"{victim}.*BadDigest"):
+        store.put_many(batch)
+    left = set(s3_env.keys()) - {f"{s3_env.prefix}/{n}" for n, _ in items}
+    assert left == {f"{s3_env.prefix}/{n}" for n, _ in batch if n != victim}
+    with pytest.raises(BlobStoreError, match="invalid blob name"):
+        store.put_many([("0" * 64, b"x"), ("../x", b"y")])
+    assert not store.exists("0" * 64)  # names are checked before any request
+
+
 # -- bad settings: clear errors at start-up -----------------------------------------------------------
 def test_bad_s3_settings_are_clear_errors(s3_env: S3Env, monkeypatch: pytest.MonkeyPatch) -> None:
     # (a missing bucket reads as "access denied" to an identity scoped to other buckets, as on

@@ -65,6 +65,19 @@ class BlobStore(ABC):
         """Make the objects ``names`` durable (no-op for stores whose ``put`` is always
         durable, such as S3)."""
 
+    def put_many(self, items: list[tuple[str, bytes]], *, durable: bool = True) -> None:
+        """Store several objects (``(name, data)`` pairs; each put is all or nothing, as
+        :meth:`put`). The default stores them one after another; a backend where each put is
+        a network round trip (S3) overrides it to overlap them. Objects stored before a
+        failure stay: callers record objects only after this returns, and a retry stores the
+        same bytes under the same names again.
+
+        Raises:
+            BlobStoreError: a put failed (the message names the first failed object).
+        """
+        for name, data in items:
+            self.put(name, data, durable=durable)
+
     @abstractmethod
     def get(self, name: str) -> bytes:
         """The bytes stored under ``name``.
@@ -269,6 +282,9 @@ class S3BlobStore(BlobStore):
     #: botocore "standard" retry mode (exponential backoff with jitter on throttling, 5xx and
     #: connection errors), attempts in all; ``AWS_RETRY_MODE`` / ``AWS_MAX_ATTEMPTS`` override.
     MAX_ATTEMPTS = 5
+    #: Concurrent requests of one :meth:`put_many` (a quarter of the connection pool: several
+    #: uploads run at once).
+    PUT_CONCURRENCY = 8
 
     def __init__(self, bucket: str, prefix: str = "", *, endpoint_url: str | None = None,
                  region: str | None = None, client: Any = None, check: bool = True) -> None:
@@ -380,6 +396,26 @@ class S3BlobStore(BlobStore):
                                    ContentType="application/octet-stream")
         except self._errors as exc:
             raise self._fail("put", name, exc) from exc
+
+    def put_many(self, items: list[tuple[str, bytes]], *, durable: bool = True) -> None:
+        """:meth:`put` of every item, up to :attr:`PUT_CONCURRENCY` requests at a time (one
+        request's latency, not bandwidth, bounds a sequential writer: docs/benchmarks.md,
+        ``bench/s3_blobs.py``). Waits for all of them; raises for the first that failed.
+
+        Raises:
+            BlobStoreError: a put failed (invalid names are refused before any request).
+        """
+        for name, _data in items:
+            check_name(name)
+        if len(items) <= 1:
+            for name, data in items:
+                self.put(name, data)
+            return
+        with ThreadPoolExecutor(max_workers=min(self.PUT_CONCURRENCY, len(items))) as ex:
+            futures = [ex.submit(self.put, name, data) for name, data in items]
+        errors = [f.exception() for f in futures if f.exception() is not None]
+        if errors:
+            raise errors[0]  # type: ignore[misc]
 
     def get(self, name: str) -> bytes:
         key = self._key(name)

@@ -117,3 +117,110 @@ def test_notice_promises_only_what_is_enforced() -> None:
         assert {f.entity for f in pipe.find("password: hunter2Pass!word")} == {"PASSWORD_LABEL"}  # labelled: found
     finally:
         pipe.close()
+
+
+# -- the built-in floor (issue #4): a policy file extends the deny-list, never replaces it ----
+
+DEFAULT_TEXT = (Path(__file__).resolve().parent.parent / "src" / "demotrace" / "privacy"
+                / "default_policy.toml").read_text("utf-8")
+
+
+def _without_deny_sections(text: str) -> str:
+    """The tester's policy.toml: the default with every [scope.deny.*] table cut out (each runs
+    from its header to the next header that is not a deny table)."""
+    out, skip = [], False
+    for line in text.splitlines(keepends=True):
+        if line.startswith("["):
+            skip = line.startswith("[scope.deny.")
+        if not skip:
+            out.append(line)
+    return "".join(out)
+
+
+def _builtin_entries() -> dict[str, tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]]:
+    """Every built-in deny category's entries, parsed straight from the TOML file (not through
+    the code under test)."""
+    import tomllib
+
+    deny = tomllib.loads(DEFAULT_TEXT)["scope"]["deny"]
+    return {n: (tuple(c.get("apps", ())), tuple(c.get("title_patterns", ())), tuple(c.get("domains", ())))
+            for n, c in deny.items()}
+
+
+def test_a_home_policy_without_deny_sections_keeps_the_builtin_deny_list(tmp_path: Path) -> None:
+    """Tester's report: a policy.toml with every [scope.deny.*] removed (same version, same
+    notice) recorded a `-class KeePassXC` window. Now every built-in category and entry stays."""
+    from demotrace.privacy.scope import ScopeFilter
+
+    text = _without_deny_sections(DEFAULT_TEXT)
+    assert "[scope.deny." not in text and "KeePassXC" not in text.split('"""')[2]  # really removed
+    (tmp_path / "policy.toml").write_text(text, "utf-8")
+    p = load_policy(Paths(tmp_path))
+    got = {c.name: (c.apps, c.title_patterns, c.domains) for c in p.scope.deny}
+    assert got == _builtin_entries()
+    d = ScopeFilter(p).decide(app_id="KeePassXC", title="vault")
+    assert (d.allowed, d.reason) == (False, "deny:password_manager:app")
+    assert p.notes == ()  # nothing named to be removed: merged silently, `policy show` says so
+    assert any("always apply" in line and "password manager" in line for line in p.describe())
+    # the same effective rules as the built-in policy: the same consent covers both
+    assert p.scope_sha256 == default_policy().scope_sha256
+
+
+def test_a_policy_file_extends_builtin_categories_and_adds_its_own(tmp_path: Path) -> None:
+    (tmp_path / "policy.toml").write_text(
+        MINIMAL + '[scope.deny.password_manager]\napps = ["MyVault"]\n'
+        '[scope.deny.crm]\napps = ["salesforce"]\ndomains = ["crm.example.com"]\n', "utf-8")
+    p = load_policy(Paths(tmp_path))
+    builtin = _builtin_entries()
+    cats = {c.name: c for c in p.scope.deny}
+    assert list(cats) == [*builtin, "crm"]  # built-in first, in file order, then the additions
+    assert cats["password_manager"].apps == (*builtin["password_manager"][0], "MyVault")
+    assert (cats["crm"].apps, cats["crm"].domains) == (("salesforce",), ("crm.example.com",))
+    assert p.notes == ()  # only additions: no warning
+    assert p.scope_sha256 != default_policy().scope_sha256  # more is excluded: a new consent
+
+
+def test_a_policy_copy_with_entries_deleted_keeps_them_and_warns(tmp_path: Path) -> None:
+    """A copy of the default with Bitwarden deleted from password_manager.apps and the hr and
+    health tables deleted: all stay, and a note names each left-out part."""
+    text = DEFAULT_TEXT.replace('"Bitwarden", ', "", 1)
+    for cat in ("health", "hr"):
+        start = text.index(f"[scope.deny.{cat}]")
+        text = text[:start] + text[text.index("[scope.deny.", start + 1):]
+    (tmp_path / "policy.toml").write_text(text, "utf-8")
+    p = load_policy(Paths(tmp_path))
+    assert {c.name: (c.apps, c.title_patterns, c.domains) for c in p.scope.deny} == _builtin_entries()
+    src = str(tmp_path / "policy.toml")
+    assert p.notes == (
+        f"{src}: [scope.deny] leaves out the built-in categories health, hr; they stay in force (the built-in"
+        " deny-list can be extended, never reduced)",
+        f"{src}: scope.deny.password_manager.apps leaves out built-in entries Bitwarden; they stay excluded"
+        " (the built-in deny-list can be extended, never reduced)",
+    )
+
+
+def test_secret_field_markers_cannot_be_removed_or_strictness_lowered(tmp_path: Path) -> None:
+    (tmp_path / "policy.toml").write_text(MINIMAL + '[secrets]\nroles = []\ndom_types = ["pin"]\n', "utf-8")
+    p = load_policy(Paths(tmp_path))
+    assert p.secrets.roles == ("password text",)  # the default's, from default_policy.toml
+    assert p.secrets.dom_types == ("password", "pin")
+    assert p.notes == (f"{tmp_path / 'policy.toml'}: secrets.roles leaves out built-in entries password text;"
+                       " they stay in force (secret-field rules can be extended, never reduced)",)
+    (tmp_path / "policy.toml").write_text(MINIMAL + '[secrets]\nstrictness = "strict"\n', "utf-8")
+    assert load_policy(Paths(tmp_path)).secrets.strictness == "strict"  # raising is allowed
+
+
+def test_scope_digest_is_sha256_of_the_canonical_rules() -> None:
+    """Worked out by hand for MINIMAL (every setting at its documented default): sorted keys,
+    no spaces, deny categories sorted by name."""
+    want = ('{"redaction":{"entities":[],"frame_format":"png","layer_timeout_s":20.0,"ocr_region_pad_px":16,'
+            '"ocr_rescan_upscale":2,"ocr_upscale":3,"score_threshold":0.35},"retention":{"raw_days":7.0},'
+            '"scope":{"allow_apps":[],"allow_domains":[],"allow_title_patterns":[],"deny":[],"time_windows":[]},'
+            '"secrets":{"dom_autocomplete":[],"dom_types":["password"],"name_patterns":[],'
+            '"roles":["password text"],"strictness":"standard"}}')
+    assert Policy.from_toml(MINIMAL).scope_sha256 == hashlib.sha256(want.encode()).hexdigest()
+    # order of deny entries and categories does not matter; their content does
+    a = Policy.from_toml(MINIMAL + '[scope.deny.a]\napps = ["x", "y"]\n[scope.deny.b]\napps = ["z"]\n')
+    b = Policy.from_toml(MINIMAL + '[scope.deny.b]\napps = ["z"]\n[scope.deny.a]\napps = ["y", "x"]\n')
+    c = Policy.from_toml(MINIMAL + '[scope.deny.b]\napps = ["z"]\n[scope.deny.a]\napps = ["y"]\n')
+    assert a.scope_sha256 == b.scope_sha256 != c.scope_sha256

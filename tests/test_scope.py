@@ -185,3 +185,73 @@ def test_strict_mode_drops_printable_keys_into_unknown_fields() -> None:
     assert f.counts == {"strict_unknown_field": 1}
     f.observe(Element(seq=0, t_ns=0, role="terminal", source="atspi"))  # identified, not secret
     assert not f.should_drop(_k("a", "a"))
+
+
+# -- issue #4: a home policy.toml cannot remove the built-in deny-list (real recorder) ---------
+
+def test_home_policy_without_deny_sections_still_never_records_keepassxc(xvfb, dt_home: Path) -> None:  # type: ignore[no-untyped-def]
+    """Tester's report, replayed: policy.toml = the default with every [scope.deny.*] removed
+    (same version and notice), `demotrace enroll --yes`, `demotrace record`, an `xterm -class
+    KeePassXC` focused and typed into. The built-in deny-list still applies: nothing typed into it
+    is in the RAW spool, a private_gap with reason deny:password_manager:app is."""
+    import subprocess
+    import sys
+
+    from helpers_x11 import recorder_status, start_recorder, stop_recorder, wait_for
+
+    from demotrace.schema import KeyDown, Marker
+    from demotrace.spool import DataKey, Spool
+
+    text = (Path(__file__).resolve().parent.parent / "src" / "demotrace" / "privacy" / "default_policy.toml").read_text()
+    cut = text[:text.index("[scope.deny.")] + text[text.index("[secrets]"):]
+    assert "[scope.deny" not in cut and "KeePassXC" not in cut.split('"""')[2]
+    (dt_home / "policy.toml").write_text(cut, "utf-8")
+    cli = str(Path(sys.executable).parent / "demotrace")
+    env = dict(xvfb.env, COLUMNS="200", DEMOTRACE_HOME=str(dt_home))
+    enrolled = subprocess.run([cli, "enroll", "--yes"], env=env, capture_output=True, text=True, timeout=60)
+    assert enrolled.returncode == 0, enrolled.stderr
+    assert "Never captured (password manager): apps KeePassXC" in enrolled.stdout  # shown before accepting
+
+    def xterm(cls: str, title: str, geom: str) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(["xterm", "-class", cls, "-T", title, "-geometry", geom, "-e", "cat"], env=xvfb.env)
+
+    def wid(title: str) -> str:
+        found: list[str] = []
+
+        def seen() -> bool:
+            p = subprocess.run(["xdotool", "search", "--onlyvisible", "--name", f"^{title}$"], env=xvfb.env,
+                               capture_output=True, text=True)
+            found[:] = p.stdout.split()
+            return bool(found)
+
+        wait_for(seen, 15, f"window {title!r}")
+        return found[0]
+
+    work, vault = xterm("XTerm", "worknotes", "40x8+0+0"), xterm("KeePassXC", "pmvault", "40x8+500+300")
+    rec = None
+    try:
+        w_work, w_vault = wid("worknotes"), wid("pmvault")
+        subprocess.run(["xdotool", "windowfocus", "--sync", w_work], env=xvfb.env, check=True, timeout=30)
+        rec = start_recorder(env, dt_home, "--no-indicator")
+        wait_for(lambda: not recorder_status(dt_home)["privacy_scope"]["excluded_now"], 10, "the allowed focus")
+        subprocess.run(["xdotool", "type", "--delay", "30", "plainword"], env=xvfb.env, check=True, timeout=30)
+        subprocess.run(["xdotool", "windowfocus", "--sync", w_vault], env=xvfb.env, check=True, timeout=30)
+        wait_for(lambda: recorder_status(dt_home)["privacy_scope"]["excluded_now"], 10, "the excluded context")
+        subprocess.run(["xdotool", "type", "--delay", "30", "kiwisecret"], env=xvfb.env, check=True, timeout=30)
+        subprocess.run(["xdotool", "windowfocus", "--sync", w_work], env=xvfb.env, check=True, timeout=30)
+        wait_for(lambda: not recorder_status(dt_home)["privacy_scope"]["excluded_now"], 10, "leaving the vault")
+        stop_recorder(rec)
+    finally:
+        if rec is not None and rec.poll() is None:
+            rec.kill()
+        for p in (work, vault):
+            p.kill()
+            p.wait()
+    paths = Paths(dt_home)
+    spool = Spool(paths.spool, DataKey.load(paths.key_file))
+    (sid,) = spool.session_ids()
+    with spool.open(sid) as r:
+        evs = list(r.iter_events())
+    typed = "".join(e.text or "" for e in evs if isinstance(e, KeyDown))
+    assert "plainword" in typed and "kiwi" not in typed and "secret" not in typed
+    assert [e.reason for e in evs if isinstance(e, Marker) and e.name == "private_gap"] == ["deny:password_manager:app"]

@@ -51,6 +51,8 @@ def record(
     # privacy first (issue 4): policy → consent (ConsentRequired names `demotrace enroll`) →
     # raw-retention purge, before the control socket or any capture hook
     guard = CaptureGuard(paths)
+    for note in getattr(guard.policy, "notes", ()):  # built-in deny entries a policy file tried to drop
+        err_console.print(f"warning: {note}", highlight=False, markup=False)
     guard.require_consent()
     lock = RecorderLock(paths.run_dir)
     lock.acquire()

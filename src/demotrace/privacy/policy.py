@@ -3,8 +3,21 @@
 A policy holds the consent notice, the capture scope (allow / deny by app, window title and
 URL domain; time windows), the secret-field rules, the redaction settings and the raw
 retention. The built-in default is ``default_policy.toml`` beside this module (documented
-field by field there and in docs/privacy.md); a file ``<home>/policy.toml`` replaces it
-wholesale when present (no merging: what the file says is the whole policy).
+field by field there and in docs/privacy.md). A file ``<home>/policy.toml`` (a person's, or an
+organisation's fetched with ``demotrace device policy --save``) or ``--policy FILE`` replaces its
+version, notice, allow-lists, time windows, redaction and retention settings, but is **merged
+over a floor it cannot lower** (:func:`with_builtin_floor`, issue #4):
+
+- every built-in ``[scope.deny.*]`` category and every entry in it stays in force; the file can
+  add categories and entries (the deny-list is extended, never replaced);
+- the built-in secret-field markers (``[secrets]`` roles, DOM types / autocomplete values, name
+  patterns) stay in force likewise, and ``strictness`` can only be raised.
+
+A file that names a built-in category or secret-field list but leaves out some of its built-in
+entries is not an error (a copy of an older default would otherwise break recording after an
+update): the missing entries are kept and :attr:`Policy.notes` says so; the CLI prints each note
+as a warning. Any change of the effective scope, secret-field or redaction settings changes
+:attr:`Policy.scope_sha256`, which the consent record holds, so it asks for consent again.
 
 Loading never reads global state: :func:`load_policy` takes the home explicitly.
 """
@@ -12,10 +25,11 @@ Loading never reads global state: :func:`load_policy` takes the home explicitly.
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import re
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -160,11 +174,25 @@ class Policy:
     raw_retention_days: float = 7.0
     source: str = "built-in"
     extra: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    #: Warnings from merging a policy file over the built-in floor (:func:`with_builtin_floor`):
+    #: built-in entries the file left out and that stay in force. Empty for the built-in policy.
+    notes: tuple[str, ...] = field(default=(), compare=False)
 
     @property
     def notice_sha256(self) -> str:
         """SHA-256 (hex) of the notice text as UTF-8: what a consent record refers to."""
         return notice_digest(self.notice)
+
+    @property
+    def scope_sha256(self) -> str:
+        """SHA-256 (hex) of the *effective* capture rules: ``scope`` (allow-lists, time
+        windows, every deny category), ``secrets``, ``redaction`` and the raw retention, as
+        canonical JSON (sorted keys; deny categories sorted by name and their entries sorted,
+        since their order does not change what is captured). The consent record holds it
+        (:mod:`demotrace.privacy.consent`), so any change to what is captured or how it is
+        redacted asks for consent again, even under the same version and notice (issue #4).
+        The person's own exclusions are not part of it: they only narrow capture."""
+        return hashlib.sha256(canonical_rules(self).encode("utf-8")).hexdigest()
 
     # -- loading ---------------------------------------------------------------------------
     @classmethod
@@ -295,6 +323,10 @@ class Policy:
             if cat.title_patterns:
                 what.append("windows titled like " + ", ".join(p.replace("(?i)", "").replace("\\b", "") for p in cat.title_patterns))
             out.append(f"Never captured ({cat.name.replace('_', ' ')}): " + "; ".join(what) + ".")
+        builtin = sorted(builtin_category_names() & {c.name for c in s.deny})
+        if builtin:
+            out.append("The built-in categories (" + ", ".join(n.replace("_", " ") for n in builtin) + ") always"
+                       " apply: a policy file can add to them, never remove from them.")
         out.append("Never captured: anything you add with `demotrace exclusions add`.")
         if s.time_windows:
             for w in s.time_windows:
@@ -316,6 +348,95 @@ class Policy:
         return out
 
 
+def canonical_rules(policy: Policy) -> str:
+    """The canonical JSON text that :attr:`Policy.scope_sha256` hashes (see there)."""
+    sc = asdict(policy.scope)
+    sc["deny"] = sorted(({"name": c.name, "apps": sorted(c.apps), "title_patterns": sorted(c.title_patterns),
+                          "domains": sorted(c.domains)} for c in policy.scope.deny), key=lambda d: d["name"])
+    doc = {"scope": sc, "secrets": asdict(policy.secrets), "redaction": asdict(policy.redaction),
+           "retention": {"raw_days": policy.raw_retention_days}}
+    return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def _union(base: tuple[str, ...], extra: tuple[str, ...]) -> tuple[str, ...]:
+    """``base`` then the entries of ``extra`` not already in it (order kept, no duplicates)."""
+    return tuple(dict.fromkeys((*base, *extra)))
+
+
+def with_builtin_floor(policy: Policy, builtin: Policy | None = None,
+                       declared: dict[str, Any] | None = None) -> Policy:
+    """``policy`` (loaded from a file) merged over the built-in floor (module docstring).
+
+    Returns a policy whose deny-list is every built-in category with all its built-in entries
+    plus whatever ``policy`` adds (its own categories after the built-in ones), whose secret
+    markers are the built-in ones plus ``policy``'s, and whose ``strictness`` is the stricter
+    of the two. ``builtin``: the floor (default :func:`default_policy`). ``declared``: the
+    parsed TOML document of ``policy``, used to word the notes in :attr:`Policy.notes`: a
+    note for each built-in list that the document gives with some but not all of its built-in
+    entries, for built-in categories left out of a ``[scope.deny]`` that names other built-in
+    ones (both: a copy of the default with parts deleted), for an emptied secret-field list and
+    a lowered strictness. The left-out entries are kept in every case (the attempt to remove
+    them is ignored); a document that only adds names nothing.
+
+    Decision (issue #4): ignoring with a warning, not an error, so that a policy copied from
+    an older default keeps working when a newer default adds entries.
+    """
+    base = builtin if builtin is not None else default_policy()
+    notes: list[str] = []
+    doc_deny = ((declared or {}).get("scope") or {}).get("deny") or {}
+    mine = {c.name: c for c in policy.scope.deny}
+    # built-in categories the file gives with at least one built-in entry: it is a copy of the
+    # default, so a built-in category missing from it was deleted on purpose
+    copied = [b.name for b in base.scope.deny
+              if isinstance(doc_deny, dict) and b.name in doc_deny and b.name in mine
+              and any(set(getattr(b, f)) & set(getattr(mine[b.name], f)) for f in ("apps", "title_patterns", "domains"))]
+    if copied and len(copied) < len(base.scope.deny):
+        left = [b.name for b in base.scope.deny if b.name not in copied]
+        notes.append(f"{policy.source}: [scope.deny] leaves out the built-in categories {', '.join(left)}; they"
+                     " stay in force (the built-in deny-list can be extended, never reduced)")
+    deny: list[DenyCategory] = []
+    for b in base.scope.deny:
+        own = mine.pop(b.name, None)
+        if own is None:
+            deny.append(b)
+            continue
+        for fld in ("apps", "title_patterns", "domains"):
+            # a field that lists some built-in entries but not all: a copy with entries deleted
+            # (a field listing only new entries is an extension and needs no note)
+            missing = [x for x in getattr(b, fld) if x not in getattr(own, fld)]
+            if missing and len(missing) < len(getattr(b, fld)):
+                notes.append(f"{policy.source}: scope.deny.{b.name}.{fld} leaves out built-in entries"
+                             f" {', '.join(missing)}; they stay excluded (the built-in deny-list can be"
+                             " extended, never reduced)")
+        deny.append(DenyCategory(b.name, _union(b.apps, own.apps), _union(b.title_patterns, own.title_patterns),
+                                 _union(b.domains, own.domains)))
+    deny.extend(mine.values())
+    doc_sec = (declared or {}).get("secrets") or {}
+    bs, ps = base.secrets, policy.secrets
+    if isinstance(doc_sec, dict):
+        for fld in ("roles", "dom_types", "dom_autocomplete", "name_patterns"):
+            missing = [x for x in getattr(bs, fld) if x not in getattr(ps, fld)]
+            if missing and fld in doc_sec and (len(missing) < len(getattr(bs, fld)) or not getattr(ps, fld)):
+                notes.append(f"{policy.source}: secrets.{fld} leaves out built-in entries {', '.join(missing)};"
+                             " they stay in force (secret-field rules can be extended, never reduced)")
+        if STRICTNESS.index(ps.strictness) < STRICTNESS.index(bs.strictness) and "strictness" in doc_sec:
+            notes.append(f"{policy.source}: secrets.strictness {ps.strictness!r} is below the built-in"
+                         f" {bs.strictness!r}; {bs.strictness!r} stays in force")
+    secrets = SecretsPolicy(
+        strictness=max(ps.strictness, bs.strictness, key=STRICTNESS.index),
+        roles=_union(bs.roles, ps.roles), dom_types=_union(bs.dom_types, ps.dom_types),
+        dom_autocomplete=_union(bs.dom_autocomplete, ps.dom_autocomplete),
+        name_patterns=_union(bs.name_patterns, ps.name_patterns),
+    )
+    return replace(policy, scope=replace(policy.scope, deny=tuple(deny)), secrets=secrets,
+                   notes=(*policy.notes, *notes))
+
+
+def builtin_category_names() -> frozenset[str]:
+    """Names of the built-in deny categories (they can never be removed)."""
+    return frozenset(c.name for c in default_policy().scope.deny)
+
+
 def notice_digest(notice: str) -> str:
     """SHA-256 (hex) of ``notice`` encoded as UTF-8, after stripping surrounding whitespace."""
     return hashlib.sha256(notice.strip().encode("utf-8")).hexdigest()
@@ -329,7 +450,9 @@ def default_policy() -> Policy:
 
 def load_policy(paths: Paths | None = None, path: Path | None = None) -> Policy:
     """Load the policy in force: ``path`` if given, else ``<home>/policy.toml`` if present,
-    else the built-in default.
+    else the built-in default. A file is merged over the built-in floor
+    (:func:`with_builtin_floor`: its deny-list and secret-field markers can only add to the
+    built-in ones; what it tried to leave out is listed in :attr:`Policy.notes`).
 
     Raises:
         PolicyError: the file is invalid (message names the file and field).
@@ -345,7 +468,8 @@ def load_policy(paths: Paths | None = None, path: Path | None = None) -> Policy:
     except UnicodeDecodeError as exc:
         raise PolicyError(f"{path}: not UTF-8 text (invalid byte at offset {exc.start}); TOML files must be"
                           " UTF-8") from exc
-    return Policy.from_toml(text, str(path))
+    pol = Policy.from_toml(text, str(path))
+    return with_builtin_floor(pol, declared=tomllib.loads(text))
 
 
 class _Validator:

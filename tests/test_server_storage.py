@@ -60,9 +60,10 @@ def test_migrations_create_the_schema(stack: Stack) -> None:
     assert names == {"alembic_version", "persons", "person_keys", "credentials",
                      "enrollment_codes", "bundles", "blobs", "bundle_blobs", "datasets",
                      "dataset_members", "audit_entries", "audit_head", "audit_checkpoints",
-                     "policy_versions", "consent_records", "deleted_episodes"}
+                     "policy_versions", "consent_records", "deleted_episodes",
+                     "session_tombstones"}
     with stack.collector.db.engine.connect() as c:
-        assert c.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0002"
+        assert c.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0003"
 
 
 def test_migrations_match_the_models(stack: Stack) -> None:

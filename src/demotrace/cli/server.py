@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import socket
 import sys
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ audit_app = typer.Typer(help="The collector's tamper-evident access log.", no_ar
 
 DATA_DIR = typer.Option(None, "--data-dir", help="Server data folder (default $DEMOTRACE_SERVER_DATA).")
 DB_URL = typer.Option(None, "--database-url", help="SQLAlchemy URL (default SQLite in the data folder; $DEMOTRACE_DATABASE_URL).")
+CHECKPOINT_EVERY = typer.Option(None, "--checkpoint-every", min=1, help="Required audit checkpoint cadence in entries (default 100; $DEMOTRACE_AUDIT_CHECKPOINT_EVERY); must match the server's.")
 
 
 def _config(data_dir: str | None, database_url: str | None, **kw: Any) -> Any:
@@ -45,12 +47,16 @@ def server(
     key: Path = typer.Option(None, "--key", help="TLS private key (PEM)."),
     max_body_bytes: int = typer.Option(64 * 1024 * 1024, "--max-body-bytes", help="Request body limit (bytes) → 413."),
     rate: float = typer.Option(200.0, "--rate", help="Requests per second per credential → 429."),
+    master_key_file: Path = typer.Option(None, "--master-key-file", help="Server master key file (32 bytes, 0600; default <data-dir>/keys/master.key; $DEMOTRACE_MASTER_KEY_FILE)."),
+    checkpoint_every: int = CHECKPOINT_EVERY,
 ) -> None:
-    """Run the collector API (FastAPI on uvicorn)."""
+    """Run the collector API (FastAPI on uvicorn). The port is bound before anything is
+    printed: a port in use is one error line."""
     import uvicorn
 
     if (cert is None) != (key is None):
         raise ConfigError("TLS needs both --cert and --key")
+    sock = _bind(host, port)
     try:
         loopback = ipaddress.ip_address(host).is_loopback
     except ValueError:
@@ -58,15 +64,43 @@ def server(
     if not loopback:
         err_console.print(f"[yellow]warning:[/] binding to {host}: reachable from the network"
                           + ("" if cert else " WITHOUT TLS (pass --cert/--key)"))
-    cfg = _config(data_dir, database_url, blob_url=blob_url, s3_endpoint_url=s3_endpoint_url,
-                  max_body_bytes=max_body_bytes, rate_per_s=rate, rate_burst=max(1, int(rate * 5)))
-    from ..server.app import create_app
+    try:
+        cfg = _config(data_dir, database_url, blob_url=blob_url, s3_endpoint_url=s3_endpoint_url,
+                      master_key_file=master_key_file, checkpoint_every=checkpoint_every,
+                      max_body_bytes=max_body_bytes, rate_per_s=rate,
+                      rate_burst=max(1, int(rate * 5)))
+        from ..server.app import create_app
 
-    app = create_app(cfg)
+        app = create_app(cfg)
+        server = uvicorn.Server(uvicorn.Config(
+            app, ssl_certfile=str(cert) if cert else None, ssl_keyfile=str(key) if key else None,
+            log_level="warning", access_log=False))
+    except BaseException:
+        sock.close()
+        raise
     err_console.print(f"collector on {'https' if cert else 'http'}://{host}:{port} "
                       f"(database {cfg.db_url.split(':')[0]}, blobs {cfg.blobs_url.split(':')[0]})")
-    uvicorn.run(app, host=host, port=port, ssl_certfile=str(cert) if cert else None,
-                ssl_keyfile=str(key) if key else None, log_level="warning", access_log=False)
+    server.run(sockets=[sock])
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    """A listening-ready TCP socket bound to ``host:port`` (SO_REUSEADDR, as uvicorn does).
+
+    Raises:
+        ConfigError: the address cannot be resolved or bound (port in use, no permission).
+    """
+    try:
+        family, _t, _p, _c, addr = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except socket.gaierror as exc:
+        raise ConfigError(f"cannot resolve --host {host!r}: {exc}") from exc
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(addr)
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
+    return sock
 
 
 @admin_app.command("enroll-code")
@@ -243,52 +277,85 @@ def audit_export(
     out: Path = typer.Argument(..., help="File to write the export document to (JSON)."),
     data_dir: str = DATA_DIR,
     database_url: str = DB_URL,
+    checkpoint_every: int = CHECKPOINT_EVERY,
 ) -> None:
-    """Sign a checkpoint at the head and export the whole log (server host)."""
+    """Verify the stored log, sign a checkpoint at the head and export the log up to it
+    (server host). Refuses (exit 1, nothing signed) when the stored log does not verify."""
     from ..server.audit import AuditLog, Signer, export_document
     from ..server.db import Database
+    from ..server.errors import AuditVerifyError
 
-    cfg = _config(data_dir, database_url)
+    cfg = _config(data_dir, database_url, checkpoint_every=checkpoint_every)
     db = Database(cfg.db_url)
     try:
         signer = Signer.from_file(cfg.audit_key_path)
+        try:
+            with db.session() as s:
+                AuditLog.ensure_head(s)
+                upto = AuditLog(signer, cfg.checkpoint_every).checkpoint(s)
+        except AuditVerifyError as exc:
+            _print_problems("stored audit log FAILED verification; refusing to sign an export:",
+                            exc.problems)
+            sys.exit(1)
         with db.session() as s:
-            AuditLog.ensure_head(s)
-            AuditLog(signer).checkpoint(s)
-        with db.session() as s:
-            doc = export_document(s, signer.public_raw, signer.key_id)
+            doc = export_document(s, signer.public_raw, signer.key_id, upto=upto,
+                                  checkpoint_every=cfg.checkpoint_every)
     finally:
         db.dispose()
     out.write_text(json.dumps(doc, indent=1))
     console.print(f"{len(doc['entries'])} entries, {len(doc['checkpoints'])} checkpoints → {out}")
 
 
+def _print_problems(title: str, problems: list[str]) -> None:
+    err_console.print(f"[bold red]{title}[/]")
+    for p in problems:
+        err_console.print(f"  - {p}", highlight=False)
+
+
+def _read_json(path: Path, what: str) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot read {what} {path}: {exc}") from exc
+
+
 @audit_app.command("verify")
 def audit_verify(
     export_file: Path = typer.Argument(None, help="An export document (from `audit export` or GET /v1/audit/export). Omit to check the server database directly."),
     public_key: str = typer.Option(None, "--public-key", help="Trusted Ed25519 public key: 64 hex digits, or a file holding them."),
+    anchor: Path = typer.Option(None, "--anchor", help="A checkpoint kept from an earlier export (JSON; or that whole export): the log must extend it."),
+    save_anchor: Path = typer.Option(None, "--save-anchor", help="After a successful check, write the newest signed checkpoint here (the next --anchor)."),
     data_dir: str = DATA_DIR,
     database_url: str = DB_URL,
+    checkpoint_every: int = CHECKPOINT_EVERY,
 ) -> None:
     """Check the access log: every entry hash, the chain, seq contiguity, every signed
-    checkpoint. Exit 0 if intact, 1 with every problem listed otherwise."""
-    from ..server.audit import Signer, export_document, verify
+    checkpoint, the required checkpoint cadence, (database) the audit_head row, (export) a
+    checkpoint at the last entry, and (--anchor) that the log extends a kept checkpoint.
+    Exit 0 if intact, 1 with every problem listed otherwise."""
+    from ..server.audit import Signer, export_document, load_anchor, read_head, verify
     from ..server.errors import AuditVerifyError
 
+    head = None
     if export_file is not None:
-        try:
-            doc = json.loads(export_file.read_text())
-        except (OSError, ValueError) as exc:
-            raise ConfigError(f"cannot read audit export {export_file}: {exc}") from exc
+        doc = _read_json(export_file, "audit export")
+        every = checkpoint_every
     else:
-        from ..server.db import Database
+        from sqlalchemy.exc import OperationalError
 
-        cfg = _config(data_dir, database_url)
+        from ..server.db import Database, unreachable
+
+        cfg = _config(data_dir, database_url, checkpoint_every=checkpoint_every)
+        every = cfg.checkpoint_every
         signer = Signer.from_file(cfg.audit_key_path)
         db = Database(cfg.db_url, run_migrations=False)
         try:
             with db.session() as s:
-                doc = export_document(s, signer.public_raw, signer.key_id)
+                doc = export_document(s, signer.public_raw, signer.key_id,
+                                      checkpoint_every=every)
+                head = read_head(s) or (0, "0" * 64)
+        except OperationalError as exc:
+            raise unreachable(cfg.db_url, exc) from None
         finally:
             db.dispose()
     trusted = None
@@ -298,16 +365,22 @@ def audit_verify(
             trusted = bytes.fromhex(text)
         except ValueError as exc:
             raise ConfigError(f"--public-key: not hex ({exc})") from exc
+    anchor_cp = load_anchor(_read_json(anchor, "anchor"), where=f"--anchor {anchor}") if anchor else None
     try:
-        rep = verify(doc, trusted_public_key=trusted)
+        rep = verify(doc, trusted_public_key=trusted, anchor=anchor_cp, head=head,
+                     checkpoint_every=every, require_signed_end=export_file is not None)
     except AuditVerifyError as exc:
-        err_console.print("[bold red]audit log FAILED verification:[/]")
-        for p in exc.problems:
-            err_console.print(f"  - {p}", highlight=False)
+        _print_problems("audit log FAILED verification:", exc.problems)
         sys.exit(1)
     console.print(f"audit log OK: {rep.entries} entries, {rep.checkpoints} signed checkpoints, "
                   f"newest signed seq {rep.last_signed_seq}"
-                  + (f", {rep.unsigned_tail} newer entries not yet signed" if rep.unsigned_tail else ""))
+                  + (f", {rep.unsigned_tail} newer entries not yet signed" if rep.unsigned_tail else "")
+                  + (f", extends the anchor at seq {rep.anchor_seq}" if rep.anchor_seq else ""),
+                  highlight=False)
+    if save_anchor is not None and rep.newest_checkpoint is not None:
+        save_anchor.write_text(json.dumps(rep.newest_checkpoint, indent=1))
+        console.print(f"anchor (checkpoint {rep.newest_checkpoint['seq']}) saved to {save_anchor}",
+                      highlight=False)
 
 
 def register(app: typer.Typer) -> None:

@@ -7,21 +7,51 @@ Entry hash (hex SHA-256)::
     canonical_json = JSON, keys sorted, separators (",", ":"), UTF-8
     prev_hash of seq 1 = 64 × "0"
 
-Every ``checkpoint_every`` entries (and on every export) the service signs
-``"demotrace-audit-checkpoint/1\\n{seq}\\n{entry_hash}\\n{ts}"`` with its Ed25519 key. A chain
-alone detects an edited, removed or reordered entry unless the attacker rewrites every later
-hash; the signed checkpoints catch that too (the attacker has no signing key), and a removed
-tail is caught when a checkpoint covers it. :func:`verify` needs only the export document
-(and, to pin the key, the public key obtained out of band): ``demotrace audit verify FILE``.
+Checkpoints are REQUIRED at a fixed cadence: the service signs one whenever ``seq`` reaches a
+multiple of ``checkpoint_every`` (the server setting ``--checkpoint-every`` /
+``DEMOTRACE_AUDIT_CHECKPOINT_EVERY``, default 100 entries) and one at the head on every export.
+A checkpoint signs (message v2)::
+
+    "demotrace-audit-checkpoint/2\\n{seq}\\n{entry_hash}\\n{ts}\\n{every}"
+
+where ``every`` is the cadence in force, so an attacker cannot claim a longer one. (Checkpoints
+signed before schema revision 0003 have no ``every`` and sign message v1, the same without the
+last line.) :func:`verify` fails when
+
+- an entry's hash, a chain link or ``seq`` contiguity is wrong (edited, removed, reordered);
+- a checkpoint's signature is invalid, its entry is missing or differs (log rewritten);
+- two consecutive checkpoints (or the start and the first one) are further apart than the
+  cadence (a checkpoint was deleted), or the log ends a whole cadence or more past its newest
+  checkpoint (the checkpoints after it were deleted);
+- an export's last entry is not covered by a checkpoint (every export signs one there);
+- ``audit_head`` (database check) names a different newest entry than the log ends with (the
+  unsigned tail was deleted);
+- an ``anchor`` (a checkpoint the verifier kept from an earlier export) is not extended by
+  this log (entries at or before it were removed or rewritten).
+
+The service never signs over a chain it cannot verify: the cadence checkpoint first re-checks
+the entries since the previous checkpoint (and skips signing if they do not verify, which
+:func:`verify` then reports as a missing checkpoint); an export first verifies the whole stored
+log and refuses (:class:`~.errors.AuditVerifyError`) if it fails.
+
+Residual risk (docs/operations.md "Access log"): whoever holds the signing key can sign a
+forged log; an attacker with write access to the database alone can still drop or alter
+entries newer than the newest checkpoint while keeping ``audit_head`` consistent (fewer than
+one cadence of entries), or rewrite a log that never reached its first checkpoint — only an
+anchor kept outside the collector catches a rollback to an earlier signed state.
 
 The export document (``format`` = ``"demotrace-audit-export/1"``) holds ``public_key`` (hex of
-the 32 raw Ed25519 bytes), ``key_id``, ``entries`` (in ``seq`` order) and ``checkpoints``.
+the 32 raw Ed25519 bytes), ``key_id``, ``checkpoint_every`` (the exporting server's cadence;
+informational, the signed per-checkpoint ``every`` is what counts), ``entries`` (in ``seq``
+order) and ``checkpoints`` (each ``{seq, entry_hash, ts, key_id, signature, every}``). An
+anchor file is one such checkpoint (or a whole earlier export, whose newest checkpoint is used).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -31,7 +61,10 @@ from typing import Any
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+    Ed25519PrivateKey,
+    Ed25519PublicKey,
+)
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError as SAIntegrityError
 from sqlalchemy.orm import Session
@@ -47,6 +80,10 @@ FIELDS = ("seq", "ts", "actor_role", "actor_id", "action", "subject_id", "resour
           "status")
 PURPOSE_AGENT_TRAINING = "agent-training"
 """The only purpose a curator may state (DESIGN.md §2.4)."""
+DEFAULT_CHECKPOINT_EVERY = 100
+"""Default checkpoint cadence (entries): at most this many entries are ever unsigned."""
+
+log = logging.getLogger(__name__)
 
 
 def canonical(fields: Mapping[str, Any]) -> bytes:
@@ -60,9 +97,12 @@ def entry_hash(prev_hash: str, fields: Mapping[str, Any]) -> str:
     return hashlib.sha256(prev_hash.encode() + b"\n" + canonical(fields)).hexdigest()
 
 
-def checkpoint_message(seq: int, ehash: str, ts: str) -> bytes:
-    """The bytes a checkpoint signature covers."""
-    return f"demotrace-audit-checkpoint/1\n{seq}\n{ehash}\n{ts}".encode()
+def checkpoint_message(seq: int, ehash: str, ts: str, every: int | None = None) -> bytes:
+    """The bytes a checkpoint signature covers: message v2 with the cadence ``every``
+    (entries), or v1 (``every`` is ``None``: checkpoints signed before schema 0003)."""
+    if every is None:
+        return f"demotrace-audit-checkpoint/1\n{seq}\n{ehash}\n{ts}".encode()
+    return f"demotrace-audit-checkpoint/2\n{seq}\n{ehash}\n{ts}\n{int(every)}".encode()
 
 
 def now_ts() -> str:
@@ -84,7 +124,7 @@ class Signer:
         return f"Signer(key_id={self.key_id!r})"
 
     @classmethod
-    def from_file(cls, path: Path, *, create: bool = False) -> "Signer":
+    def from_file(cls, path: Path, *, create: bool = False) -> Signer:
         """Load the PEM key; with ``create``, generate it (0600, ``O_EXCL``) when absent.
 
         Raises:
@@ -130,9 +170,14 @@ class Access:
 
 
 class AuditLog:
-    """Appends entries and signs checkpoints in the caller's transaction."""
+    """Appends entries and signs checkpoints in the caller's transaction.
 
-    def __init__(self, signer: Signer, checkpoint_every: int = 100) -> None:
+    ``checkpoint_every``: the required cadence (entries, module docstring); a checkpoint is
+    signed whenever ``seq`` reaches a multiple of it."""
+
+    def __init__(self, signer: Signer, checkpoint_every: int = DEFAULT_CHECKPOINT_EVERY) -> None:
+        if checkpoint_every < 1:
+            raise ConfigError(f"audit checkpoint cadence must be >= 1 entry, got {checkpoint_every}")
         self.signer = signer
         self.checkpoint_every = checkpoint_every
 
@@ -149,8 +194,9 @@ class AuditLog:
     def append(self, s: Session, *, actor_role: str, actor_id: str, status: int,
                accesses: Iterable[Access]) -> list[int]:
         """Append one entry per access (locks the head row until the transaction ends);
-        return their ``seq`` numbers. Signs a checkpoint whenever ``seq`` crosses a multiple of
-        ``checkpoint_every``."""
+        return their ``seq`` numbers. Signs a checkpoint whenever ``seq`` reaches a multiple of
+        ``checkpoint_every`` — unless the entries since the previous checkpoint fail to verify
+        (then nothing is signed, logged at ERROR, and :func:`verify` reports the gap)."""
         head = s.execute(select(AuditHead).where(AuditHead.id == 1).with_for_update()).scalar_one()
         seqs = []
         for a in accesses:
@@ -164,23 +210,81 @@ class AuditLog:
             head.seq, head.entry_hash = fields["seq"], h
             seqs.append(head.seq)
             if head.seq % self.checkpoint_every == 0:
-                self._sign(s, head.seq, h)
+                problems = self._segment_problems(s, head.seq, h)
+                if problems:
+                    log.error("audit log: NOT signing the checkpoint at seq %d: %s", head.seq,
+                              "; ".join(problems))
+                else:
+                    self._sign(s, head.seq, h)
         s.flush()
         return seqs
+
+    def _segment_problems(self, s: Session, seq: int, ehash: str) -> list[str]:
+        """Check the entries after the previous checkpoint up to ``seq`` (at most about one
+        cadence of rows): previous checkpoint's signature and entry, chain links, hashes, gap."""
+        s.flush()
+        prev = s.scalars(select(AuditCheckpoint).where(AuditCheckpoint.seq < seq)
+                         .order_by(AuditCheckpoint.seq.desc()).limit(1)).first()
+        start, link = 0, GENESIS
+        allowed = self.checkpoint_every
+        problems: list[str] = []
+        if prev is not None:
+            start, link = prev.seq, prev.entry_hash
+            allowed = max(allowed, prev.every or 0)
+            try:
+                Ed25519PublicKey.from_public_bytes(self.signer.public_raw).verify(
+                    bytes.fromhex(prev.signature),
+                    checkpoint_message(prev.seq, prev.entry_hash, prev.ts, prev.every))
+            except (InvalidSignature, ValueError):
+                problems.append(f"checkpoint {prev.seq}: signature invalid")
+        if seq - start > allowed:
+            problems.append(f"{seq - start} entries since the previous checkpoint (seq {start}), "
+                            f"more than the cadence of {allowed}: a checkpoint was removed")
+            return problems
+        rows = s.scalars(select(AuditEntry).where(AuditEntry.seq >= max(start, 1),
+                                                  AuditEntry.seq <= seq)
+                         .order_by(AuditEntry.seq)).all()
+        if prev is not None:
+            if not rows or rows[0].seq != start or rows[0].entry_hash != prev.entry_hash:
+                problems.append(f"entry {start} differs from its signed checkpoint")
+            rows = rows[1:]
+        if [r.seq for r in rows] != list(range(start + 1, seq + 1)):
+            problems.append(f"entries {start + 1}..{seq} are not contiguous")
+        for r in rows:
+            if r.prev_hash != link or entry_hash(r.prev_hash, entry_dict(r)) != r.entry_hash:
+                problems.append(f"seq {r.seq}: does not verify (edited or re-chained)")
+                break
+            link = r.entry_hash
+        if not problems and link != ehash:
+            problems.append(f"seq {seq}: head hash does not match the stored entry")
+        return problems
 
     def _sign(self, s: Session, seq: int, ehash: str) -> None:
         if s.get(AuditCheckpoint, seq) is not None:
             return
         ts = now_ts()
+        every = self.checkpoint_every
         s.add(AuditCheckpoint(seq=seq, entry_hash=ehash, ts=ts, key_id=self.signer.key_id,
-                              signature=self.signer.sign(checkpoint_message(seq, ehash, ts))))
+                              every=every,
+                              signature=self.signer.sign(checkpoint_message(seq, ehash, ts,
+                                                                            every))))
 
     def checkpoint(self, s: Session) -> int:
-        """Sign a checkpoint at the current head (if any entry exists); return its seq."""
+        """Verify the whole stored log (entries, checkpoints, cadence, ``audit_head``), then
+        sign a checkpoint at the head (if any entry exists); return the head's seq.
+
+        Raises:
+            AuditVerifyError: the stored log does not verify — nothing is signed, so a forged
+                chain never gets a genuine signature.
+        """
         head = s.execute(select(AuditHead).where(AuditHead.id == 1).with_for_update()).scalar_one()
+        doc = export_document(s, self.signer.public_raw, self.signer.key_id,
+                              checkpoint_every=self.checkpoint_every)
+        verify(doc, trusted_public_key=self.signer.public_raw, head=(head.seq, head.entry_hash),
+               checkpoint_every=self.checkpoint_every, require_signed_end=False)
         if head.seq:
             self._sign(s, head.seq, head.entry_hash)
-        return head.seq
+        return int(head.seq)
 
 
 def entry_dict(e: AuditEntry) -> dict[str, Any]:
@@ -189,38 +293,91 @@ def entry_dict(e: AuditEntry) -> dict[str, Any]:
             "entry_hash": e.entry_hash}
 
 
-def export_document(s: Session, public_raw: bytes, key_id: str) -> dict[str, Any]:
-    """The whole log as an export document (module docstring), entries in ``seq`` order."""
-    entries = [entry_dict(e) for e in s.scalars(select(AuditEntry).order_by(AuditEntry.seq))]
-    cps = [{"seq": c.seq, "entry_hash": c.entry_hash, "ts": c.ts, "key_id": c.key_id,
-            "signature": c.signature}
-           for c in s.scalars(select(AuditCheckpoint).order_by(AuditCheckpoint.seq))]
+def checkpoint_dict(c: AuditCheckpoint) -> dict[str, Any]:
+    """A checkpoint as a plain dict (export and anchor shape)."""
+    return {"seq": c.seq, "entry_hash": c.entry_hash, "ts": c.ts, "key_id": c.key_id,
+            "signature": c.signature, "every": c.every}
+
+
+def export_document(s: Session, public_raw: bytes, key_id: str, *, upto: int | None = None,
+                    checkpoint_every: int | None = None) -> dict[str, Any]:
+    """The log as an export document (module docstring), entries in ``seq`` order; with
+    ``upto``, only entries and checkpoints with ``seq <= upto``."""
+    qe = select(AuditEntry).order_by(AuditEntry.seq)
+    qc = select(AuditCheckpoint).order_by(AuditCheckpoint.seq)
+    if upto is not None:
+        qe = qe.where(AuditEntry.seq <= upto)
+        qc = qc.where(AuditCheckpoint.seq <= upto)
+    entries = [entry_dict(e) for e in s.scalars(qe)]
+    cps = [checkpoint_dict(c) for c in s.scalars(qc)]
     return {"format": EXPORT_FORMAT, "public_key": public_raw.hex(), "key_id": key_id,
-            "entries": entries, "checkpoints": cps}
+            "checkpoint_every": checkpoint_every, "entries": entries, "checkpoints": cps}
+
+
+def read_head(s: Session) -> tuple[int, str] | None:
+    """``(seq, entry_hash)`` of the ``audit_head`` row, or ``None`` if there is none."""
+    h = s.get(AuditHead, 1)
+    return None if h is None else (int(h.seq), h.entry_hash)
+
+
+def load_anchor(data: Mapping[str, Any], *, where: str = "anchor") -> dict[str, Any]:
+    """The checkpoint an anchor file holds: a checkpoint dict, or an earlier export document
+    (its newest checkpoint).
+
+    Raises:
+        ConfigError: neither shape, or an export without checkpoints (names ``where``).
+    """
+    if data.get("format") == EXPORT_FORMAT:
+        cps = list(data.get("checkpoints") or [])
+        if not cps:
+            raise ConfigError(f"{where}: the export holds no checkpoint to anchor to")
+        return dict(max(cps, key=lambda c: int(c["seq"])))
+    if not all(k in data for k in ("seq", "entry_hash", "ts", "signature")):
+        raise ConfigError(f"{where}: not a checkpoint (needs seq, entry_hash, ts, signature) "
+                          "nor an audit export")
+    return dict(data)
 
 
 @dataclass(frozen=True)
 class VerifyReport:
     """Result of a successful :func:`verify`: ``entries`` checked, ``checkpoints`` whose
-    signature held, ``last_signed_seq`` (newest entry covered by a signature) and
-    ``unsigned_tail`` (entries after it: intact as a chain, but not yet signed)."""
+    signature held, ``last_signed_seq`` (newest entry covered by a signature),
+    ``unsigned_tail`` (entries after it: intact as a chain, not yet signed, fewer than one
+    cadence), ``newest_checkpoint`` (dict, to keep as the next anchor; ``None`` if none) and
+    ``anchor_seq`` (the anchored seq this log extends; ``None`` without an anchor)."""
 
     entries: int
     checkpoints: int
     last_signed_seq: int
     unsigned_tail: int
+    newest_checkpoint: dict[str, Any] | None = None
+    anchor_seq: int | None = None
 
 
-def verify(doc: Mapping[str, Any], *, trusted_public_key: bytes | None = None) -> VerifyReport:
-    """Check an export document: every entry hash, the chain links, ``seq`` contiguity from 1,
-    every checkpoint signature and that each checkpoint matches the entry at its ``seq``.
+def _cp_every(c: Mapping[str, Any]) -> int | None:
+    e = c.get("every")
+    return None if e is None else int(e)
 
-    ``trusted_public_key``: raw 32-byte key obtained out of band; when given, the document's
-    key must equal it.
+
+def verify(doc: Mapping[str, Any], *, trusted_public_key: bytes | None = None,
+           anchor: Mapping[str, Any] | None = None, head: tuple[int, str] | None = None,
+           checkpoint_every: int | None = None, require_signed_end: bool = True) -> VerifyReport:
+    """Check an export document against the rules of the module docstring.
+
+    - ``trusted_public_key``: raw 32-byte key obtained out of band; the document's key must
+      equal it (and the anchor must be signed by it).
+    - ``anchor``: a checkpoint dict kept from an earlier export (:func:`load_anchor`); the
+      log must contain its entry with the same hash.
+    - ``head``: ``(seq, entry_hash)`` of ``audit_head`` (database check); must name the last
+      entry.
+    - ``checkpoint_every``: the cadence (entries) to assume where no signed checkpoint states
+      one (no checkpoint at all, or only v1 checkpoints); ``None`` → the document's
+      ``checkpoint_every`` if any, else :data:`DEFAULT_CHECKPOINT_EVERY`.
+    - ``require_signed_end``: the last entry must be covered by a checkpoint (true of every
+      export; the database check passes ``False``: its tail is legitimately unsigned).
 
     Raises:
-        AuditVerifyError: lists every problem found (edited, removed, reordered entries, bad or
-            foreign signatures, checkpoints beyond the end).
+        AuditVerifyError: lists every problem found.
     """
     problems: list[str] = []
     if doc.get("format") != EXPORT_FORMAT:
@@ -232,6 +389,8 @@ def verify(doc: Mapping[str, Any], *, trusted_public_key: bytes | None = None) -
         raise AuditVerifyError([f"public key unreadable: {exc}"]) from exc
     if trusted_public_key is not None and pub_raw != trusted_public_key:
         problems.append("the export's public key is not the trusted key")
+    if checkpoint_every is None:
+        checkpoint_every = int(doc.get("checkpoint_every") or DEFAULT_CHECKPOINT_EVERY)
     entries = list(doc.get("entries", []))
     prev = GENESIS
     by_seq: dict[int, str] = {}
@@ -250,13 +409,14 @@ def verify(doc: Mapping[str, Any], *, trusted_public_key: bytes | None = None) -
             prev = e["entry_hash"]
         except (KeyError, TypeError, ValueError) as exc:
             problems.append(f"position {i}: malformed entry ({exc!r})")
-    last_signed = 0
+    n = len(entries)
     cps = list(doc.get("checkpoints", []))
+    good: list[tuple[int, int | None, dict[str, Any]]] = []
     for c in cps:
         try:
             seq = int(c["seq"])
             pub.verify(bytes.fromhex(c["signature"]),
-                       checkpoint_message(seq, c["entry_hash"], c["ts"]))
+                       checkpoint_message(seq, c["entry_hash"], c["ts"], _cp_every(c)))
         except InvalidSignature:
             problems.append(f"checkpoint {c.get('seq')}: signature invalid")
             continue
@@ -270,8 +430,55 @@ def verify(doc: Mapping[str, Any], *, trusted_public_key: bytes | None = None) -
             problems.append(f"checkpoint {seq}: entry hash differs from the signed one "
                             "(log rewritten)")
         else:
-            last_signed = max(last_signed, seq)
+            good.append((seq, _cp_every(c), dict(c)))
+    good.sort(key=lambda t: t[0])
+    # cadence: consecutive checkpoints at most one cadence apart (the larger of the two
+    # signed cadences, so a changed setting is not a false alarm)
+    last_seq, last_every = 0, None
+    for seq, every, _c in good:
+        stated = [x for x in (last_every, every) if x is not None]
+        allowed = max(stated) if stated else checkpoint_every
+        if seq - last_seq > allowed:
+            problems.append(f"entries {last_seq + 1}..{seq}: {seq - last_seq} entries between "
+                            f"signed checkpoints, more than the cadence of {allowed} "
+                            "(a required checkpoint is missing)")
+        last_seq, last_every = seq, every
+    tail_every = max(x for x in (last_every, checkpoint_every) if x is not None)
+    if require_signed_end and n and last_seq != n:
+        problems.append(f"the last entry (seq {n}) is not covered by a signed checkpoint; "
+                        "every export signs one there (entries appended, removed or re-chained "
+                        "after the export)")
+    elif n - last_seq >= tail_every:
+        problems.append(f"the log ends {n - last_seq} entries after its newest signed checkpoint "
+                        f"(seq {last_seq}); the cadence of {tail_every} requires one at seq "
+                        f"{last_seq + tail_every} (checkpoints deleted or log rewritten)")
+    if head is not None:
+        hseq, hhash = int(head[0]), head[1]
+        if hseq != n or (n and by_seq.get(n) != hhash) or (not n and hhash != GENESIS):
+            problems.append(f"audit_head records seq {hseq} (hash {hhash[:16]}…) but the log "
+                            f"ends at seq {n}: entries were removed from the end or the log "
+                            "was rewritten")
+    anchor_seq = None
+    if anchor is not None:
+        try:
+            anchor_seq = int(anchor["seq"])
+            pub.verify(bytes.fromhex(anchor["signature"]),
+                       checkpoint_message(anchor_seq, anchor["entry_hash"], anchor["ts"],
+                                          _cp_every(anchor)))
+        except InvalidSignature:
+            problems.append(f"anchor checkpoint {anchor.get('seq')}: signature invalid under "
+                            "this key")
+        except (KeyError, TypeError, ValueError) as exc:
+            problems.append(f"anchor checkpoint: malformed ({exc!r})")
+        else:
+            if anchor_seq not in by_seq:
+                problems.append(f"the log ends at seq {n}, before the anchored checkpoint "
+                                f"{anchor_seq}: it does not extend the anchor (entries removed)")
+            elif by_seq[anchor_seq] != anchor["entry_hash"]:
+                problems.append(f"entry {anchor_seq} differs from the anchored checkpoint: the "
+                                "log was rewritten since the anchor was taken")
     if problems:
         raise AuditVerifyError(problems)
-    return VerifyReport(entries=len(entries), checkpoints=len(cps), last_signed_seq=last_signed,
-                        unsigned_tail=len(entries) - last_signed)
+    return VerifyReport(entries=n, checkpoints=len(cps), last_signed_seq=last_seq,
+                        unsigned_tail=n - last_seq, newest_checkpoint=good[-1][2] if good else None,
+                        anchor_seq=anchor_seq)

@@ -12,7 +12,8 @@ Files under ``data_dir`` (created on first start, folders 0700, key files 0600):
     keys/audit-ed25519.pem  Ed25519 private key that signs audit-log checkpoints
 
 Environment overrides (used when the matching argument is ``None``): ``DEMOTRACE_SERVER_DATA``,
-``DEMOTRACE_DATABASE_URL``, ``DEMOTRACE_BLOB_URL``, ``DEMOTRACE_MASTER_KEY_FILE``.
+``DEMOTRACE_DATABASE_URL``, ``DEMOTRACE_BLOB_URL``, ``DEMOTRACE_MASTER_KEY_FILE``,
+``DEMOTRACE_AUDIT_CHECKPOINT_EVERY``.
 """
 
 from __future__ import annotations
@@ -46,7 +47,9 @@ class ServerConfig:
     - ``max_body_bytes``: request bodies larger than this get 413 (bytes).
     - ``rate_per_s`` / ``rate_burst``: token bucket per credential (or per client address when
       unauthenticated): sustained requests per second and bucket size (requests).
-    - ``checkpoint_every``: sign an audit checkpoint after this many entries (entries).
+    - ``checkpoint_every``: the REQUIRED audit checkpoint cadence (entries): a checkpoint is
+      signed whenever the log's ``seq`` reaches a multiple of it, and ``audit verify`` fails
+      when one is missing (see :mod:`.audit`); env ``DEMOTRACE_AUDIT_CHECKPOINT_EVERY``.
     - ``enrollment_ttl_s``: lifetime of a one-time enrollment code (seconds).
     - ``k_min_persons``: minimum persons per group in any aggregate (DESIGN.md §2.4, §8.11: 10).
     - ``bulk_read_max_bundles`` / ``bulk_read_window_s``: a curator reading more than this many
@@ -110,6 +113,15 @@ class ServerConfig:
                 "no server data folder: pass --data-dir or set DEMOTRACE_SERVER_DATA"
             )
         mk = master_key_file or os.environ.get("DEMOTRACE_MASTER_KEY_FILE")
+        every = os.environ.get("DEMOTRACE_AUDIT_CHECKPOINT_EVERY")
+        if kw.get("checkpoint_every") is None:
+            kw.pop("checkpoint_every", None)
+            if every:
+                try:
+                    kw["checkpoint_every"] = int(every)
+                except ValueError as exc:
+                    raise ConfigError("DEMOTRACE_AUDIT_CHECKPOINT_EVERY must be a whole number "
+                                      f"of entries, got {every!r}") from exc
         return cls(
             data_dir=Path(data).expanduser().resolve(),
             database_url=database_url or os.environ.get("DEMOTRACE_DATABASE_URL") or None,

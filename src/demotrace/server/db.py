@@ -21,6 +21,7 @@ from typing import Any
 
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from ..errors import ConfigError
@@ -76,6 +77,15 @@ def make_engine(url: str, **kw: Any) -> Engine:
     return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20, **kw)
 
 
+def unreachable(url: str, exc: BaseException) -> ConfigError:
+    """A one-line :class:`ConfigError` for a database that cannot be opened: the URL with its
+    password masked (``***``) and the first line of the driver's reason."""
+    shown = make_url(normalise_url(url)).render_as_string(hide_password=True)
+    reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+    return ConfigError(f"cannot connect to database {shown}: "
+                       f"{reason[0] if reason else type(exc).__name__}")
+
+
 def migrate(engine: Engine) -> None:
     """Upgrade the database to the newest schema (``alembic upgrade head``). Idempotent."""
     from alembic import command
@@ -93,9 +103,17 @@ class Database:
     success and rolls back on error."""
 
     def __init__(self, url: str, *, run_migrations: bool = True) -> None:
+        """Raises:
+            ConfigError: unparsable/unsupported URL, or the database cannot be reached (one
+                line naming the URL without its password and the driver's reason).
+        """
         self.engine = make_engine(url)
         if run_migrations:
-            migrate(self.engine)
+            try:
+                migrate(self.engine)
+            except OperationalError as exc:
+                self.engine.dispose()
+                raise unreachable(url, exc) from None
         self._factory = sessionmaker(self.engine, expire_on_commit=False)
 
     @property

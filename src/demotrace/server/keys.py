@@ -259,3 +259,10 @@ class Pseudonymiser:
     def subject_id(self, identity: str) -> str:
         """The pseudonymous subject id of ``identity``."""
         return hmac.new(self._secret, self.normalise(identity).encode(), hashlib.sha256).hexdigest()
+
+    def session_key(self, subject_id: str, session_id: str) -> str:
+        """Keyed hash naming one recording session of one subject in a tombstone: hex
+        HMAC-SHA256(secret, ``"session-tombstone\\0" + subject_id + "\\0" + session_id``)
+        (domain-separated from :meth:`subject_id`; session ids are compared exactly)."""
+        msg = f"session-tombstone\0{subject_id}\0{session_id}".encode()
+        return hmac.new(self._secret, msg, hashlib.sha256).hexdigest()

@@ -5,7 +5,8 @@ HMAC-SHA256(pseudonym secret, identity) (see :mod:`.keys`). Bundle manifests are
 encrypted under the person's data key; blob bytes live in the blob store, encrypted likewise.
 
 The schema is created and upgraded only by the Alembic migrations in ``migrations/``
-(``0001_initial`` plus ``0002_policies_consent_episodes`` mirror these classes); tests check the
+(``0001_initial``, ``0002_policies_consent_episodes`` and
+``0003_audit_cadence_session_tombstones`` mirror these classes); tests check the
 two agree.
 """
 
@@ -186,7 +187,9 @@ class AuditHead(Base):
 
 
 class AuditCheckpoint(Base):
-    """An Ed25519 signature over (``seq``, ``entry_hash``, ``ts``) of the entry at ``seq``."""
+    """An Ed25519 signature over (``seq``, ``entry_hash``, ``ts``, ``every``) of the entry at
+    ``seq``. ``every``: the checkpoint cadence (entries) in force when it was signed, covered
+    by the signature; ``NULL`` on checkpoints signed before migration 0003 (message v1)."""
 
     __tablename__ = "audit_checkpoints"
     seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
@@ -194,6 +197,20 @@ class AuditCheckpoint(Base):
     ts: Mapped[str] = mapped_column(String(40))
     key_id: Mapped[str] = mapped_column(String(16))
     signature: Mapped[str] = mapped_column(String(128))
+    every: Mapped[int | None] = mapped_column(Integer, nullable=True)
+
+
+class SessionTombstone(Base):
+    """A session its person deleted (portal) or erased: no content, only ``session_key`` =
+    hex HMAC-SHA256 under the pseudonym secret of ``"session-tombstone\0" + subject_id +
+    "\0" + session_id`` (see :meth:`.keys.Pseudonymiser.session_key`), so a device that
+    re-uploads the same session is refused (409) while the table alone does not reveal which
+    session it was. Kept on erasure (the subject id is already a pseudonym)."""
+
+    __tablename__ = "session_tombstones"
+    subject_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    session_key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    deleted_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
 class PolicyVersion(Base):

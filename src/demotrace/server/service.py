@@ -520,11 +520,17 @@ class Collector:
         self.auth_cache.clear()
 
     def audit_export(self) -> dict[str, Any]:
-        """Sign a checkpoint at the head, then return the export document."""
+        """Verify the stored log, sign a checkpoint at the head, then return the export
+        document up to that checkpoint (entries appended meanwhile wait for the next export).
+
+        Raises:
+            AuditVerifyError: the stored log does not verify; nothing is signed (HTTP 500).
+        """
         with self.db.session() as s:
-            self.audit.checkpoint(s)
+            upto = self.audit.checkpoint(s)
         with self.db.session() as s:
-            return export_document(s, self.signer.public_raw, self.signer.key_id)
+            return export_document(s, self.signer.public_raw, self.signer.key_id, upto=upto,
+                                   checkpoint_every=self.audit.checkpoint_every)
 
     def parse_manifest(self, body: bytes) -> BundleManifest:
         """Parse an uploaded manifest (errors: :class:`~demotrace.errors.SchemaError`)."""

@@ -232,3 +232,43 @@ def test_record_bad_policy_leaves_no_session(enrolled: Path, xvfb) -> None:
     assert res.returncode == 1 and "Traceback" not in res.stderr, (res.stdout, res.stderr)
     assert "policy.toml" in res.stderr
     assert _spool_sessions(enrolled) == []
+
+
+def test_upload_names_what_is_wrong_with_the_path(tmp_path: Path) -> None:
+    """`upload /nonexistent` said "is not a bundle: manifest.json missing" (sealed bundles have
+    none); `upload junk` with only a SEALED file said "no session 'junk' in .". Checked before
+    any request (the collector URL below has no server)."""
+    home = tmp_path / "h"
+    home.mkdir()
+    (home / "collector.json").write_text(json.dumps({"url": "http://127.0.0.1:9", "credential": "x", "ca": None}))
+    (tmp_path / "junk").mkdir()
+    (tmp_path / "junk" / "SEALED").write_text("demotrace-sealed-bundle 1\n")
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "afile").write_text("x")
+    layouts = ("a sealed bundle from `demotrace seal` (<home>/sealed/<session id>/ with SEALED and session.db)"
+               " or a generic bundle (manifest.json and blobs/)")
+    cases = {
+        "/nonexistent": f"/nonexistent does not exist; give a bundle folder: {layouts}",
+        "junk": "junk has a SEALED marker but no session.db: it is not a complete sealed bundle",
+        "empty": f"empty is not a bundle folder: it has neither SEALED nor manifest.json; give {layouts}",
+        "afile": f"afile is a file, not a bundle folder; give {layouts}",
+    }
+    for arg, want in cases.items():
+        res = _run(tmp_path, "upload", arg, home=home)
+        err = " ".join(res.stderr.split())
+        assert res.returncode == 1 and "Traceback" not in err, (arg, res.stderr)
+        assert f"failed {arg}: {want}" in err, (arg, err)
+        assert "is not a bundle: manifest.json missing" not in err and "no session 'junk' in" not in err
+
+
+def test_record_with_a_damaged_consent_file_says_damaged_and_where(tmp_path: Path) -> None:
+    home = tmp_path / "h"
+    home.mkdir()
+    (home / "consent.json").write_text('{"policy_version": 1, "notice_sha')  # cut short by a crash / full disk
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "DEMOTRACE_HOME")}
+    env.update(DEMOTRACE_HOME=str(home), COLUMNS="400")
+    res = subprocess.run([DEMOTRACE, "record", "--duration", "1"], env=env, capture_output=True, text=True, timeout=120)
+    line = _error(res)
+    assert line.startswith(f"error: your consent record {home / 'consent.json'} is damaged: it is not valid JSON"), line
+    assert "needs your consent first" not in line and "demotrace enroll" in line
+    assert _spool_sessions(home) == []

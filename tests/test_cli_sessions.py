@@ -134,3 +134,153 @@ def test_list_at_80_columns_keeps_id_start_and_duration_whole(tmp_path: Path) ->
         # both sessions were written with started_utc 2026-11-30T09:15:00.000Z and last event at 65 s
         assert row.split()[:4] == [sid, "2026-11-30", "09:15:00", "0:01:05"], row
         assert row.split()[-1] == state, row
+
+
+# -- issue #4: review list ids, stale sealing folders, uploaded sessions never sealed again ----
+
+def _cli(home: Path, *args: str, columns: int = 200) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "COLUMNS": str(columns), "DEMOTRACE_HOME": str(home)}
+    return subprocess.run([DEMOTRACE, *args], capture_output=True, text=True, env=env, timeout=180)
+
+
+def test_review_list_at_80_columns_never_truncates_session_ids(tmp_path: Path) -> None:
+    home = tmp_path / "h"
+    ids = ("20261130T091500Z-aaaaaa", "20261130T101500Z-bbbbbb")
+    for sid in ids:
+        _write_session(home, sid, close=True)
+    out = _cli(home, "review", "list", columns=80)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert max(len(line) for line in lines) <= 80 and "…" not in out.stdout
+    for sid in ids:
+        row = next(line for line in lines if sid in line)  # whole, on one line
+        # started 09:15 (manifest, shown to the minute), last event at 65 s, 14 events, 2 frames,
+        # not sealed
+        assert row.split()[:3] == [sid, "2026-11-30", "09:15"], row
+        assert row.split()[3:6] == ["65.0", "14", "2"] and row.split()[-1] == "no", row
+
+
+def test_stale_sealing_folders_are_removed_and_never_listed(tmp_path: Path) -> None:
+    """A seal killed mid-way leaves sealed/.<sid>.sealing-<pid>; the next seal removes those of
+    dead pids (a live pid's is left: a seal may be writing it) and listings never show them."""
+    from demotrace.privacy.bundle import bundle_ids
+    from demotrace.privacy.seal import clean_stale_sealing
+
+    home = tmp_path / "h"
+    sid = "20261130T091500Z-aaaaaa"
+    _write_session(home, sid, close=True)
+    sealed = home / "sealed"
+    dead = subprocess.Popen(["true"])
+    dead.wait()  # a pid that has exited (and was reaped): not alive
+    live = subprocess.Popen(["sleep", "60"])
+    try:
+        for pid in (dead.pid, live.pid):
+            (sealed / f".{sid}.sealing-{pid}" / "blobs").mkdir(parents=True)
+        assert bundle_ids(Paths(home)) == []
+        listed = _cli(home, "review", "list")
+        assert listed.returncode == 0 and "sealing" not in listed.stdout and listed.stdout.count(sid) == 1
+        assert clean_stale_sealing(Paths(home)) == [f".{sid}.sealing-{dead.pid}"]
+        assert sorted(p.name for p in sealed.iterdir()) == [f".{sid}.sealing-{live.pid}"]
+        (sealed / f".{sid}.sealing-{dead.pid}").mkdir()
+        # `demotrace seal` cleans up first (then seals: the frames here are not images, dropped)
+        res = _cli(home, "seal")
+        assert res.returncode == 0, res.stderr
+        assert sorted(p.name for p in sealed.iterdir()) == [f".{sid}.sealing-{live.pid}", sid]
+    finally:
+        live.kill()
+        live.wait()
+
+
+def _start_collector(tmp: Path) -> tuple[subprocess.Popen[bytes], str, str]:
+    """`demotrace server` on SQLite at 127.0.0.1:<free port>; returns (process, url, db url)."""
+    import socket
+    import time
+
+    import httpx
+
+    data = tmp / "srv"
+    data.mkdir()
+    db = f"sqlite:///{data / 'c.db'}"
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log = open(data / "server.log", "wb")  # noqa: SIM115 (closed with the process below)
+    proc = subprocess.Popen([DEMOTRACE, "server", "--data-dir", str(data), "--database-url", db, "--port", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=log)
+    log.close()
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        assert proc.poll() is None, (data / "server.log").read_text()
+        try:
+            if httpx.get(url + "/healthz", timeout=1).status_code == 200:
+                return proc, url, db
+        except httpx.TransportError:
+            pass
+        assert time.monotonic() < deadline, "collector did not answer /healthz within 60 s"
+        time.sleep(0.05)
+
+
+def _device_code(tmp: Path, db: str) -> str:
+    from demotrace.server import auth
+    from demotrace.server.config import ServerConfig
+    from demotrace.server.db import Database
+    from demotrace.server.keys import Pseudonymiser
+
+    cfg = ServerConfig(data_dir=tmp / "srv", database_url=db)
+    subject = Pseudonymiser.from_file(cfg.pseudonym_key_path).subject_id("sam@example.org")
+    d = Database(db, run_migrations=False)
+    try:
+        with d.session() as s:
+            return auth.create_enrollment_code(s, "device", subject_id=subject, created_by="test", ttl_s=600)[0]
+    finally:
+        d.dispose()
+
+
+def test_uploaded_session_is_never_sealed_or_uploaded_again(tmp_path: Path) -> None:
+    """Tester's report: upload (bundle deleted) → seal resealed the raw session → upload
+    committed a second bundle. Now upload writes a tombstone (bundle id, server ack time) that
+    survives the bundle's deletion; seal skips the session with a message, review list says
+    "uploaded", and the collector holds one bundle."""
+    import json
+
+    from sqlalchemy import create_engine, text
+
+    home = tmp_path / "h"
+    sid = "20261130T091500Z-aaaaaa"
+    _write_session(home, sid, close=True)
+    proc, url, db = _start_collector(tmp_path)
+    try:
+        for args in (("enroll", "--yes"), ("device", "enroll", "--server", url, "--code", _device_code(tmp_path, db)),
+                     ("seal",)):
+            res = _cli(home, *args)
+            assert res.returncode == 0, (args, res.stdout, res.stderr)
+        up = _cli(home, "upload")
+        assert up.returncode == 0, up.stderr
+        assert "local copy deleted" in up.stdout and not (home / "sealed" / sid).exists()
+        engine = create_engine(db)
+        with engine.connect() as c:
+            rows = c.execute(text("SELECT bundle_id, committed_at FROM bundles")).all()
+        assert len(rows) == 1
+        tomb = json.loads((home / "uploaded" / f"{sid}.json").read_text())
+        assert tomb["session_id"] == sid and tomb["bundle_id"] == rows[0][0]
+        assert tomb["committed_at"] and tomb["committed_at"][:10] == str(rows[0][1])[:10]
+        assert (home / "uploaded" / f"{sid}.json").stat().st_mode & 0o777 == 0o600
+
+        again = _cli(home, "seal")  # default selection: nothing left to seal
+        assert again.returncode == 0 and "nothing to seal" in again.stderr, again.stderr
+        named = _cli(home, "seal", sid, "--replace")  # asked by name, even with --replace: refused
+        err = " ".join(named.stderr.split())
+        assert named.returncode == 1, named.stderr
+        assert f"session {sid} was uploaded as bundle {rows[0][0]}" in err and "it is not sealed again" in err
+        assert not (home / "sealed" / sid).exists()
+        assert "no sealed bundles to upload" in _cli(home, "upload").stdout
+        listed = _cli(home, "review", "list")
+        row = next(line for line in listed.stdout.splitlines() if sid in line)
+        assert row.split()[-1] == "uploaded", row
+        with engine.connect() as c:
+            assert c.execute(text("SELECT count(*) FROM bundles")).scalar() == 1
+        engine.dispose()
+    finally:
+        proc.terminate()
+        proc.wait(10)

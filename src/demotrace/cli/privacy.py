@@ -8,6 +8,8 @@ from typing import Optional
 
 import typer
 
+from rich.markup import escape
+
 from .common import console, err_console, open_spool
 
 _HOME = typer.Option(None, "--home", help="demotrace home folder (default $DEMOTRACE_HOME).")
@@ -53,6 +55,13 @@ def _recording_session(paths) -> str | None:  # type: ignore[no-untyped-def]
         return None
 
 
+def _print_notes(policy) -> None:  # type: ignore[no-untyped-def]
+    """Print each merge note of ``policy`` (:attr:`demotrace.privacy.policy.Policy.notes`) as a
+    warning on stderr."""
+    for note in policy.notes:
+        err_console.print(f"[bold yellow]warning:[/] {escape(note)}", highlight=False)
+
+
 def register(app: typer.Typer) -> None:
     """Add the privacy commands to ``app``."""
     from ..paths import Paths
@@ -67,14 +76,20 @@ def register(app: typer.Typer) -> None:
         from ..privacy.consent import record_consent
         from ..privacy.policy import load_policy
 
-        paths = Paths.from_env(home).ensure()
+        # nothing is created before the person accepts: declining leaves no folder behind
+        paths = Paths.from_env(home)
         policy = load_policy(paths, policy_file)
         console.print(policy.notice, highlight=False, markup=False)
-        console.print(f"\n(policy version {policy.version}, notice SHA-256 {policy.notice_sha256[:16]}…)", highlight=False)
+        console.print("\nWhat this policy captures (`demotrace policy show`):", highlight=False)
+        for line in policy.describe():
+            console.print("• " + line, highlight=False, markup=False)
+        _print_notes(policy)
+        console.print(f"\n(policy version {policy.version}, notice SHA-256 {policy.notice_sha256[:16]}…,"
+                      f" capture rules SHA-256 {policy.scope_sha256[:16]}…)", highlight=False)
         if not yes and not typer.confirm("Do you accept recording under this notice?", default=False):
             err_console.print("Not enrolled. Nothing was recorded and nothing about this choice is kept.")
             raise typer.Exit(1)
-        rec = record_consent(paths, policy)
+        rec = record_consent(paths, policy)  # creates the home (0700) now
         console.print(f"Consent recorded for policy version {rec.policy_version} at {rec.accepted_utc}.", highlight=False)
 
     policy_app = typer.Typer(help="The capture policy.", no_args_is_help=True)
@@ -83,7 +98,7 @@ def register(app: typer.Typer) -> None:
     @policy_app.command("show")
     def policy_show(home: Optional[str] = _HOME, policy_file: Optional[Path] = _POLICY) -> None:
         """Say in plain words what is and is not captured."""
-        from ..privacy.consent import read_consent
+        from ..privacy.consent import consent_problem
         from ..privacy.policy import load_policy
         from ..privacy.scope import Exclusions
 
@@ -94,13 +109,12 @@ def register(app: typer.Typer) -> None:
         ex = Exclusions.load(paths)
         for e in ex.items:
             console.print(f"• Never captured (your exclusion): {e.kind} {e.value}", highlight=False, markup=False)
-        rec = read_consent(paths)
-        if rec is None:
-            console.print("• You have not enrolled: recording will not start.", highlight=False)
-        elif rec.policy_version != policy.version or rec.notice_sha256 != policy.notice_sha256:
-            console.print(f"• You accepted version {rec.policy_version}; the notice changed: run `demotrace enroll`.", highlight=False)
+        _print_notes(policy)
+        rec, problem = consent_problem(paths, policy)
+        if problem is None and rec is not None:
+            console.print(f"• You accepted this notice and these capture rules on {rec.accepted_utc}.", highlight=False)
         else:
-            console.print(f"• You accepted this notice on {rec.accepted_utc}.", highlight=False)
+            console.print(f"• Recording will not start: {problem}", highlight=False, markup=False)
 
     @app.command("seal")
     def seal(
@@ -112,16 +126,29 @@ def register(app: typer.Typer) -> None:
         """Redact raw sessions into sealed bundles (<home>/sealed/<id>) and print each redaction report."""
         from ..privacy.policy import load_policy
         from ..privacy.seal import seal_many, sessions_to_seal
+        from ..privacy.uploads import AlreadyUploaded, refuse_if_uploaded
 
         paths, spool = open_spool(home)
         policy = load_policy(paths, policy_file)
+        _print_notes(policy)
         for sid in session_ids or ():
             _check_id(sid)
+        refused = 0
         try:
             _purge(paths, spool, policy)
-            ids = sessions_to_seal(paths, spool, session_ids or ())
+            ids = []
+            for sid in sessions_to_seal(paths, spool, session_ids or ()):
+                try:  # uploaded sessions are never sealed again (no --force: privacy/uploads.py)
+                    refuse_if_uploaded(paths, sid)
+                except AlreadyUploaded as exc:
+                    refused += 1
+                    err_console.print(f"skipped: {exc}", highlight=False, markup=False)
+                    continue
+                ids.append(sid)
             if not ids:
                 err_console.print("nothing to seal")
+                if refused:
+                    raise typer.Exit(1)
                 return
             reports = seal_many(paths, spool, ids, policy, replace=replace)
         except KeyboardInterrupt:
@@ -138,6 +165,8 @@ def register(app: typer.Typer) -> None:
                 f" frames with a typed-secret window blacked out {rep.typed_secret_masked},"
                 f" dropped (window unknown) {rep.typed_secret_dropped};"
                 f" secret-field keys dropped {sum(rep.secret_keys_dropped.values())}", highlight=False, markup=False)
+        if refused:
+            raise typer.Exit(1)
 
     review_app = typer.Typer(help="Review, delete and forget recordings on this device.", no_args_is_help=True)
     app.add_typer(review_app, name="review")
@@ -145,20 +174,35 @@ def register(app: typer.Typer) -> None:
     @review_app.command("list")
     def review_list(home: Optional[str] = _HOME) -> None:
         """List raw sessions (never deletes anything; retention runs in seal, record and review purge)."""
+        from rich import box
         from rich.table import Table
 
         from ..privacy.review import list_sessions
+        from ..privacy.uploads import uploaded_ids
 
         paths, spool = open_spool(home)
-        t = Table("session", "started (UTC)", "duration s", "events", "frames", "episodes", "sealed")
+        uploaded = uploaded_ids(paths)
+        rows: list[tuple[str, ...]] = []
         bad = []
         for s in list_sessions(paths, spool):
+            state = "uploaded" if s.session_id in uploaded else ("yes" if s.sealed else "no")
             if s.error is not None:
                 bad.append(s)
-                t.add_row(s.session_id, "UNREADABLE", "-", "-", "-", "-", "yes" if s.sealed else "no")
+                rows.append((s.session_id, "UNREADABLE", "-", "-", "-", "-", state))
                 continue
-            t.add_row(s.session_id, s.started_utc, f"{s.duration_s:.1f}", str(s.events), str(s.frames),
-                      str(s.episodes), "yes" if s.sealed else "no")
+            rows.append((s.session_id, s.started_utc.replace("T", " ")[:16], f"{s.duration_s:.1f}", str(s.events),
+                         str(s.frames), str(s.episodes), state))
+        # The session id is what a person copies into `review show/delete` or `seal`: it and the
+        # start are never truncated nor wrapped (no_wrap, min_width = the longest value); the other
+        # columns fold when the terminal is narrow. No borders, one space apart, so 80 columns fit
+        # the id (23), the start to the minute (16), the counts and "uploaded".
+        t = Table(box=box.SIMPLE_HEAD, show_edge=False, padding=(0, 0))
+        for i, col in enumerate(("session", "started (UTC)", "secs", "events", "frames", "episodes", "sealed")):
+            keep = i < 2  # id and start: whole on the row's first line
+            t.add_column(col, justify="right" if col in ("secs", "events", "frames", "episodes") else "left",
+                         no_wrap=keep, overflow="fold", min_width=max((len(r[i]) for r in rows), default=0) if keep else None)
+        for r in rows:
+            t.add_row(*r)
         console.print(t)
         for s in bad:
             err_console.print(f"session {s.session_id} is unreadable ({s.error}); check it with `demotrace sessions"

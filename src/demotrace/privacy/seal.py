@@ -76,6 +76,7 @@ from .policy import Policy
 from .redact_image import TOKEN_ENTITIES, fill_boxes
 from .redact_text import merge_findings
 from .scope import Exclusions, ScopeDecision, ScopeFilter
+from .uploads import refuse_if_uploaded, uploaded_ids
 from .secrets import HOTKEY_MODIFIERS, SecretKeyFilter, element_is_secret
 
 #: Keys that move the caret: they end a typing run (the buffer would no longer be linear).
@@ -396,7 +397,10 @@ def seal_session(
     Raises:
         SessionNotFound: no such raw session. SpoolError: the bundle exists and ``replace`` is
         false. SpoolCorrupt: the raw session cannot be read (nothing is written then).
+        AlreadyUploaded: the session was uploaded and acknowledged (:mod:`.uploads`; never
+        sealed again, whatever ``replace`` says).
     """
+    refuse_if_uploaded(paths, session_id)
     final = sealed_root(paths) / session_id
     if final.exists() and not replace:
         raise SpoolError(f"session {session_id} is already sealed ({final}); use --replace to seal it again")
@@ -599,13 +603,43 @@ def _private_tree(root: Path) -> None:
             os.chmod(os.path.join(dirpath, f), 0o600)
 
 
+_SEALING_RE = re.compile(r"^\.(?P<sid>.+)\.sealing-(?P<pid>\d+)$")
+
+
+def clean_stale_sealing(paths: Paths) -> list[str]:
+    """Remove the temporary folders ``<home>/sealed/.<session_id>.sealing-<pid>`` that a
+    killed seal left behind — those whose ``pid`` is no longer a live process (checked with
+    ``os.kill(pid, 0)``; a live pid, even another program's, is left alone: fail safe). Listings
+    never show them (:func:`~.bundle.bundle_ids` skips dot-folders). Returns the removed names."""
+    root = sealed_root(paths)
+    if not root.is_dir():
+        return []
+    gone = []
+    for p in root.iterdir():
+        m = _SEALING_RE.match(p.name)
+        if m is None or not p.is_dir() or int(m.group("pid")) == os.getpid():
+            continue
+        try:
+            os.kill(int(m.group("pid")), 0)
+            continue  # alive (or EPERM below): a seal may still be writing it
+        except ProcessLookupError:
+            pass
+        except (PermissionError, OverflowError, ValueError):
+            continue
+        shutil.rmtree(p, ignore_errors=True)
+        gone.append(p.name)
+    return gone
+
+
 def sessions_to_seal(paths: Paths, spool: Spool, ids: Sequence[str] = ()) -> list[str]:
-    """``ids`` if given; else every raw session that ended cleanly and has no bundle yet."""
+    """``ids`` if given; else every raw session that ended cleanly, has no bundle yet and was
+    not uploaded (no tombstone, :mod:`.uploads`)."""
     if ids:
         return list(ids)
     out = []
+    uploaded = uploaded_ids(paths)
     for sid in spool.session_ids():
-        if (sealed_root(paths) / sid / MARKER).exists():
+        if (sealed_root(paths) / sid / MARKER).exists() or sid in uploaded:
             continue
         with spool.open(sid) as r:
             if r.manifest.ended:
@@ -615,7 +649,9 @@ def sessions_to_seal(paths: Paths, spool: Spool, ids: Sequence[str] = ()) -> lis
 
 def seal_many(paths: Paths, spool: Spool, ids: Iterable[str], policy: Policy, *, replace: bool = False) -> list[SealReport]:
     """Seal several sessions with one shared pipeline (Presidio is built once). Pipeline counts
-    are reset per session."""
+    are reset per session. Stale temporary folders of killed seals are removed first
+    (:func:`clean_stale_sealing`)."""
+    clean_stale_sealing(paths)
     pipe = RedactionPipeline(policy)
     try:
         reports = []

@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import delete, func, insert, select, text
+from sqlalchemy import String, any_, bindparam, delete, func, insert, select, text
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import IntegrityError as SAIntegrityError
 from sqlalchemy.orm import Session
 
@@ -44,10 +45,22 @@ from .models import (
 )
 from .wire import BundleManifest, parse_manifest
 
-# Row inserts of the ingest path are Core INSERT … RETURNING with a list of parameter sets:
-# SQLAlchemy then sends them as multi-row VALUES statements of up to 1,000 rows
-# ("insertmanyvalues"), one round trip per 1,000 rows instead of one per row (a plain
-# executemany without RETURNING would send one statement per row).
+# Statements of the ingest path take a whole batch in one round trip with a FIXED SQL text
+# (prepared once per connection, parsed once by psycopg): on PostgreSQL the lists travel as
+# array parameters (``= ANY(:shas)``, ``INSERT … SELECT … FROM unnest(:a, :b, …)``, the usual
+# PostgreSQL bulk idiom); SQLite (in-process, no round trips) uses IN lists and Core
+# INSERT … RETURNING with parameter sets ("insertmanyvalues": multi-row VALUES).
+_PG_INSERT_BLOBS = text(
+    "INSERT INTO blobs (subject_id, sha256, size, stored_name, created_at) "
+    "SELECT :sid, u.sha256, u.size, u.stored_name, :now FROM unnest("
+    "CAST(:shas AS text[]), CAST(:sizes AS bigint[]), CAST(:names AS text[])) "
+    "AS u(sha256, size, stored_name) "
+    "ON CONFLICT (subject_id, sha256) DO NOTHING RETURNING sha256")
+_PG_INSERT_MEMBERS = text(
+    "INSERT INTO bundle_blobs (bundle_pk, sha256, size, path) "
+    "SELECT :pk, u.sha256, u.size, u.path FROM unnest("
+    "CAST(:shas AS text[]), CAST(:sizes AS bigint[]), CAST(:paths AS text[])) "
+    "AS u(sha256, size, path)")
 
 
 def _insert_for(dialect: str) -> Any:
@@ -130,7 +143,12 @@ class Collector:
                                                    _manifest_aad(subject_id, bid)),
                         n_blobs=len(manifest.blobs), total_bytes=manifest.total_bytes,
                         created_at=datetime.now(UTC)).returning(Bundle.pk)).scalar_one()
-                    if manifest.blobs:
+                    if manifest.blobs and self._pg:
+                        s.execute(_PG_INSERT_MEMBERS, {
+                            "pk": pk, "shas": [r.sha256 for r in manifest.blobs],
+                            "sizes": [r.size for r in manifest.blobs],
+                            "paths": [r.path for r in manifest.blobs]})
+                    elif manifest.blobs:
                         bb = BundleBlob.__table__
                         s.execute(insert(bb).returning(bb.c.sha256), [
                             {"bundle_pk": pk, "sha256": r.sha256, "size": r.size,
@@ -212,7 +230,7 @@ class Collector:
             select(BundleBlob.sha256, BundleBlob.size)
             .join(Bundle, Bundle.pk == BundleBlob.bundle_pk)
             .where(Bundle.subject_id == subject_id, Bundle.bundle_id == bundle_id,
-                   BundleBlob.sha256.in_(shas))).all())
+                   self._in(BundleBlob.sha256, shas))).all())
         for h, data in blobs:
             if h not in sizes:
                 raise NotFound(f"no bundle {bundle_id} listing blob {h} for this person")
@@ -223,28 +241,41 @@ class Collector:
                 raise IntegrityError(f"blob {h}: content does not match its sha256 "
                                      "(corrupted in transit?)")
         have = set(s.scalars(select(Blob.sha256).where(Blob.subject_id == subject_id,
-                                                       Blob.sha256.in_(shas))))
+                                                       self._in(Blob.sha256, shas))))
         todo = {h: d for h, d in blobs if h not in have}
         if not todo:
             return 0
         cipher = self.keyring.get(s, subject_id, create=True)
         now = datetime.now(UTC)
-        rows = []
-        for h, data in todo.items():
-            # a concurrent retry may write the same object: same name, same plaintext, and
-            # the store replaces atomically, so either copy is right
-            name = cipher.object_name(h)
-            self.blobs.put(name, cipher.encrypt(data, _blob_aad(subject_id, h)), durable=False)
-            rows.append({"subject_id": subject_id, "sha256": h, "size": len(data),
-                         "stored_name": name, "created_at": now})
-        self.blobs.sync([r["stored_name"] for r in rows])  # durable BEFORE the rows exist
+        # a concurrent retry may write the same object: same name, same plaintext, and the
+        # store replaces atomically, so either copy is right
+        names = {h: cipher.object_name(h) for h in todo}
+        self.blobs.put_many([(names[h], cipher.encrypt(d, _blob_aad(subject_id, h)))
+                             for h, d in todo.items()], durable=False)
+        self.blobs.sync(list(names.values()))  # durable BEFORE the rows exist
         # ON CONFLICT DO NOTHING: a concurrent retry that stored some of them already wins
         # (unique subject_id + sha256); RETURNING counts what this call added
+        if self._pg:
+            return len(s.execute(_PG_INSERT_BLOBS, {
+                "sid": subject_id, "now": now, "shas": list(todo),
+                "sizes": [len(d) for d in todo.values()], "names": list(names.values())}).all())
+        rows = [{"subject_id": subject_id, "sha256": h, "size": len(d), "stored_name": names[h],
+                 "created_at": now} for h, d in todo.items()]
         table = Blob.__table__
         ins = (_insert_for(self.db.dialect)(table)
                .on_conflict_do_nothing(index_elements=["subject_id", "sha256"])
                .returning(table.c.sha256))
         return len(s.execute(ins, rows).all())
+
+    @property
+    def _pg(self) -> bool:
+        return self.db.dialect == "postgresql"
+
+    def _in(self, col: Any, values: list[str]) -> Any:
+        """``col IN values``; on PostgreSQL ``col = ANY(:array)`` (one fixed SQL text)."""
+        if self._pg:
+            return col == any_(bindparam("in_values", values, type_=ARRAY(String)))
+        return col.in_(values)
 
     def _async_commit(self, s: Session) -> None:
         """PostgreSQL: let this transaction commit without waiting for its WAL flush (safe

@@ -267,7 +267,8 @@ def test_record_with_a_damaged_consent_file_says_damaged_and_where(tmp_path: Pat
     (home / "consent.json").write_text('{"policy_version": 1, "notice_sha')  # cut short by a crash / full disk
     env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "DEMOTRACE_HOME")}
     env.update(DEMOTRACE_HOME=str(home), COLUMNS="400")
-    res = subprocess.run([DEMOTRACE, "record", "--duration", "1"], env=env, capture_output=True, text=True, timeout=120)
+    res = subprocess.run([DEMOTRACE, "record", "--duration", "1"], env=env, capture_output=True, text=True, timeout=120,
+                         check=False)
     line = _error(res)
     assert line.startswith(f"error: your consent record {home / 'consent.json'} is damaged: it is not valid JSON"), line
     assert "needs your consent first" not in line and "demotrace enroll" in line

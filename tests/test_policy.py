@@ -192,10 +192,10 @@ def test_a_policy_copy_with_entries_deleted_keeps_them_and_warns(tmp_path: Path)
     assert {c.name: (c.apps, c.title_patterns, c.domains) for c in p.scope.deny} == _builtin_entries()
     src = str(tmp_path / "policy.toml")
     assert p.notes == (
-        f"{src}: [scope.deny] leaves out the built-in categories health, hr; they stay in force (the built-in"
-        " deny-list can be extended, never reduced)",
-        f"{src}: scope.deny.password_manager.apps leaves out built-in entries Bitwarden; they stay excluded"
-        " (the built-in deny-list can be extended, never reduced)",
+        (f"{src}: [scope.deny] leaves out the built-in categories health, hr; they stay in force (the built-in"
+         " deny-list can be extended, never reduced)"),
+        (f"{src}: scope.deny.password_manager.apps leaves out built-in entries Bitwarden; they stay excluded"
+         " (the built-in deny-list can be extended, never reduced)"),
     )
 
 
@@ -204,8 +204,8 @@ def test_secret_field_markers_cannot_be_removed_or_strictness_lowered(tmp_path: 
     p = load_policy(Paths(tmp_path))
     assert p.secrets.roles == ("password text",)  # the default's, from default_policy.toml
     assert p.secrets.dom_types == ("password", "pin")
-    assert p.notes == (f"{tmp_path / 'policy.toml'}: secrets.roles leaves out built-in entries password text;"
-                       " they stay in force (secret-field rules can be extended, never reduced)",)
+    assert p.notes == ((f"{tmp_path / 'policy.toml'}: secrets.roles leaves out built-in entries password text;"
+                        " they stay in force (secret-field rules can be extended, never reduced)"),)
     (tmp_path / "policy.toml").write_text(MINIMAL + '[secrets]\nstrictness = "strict"\n', "utf-8")
     assert load_policy(Paths(tmp_path)).secrets.strictness == "strict"  # raising is allowed
 

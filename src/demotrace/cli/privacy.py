@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-
 from rich.markup import escape
 
 from .common import console, err_console, open_spool
@@ -235,9 +234,8 @@ def register(app: typer.Typer) -> None:
     @review_app.command("delete")
     def review_delete(session_id: str, home: Optional[str] = _HOME) -> None:
         """Delete a raw session and its sealed bundle."""
-        from ..privacy.review import delete_session
-
         from ..errors import ControlError
+        from ..privacy.review import delete_session
 
         _check_id(session_id)
         paths, spool = open_spool(home)

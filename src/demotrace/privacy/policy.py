@@ -30,6 +30,7 @@ import math
 import re
 import tomllib
 from dataclasses import asdict, dataclass, field, replace
+from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -381,7 +382,7 @@ def with_builtin_floor(policy: Policy, builtin: Policy | None = None,
     Decision (issue #4): ignoring with a warning, not an error, so that a policy copied from
     an older default keeps working when a newer default adds entries.
     """
-    base = builtin if builtin is not None else default_policy()
+    base = builtin if builtin is not None else _builtin()
     notes: list[str] = []
     doc_deny = ((declared or {}).get("scope") or {}).get("deny") or {}
     mine = {c.name: c for c in policy.scope.deny}
@@ -434,7 +435,13 @@ def with_builtin_floor(policy: Policy, builtin: Policy | None = None,
 
 def builtin_category_names() -> frozenset[str]:
     """Names of the built-in deny categories (they can never be removed)."""
-    return frozenset(c.name for c in default_policy().scope.deny)
+    return frozenset(c.name for c in _builtin().scope.deny)
+
+
+@lru_cache(maxsize=1)
+def _builtin() -> Policy:
+    """The built-in policy parsed once, for read-only use inside this module (the floor)."""
+    return default_policy()
 
 
 def notice_digest(notice: str) -> str:
@@ -468,8 +475,11 @@ def load_policy(paths: Paths | None = None, path: Path | None = None) -> Policy:
     except UnicodeDecodeError as exc:
         raise PolicyError(f"{path}: not UTF-8 text (invalid byte at offset {exc.start}); TOML files must be"
                           " UTF-8") from exc
-    pol = Policy.from_toml(text, str(path))
-    return with_builtin_floor(pol, declared=tomllib.loads(text))
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise PolicyError(f"{path}: not valid TOML: {exc}") from exc
+    return with_builtin_floor(Policy.from_dict(data, str(path)), declared=data)
 
 
 class _Validator:

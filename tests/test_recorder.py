@@ -301,8 +301,10 @@ def test_record_click_type_task_and_show(xvfb, dt_home: Path) -> None:
     assert len(click_frames) == 1
     cf = click_frames[0]
     assert cf.captured_t_ns < downs[0].t_ns
-    # default: half resolution, lossy WebP; bounds = the whole desktop, so coordinates map by x * 0.5
-    assert (cf.scale, cf.format, cf.width, cf.height) == (0.5, "webp", xvfb.width // 2, xvfb.height // 2)
+    # default: half resolution, JPEG (since 2026-11-30; WebP before); bounds = the whole desktop,
+    # so coordinates map by x * 0.5
+    assert (cf.scale, cf.format, cf.width, cf.height) == (0.5, "jpeg", xvfb.width // 2, xvfb.height // 2)
+    assert r.read_blob(cf.blob)[:3] == b"\xff\xd8\xff"
     assert cf.bounds == Rect(0, 0, xvfb.width, xvfb.height)
     assert _close(_pixel(r, cf, 250, 150), GREEN), _pixel(r, cf, 250, 150)
     # ...while the settle frame after typing shows it red (the click happened)

@@ -201,8 +201,26 @@ class WindowTracker:
                 self._type_names[p.property_type] = ""
         return p.value, self._type_names[p.property_type]
 
+    #: cached answer of :meth:`wm_running` (``None``: read it again); tracker thread only
+    _wm: bool | None = None
+    #: times the root's WM properties were read (two round trips each), for tests and benchmarks
+    wm_reads: int = 0
+
     def wm_running(self) -> bool:
-        """True when an EWMH window manager advertises itself and ``_NET_ACTIVE_WINDOW``."""
+        """True when an EWMH window manager advertises itself and ``_NET_ACTIVE_WINDOW``.
+
+        Cached: the root's ``_NET_SUPPORTING_WM_CHECK`` and ``_NET_ACTIVE_WINDOW`` (two round
+        trips) are read again only after the tracker thread saw a ``PropertyNotify`` on the
+        root for either of them (a window manager sets both when it starts; the active window
+        changes on every focus change) and once per ``screen_poll_s`` as a safety net — not on
+        every wake-up of the tracker thread, as before 2026-11-30 (bench/recorder_overhead.py).
+        """
+        if self._wm is None:
+            self._wm = self._read_wm()
+        return self._wm
+
+    def _read_wm(self) -> bool:
+        self.wm_reads += 1
         p = self._prop(self.root, self.A_CHECK)
         if not p or not len(p[0]):
             return False
@@ -464,6 +482,7 @@ class WindowTracker:
                     if et == X.PropertyNotify:
                         if ev.window.id == self.root.id and ev.atom in (self.A_ACTIVE, self.A_CHECK):
                             focus_dirty = True
+                            self._wm = None  # a window manager came, went or moved focus: re-read
                         elif ev.atom in (self.A_NET_NAME, self.A_WM_NAME, self.A_WM_CLASS):
                             focus_dirty = True
                     elif et == X.MappingNotify:
@@ -481,6 +500,7 @@ class WindowTracker:
                 if time.monotonic() >= next_screen:
                     screen_dirty = True  # RandR 1.5 monitor changes send no event: poll too
                     next_screen = time.monotonic() + self.screen_poll_s
+                    self._wm = None  # and the window manager's properties, in case one was missed
                 if focus_dirty:
                     self._emit_focus_if_changed()
                 if screen_dirty:

@@ -123,7 +123,7 @@ IMAGE_FORMATS = ("png", "source")
 def image_file(row: dict[str, Any], image_format: str, stem: str,
                size: tuple[int, int] | None = None) -> tuple[str, bytes]:
     """File name and bytes of a row's observation: PNG (re-encoded, optionally resized to
-    ``size``) for ``image_format="png"``, the recorded bytes unchanged (``.webp`` / ``.png``)
+    ``size``) for ``image_format="png"``, the recorded bytes unchanged (``.jpeg`` / ``.webp`` / ``.png``)
     for ``"source"`` — no decoding, about 100x faster to export, for trainers that read WebP."""
     if image_format == "source" and size is None:
         fmt = (row.get("observation") or {}).get("format") or "png"

@@ -141,7 +141,7 @@ class BundleReader:
         return self._reader.iter_events()
 
     def read_blob(self, blob_id: str) -> bytes:
-        """A redacted, encoded frame (PNG or WebP as the ``Frame.format`` says)."""
+        """A redacted, encoded frame (PNG or WebP as the ``Frame.format`` says; sealing re-encodes raw JPEG frames)."""
         return self._reader.read_blob(blob_id)
 
     def has_blob(self, blob_id: str) -> bool:

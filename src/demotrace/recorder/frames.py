@@ -11,7 +11,7 @@
   and answers requests with the newest frame captured before the action (DESIGN.md §5); the
   *encoder thread* downscales (only the regions the backend's damage says changed since the
   previous downscaled frame), hashes the stored pixels (``DataKey.content_id``), skips the
-  encode if the spool already has that blob, otherwise encodes (WebP / PNG via Pillow) and
+  encode if the spool already has that blob, otherwise encodes (JPEG / WebP / PNG via Pillow) and
   stores it, then emits a schema ``Frame`` event. None of this runs on the input hooks' threads.
 
 The privacy guard (recorder/guard.py) is consulted on both threads: the frame thread brings its
@@ -38,7 +38,7 @@ from ..capture._base import CaptureBackend, RawFrame
 from ..schema.events import MODIFIER_KEYS, Event, Frame, Rect
 from ..spool.store import SessionWriter
 from .ring import FrameRing
-from .settings import RecorderSettings
+from .settings import JPEG_SUBSAMPLING, RecorderSettings
 
 #: Keys that continue a typing run (text editing inside ``type(text)``, DESIGN.md §5).
 RUN_KEYS = frozenset({"Backspace", "Dead", "Process", "Unidentified", "Compose"})
@@ -185,10 +185,13 @@ def downscale_patch(base: "Image.Image", frame: RawFrame, changed: tuple["Rect",
 
 
 def encode_image(img: "Image.Image", settings: RecorderSettings) -> bytes:
-    """Encode as ``settings.frame_format``: lossy WebP (``webp_quality``, ``webp_method``) or
-    PNG (zlib level 1)."""
+    """Encode as ``settings.frame_format``: baseline JPEG (``jpeg_quality``, ``jpeg_subsampling``;
+    libjpeg-turbo via Pillow), lossy WebP (``webp_quality``, ``webp_method``) or PNG (zlib level 1)."""
     buf = io.BytesIO()
-    if settings.frame_format == "webp":
+    if settings.frame_format == "jpeg":
+        img.save(buf, format="JPEG", quality=settings.jpeg_quality,
+                 subsampling=JPEG_SUBSAMPLING[settings.jpeg_subsampling])
+    elif settings.frame_format == "webp":
         img.save(buf, format="WEBP", quality=settings.webp_quality, method=settings.webp_method)
     else:
         img.save(buf, format="PNG", compress_level=1)

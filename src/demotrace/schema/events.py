@@ -190,7 +190,9 @@ class Frame(Event, frozen=True, tag="frame"):
     unless resized); ``captured_t_ns``: when the grab *finished* (monotonic ns since session
     start; ``t_ns`` is when the record was written); ``reason``: why it was kept
     ("pointer_down", "wheel", "key", "focus_change", "settle", "session_start", …);
-    ``format``: "webp" or "png".
+    ``format``: the blob's encoding, "jpeg", "webp" or "png" (the recorder stores "jpeg" since
+    2026-11-30, "webp" before; a missing field reads as "webp"). Consumers decode by this field
+    (or by the bytes' signature), never by assuming one format.
     """
 
     blob: str

@@ -239,7 +239,7 @@ def register(app: FastAPI, c: Any) -> None:
                     events += _events_summary(c.read_blob(sid, bundle_id, ref["sha256"]))
                 except SchemaError:
                     others.append(ref)
-            elif path.startswith("frames/") or path.endswith((".png", ".webp", ".jpg")):
+            elif path.startswith("frames/") or path.endswith((".png", ".webp", ".jpg", ".jpeg")):
                 frames.append(ref)
             else:
                 others.append(ref)

@@ -26,6 +26,7 @@ right / bottom exclusive.
 
 from __future__ import annotations
 
+import bisect
 import csv
 import io
 import math
@@ -33,6 +34,7 @@ import os
 import re
 import shutil
 import subprocess
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -133,26 +135,127 @@ def ocr_words(image: Image.Image, *, upscale: int = 3, offset: tuple[int, int] =
         raise RedactionError(f"OCR could not run {exe}: {exc}") from exc
     if proc.returncode != 0:
         raise RedactionError(f"OCR failed (exit {proc.returncode}): {proc.stderr.decode(errors='replace')[:300]}")
+    out = proc.stdout.decode("utf-8", errors="replace")
+    if "\ttext" not in out.split("\n", 1)[0]:
+        raise RedactionError("OCR produced no TSV header")
+    return parse_tsv(out, upscale=upscale, offset=offset)
+
+
+def parse_tsv(tsv: str, *, upscale: float, offset: tuple[int, int] = (0, 0)) -> list[Word]:
+    """Words of tesseract's TSV output (level-5 rows; a header row, if present, is skipped),
+    boxes divided by ``upscale`` (rounded outwards) and moved by ``offset`` (frame image px)."""
     ox, oy = offset
     words = []
-    rows = csv.reader(io.StringIO(proc.stdout.decode("utf-8", errors="replace")), delimiter="\t",
-                      quoting=csv.QUOTE_NONE)
-    header = next(rows, None)
-    if header is None or "text" not in header:
-        raise RedactionError("OCR produced no TSV header")
-    for r in rows:
+    for r in csv.reader(io.StringIO(tsv), delimiter="\t", quoting=csv.QUOTE_NONE):
         if len(r) < 12 or r[0] != "5":
             continue
         text = r[11].strip()
         if not text:
             continue
         left, top, w, h = (int(v) for v in r[6:10])
-        x0 = ox + left // upscale
-        y0 = oy + top // upscale
-        x1 = ox + -(-(left + w) // upscale)
-        y1 = oy + -(-(top + h) // upscale)
+        x0 = ox + math.floor(left / upscale)
+        y0 = oy + math.floor(top / upscale)
+        x1 = ox + math.ceil((left + w) / upscale)
+        y1 = oy + math.ceil((top + h) / upscale)
         words.append(Word((x0, y0, x1, y1), text, float(r[10]), (int(r[1]), int(r[2]), int(r[3]), int(r[4]))))
     return words
+
+
+_TESSDATA: dict[str, str] = {}
+
+
+def tessdata_dir() -> str:
+    """Folder holding ``eng.traineddata`` for the in-process engine: ``$TESSDATA_PREFIX`` if
+    set, else the folder Debian's ``tesseract`` binary reports (``tesseract --list-langs``;
+    package tesseract-ocr-eng; cached per binary path). The OCR install is therefore the same
+    for both engines: without the binary on ``PATH`` there is no OCR and sealing drops frames.
+
+    Raises:
+        RedactionError: no binary (see :func:`tesseract_path`), or no ``eng`` data there.
+    """
+    env = os.environ.get("TESSDATA_PREFIX")
+    exe = tesseract_path()
+    if env:
+        path = env
+    elif exe in _TESSDATA:
+        path = _TESSDATA[exe]
+    else:
+        try:
+            out = subprocess.run([exe, "--list-langs"], capture_output=True, text=True, timeout=30, check=False)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise RedactionError(f"OCR could not run {exe} --list-langs: {exc}") from exc
+        m = re.search(r'"([^"]+)"', out.stdout + out.stderr)
+        if not m:
+            raise RedactionError(f"OCR data folder unknown: {exe} --list-langs said {(out.stdout + out.stderr)[:200]!r}")
+        path = _TESSDATA[exe] = m.group(1)
+    if not os.path.isfile(os.path.join(path, "eng.traineddata")):
+        raise RedactionError(f"OCR unavailable: no eng.traineddata in {path} (install Debian package tesseract-ocr-eng)")
+    return path.rstrip("/") + "/"
+
+
+class TesseractEngine:
+    """Tesseract through its C++ API in this process (``tesserocr``: its wheel bundles
+    libtesseract 5.5; the ``eng`` model is Debian's, see :func:`tessdata_dir`). One engine
+    loads the model once and is reused for every run; no process is spawned and no image is
+    encoded. Measured on 1280x800 screens: about 0.65x the CPU of the same OCR through the
+    ``tesseract`` command (docs/benchmarks.md, privacy section). Not thread-safe: one per
+    :class:`FrameRedactor`, calls serialised by a lock.
+
+    Fail-closed: import, start-up and recognition failures raise :class:`RedactionError`; a
+    run longer than its time limit is cancelled by tesseract itself and raises
+    :class:`RedactionTimeout`.
+    """
+
+    def __init__(self, psm: int = 11) -> None:
+        self.psm = psm
+        self._api: object | None = None
+        self._path: str | None = None
+        self._lock = threading.Lock()
+
+    def _ready(self) -> object:
+        path = tessdata_dir()
+        if self._api is not None and path == self._path:
+            return self._api
+        try:
+            import tesserocr
+        except ImportError as exc:
+            raise RedactionError("OCR unavailable: the tesserocr package is not installed (pip install tesserocr)") from exc
+        try:
+            api = tesserocr.PyTessBaseAPI(path=path, lang="eng", psm=self.psm)
+        except RuntimeError as exc:
+            raise RedactionError(f"OCR could not start with data {path}: {exc}") from exc
+        self.close()
+        self._api, self._path = api, path
+        return api
+
+    def words(self, image: Image.Image, *, upscale: float = 3, offset: tuple[int, int] = (0, 0),
+              timeout_s: float = 20.0) -> list[Word]:
+        """As :func:`ocr_words` (grey, BICUBIC ``upscale``, sparse-text mode, TSV words mapped
+        back to frame image pixels), in this process.
+
+        Raises:
+            RedactionError: engine unavailable or failed. RedactionTimeout: over ``timeout_s``.
+        """
+        g = image.convert("L")
+        if upscale != 1:
+            g = g.resize((round(g.width * upscale), round(g.height * upscale)), Image.Resampling.BICUBIC)
+        with self._lock:
+            api = self._ready()
+            try:
+                api.SetImage(g)  # type: ignore[attr-defined]
+                ok = api.Recognize(timeout=max(1, int(timeout_s * 1000)))  # type: ignore[attr-defined]
+                tsv = api.GetTSVText(0) if ok else ""  # type: ignore[attr-defined]
+            except RuntimeError as exc:
+                raise RedactionError(f"OCR failed on a {image.width}x{image.height} region: {exc}") from exc
+            if not ok:
+                raise RedactionTimeout(f"OCR exceeded {timeout_s:g} s on a {image.width}x{image.height} region")
+        return parse_tsv(tsv, upscale=upscale, offset=offset)
+
+    def close(self) -> None:
+        """Free the model (it is loaded again on next use)."""
+        if self._api is not None:
+            self._api.End()  # type: ignore[attr-defined]
+            self._api = None
 
 
 def _to_digits(word: str) -> str:
@@ -162,9 +265,16 @@ def _to_digits(word: str) -> str:
     return word
 
 
-def flag_words(words: Sequence[Word], find: Callable[[str], list[Finding]]) -> list[tuple[Word, str]]:
+def flag_words(words: Sequence[Word], find: Callable[[str], list[Finding]], *,
+               small_px: int = 0) -> list[tuple[Word, str]]:
     """Words to paint: those overlapped by a finding of ``find`` on their line's text (as read
-    and with confusables mapped) or by an :data:`OCR_RULES` match. Returns ``(word, entity)``."""
+    and with confusables mapped) or by an :data:`OCR_RULES` match. Returns ``(word, entity)``.
+
+    ``small_px`` (image pixels, 0 = off): a row of words at most this tall (top of its highest
+    word box to the bottom of its lowest, at least 3 px, holding a word of two or more letters
+    or digits, or three words) is painted whole — every word, plus one box from its first
+    word to its last — as entity ``SMALL_TEXT``, whatever OCR read there (see
+    :data:`SMALL_TEXT_PX`)."""
     # Rows by geometry, not by tesseract's block/line keys: sparse-text mode (psm 11) often
     # puts the two halves of one printed line into different blocks.
     rows: list[list[Word]] = []
@@ -180,6 +290,15 @@ def flag_words(words: Sequence[Word], find: Callable[[str], list[Finding]]) -> l
     flagged: dict[int, tuple[Word, str]] = {}
     for ws in rows:
         ws.sort(key=lambda w: w.box[0])
+    found = _find_all([t for ws in rows for t in _row_text(ws, JOIN_GAPS[0])[:2]], find)
+    for ws in rows:
+        top, bottom = min(w.box[1] for w in ws), max(w.box[3] for w in ws)
+        if small_px and 3 <= bottom - top <= small_px and (
+                len(ws) >= 3 or any(sum(c.isalnum() for c in w.text) >= 2 for w in ws)):
+            span = Word((min(w.box[0] for w in ws), top, max(w.box[2] for w in ws), bottom), "", 0.0, ws[0].line)
+            for w in (*ws, span):
+                flagged[id(w)] = (w, "SMALL_TEXT")
+            continue
         # Words whose boxes (nearly) touch are one token split by OCR: join them without a
         # space so a key read as "ghp_R2d2" + "C3po…" is found, and both parts painted. A space
         # is about 0.3 of a word box's height in proportional fonts and 0.6+ in monospace ones,
@@ -188,20 +307,11 @@ def flag_words(words: Sequence[Word], find: Callable[[str], list[Finding]]) -> l
         # ordinary words and numbers that loosely makes false card / phone matches.
         row_flags: dict[int, str] = {}
         for limit in JOIN_GAPS:
-            spans, pos, seps = [], 0, []
-            for i, w in enumerate(ws):
-                if i:
-                    gap = w.box[0] - ws[i - 1].box[2]
-                    seps.append("" if gap < limit * max(1, w.box[3] - w.box[1]) else " ")
-                    pos += len(seps[-1])
-                spans.append((pos, pos + len(w.text)))
-                pos += len(w.text)
-            text = ws[0].text + "".join(sep + w.text for sep, w in zip(seps, ws[1:]))
-            mapped = _to_digits(ws[0].text) + "".join(sep + _to_digits(w.text) for sep, w in zip(seps, ws[1:]))
+            text, mapped, spans = _row_text(ws, limit)
             loose = limit != JOIN_GAPS[0]  # the looser join: e-mail and key shapes only
-            hits: list[Finding] = [] if loose else list(find(text))
+            hits: list[Finding] = [] if loose else list(found[text])
             if mapped != text and not loose:
-                hits += find(mapped)
+                hits += found[mapped]
             for ent, rx in OCR_RULES.items():
                 if loose and ent not in ("EMAIL_ADDRESS", "TOKEN_PREFIX"):
                     continue
@@ -211,10 +321,6 @@ def flag_words(words: Sequence[Word], find: Callable[[str], list[Finding]]) -> l
                 for i, (s0, e0) in enumerate(spans):
                     if s0 < f.end and f.start < e0 and i not in row_flags:
                         row_flags[i] = f.entity
-        for f in hits:
-            for i, (s, e) in enumerate(spans):
-                if s < f.end and f.start < e and i not in row_flags:
-                    row_flags[i] = f.entity
         grow = True
         while grow:
             grow = False
@@ -228,6 +334,47 @@ def flag_words(words: Sequence[Word], find: Callable[[str], list[Finding]]) -> l
         for i, ent in row_flags.items():
             flagged[id(ws[i])] = (ws[i], ent)
     return list(flagged.values())
+
+
+#: Between rows analysed in one call of the text layers (:func:`_find_all`): no pattern, phone
+#: matcher or token rule matches across a NUL and a line break, so findings stay in their row.
+ROW_SEP = "\n\x00\n"
+
+
+def _row_text(ws: Sequence[Word], limit: float) -> tuple[str, str, list[tuple[int, int]]]:
+    """A row's text as read and with confusables mapped, words joined without a space when
+    their gap is under ``limit`` × the word height, and each word's character span."""
+    spans, pos, seps = [], 0, []
+    for i, w in enumerate(ws):
+        if i:
+            gap = w.box[0] - ws[i - 1].box[2]
+            seps.append("" if gap < limit * max(1, w.box[3] - w.box[1]) else " ")
+            pos += len(seps[-1])
+        spans.append((pos, pos + len(w.text)))
+        pos += len(w.text)
+    text = ws[0].text + "".join(sep + w.text for sep, w in zip(seps, ws[1:]))
+    mapped = _to_digits(ws[0].text) + "".join(sep + _to_digits(w.text) for sep, w in zip(seps, ws[1:]))
+    return text, mapped, spans
+
+
+def _find_all(texts: Sequence[str], find: Callable[[str], list[Finding]]) -> dict[str, list[Finding]]:
+    """Findings of ``find`` for each distinct text, from ONE call over the texts joined by
+    :data:`ROW_SEP` (the text layers cost mostly per call: a frame's rows analysed together
+    took about a third of the time of one call per row); offsets are per text."""
+    uniq = list(dict.fromkeys(texts))
+    out: dict[str, list[Finding]] = {t: [] for t in uniq}
+    if not uniq:
+        return out
+    starts, pos = [], 0
+    for t in uniq:
+        starts.append(pos)
+        pos += len(t) + len(ROW_SEP)
+    for f in find(ROW_SEP.join(uniq)):
+        k = bisect.bisect_right(starts, f.start) - 1
+        o = starts[k]
+        end = min(f.end, o + len(uniq[k]))
+        out[uniq[k]].append(Finding(f.start - o, end - o, f.entity, f.score, f.layer))
+    return out
 
 
 def fill_boxes(image: Image.Image, boxes: Sequence[Box], color: tuple[int, int, int] = (0, 0, 0)) -> Image.Image:
@@ -246,7 +393,7 @@ def changed_tiles(prev: np.ndarray, cur: np.ndarray) -> np.ndarray:
     """Boolean grid (rows × cols of :data:`TILE`-pixel tiles) of tiles where any channel of
     any pixel differs by more than :data:`DIFF_THRESHOLD` (arrays ``H×W×C`` uint8, same shape)."""
     H, W = cur.shape[:2]
-    diff = np.abs(prev.astype(np.int16) - cur.astype(np.int16)).max(axis=2) > DIFF_THRESHOLD
+    diff = (np.maximum(prev, cur) - np.minimum(prev, cur)).max(axis=2) > DIFF_THRESHOLD  # uint8, no overflow
     th, tw = -(-H // TILE), -(-W // TILE)
     padded = np.zeros((th * TILE, tw * TILE), dtype=bool)
     padded[:H, :W] = diff
@@ -283,6 +430,21 @@ def changed_regions(prev: np.ndarray | None, cur: np.ndarray, pad: int = 16) -> 
     return bands
 
 
+def word_rows(flagged: Sequence[tuple[Word, str]]) -> list[str]:
+    """Texts of ``flagged`` words (``(word, entity)`` as from :func:`flag_words`) grouped into
+    rows by geometry (centres closer than half a word's height, as in :func:`flag_words`), each
+    row's words joined by a space left to right; words without text (SMALL_TEXT) are skipped.
+    The seal's typed-secret rule compares typed values against these (issue #4)."""
+    rows: list[list[Word]] = []
+    for w in sorted((w for w, _ in flagged if w.text), key=lambda w: (w.box[1] + w.box[3]) / 2):
+        cy, h = (w.box[1] + w.box[3]) / 2, max(1, w.box[3] - w.box[1])
+        if rows and abs(cy - sum((x.box[1] + x.box[3]) / 2 for x in rows[-1]) / len(rows[-1])) < 0.5 * h:
+            rows[-1].append(w)
+        else:
+            rows.append([w])
+    return [" ".join(w.text for w in sorted(r, key=lambda w: w.box[0])) for r in rows]
+
+
 @dataclass
 class FrameResult:
     """Outcome of redacting one frame: the painted ``image`` (RGB), the ``boxes`` painted,
@@ -296,10 +458,34 @@ class FrameResult:
     ocr_regions: list[Box] = field(default_factory=list)
     carried: int = 0
     rescan_hits: int = 0
+    #: the painted words with their entity, re-scan finds included
+    painted: list[tuple[Word, str]] = field(default_factory=list)
+
+    @property
+    def texts(self) -> list[str]:
+        """Text of the painted words, one string per row, top to bottom (:func:`word_rows`)."""
+        return word_rows(self.painted)
 
 
+#: Rows of OCR'd text at most this tall, in stored-image pixels, are painted whole
+#: (:func:`flag_words`): tesseract does not read them reliably at any upscale. Measured on a
+#: real xterm (misc-fixed 6x13 bitmap font) recorded at the default frame scale 0.5 (rows about
+#: 5-6 px): no card number, e-mail or key was read at x2..x8 with BICUBIC, LANCZOS or bilinear
+#: resampling, binarised or not, in sparse-text or block mode; DejaVu Sans 12 px at scale 0.5
+#: read "4111 1111 1111 1111" as "4211 1221 11221112" (docs/benchmarks.md, privacy section).
+#: At scale 1.0 this only touches text of about 7 px and less.
+SMALL_TEXT_PX = 6
 #: Blank rows (image pixels, before upscaling) between crops stacked into one OCR image.
 STACK_GAP = 24
+#: Row height (pixels after upscaling) that :func:`band_upscale` aims at, and the smallest
+#: upscale it picks (steps of 0.25). Tesseract's recognition time grows with the upscale
+#: (one 12 px screen: 0.47 CPU-s at 1x, 0.77 at 2x, 0.93 at 3x). Measured with
+#: bench/privacy_leaks.py's frame sequences (10, 12, 16 px DejaVu Sans, one run each):
+#: upscale 1 everywhere leaked an IP at 16 px and a NINO and an IP at 10 px; row 18 / min 1.25
+#: leaked an IP at 10 px; row 20 / min 1.5 leaked nothing and sealed all-new 12 px screens at
+#: 1.35 frames/CPU-s (fixed 3x: 0.87).
+OCR_ROW_PX = 20
+OCR_MIN_UPSCALE = 1.5
 #: Tallest stacked OCR image, in pixels after upscaling (tesseract's limit is 32767).
 STACK_MAX_H = 12000
 
@@ -315,22 +501,58 @@ def trim_box(arr: np.ndarray, box: Box, pad: int) -> Box | None:
     return (max(x0, x0 + int(cols[0]) - pad), y0, min(x1, x0 + int(cols[-1]) + 1 + pad), y1)
 
 
-def ocr_stacked(crops: Sequence[tuple[Image.Image, Box]], *, upscale: int, timeout_s: float) -> list[list[Word]]:
+def text_height(arr: np.ndarray, box: Box) -> int | None:
+    """Typical height, in image pixels, of the text rows in ``box`` of the frame ``arr``
+    (``H×W×3`` uint8): the median height of the runs of rows in which more than two pixels
+    differ from the row's median grey by more than 24 (two allowed for window borders); runs
+    one blank row apart are one row. ``None`` when nothing in the box differs."""
+    x0, y0, x1, y1 = box
+    g = arr[y0:y1, x0:x1, :3].astype(np.int16).sum(axis=2) // 3
+    ink = np.abs(g - np.median(g, axis=1, keepdims=True)) > 24
+    rows = np.nonzero(ink.sum(axis=1) > 2)[0].tolist()
+    runs: list[list[int]] = []
+    for r in rows:
+        if runs and r - runs[-1][1] <= 2:
+            runs[-1][1] = r
+        else:
+            runs.append([r, r])
+    if not runs:
+        return None
+    return int(np.median([r1 + 1 - r0 for r0, r1 in runs]))
+
+
+def band_upscale(height: int | None, up_max: int) -> float:
+    """OCR upscale for a band whose text rows are ``height`` image pixels tall: enough to make
+    them :data:`OCR_ROW_PX` tall, at least :data:`OCR_MIN_UPSCALE`, at most ``up_max`` (the
+    policy's ``ocr_upscale`` divided by the frame scale)."""
+    if not height:
+        return up_max
+    return max(min(OCR_MIN_UPSCALE, up_max), min(float(up_max), math.ceil(4 * OCR_ROW_PX / height) / 4))
+
+
+def ocr_stacked(crops: Sequence[tuple[Image.Image, Box]], *, upscale: float, timeout_s: float,
+                ocr: Callable[..., list[Word]] | None = None, gap: int = 0) -> list[list[Word]]:
     """OCR several crops with as few tesseract runs as possible: crops are stacked vertically
     (white gaps of :data:`STACK_GAP` px) into one image per run, sent through stdin (no
     unredacted pixels touch the disk), and words are mapped back to each crop's ``box`` (frame
     image pixels). Tesseract's start-up (~0.3 CPU-s for loading ``eng``) is paid once per run,
     not once per crop. Time limit per run: ``timeout_s`` × crops in it.
 
+    ``ocr``: the OCR function (``ocr(image, upscale=, timeout_s=)``, e.g.
+    :meth:`TesseractEngine.words`); default :func:`ocr_words` (the command). ``gap``: blank
+    rows between crops (0 = :data:`STACK_GAP`).
+
     Raises: as :func:`ocr_words`.
     """
+    run = ocr or ocr_words
+    gap = gap or STACK_GAP
     out: list[list[Word]] = [[] for _ in crops]
     i = 0
     while i < len(crops):
         group, h = [], 0
-        while i < len(crops) and (not group or (h + crops[i][0].height + STACK_GAP) * upscale <= STACK_MAX_H):
+        while i < len(crops) and (not group or (h + crops[i][0].height + gap) * upscale <= STACK_MAX_H):
             group.append(i)
-            h += crops[i][0].height + STACK_GAP
+            h += crops[i][0].height + gap
             i += 1
         w = max(crops[j][0].width for j in group)
         sheet = Image.new("L", (w, h), 255)
@@ -339,8 +561,8 @@ def ocr_stacked(crops: Sequence[tuple[Image.Image, Box]], *, upscale: int, timeo
         for j in group:
             sheet.paste(crops[j][0].convert("L"), (0, y))
             tops.append(y)
-            y += crops[j][0].height + STACK_GAP
-        words = ocr_words(sheet, upscale=upscale, timeout_s=timeout_s * len(group))
+            y += crops[j][0].height + gap
+        words = run(sheet, upscale=upscale, timeout_s=timeout_s * len(group))
         for wd in words:
             cy = (wd.box[1] + wd.box[3]) / 2
             k = max(n for n, t in enumerate(tops) if t <= cy) if cy >= 0 else 0
@@ -360,18 +582,28 @@ class FrameRedactor:
     its boxes per stream (e.g. per monitor) for changed-region OCR.
 
     ``find``: the text layers (``text -> findings``); ``upscale`` / ``rescan_upscale`` (0 = no
-    re-scan) / ``pad`` / ``timeout_s`` as in :class:`~demotrace.privacy.policy.RedactionPolicy`.
-    :meth:`redact_batch` OCRs the changed regions of many frames in one tesseract run.
+    re-scan) / ``pad`` / ``timeout_s`` as in :class:`~demotrace.privacy.policy.RedactionPolicy`;
+    ``small_text_px``: in frames stored downscaled (``scale`` < 1), rows of text at most this
+    tall in the stored image (image pixels; 0 = off) are painted whatever OCR read in them
+    (:data:`SMALL_TEXT_PX`, :func:`small_text_boxes`). :meth:`redact_batch`
+    OCRs the changed regions of many frames in one run of the in-process
+    :class:`TesseractEngine`.
     """
 
     def __init__(self, find: Callable[[str], list[Finding]], *, upscale: int = 3, rescan_upscale: int = 2,
-                 pad: int = 16, timeout_s: float = 20.0) -> None:
+                 pad: int = 16, timeout_s: float = 20.0, small_text_px: int | None = None) -> None:
         self.find = find
         self.upscale = upscale
         self.rescan_upscale = rescan_upscale
         self.pad = pad
         self.timeout_s = timeout_s
+        self.small_text_px = SMALL_TEXT_PX if small_text_px is None else small_text_px
+        self.engine = TesseractEngine()
         self._prev: dict[object, tuple[np.ndarray, list[Box]]] = {}
+
+    def close(self) -> None:
+        """Free the OCR model (loaded again on next use)."""
+        self.engine.close()
 
     def forget(self, stream: object = 0) -> None:
         """Drop the remembered frame of ``stream`` (after a failure: next frame OCR'd whole)."""
@@ -384,14 +616,16 @@ class FrameRedactor:
     def redact_batch(self, images: Sequence[Image.Image], stream: object = 0, scale: float = 1.0) -> list[FrameResult]:
         """Redact consecutive frames of ``stream``. Regions depend only on the original frames,
         so all of them are OCR'd in one stacked run, then boxes are decided frame by frame (with
-        carried boxes), painted, and the painted regions re-scanned in a second run.
+        carried boxes), painted, and the rows around the newly painted boxes re-scanned in a
+        second run (:func:`rescan_strips`).
 
         ``scale``: image pixels per desktop pixel of these frames (``Frame.scale``; the recorder
         may store frames downscaled, e.g. 0.5). The OCR upscale factors are divided by it
         (rounded up), so 10 px desktop text is OCR'd at the same size whatever the stored scale.
 
-        Raises what :func:`ocr_words` raises — then the whole batch is unredacted and the caller
-        must drop all of it; the stream is forgotten, so nothing is carried from it.
+        Raises what :meth:`TesseractEngine.words` raises — then the whole batch is unredacted
+        and the caller must drop all of it; the stream is forgotten, so nothing is carried from
+        it.
         """
         try:
             return self._redact_batch(images, stream, max(0.05, min(1.0, scale)))
@@ -399,9 +633,14 @@ class FrameRedactor:
             self._prev.pop(stream, None)
             raise
 
+    def _flag(self, words: Sequence[Word], small_px: int) -> list[tuple[Word, str]]:
+        return flag_words(words, self.find, small_px=small_px)
+
     def _redact_batch(self, images: Sequence[Image.Image], stream: object, scale: float) -> list[FrameResult]:
         up = math.ceil(self.upscale / scale - 1e-9)
         rescan_up = math.ceil(self.rescan_upscale / scale - 1e-9) if self.rescan_upscale else 0
+        small = self.small_text_px if scale < 1 else 0  # only frames stored downscaled
+        ocr = self.engine.words
         rgbs = [im.convert("RGB") for im in images]
         arrs = [np.asarray(im) for im in rgbs]
         prev = self._prev.get(stream)
@@ -409,6 +648,7 @@ class FrameRedactor:
         plans: list[list[Box]] = []
         crops: list[tuple[Image.Image, Box]] = []
         owner: list[int] = []
+        ups: list[float] = []
         for k, (im, arr) in enumerate(zip(rgbs, arrs)):
             regions = changed_regions(prev_arr, arr, self.pad)
             trimmed = [t for t in (trim_box(arr, r, self.pad) for r in regions) if t is not None]
@@ -416,12 +656,19 @@ class FrameRedactor:
             for b in trimmed:
                 crops.append((im.crop(b), b))
                 owner.append(k)
+                ups.append(band_upscale(text_height(arr, b), up))
             prev_arr = arr
-        words_per_crop = ocr_stacked(crops, upscale=up, timeout_s=self.timeout_s) if crops else []
+        # one stacked run per upscale factor
+        words_per_crop: list[list[Word]] = [[] for _ in crops]
+        for u in sorted(set(ups)):
+            idx = [i for i, v in enumerate(ups) if v == u]
+            for i, ws in zip(idx, ocr_stacked([crops[i] for i in idx], upscale=u, timeout_s=self.timeout_s, ocr=ocr)):
+                words_per_crop[i] = ws
         words_per_frame: list[list[Word]] = [[] for _ in rgbs]
         for k, ws in zip(owner, words_per_crop):
             words_per_frame[k] += ws
         results: list[FrameResult] = []
+        new_boxes: list[list[Box]] = []
         prev_boxes = prev[1] if prev else []
         prev_arr = prev[0] if prev else None
         for k, (im, arr) in enumerate(zip(rgbs, arrs)):
@@ -431,18 +678,29 @@ class FrameRedactor:
                 tiles = changed_tiles(prev_arr, arr)
                 carried = [b for b in prev_boxes
                            if not tiles[b[1] // TILE:-(-b[3] // TILE), b[0] // TILE:-(-b[2] // TILE)].all()]
-            flagged = flag_words(words_per_frame[k], self.find)
+            flagged = self._flag(words_per_frame[k], small)
+            for region in plans[k] if small else ():
+                flagged += [(Word(b, "", 0.0, (0, 0, 0, 0)), "SMALL_TEXT")
+                            for b in small_text_boxes(arr, region, small)]
             entities: dict[str, int] = {}
             for _, ent in flagged:
                 entities[ent] = entities.get(ent, 0) + 1
-            boxes = list(dict.fromkeys(carried + [w.box for w, _ in flagged]))
+            fresh = list(dict.fromkeys(w.box for w, _ in flagged))
+            boxes = list(dict.fromkeys(carried + fresh))
+            new_boxes.append([b for b in fresh if b not in carried])
             results.append(FrameResult(fill_boxes(im, boxes), boxes, entities, plans[k], len(carried), 0))
+            results[-1].painted = flagged
             prev_boxes, prev_arr = boxes, arr
-        if rescan_up and crops:
-            painted = [(results[k].image.crop(b), b) for k, (_, b) in zip(owner, crops)]
-            again = ocr_stacked(painted, upscale=rescan_up, timeout_s=self.timeout_s)
+        if rescan_up:
+            strips: list[tuple[Image.Image, Box]] = []
+            strip_owner: list[int] = []
+            for k, r in enumerate(results):
+                for b in rescan_strips(new_boxes[k], plans[k], r.image.size):
+                    strips.append((r.image.crop(b), b))
+                    strip_owner.append(k)
+            again = ocr_stacked(strips, upscale=rescan_up, timeout_s=self.timeout_s, ocr=ocr) if strips else []
             per_frame: list[list[Word]] = [[] for _ in rgbs]
-            for k, ws in zip(owner, again):
+            for k, ws in zip(strip_owner, again):
                 per_frame[k] += ws
             extra: list[Box] = []  # re-scan finds, carried on to later frames of the batch
             for k, ws in enumerate(per_frame):
@@ -450,11 +708,12 @@ class FrameRedactor:
                     tiles = changed_tiles(arrs[k - 1], arrs[k]) if arrs[k - 1].shape == arrs[k].shape else None
                     extra = [] if tiles is None else [
                         b for b in extra if not tiles[b[1] // TILE:-(-b[3] // TILE), b[0] // TILE:-(-b[2] // TILE)].all()]
-                hits = flag_words(ws, self.find) if ws else []
+                hits = self._flag(ws, small) if ws else []
                 r = results[k]
                 for _, ent in hits:
                     r.entities[ent] = r.entities.get(ent, 0) + 1
                 r.rescan_hits = len(hits)
+                r.painted += hits
                 extra += [w.box for w, _ in hits]
                 new = [b for b in extra if b not in r.boxes]
                 if new:
@@ -462,3 +721,95 @@ class FrameRedactor:
                     r.image = fill_boxes(r.image, new)
         self._prev[stream] = (arrs[-1], results[-1].boxes)
         return results
+
+
+#: Width of the vertical slabs (image pixels) in which :func:`small_text_boxes` looks for rows
+#: (windows side by side have their rows at different heights).
+SLAB_PX = 160
+#: Grey difference (0..255) from the row's median in the slab above which a pixel counts as ink.
+INK_DIFF = 48
+
+
+def small_text_boxes(arr: np.ndarray, region: Box, small_px: int) -> list[Box]:
+    """Boxes over rows of small text in ``region`` of the frame ``arr`` (``H×W×3`` uint8),
+    found from the pixels alone (no OCR): in vertical slabs of :data:`SLAB_PX`, pixels
+    differing from their row's median grey in the slab by more than :data:`INK_DIFF` are ink,
+    and a row with more than two of them (two allowed for window borders) is a text row; a run
+    of text rows taller than ``small_px`` is split at its rows holding under a tenth of its
+    busiest row's ink (lines touching through descenders: xterm's 6x13 rows at scale 0.5); runs
+    or parts of 3..``small_px`` rows are text too small for OCR (:data:`SMALL_TEXT_PX`), and their
+    ink columns, joined across gaps up to twice the run height, become boxes at least twice as
+    wide as tall. Image pixels, right / bottom exclusive. Applied to frames stored downscaled
+    only (at scale 1.0 an i-dot or the x-height part of a 10 px line can form such a run)."""
+    x0, y0, x1, y1 = region
+    if small_px < 3 or x1 <= x0 or y1 <= y0:
+        return []
+    g = arr[y0:y1, x0:x1, :3].astype(np.int16).sum(axis=2) // 3
+    out: list[Box] = []
+    for sx in range(0, g.shape[1], SLAB_PX):
+        slab = g[:, sx:sx + SLAB_PX]
+        ink = np.abs(slab - np.median(slab, axis=1, keepdims=True)) > INK_DIFF
+        busy = ink.sum(axis=1)
+        counts = busy > 2  # two ink pixels allowed for window borders
+        r = 0
+        n = len(counts)
+        while r < n:
+            if not counts[r]:
+                r += 1
+                continue
+            r0 = r
+            while r < n and counts[r]:
+                r += 1
+            run = busy[r0:r]
+            cuts = np.nonzero(run <= max(2, int(run.max()) // 10))[0].tolist() if r - r0 > small_px else []
+            a = 0
+            for b in [*cuts, len(run)]:
+                if 3 <= b - a <= small_px:
+                    out += _spans(ink[r0 + a:r0 + b], x0 + sx, y0 + r0 + a)
+                a = b + 1
+    return out
+
+
+def _spans(rows: np.ndarray, ox: int, oy: int) -> list[Box]:
+    h = rows.shape[0]
+    cols = np.nonzero(rows.any(axis=0))[0]
+    if cols.size == 0:
+        return []
+    out: list[Box] = []
+    start = prev = int(cols[0])
+    for c in cols[1:].tolist() + [None]:
+        if c is not None and c - prev <= 2 * h:
+            prev = c
+            continue
+        if prev + 1 - start >= 2 * h:
+            out.append((ox + start, oy, ox + prev + 1, oy + h))
+        if c is not None:
+            start = prev = c
+    return out
+
+
+def rescan_strips(boxes: Sequence[Box], regions: Sequence[Box], size: tuple[int, int]) -> list[Box]:
+    """Where the re-scan pass OCRs a painted frame: for each newly painted box, the row it sits
+    in, one box-height above and below (a value's other half on the same or the wrapped next
+    line), across the OCR'd region holding it (or the frame width), clipped to the image
+    ``size``; overlapping strips merged. Boxes and regions in frame image pixels. Only the rows
+    around what was painted are read again — re-reading every changed region at a second scale
+    cost as much as the first pass on all-new frames and found nothing more in the benchmark
+    (docs/benchmarks.md)."""
+    W, H = size
+    strips: list[Box] = []
+    for x0, y0, x1, y1 in boxes:
+        h = max(1, y1 - y0)
+        cy = (y0 + y1) // 2
+        reg = next((r for r in regions if r[0] <= x0 and x1 <= r[2] and r[1] <= cy < r[3]), (0, 0, W, H))
+        strips.append((max(0, reg[0]), max(0, y0 - h - BOX_MARGIN), min(W, reg[2]), min(H, y1 + h + BOX_MARGIN)))
+    strips.sort(key=lambda b: (b[1], b[0]))
+    merged: list[Box] = []
+    for b in strips:
+        for j, m in enumerate(merged):
+            if b[0] < m[2] and m[0] < b[2] and b[1] <= m[3] and m[1] <= b[3]:
+                merged[j] = (min(m[0], b[0]), min(m[1], b[1]), max(m[2], b[2]), max(m[3], b[3]))
+                break
+        else:
+            merged.append(b)
+    return merged

@@ -269,6 +269,7 @@ def test_uploaded_session_is_never_sealed_or_uploaded_again(tmp_path: Path) -> N
 
         again = _cli(home, "seal")  # default selection: nothing left to seal
         assert again.returncode == 0 and "nothing to seal" in again.stderr, again.stderr
+        assert "1 uploaded session(s) are not sealed again" in " ".join(again.stderr.split())
         named = _cli(home, "seal", sid, "--replace")  # asked by name, even with --replace: refused
         err = " ".join(named.stderr.split())
         assert named.returncode == 1, named.stderr

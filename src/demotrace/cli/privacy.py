@@ -144,6 +144,13 @@ def register(app: typer.Typer) -> None:
                     err_console.print(f"skipped: {exc}", highlight=False, markup=False)
                     continue
                 ids.append(sid)
+            if not session_ids:  # the default selection leaves uploaded sessions out: say so
+                from ..privacy.uploads import uploaded_ids
+
+                n_up = len(uploaded_ids(paths) & set(spool.session_ids()))
+                if n_up:
+                    err_console.print(f"{n_up} uploaded session(s) are not sealed again (`demotrace review"
+                                      " list` shows them as uploaded)", highlight=False)
             if not ids:
                 err_console.print("nothing to seal")
                 if refused:

@@ -103,7 +103,7 @@ class BlobStore(ABC):
         return sum(len(self.get(n)) for n in self.names())
 
 
-def _fsync_dir(d: Path) -> None:
+def _fsync_dir(d: str | Path) -> None:
     fd = os.open(d, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -111,7 +111,7 @@ def _fsync_dir(d: Path) -> None:
         os.close(fd)
 
 
-def _fsync_file(p: Path) -> None:
+def _fsync_file(p: str | Path) -> None:
     try:
         fd = os.open(p, os.O_RDONLY)
     except FileNotFoundError:
@@ -147,7 +147,8 @@ class FileBlobStore(BlobStore):
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         os.chmod(self.root, 0o700)
-        self._dirs: set[Path] = set()  # sub-folders known to exist (one mkdir each per process)
+        self._root_str = str(self.root)
+        self._dirs: set[str] = set()  # sub-folders known to exist (one mkdir each per process)
 
     def __repr__(self) -> str:
         return f"FileBlobStore({str(self.root)!r})"
@@ -156,24 +157,36 @@ class FileBlobStore(BlobStore):
         check_name(name)
         return self.root / name[:2] / name
 
-    def _open_tmp(self, folder: Path, name: str) -> tuple[int, str]:
+    def _str_path(self, name: str) -> tuple[str, str]:
+        """``(folder, file)`` of object ``name`` as plain strings (the hot path avoids
+        pathlib's per-call parsing)."""
+        check_name(name)
+        folder = f"{self._root_str}/{name[:2]}"
+        return folder, f"{folder}/{name}"
+
+    def _mkdir(self, folder: str) -> None:
+        try:
+            os.mkdir(folder, 0o700)
+        except FileExistsError:
+            pass
+        self._dirs.add(folder)
+
+    def _open_tmp(self, folder: str, name: str) -> tuple[int, str]:
         """Create ``<folder>/.tmp-<name>-<random>`` (O_EXCL, 0600); creates the folder once."""
         if folder not in self._dirs:
-            folder.mkdir(mode=0o700, exist_ok=True)
-            self._dirs.add(folder)
+            self._mkdir(folder)
         tmp = f"{folder}/.tmp-{name}-{secrets.token_hex(6)}"
         try:
             return os.open(tmp, _O_NEW, 0o600), tmp
         except FileNotFoundError:  # folder removed behind our back: make it again
             self._dirs.discard(folder)
-            folder.mkdir(mode=0o700, exist_ok=True)
-            self._dirs.add(folder)
+            self._mkdir(folder)
             return os.open(tmp, _O_NEW, 0o600), tmp
 
     def put(self, name: str, data: bytes, *, durable: bool = True) -> None:
-        path = self._path(name)
+        folder, path = self._str_path(name)
         try:
-            fd, tmp = self._open_tmp(path.parent, name)
+            fd, tmp = self._open_tmp(folder, name)
             try:
                 try:
                     view = memoryview(data)
@@ -185,7 +198,7 @@ class FileBlobStore(BlobStore):
                     os.close(fd)
                 os.replace(tmp, path)
                 if durable:
-                    _fsync_dir(path.parent)
+                    _fsync_dir(folder)
             except BaseException:
                 try:
                     os.unlink(tmp)
@@ -206,8 +219,9 @@ class FileBlobStore(BlobStore):
         """
         if not names:
             return
-        paths = [self._path(n) for n in names]
-        dirs = sorted({p.parent for p in paths})
+        pairs = [self._str_path(n) for n in names]
+        paths = [p for _, p in pairs]
+        dirs = sorted({d for d, _ in pairs})
         try:
             if len(paths) == 1:
                 _fsync_file(paths[0])

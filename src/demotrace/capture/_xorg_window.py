@@ -35,58 +35,56 @@ from typing import Any
 
 from ..schema.events import Monitor, Rect
 
-_EMPTY_XAUTH: list[str] = []
-
 
 def open_display(name: str | None) -> Any:
-    """A python-xlib ``Display`` on ``name``. Without an authority file (no ``$XAUTHORITY``,
-    no ``~/.Xauthority``: a fresh account, an Xvfb without access control) python-xlib refuses
-    to connect where libX11 connects without credentials; then, like libX11, connect without
-    credentials: ``$XAUTHORITY`` is pointed (for this process and its children) at a private
-    temporary file holding one entry that matches no display (an empty file would make
-    python-xlib print a warning on stdout at every connection).
+    """A python-xlib ``Display`` on ``name`` (``None``: ``$DISPLAY``); the caller closes it.
 
-    Raises: the python-xlib errors of ``Display`` (``DisplayError``, ``ConnectionClosedError``,
-    ``OSError``)."""
-    import warnings
+    Credentials are python-xlib's: the ``MIT-MAGIC-COOKIE-1`` entry for the display in
+    ``$XAUTHORITY`` (else ``~/.Xauthority``). When no authority file can be read — a fresh
+    account, an Xvfb without access control — python-xlib >= 0.33 (pinned in pyproject.toml)
+    connects without credentials, as libX11 does (``Xlib/support/unix_connect.py``,
+    ``new_get_auth``). Nothing here reads or changes the process environment.
 
+    A failed attempt leaves no socket behind: python-xlib does not close the socket of a
+    connection that failed or that the server refused, so it is closed here before the error
+    propagates rather than left to the garbage collector (a ``ResourceWarning`` at a random
+    later point).
+
+    Raises: the python-xlib errors of ``Display`` (``DisplayError`` and its subclasses,
+    ``ConnectionClosedError``, ``OSError``).
+    """
     from Xlib import display as xdisplay
-    from Xlib import error as xerror
-
-    with warnings.catch_warnings():
-        # python-xlib reads the authority file without closing it (a ResourceWarning per
-        # connection): not ours to report
-        warnings.simplefilter("ignore", ResourceWarning)
-        return _open_display(xdisplay, xerror, name)
-
-
-def _open_display(xdisplay: Any, xerror: Any, name: str | None) -> Any:
-    import struct
-    import tempfile
 
     try:
         return xdisplay.Display(name)
-    except xerror.XauthError:
-        pass
-    # Outside the except block, so the traceback no longer holds the failed attempt's socket,
-    # which python-xlib leaves to the collector: collect it here, where ResourceWarning is
-    # silenced, rather than at a random later point.
-    import gc
+    except BaseException as exc:
+        _close_abandoned_sockets(exc)
+        raise
 
-    gc.collect()
-    if not _EMPTY_XAUTH:
-        fd, path = tempfile.mkstemp(prefix="demotrace-xauth-")
 
-        def field(b: bytes) -> bytes:
-            return struct.pack(">H", len(b)) + b
+def _close_abandoned_sockets(exc: BaseException) -> None:
+    """Close every socket that python-xlib's frames still hold in the tracebacks of ``exc`` and
+    of the errors it was raised from (``__context__``: a Unix-socket attempt before the TCP
+    fallback), as a local or as a half-built display's ``socket``: nothing outside the failed
+    constructor refers to them."""
+    import socket
 
-        # family FamilyLocal (256), address, display number, auth name, auth data
-        os.write(fd, struct.pack(">H", 256) + field(b"demotrace-no-host") + field(b"65535")
-                 + field(b"") + field(b""))
-        os.close(fd)
-        _EMPTY_XAUTH.append(path)
-    os.environ["XAUTHORITY"] = _EMPTY_XAUTH[0]
-    return xdisplay.Display(name)
+    seen: set[int] = set()
+    err: BaseException | None = exc
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        tb = err.__traceback__
+        while tb is not None:
+            frame = tb.tb_frame
+            if str(frame.f_globals.get("__name__", "")).startswith("Xlib."):
+                for value in list(frame.f_locals.values()):
+                    attrs = getattr(value, "__dict__", None)  # not getattr(value, "socket"): Xlib's
+                    held = attrs.get("socket") if isinstance(attrs, dict) else None  # __getattr__ recurses
+                    for sock in (value, held):
+                        if isinstance(sock, socket.socket):
+                            sock.close()
+            tb = tb.tb_next
+        err = err.__cause__ or err.__context__
 
 
 @dataclass(frozen=True)

@@ -348,22 +348,13 @@ class X11Backend(CaptureBackend):
 
     # -- lifecycle ------------------------------------------------------------------------------
     def _open(self) -> Any:
-        import gc
-        import warnings
-
         from Xlib import error as xerror
 
-        # python-xlib leaves the sockets of failed connection attempts to the garbage
-        # collector: collect them here, quietly, rather than as stray ResourceWarnings later.
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ResourceWarning)
-            try:
-                return open_display(self.display_name)
-            except (xerror.DisplayError, xerror.ConnectionClosedError, OSError) as exc:
-                reason = str(exc)
-            gc.collect()
-        raise CaptureError(f"cannot open X display {self.display_name!r}: {reason} "
-                           "(is the X server running and $DISPLAY right?)")
+        try:
+            return open_display(self.display_name)  # closes the socket of a failed attempt itself
+        except (xerror.DisplayError, xerror.ConnectionClosedError, OSError) as exc:
+            raise CaptureError(f"cannot open X display {self.display_name!r}: {exc} "
+                               "(is the X server running and $DISPLAY right?)") from exc
 
     def start(self, sink: EventSink) -> None:
         """Install the RECORD hook and the window / monitor tracker, then emit one

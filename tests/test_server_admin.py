@@ -175,7 +175,8 @@ def test_bundle_consent_is_checked_stored_and_shown_to_the_person(stack: Stack) 
     # another person does not see it; erasure removes it
     other = stack.token("person", "lee@example.org")
     assert stack.client.get("/v1/me/consent", headers=stack.h(other)).json() == []
-    stack.client.post("/v1/me/erase", headers=stack.h(person))
+    stack.client.post("/v1/me/erase", headers=stack.h(person),
+                      json={"confirm": "erase everything"})
     assert stack.client.get("/v1/me/consent", headers=stack.h(person)).json() == []
 
 

@@ -176,7 +176,8 @@ def test_credentials_are_stored_hashed_and_revocable(stack: Stack) -> None:
         row = s.get(Credential, cid)
         assert row.secret_hash == hashlib.sha256(secret.encode()).hexdigest()
         assert secret not in repr([getattr(row, c) for c in ("id", "secret_hash", "label")])
-    body = b'{"format":"demotrace-bundle/1","blobs":[]}'
+    body = (b'{"format":"demotrace-bundle/1","session_id":"erin-1","blobs":[{"sha256":"'
+            + hashlib.sha256(b"x").hexdigest().encode() + b'","size":1,"path":"events/0"}]}')
     assert stack.client.post("/v1/bundles", content=body, headers=stack.h(token)).status_code == 200
     devices = stack.client.get("/v1/admin/devices", headers=stack.h(admin)).json()
     assert [d["label"] for d in devices] == ["erin-laptop"]

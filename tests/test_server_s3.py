@@ -359,7 +359,8 @@ def test_end_to_end_erasure_leaves_only_unreadable_bytes_in_a_versioned_bucket(
         assert opened == set(alice_plain)
 
         person = enroll(srv, srv.code("person", "alice@example.org"))
-        r = httpx.post(srv.url + "/v1/me/erase", headers={"authorization": f"Bearer {person}"})
+        r = httpx.post(srv.url + "/v1/me/erase", headers={"authorization": f"Bearer {person}"},
+                       json={"confirm": "erase everything"})
         assert r.status_code == 200, r.text
         assert r.json()["key_destroyed"] is True and r.json()["blobs_deleted"] == 6
 

@@ -210,7 +210,8 @@ def test_erasure_crypto_shreds_and_marks_datasets(stack: Stack, tmp_path: Path) 
     assert len(backup) == 2
 
     person = stack.token("person", "alice@example.org")
-    r = stack.client.post("/v1/me/erase", headers=stack.h(person))
+    r = stack.client.post("/v1/me/erase", headers=stack.h(person),
+                          json={"confirm": "erase everything"})
     assert r.status_code == 200
     assert r.json()["key_destroyed"] is True and r.json()["bundles_deleted"] == 1
     assert r.json()["datasets_marked"] == 1

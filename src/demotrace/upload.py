@@ -43,6 +43,16 @@ from .server.wire import (
 ENROLLMENT_FILE = "collector.json"
 
 
+SESSION_DELETED_PHRASE = "was deleted by its person"
+"""What the collector's 409 to a manifest says when the session was deleted or erased
+(:meth:`demotrace.server.service.Collector.begin`)."""
+
+
+class SessionRefused(UploadError):
+    """The collector refuses this session for good: its person deleted it in the portal or
+    erased everything (HTTP 409 to the manifest). Never retried; the local bundle is kept."""
+
+
 @dataclass(frozen=True)
 class RetryPolicy:
     """``attempts`` per request (count); delays (seconds) grow as ``base_s · 2^n`` capped at
@@ -258,6 +268,8 @@ class UploadClient:
         local bundle is kept.
 
         Raises:
+            SessionRefused: the collector refuses the session for good (its person deleted or
+                erased it; HTTP 409 to the manifest); nothing is retried, the bundle is kept.
             UploadError: the server refused a step, or retries were exhausted; the local
                 bundle is untouched.
             SchemaError: the local bundle is damaged (a blob missing or not matching).
@@ -267,7 +279,13 @@ class UploadClient:
         sent = 0
         for _round in range(max_rounds):
             r = self._call("send manifest", "POST", "/v1/bundles", content=body,
-                           headers={"content-type": "application/json"})
+                           headers={"content-type": "application/json"}, ok=(200, 409))
+            if r.status_code == 409:
+                detail = _detail(r)
+                if SESSION_DELETED_PHRASE in detail:  # final: the person deleted it
+                    raise SessionRefused(f"collector refuses session {m.session_id}: {detail}; "
+                                         "not retried, the local bundle is kept")
+                raise UploadError(f"send manifest: server refused with HTTP 409: {detail}")
             ans = r.json()
             bid = ans["bundle_id"]
             if bid != m.bundle_id:

@@ -17,7 +17,7 @@ Endpoints (all JSON unless noted; roles in brackets; deny by default)::
     GET    /v1/me/consent                                  [person]   own consent records
     GET    /v1/me/access-log                               [person]   every access to own data
     GET    /v1/me/export                                   [person]   zip of everything
-    POST   /v1/me/erase                                    [person]   crypto-shredding
+    POST   /v1/me/erase  {"confirm": "erase everything"}  [person]   crypto-shredding
     GET    /v1/curator/bundles?purpose=agent-training      [curator]  pseudonymous listing
     GET    /v1/curator/subjects/{sid}/bundles/{bid}?purpose=…            [curator]
     GET    /v1/curator/subjects/{sid}/bundles/{bid}/blobs/{sha}?purpose=…  [curator] (bytes)
@@ -141,6 +141,16 @@ class EnrollIn(BaseModel):
 
     code: str = Field(max_length=200)
     label: str = Field("", max_length=200)
+
+
+ERASE_CONFIRMATION = "erase everything"
+"""The text ``POST /v1/me/erase`` needs in its ``confirm`` field."""
+
+
+class EraseIn(BaseModel):
+    """Body of ``POST /v1/me/erase``: ``confirm`` must be exactly ``"erase everything"``."""
+
+    confirm: str | None = Field(None, description='exactly "erase everything"')
 
 
 class CodeIn(BaseModel):
@@ -342,9 +352,15 @@ def create_app(config: ServerConfig, *, collector: Collector | None = None) -> F
                         headers={"content-disposition": 'attachment; filename="demotrace-export.zip"'})
 
     @app.post("/v1/me/erase")
-    def my_erase(request: Request, p: auth.Principal = Depends(person)) -> dict[str, Any]:
-        """Erase everything about the caller (crypto-shredding; datasets marked for rebuild)."""
+    def my_erase(request: Request, body: EraseIn | None = None,
+                 p: auth.Principal = Depends(person)) -> dict[str, Any]:
+        """Erase everything about the caller (crypto-shredding; datasets marked for rebuild).
+        Irreversible, so the body must confirm it: ``{"confirm": "erase everything"}`` (422
+        otherwise; the portal's form has the same confirm box)."""
         assert p.subject_id is not None
+        if body is None or body.confirm != ERASE_CONFIRMATION:
+            raise ApiError(422, "erasure is irreversible: send the JSON body "
+                                f'{{"confirm": "{ERASE_CONFIRMATION}"}} to confirm it')
         _log(request, "person.erase", p.subject_id, "all")
         return c.erase(p.subject_id)
 

@@ -76,10 +76,10 @@ def parse_token(token: str, prefix: str) -> tuple[str, str]:
 def claimed_id(authorization: str | None) -> str | None:
     """The credential id claimed by an ``Authorization: Bearer dtc_…`` header, unverified
     (used only to key the rate limiter)."""
-    if not authorization or not authorization.startswith("Bearer "):
+    if not authorization or authorization[:7].lower() != "bearer ":  # RFC 7235: any case
         return None
     try:
-        return parse_token(authorization[7:], CREDENTIAL_PREFIX)[0]
+        return parse_token(authorization[7:].strip(), CREDENTIAL_PREFIX)[0]
     except AuthError:
         return None
 

@@ -87,8 +87,9 @@ class BodyLimitMiddleware:
         self.max_bytes = max_bytes
 
     def _msg(self, size: int | None) -> dict[str, Any]:
-        got = f"{size} bytes" if size is not None else "more bytes"
-        return {"detail": f"request body of {got} exceeds the limit of {self.max_bytes} bytes "
+        got = (f"request body of {size} bytes exceeds" if size is not None
+               else "request body (chunked) exceeds")
+        return {"detail": f"{got} the limit of {self.max_bytes} bytes "
                           "(server setting max_body_bytes); split the upload into smaller blobs"}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -200,12 +201,12 @@ class AuthMiddleware:
                 except AuthError:
                     pass  # stale cookie: the page asks to sign in again
         elif auth is not None:
-            if not auth.startswith("Bearer "):
+            if auth[:7].lower() != "bearer ":  # auth-scheme is case-insensitive (RFC 7235 §2.1)
                 await send_json(send, 401, {"detail": "Authorization must be 'Bearer <credential>'"},
                                 [(b"www-authenticate", b"Bearer")])
                 return
             try:
-                state["principal"] = await to_thread.run_sync(self._resolve, auth[7:])
+                state["principal"] = await to_thread.run_sync(self._resolve, auth[7:].strip())
             except AuthError as exc:
                 await send_json(send, 401, {"detail": str(exc)}, [(b"www-authenticate", b"Bearer")])
                 return

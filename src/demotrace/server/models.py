@@ -202,8 +202,8 @@ class AuditCheckpoint(Base):
 
 class SessionTombstone(Base):
     """A session its person deleted (portal) or erased: no content, only ``session_key`` =
-    hex HMAC-SHA256 under the pseudonym secret of ``"session-tombstone\0" + subject_id +
-    "\0" + session_id`` (see :meth:`.keys.Pseudonymiser.session_key`), so a device that
+    hex HMAC-SHA256 under the pseudonym secret of ``"session-tombstone\\0" + subject_id +
+    "\\0" + session_id`` (see :meth:`.keys.Pseudonymiser.session_key`), so a device that
     re-uploads the same session is refused (409) while the table alone does not reveal which
     session it was. Kept on erasure (the subject id is already a pseudonym)."""
 

@@ -29,7 +29,7 @@ from .auth import CredentialCache, revoke
 from .blobs import BlobStore, open_blob_store
 from .config import ServerConfig
 from .db import Database
-from .errors import ConflictError, IntegrityError, NotFound
+from .errors import ConflictError, IntegrityError, KeyDestroyed, NotFound
 from .keys import DataCipher, Keyring, LocalKeyManager, Pseudonymiser
 from .models import (
     AuditEntry,
@@ -42,6 +42,7 @@ from .models import (
     DatasetMember,
     DeletedEpisode,
     Person,
+    SessionTombstone,
 )
 from .wire import BundleManifest, parse_manifest
 
@@ -133,6 +134,7 @@ class Collector:
                         return BeginResult(bid, "committed", [])
                     if row is not None:
                         return BeginResult(bid, row.state, self._missing(s, subject_id, row.pk))
+                    self._check_new_bundle(s, subject_id, manifest)
                     policies.check_consent(s, manifest.meta, subject_id)
                     self._async_commit(s)
                     cipher = self.keyring.get(s, subject_id, create=True)
@@ -157,6 +159,57 @@ class Collector:
             except SAIntegrityError:
                 continue  # a concurrent begin of the same bundle won; read its row
         raise ConflictError(f"bundle {bid} is being registered concurrently; retry")
+
+    def _check_new_bundle(self, s: Session, subject_id: str, manifest: BundleManifest) -> None:
+        """Refuse a new bundle without its required parts, whose declared blob sizes contradict
+        blobs already stored for this person, or of a session the person deleted or erased.
+
+        Raises:
+            IntegrityError (422): no ``session_id``, no blob, or a declared size differs from
+                the stored blob with that sha256 (``total_bytes`` would be false).
+            ConflictError (409): a tombstone names this session (:class:`.models.SessionTombstone`).
+        """
+        if not (manifest.session_id or "").strip():
+            raise IntegrityError("bundle manifest has no session_id: a bundle must name the "
+                                 "recording session it was sealed from")
+        if not manifest.blobs:
+            raise IntegrityError("bundle manifest lists no blobs: a bundle must carry its "
+                                 "session's parts (session manifest, event batches, frames)")
+        key = self.pseudonyms.session_key(subject_id, manifest.session_id)
+        if s.get(SessionTombstone, (subject_id, key)) is not None:
+            raise ConflictError(f"session {manifest.session_id[:64]} was deleted by its person "
+                                "(portal deletion or erasure); the collector will not store it "
+                                "again")
+        declared = {r.sha256: r.size for r in manifest.blobs}
+        shas = list(declared)
+        for i in range(0, len(shas), 1000):
+            for h, size in s.execute(select(Blob.sha256, Blob.size).where(
+                    Blob.subject_id == subject_id, Blob.sha256.in_(shas[i:i + 1000]))):
+                if declared[h] != size:
+                    raise IntegrityError(f"bundle manifest: blob {h} declares {declared[h]} "
+                                         f"bytes, but the stored blob with this sha256 has "
+                                         f"{size} bytes")
+
+    def _tombstone(self, s: Session, subject_id: str, session_ids: set[str]) -> None:
+        """Record (keyed hashes of) deleted sessions so they cannot be uploaded again."""
+        now = datetime.now(UTC)
+        for sid in session_ids:
+            key = self.pseudonyms.session_key(subject_id, sid)
+            if s.get(SessionTombstone, (subject_id, key)) is None:
+                s.add(SessionTombstone(subject_id=subject_id, session_key=key, deleted_at=now))
+
+    def _session_ids(self, s: Session, bundles: list[Any]) -> set[str]:
+        """Session ids named by these bundles' manifests (decrypted; the key must exist)."""
+        out: set[str] = set()
+        for b in bundles:
+            try:
+                m = json.loads(self._cipher(s, b.subject_id).decrypt(
+                    b.manifest_ct, _manifest_aad(b.subject_id, b.bundle_id)))
+            except KeyDestroyed:
+                continue
+            if m.get("session_id"):
+                out.add(str(m["session_id"]))
+        return out
 
     def _bundle(self, s: Session, subject_id: str, bundle_id: str, *, must: bool = True) -> Any:
         b = s.scalars(select(Bundle).where(Bundle.subject_id == subject_id,
@@ -392,13 +445,14 @@ class Collector:
 
     def delete_bundle(self, subject_id: str, bundle_id: str) -> dict[str, Any]:
         """Delete one bundle of a person, its blobs no other bundle of theirs uses, and mark
-        datasets that contained it for rebuild.
+        datasets that contained it for rebuild; a tombstone of its session refuses re-uploads.
 
         Raises:
             NotFound: no such bundle.
         """
         with self.db.session() as s:
             b = self._bundle(s, subject_id, bundle_id)
+            self._tombstone(s, subject_id, self._session_ids(s, [b]))
             shas = set(s.scalars(select(BundleBlob.sha256).where(BundleBlob.bundle_pk == b.pk)))
             s.execute(delete(BundleBlob).where(BundleBlob.bundle_pk == b.pk))
             s.delete(b)
@@ -439,10 +493,13 @@ class Collector:
         return buf.getvalue()
 
     def erase(self, subject_id: str) -> dict[str, Any]:
-        """Erase a person: destroy their data key (crypto-shredding), delete their bundles and
+        """Erase a person: tombstone their sessions (keyed hashes only, so a device cannot
+        upload them again), destroy their data key (crypto-shredding), delete their bundles and
         blobs, mark every dataset that contained them for rebuild, then delete the blob
         objects and (SQLite) checkpoint the WAL so the destroyed key leaves no copy there."""
         with self.db.session() as s:
+            self._tombstone(s, subject_id, self._session_ids(s, list(s.scalars(
+                select(Bundle).where(Bundle.subject_id == subject_id)))))
             had_key = self.keyring.destroy(s, subject_id)
             names = list(s.scalars(select(Blob.stored_name).where(Blob.subject_id == subject_id)))
             pks = list(s.scalars(select(Bundle.pk).where(Bundle.subject_id == subject_id)))

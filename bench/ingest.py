@@ -18,8 +18,12 @@ What runs:
   (random bytes: the size of a WebP screenshot, and nothing compresses them).
 
 Reports (one run): events/s and MB/s of frames ingested over the wall time from the first
-request to the last commit, p50/p99 commit latency (the ``POST …/commit`` call, ms), errors,
-the server's CPU (user+sys seconds / wall, in cores) and peak RSS (MiB, sampled every 0.1 s).
+request to the last commit, p50/p99 latency of the committing request (``POST …/commit``, or
+the last blob batch sent with ``?commit=true``; ms), errors, the CPU (user+sys seconds / wall,
+in cores) of the server, of PostgreSQL (postmaster and children) and of the devices, the
+server's peak RSS (MiB, sampled every 0.1 s) and the 1-minute load average before and after
+(the machine is shared: quote it with the figures). ``--profile FILE`` records the server
+with py-spy (``pip install -e ".[bench]"``) during the upload phase.
 Targets (issue 5): >= 20,000 events/s and >= 50 MB/s of frames with no errors.
 """
 
@@ -138,7 +142,7 @@ def main() -> None:
     ap.add_argument("--json", type=Path, default=None, help="also write the result here")
     ap.add_argument("--profile", type=Path, default=None,
                     help="record the server with py-spy during the upload phase (raw collapsed "
-                         "stacks, all threads incl. idle ones) into this file")
+                         "stacks per thread, idle samples left out) into this file")
     a = ap.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="dt-ingest-"))

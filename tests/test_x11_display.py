@@ -124,3 +124,40 @@ def test_an_unserved_display_leaves_no_socket_open() -> None:
     free = next(n for n in range(900, 1000) if n not in taken)
     _assert_fails_without_leaking(f":{free}")
 
+
+def test_grabs_after_stop_leave_no_connection_open(xvfb) -> None:  # type: ignore[no-untyped-def]
+    """The recorder grabs its last frames after stopping the backend: those grabs still return
+    the screen (1280x800, as the fixture started it) and close what they opened — the process
+    holds exactly the sockets it held before the backend started."""
+    from helpers_x11 import Collector
+
+    from demotrace.capture.x11 import X11Backend
+
+    before = _socket_fds()
+    backend = X11Backend(xvfb.display)
+    backend.start(Collector())
+    try:
+        assert (backend.grab().width, backend.grab().height) == (1280, 800)
+    finally:
+        backend.stop()
+    for _ in range(3):
+        frame = backend.grab()
+        assert (frame.width, frame.height) == (1280, 800)
+    assert _socket_fds() == before  # nothing left for a second stop() (or the collector) to close
+
+
+def test_a_tracker_stopped_without_waiting_closes_its_connection_itself(xvfb) -> None:  # type: ignore[no-untyped-def]
+    """``stop(timeout=0)`` gives up on joining the window-tracking thread at once (as a stop
+    under heavy load does after its 1 s): the thread then closes its X connection and pipe when
+    it ends, so the socket count returns to what it was before the tracker (polled)."""
+    from helpers_x11 import wait_for
+
+    from demotrace.capture._xorg_window import WindowTracker
+
+    before = _socket_fds()
+    tracker = WindowTracker(xvfb.display, lambda *a: None, lambda *a: None, lambda: None)
+    tracker.start()
+    assert len(_socket_fds() - before) == 1  # its own connection
+    tracker.stop(timeout=0)
+    wait_for(lambda: _socket_fds() == before, 5, "the tracker thread to close its connection")
+    assert not tracker.alive()

@@ -148,6 +148,14 @@ class WindowTracker:
         self.error: BaseException | None = None
         self.x_errors = 0
         self.dpy = open_display(display_name)
+        try:
+            self._setup()
+        except BaseException:
+            self.dpy.close()  # never leave the connection to the garbage collector
+            raise
+
+    def _setup(self) -> None:
+        """Select events and read the initial state on the new connection (``__init__``)."""
         self.dpy.set_error_handler(self._x_error)
         self.root = self.dpy.screen().root
         a = self.dpy.intern_atom
@@ -175,6 +183,8 @@ class WindowTracker:
         self.current: WindowInfo = WindowInfo()
         self.screen: tuple[tuple[Monitor, ...], Rect] = self.read_screen()
         self._stop = threading.Event()
+        self._release_lock = threading.Lock()
+        self._released = False
         self._wake_r, self._wake_w = os.pipe()
         self._thread: threading.Thread | None = None
         self.dpy.flush()
@@ -418,6 +428,8 @@ class WindowTracker:
 
     def stop(self, timeout: float = 1.0) -> None:
         self._stop.set()
+        if self._released:
+            return  # stopped before: the pipe's descriptors may belong to someone else now
         try:
             os.write(self._wake_w, b"x")
         except OSError:
@@ -425,15 +437,25 @@ class WindowTracker:
         if self._thread is not None:
             self._thread.join(timeout)
         if self._thread is None or not self._thread.is_alive():
+            self._release()
+        # else the thread is still busy (a slow round trip): it releases when it ends (_run)
+
+    def _release(self) -> None:
+        """Close the X connection and the wake-up pipe, once (from :meth:`stop`, or from the
+        thread itself when it ends after :meth:`stop` stopped waiting for it)."""
+        with self._release_lock:
+            if self._released:
+                return
+            self._released = True
+        try:
+            self.dpy.close()
+        except Exception:  # noqa: BLE001 - the server may be gone already
+            pass
+        for fd in (self._wake_r, self._wake_w):
             try:
-                self.dpy.close()
-            except Exception:  # noqa: BLE001
+                os.close(fd)
+            except OSError:
                 pass
-            for fd in (self._wake_r, self._wake_w):
-                try:
-                    os.close(fd)
-                except OSError:
-                    pass
 
     def _emit_focus_if_changed(self) -> None:
         info = self.poll_focus()
@@ -510,3 +532,6 @@ class WindowTracker:
         except Exception as exc:  # noqa: BLE001 - reported by check_health
             if not self._stop.is_set():
                 self.error = exc
+        finally:
+            if self._stop.is_set():
+                self._release()  # stop() may have stopped waiting for this thread

@@ -476,7 +476,14 @@ class X11Backend(CaptureBackend):
             if not self._stopping.is_set():
                 self._input_error = exc
         finally:
-            self._record_done.set()
+            with self._lock:
+                self._record_done.set()
+                abandoned = self._rec is not rec  # _teardown stopped waiting and left it to us
+            if abandoned:
+                try:
+                    rec.close()
+                except Exception:  # noqa: BLE001 - the server may be gone already
+                    pass
 
     def _flush_loop(self) -> None:
         tr = self._translator
@@ -534,7 +541,8 @@ class X11Backend(CaptureBackend):
                     pass
             for attr in ("_rec", "_ctl"):
                 dpy = getattr(self, attr)
-                if dpy is not None and (attr != "_rec" or self._record_done.is_set()):
+                # the RECORD connection is closed by its reader thread if that is still reading
+                if dpy is not None and (attr != "_rec" or self._record_done.is_set() or self._input_thread is None):
                     try:
                         dpy.close()
                     except Exception:  # noqa: BLE001
@@ -599,14 +607,17 @@ class X11Backend(CaptureBackend):
         except Exception as exc:
             raise CaptureError(f"mss cannot open X display {self.display_name!r}: {exc}") from exc
         damage = None
-        if self.use_damage:
+        if self.use_damage and not self._stopping.is_set():  # after stop: one full grab, no DAMAGE
             try:
                 damage = _Damage(self._open())
             except Exception:  # noqa: BLE001 - no DAMAGE: grab every time (correct, costlier)
                 damage = None
         st = _GrabState(inst, damage)
-        self._mss_local.state = st
         with self._lock:
+            if self._stopping.is_set():  # stopped: nothing would close it later, use it once
+                st.once = True
+                return st
+            self._mss_local.state = st
             self._mss_all.append(inst)
             if damage is not None:
                 self._mss_all.append(damage)
@@ -639,12 +650,21 @@ class X11Backend(CaptureBackend):
         The mouse cursor is not part of the image (as with mss without DAMAGE).
 
         Thread-safe: one mss instance (and DAMAGE connection) per calling thread, created on
-        first use (mss objects are not thread-safe); all are closed by :meth:`stop`.
+        first use (mss objects are not thread-safe); all are closed by :meth:`stop`. A grab
+        after :meth:`stop` (the recorder's last frames) opens its own and closes them at once.
 
         Raises:
             CaptureError: the grab failed (display gone).
         """
         st = self._grab_state()
+        if not st.once:
+            return self._grab_with(st)
+        try:
+            return self._grab_with(st)
+        finally:
+            st.close()
+
+    def _grab_with(self, st: _GrabState) -> RawFrame:
         dmg = st.damage
         rects: list[tuple[int, int, int, int]] | None = None
         if dmg is not None:
@@ -806,5 +826,16 @@ class _GrabState:
         self.mss = mss
         self.damage = damage
         self.last: RawFrame | None = None
+        #: made after X11Backend.stop(): closed after one grab instead of being kept
+        self.once = False
         #: rectangles reported during the previous grab's subtract round trip, grabbed again
         self.carry: list[tuple[int, int, int, int]] = []
+
+    def close(self) -> None:
+        """Close the mss instance and the DAMAGE connection."""
+        for res in (self.mss, self.damage):
+            if res is not None:
+                try:
+                    res.close()
+                except Exception:  # noqa: BLE001 - the server may be gone already
+                    pass

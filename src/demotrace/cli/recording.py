@@ -158,12 +158,13 @@ def _preflight(backend: Any) -> None:
     """
     if getattr(backend, "name", None) != "x11":
         return
-    from Xlib import display as xdisplay
     from Xlib import error as xerror
+
+    from ..capture._xorg_window import open_display
 
     name = backend.display_name
     try:
-        d = xdisplay.Display(name)
+        d = open_display(name)  # a failed attempt's socket is closed, not left to the collector
     except (xerror.DisplayError, xerror.ConnectionClosedError, OSError) as exc:
         raise CaptureError(f"cannot open X display {name!r}: {exc} (is the X server running and "
                            "$DISPLAY right?); nothing was recorded") from exc

@@ -22,10 +22,19 @@ Budget (DESIGN.md §9): ≤ 3 % CPU at 35 events/s, ≤ 200 MB RSS, 0 lost at 40
 ≤ 50 MB per active hour.
 
 Before / after in one run: unless ``--no-before``, a second recorder (its own home, no REC
-indicator) with :data:`BEFORE_ENV` in its environment — the privacy guard's window snapshot per
-stored frame instead of the event-driven window cache — records the same display at the same
-time, so both see the same input and the same machine load; docs/benchmarks.md gets both
-columns and their ratio.
+indicator) records the same display at the same time, so both see the same input and the same
+machine load; docs/benchmarks.md gets both columns and their ratio. The "before" recorder is
+described by up to three things, combined:
+
+- ``--before-rev REV``: the code of git revision ``REV`` (``git archive REV src`` unpacked into a
+  temporary folder, put first on the before recorder's ``PYTHONPATH``; same venv, same libraries);
+- ``--before-args "..."``: extra ``demotrace record`` arguments (e.g. ``--frame-format webp``, to
+  isolate one lever in today's code);
+- ``--before-env K=V``: environment variables (e.g. ``DEMOTRACE_GUARD_WINDOW_CACHE=0``, the
+  privacy guard's per-frame window snapshot measured by the previous round).
+
+Default: ``--before-rev`` :data:`BEFORE_REV` (the code before the JPEG frames and the window
+tracker's cached window-manager check).
 """
 
 from __future__ import annotations
@@ -50,11 +59,13 @@ import psutil
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "src"))
 
-from demotrace.paths import Paths  # noqa: E402
+from demotrace.paths import Paths
 
 WIDTH, HEIGHT = 1920, 1080
 SECTION_START = "<!-- bench:recorder_overhead:start -->"
 SECTION_END = "<!-- bench:recorder_overhead:end -->"
+#: bench/frame_codecs.py's table inside this section (kept when this section is rewritten)
+CODECS_START, CODECS_END = "<!-- bench:frame_codecs:start -->", "<!-- bench:frame_codecs:end -->"
 #: Other recorder settings measured with ``--compare``.
 COMPARE = ["--frame-scale 1", "--frame-scale 1 --grab-hz 2", "--grab-hz 2"]
 BUDGET = {"cpu_pct": 3.0, "rss_mb": 200.0, "lost_burst": 0, "mb_per_hour": 50.0}
@@ -81,7 +92,8 @@ class Driver:
     """XTest input with per-kind counts of the events the recorder should store."""
 
     def __init__(self, display: str) -> None:
-        from Xlib import XK, X, display as xdisplay
+        from Xlib import XK, X
+        from Xlib import display as xdisplay
         from Xlib.ext import xtest
 
         self.X, self.XK, self.xtest = X, XK, xtest
@@ -249,9 +261,21 @@ def machine() -> dict[str, str]:
     }
 
 
-#: Environment of the "before" recorder run beside the measured one (unless ``--no-before``): the
-#: privacy guard's per-frame window snapshot (recorder/guard.py, ``window_cache=False``).
-BEFORE_ENV = {"DEMOTRACE_GUARD_WINDOW_CACHE": "0"}
+#: Default code of the "before" recorder run beside the measured one (unless ``--no-before``):
+#: the last commit before stored frames became JPEG and the window tracker cached its
+#: window-manager check (WebP q60 m0 frames, the guard's window cache already in).
+BEFORE_REV = "0bdd307"
+
+
+def before_tree(rev: str) -> Path:
+    """``src/`` of git revision ``rev`` unpacked into a fresh temporary folder (``git archive``:
+    nothing in the repository changes). Returns the folder to put on ``PYTHONPATH``."""
+    dest = Path(tempfile.mkdtemp(prefix="dt-bench-before-"))
+    arch = subprocess.run(["git", "-C", str(REPO), "archive", rev, "src"], capture_output=True, check=False)
+    if arch.returncode != 0:
+        raise SystemExit(f"git archive {rev} failed: {arch.stderr.decode(errors='replace').strip()}")
+    subprocess.run(["tar", "-x", "-C", str(dest)], input=arch.stdout, check=True)
+    return dest / "src"
 
 
 def _start_recorder(cmd: list[str], env: dict[str, str], extra_args: list[str]) -> tuple[Path, subprocess.Popen[bytes]]:
@@ -283,10 +307,13 @@ def _cpu(p: psutil.Process) -> float:
 
 
 def run(seconds: int, extra_args: list[str], cmd: list[str], use_wm: bool = True,
-        before_env: dict[str, str] | None = None) -> dict[str, object]:
-    """One benchmark run. With ``before_env`` a second recorder (its own home, the same
-    arguments, these extra environment variables) records the same display at the same time,
-    so both see the same input and the same machine load; its figures are under ``"before"``."""
+        before_env: dict[str, str] | None = None, before_args: list[str] | None = None,
+        before_label: str = "") -> dict[str, object]:
+    """One benchmark run. With ``before_env`` (possibly empty) a second recorder (its own home,
+    the same arguments plus ``before_args``, these extra environment variables — a
+    ``PYTHONPATH`` there selects other code) records the same display at the same time, so both
+    see the same input and the same machine load; its figures are under ``"before"``, described
+    by ``before_label``."""
     load_avg = [round(os.getloadavg()[0], 2)]
     started = _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     xvfb, display = start_xvfb()
@@ -309,7 +336,9 @@ def run(seconds: int, extra_args: list[str], cmd: list[str], use_wm: bool = True
         for label, extra_env in [("after", {}), *([("before", before_env)] if before_env is not None else [])]:
             # one REC indicator only: two would keep raising themselves over each other
             # (damage, restacks) every second, which a single recorder never sees
-            args = extra_args if label == "after" or "--no-indicator" in extra_args else [*extra_args, "--no-indicator"]
+            args = extra_args if label == "after" else [*extra_args, *(before_args or [])]
+            if label == "before" and "--no-indicator" not in args:
+                args = [*args, "--no-indicator"]
             home, rec = _start_recorder(cmd, dict(env, **extra_env), args)
             procs.append(rec)
             recs.append((label, home, rec))
@@ -406,6 +435,7 @@ def run(seconds: int, extra_args: list[str], cmd: list[str], use_wm: bool = True
             "encoded_kb_per_frame": round((end.get("encoded_bytes") or 0) / max(1, end.get("frames_encoded") or 1) / 1000, 1),  # type: ignore[operator]
             "recorder_args": " ".join(extra_args),
             "recorder_env": " ".join(f"{k}={v}" for k, v in (before_env or {}).items()) if label == "before" else "",
+            "before_label": before_label if label == "before" else "",
             "cpu_s_by_stage": end.get("cpu_s"),
             "cpu_s_by_thread": end.get("threads_cpu_s"),
             "privacy_scope": end.get("privacy_scope"),
@@ -418,52 +448,72 @@ def run(seconds: int, extra_args: list[str], cmd: list[str], use_wm: bool = True
     return out
 
 
-#: Earlier before / after pairs of this benchmark (same command, each pair from one run), so one
-#: run's ratio can be judged against the others.
+#: Earlier before / after pairs of this benchmark (each pair from one run), so one run's ratio can
+#: be judged against the others.
 EARLIER_PAIRS = [
-    "Other same-run pairs, after / before (% of one core, load average at start → end): 2026-11-30 04:53",
-    "UTC 4.5 / 5.3 (ratio 0.85, load 11.8 → 10.75); 04:57 UTC 4.18 / 5.12 (0.82, load 15.2 → 16.6).",
+    "Earlier same-run pairs of the previous round (the guard's window cache; before = `DEMOTRACE_GUARD_WINDOW_CACHE=0`),",
+    "after / before, % of one core: 2026-11-30 04:53 UTC 4.5 / 5.3 (ratio",
+    "0.85, load 11.8 → 10.75); 04:57 UTC 4.18 / 5.12 (0.82, load 15.2 → 16.6); 05:11 UTC 3.6 / 4.32 (0.83, load",
+    "5.73 → 7.43). The round before that (03:43 UTC, commit 9530c1c, one recorder alone, load 2.0 → 0.83)",
+    "measured 5.87 %.",
 ]
+
+#: Same-run pairs that isolate a lever or the benchmark's own bias (2026-11-30, this round).
+ISOLATION = [
+    "Two more same-run pairs of this round, after / before, % of one core:",
+    "- today's code in both slots (`--before-rev ''`, 05:40 UTC, load 7.11 → 4.96): 2.73 / 2.5 (1.09). The",
+    "  measured slot (the recorder that owns the REC indicator) costs ~9 % more than the other by itself,",
+    "  mostly in its frame thread (1.14 vs 0.94), so the before / after ratio above understates the gain;",
+    "- the codec alone (`--before-rev '' --before-args '--frame-format webp'`, 05:41 UTC, load 4.07 → 5.06):",
+    "  2.57 / 3.05 (0.84); encoder thread 0.58 / 1.12; 11.1 / 4.4 KB per encoded frame; 47.6 / 27.8 MB per",
+    "  active hour. Both recorders there hash the encoded bytes, so the rest of the encoder gain above is",
+    "  the content id.",
+]
+
+#: What changed per thread between the before and after recorders (the default comparison).
+WHY = {
+    "demotrace-encoder": "JPEG q87 4:2:0 (optimised Huffman) instead of WebP q60 m0, and the content id hashes the "
+                         "encoded bytes instead of the 1.5 MB of downscaled pixels",
+    "demotrace-x11-windows": "the window-manager check (two round trips) is cached instead of re-read at every wake-up",
+}
 
 
 def before_after(res: dict[str, object]) -> list[str]:
     """A before / after table from the SAME run: ``res["before"]`` is the recorder that ran at
-    the same time on the same display with :data:`BEFORE_ENV` (the per-frame window snapshot)."""
+    the same time on the same display (its code, arguments and environment in ``before_label``)."""
     b: dict[str, object] | None = res.get("before")  # type: ignore[assignment]
     if not b:
         return []
     th: dict[str, float] = res["cpu_pct_by_thread"]  # type: ignore[assignment]
     bth: dict[str, float] = b["cpu_pct_by_thread"]  # type: ignore[assignment]
-    env = b.get("recorder_env") or ""
     ratio = round(float(res["cpu_pct"]) / max(1e-9, float(b["cpu_pct"])), 2)  # type: ignore[arg-type]
-    rows = [f"Before / after in the same run: a second `demotrace record` with `{env}` (the privacy guard's",
-            "window snapshot per stored frame, as before the window cache) recorded the same display at the same",
-            "time, with the same input and the same machine load (it ran without its own REC indicator: two",
-            "indicators raise themselves over each other every second, which one recorder never sees).", "",
-            "| steady phase, % of one core | before (per-frame snapshot) | after (window cache) | what changed |",
+    rows = [f"Before / after in the same run: a second `demotrace record` ({b.get('before_label') or 'same code'})",
+            "recorded the same display at the same time, with the same input and the same machine load (it ran",
+            "without its own REC indicator: two indicators raise themselves over each other every second, which",
+            "one recorder never sees).", "",
+            "| steady phase | before | after | what changed |",
             "|---|---|---|---|",
-            f"| recorder process | {b['cpu_pct']} | {res['cpu_pct']} | after / before = {ratio} |"]
-    why = {
-        "demotrace-frames": "now also the cache's check after every grab (one `GetInputFocus` round trip; windows "
-                            "are read again only on X events that change them)",
-        "demotrace-encoder": "no window-tree walk per stored frame",
-    }
+            f"| recorder process, % of one core | {b['cpu_pct']} | {res['cpu_pct']} | after / before = {ratio} |"]
     for k in sorted(set(th) | set(bth)):
         if max(th.get(k, 0.0), bth.get(k, 0.0)) >= 0.05:
-            rows.append(f"| {k} | {bth.get(k, 0.0)} | {th.get(k, 0.0)} | {why.get(k, '')} |")
-    ps: dict[str, object] = res.get("privacy_scope") or {}  # type: ignore[assignment]
-    bps: dict[str, object] = b.get("privacy_scope") or {}  # type: ignore[assignment]
-    rows.append(f"| windows read from the X server (whole run) | {bps.get('window_reads')} | {ps.get('window_reads')} "
-                f"| {ps.get('cache_observations')} cache checks |")
+            rows.append(f"| {k} | {bth.get(k, 0.0)} | {th.get(k, 0.0)} | {WHY.get(k, '') if b.get('before_label', '').startswith('code of') else ''} |")
+    bst: dict[str, float] = b.get("cpu_s_by_stage") or {}  # type: ignore[assignment]
+    st: dict[str, float] = res.get("cpu_s_by_stage") or {}  # type: ignore[assignment]
+    rows.append(f"| encode CPU s, whole run (frames encoded) | {bst.get('encode')} ({b['frames_encoded']}) | "
+                f"{st.get('encode')} ({res['frames_encoded']}) | |")
+    rows.append(f"| KB per encoded frame | {b['encoded_kb_per_frame']} | {res['encoded_kb_per_frame']} | |")
+    rows.append(f"| disk per active hour, MB | {b['mb_per_hour']} | {res['mb_per_hour']} | budget 50 |")
     rows.append(f"| input events lost, steady / bursts | {b['lost_steady']} / {b['lost_burst']} | "
                 f"{res['lost_steady']} / {res['lost_burst']} | |")
-    rows.append(f"| frames stored / encoded / withheld | {b['frames_stored']} / {b['frames_encoded']} / "
-                f"{bps.get('frames_withheld')} | {res['frames_stored']} / {res['frames_encoded']} / "
-                f"{ps.get('frames_withheld')} | |")
-    rows += ["", *EARLIER_PAIRS, "", "For reference, the previous run of this section (2026-11-30 03:43 UTC, commit 9530c1c, before the",
-             "window cache, one recorder alone, load 2.0 → 0.83) measured 5.87 %. CPU seconds per wall second",
-             "grow with the machine's load (shared caches, frequency), which is why the comparison above is taken",
-             "from one run with both recorders side by side rather than from two runs at different times."]
+    ps: dict[str, object] = res.get("privacy_scope") or {}  # type: ignore[assignment]
+    bps: dict[str, object] = b.get("privacy_scope") or {}  # type: ignore[assignment]
+    rows.append(f"| frames stored / encoded / missed / withheld by the guard | {b['frames_stored']} / {b['frames_encoded']} / "
+                f"{b['frames_missed']} / {bps.get('frames_withheld')} | {res['frames_stored']} / {res['frames_encoded']} / "
+                f"{res['frames_missed']} / {ps.get('frames_withheld')} | |")
+    rows.append(f"| screen grabs (unchanged) | {b['grabs']} ({b['grabs_unchanged']}) | {res['grabs']} ({res['grabs_unchanged']}) | |")
+    rows += ["", *ISOLATION, "", *EARLIER_PAIRS, "CPU seconds per wall second grow with the machine's load (shared caches, frequency), which is",
+             "why comparisons are taken from one run with both recorders side by side rather than from two runs",
+             "at different times."]
     return rows + [""]
 
 
@@ -483,10 +533,10 @@ def analysis(res: dict[str, object]) -> list[str]:
         "Where the CPU goes: the X11 capture backend's own threads (RECORD input, key release pairing,",
         f"focus / RandR) {backend} %; the frame thread {grabs} % (screen grabs into the ring, 1920x1080 via",
         "MIT-SHM about 4 per second while input is active, and the privacy guard's window-cache check after",
-        f"each); the encoder thread {enc} % (downscale, keyed hash and WebP encode of the kept frames); the",
+        f"each); the encoder thread {enc} % (downscale, encode and keyed hash of the kept frames); the",
         f"writer (seq, pause, frame triggers, batches, AES-GCM, SQLite) {writer} %.",
         f"Over the whole run (steady + bursts) the encoder thread used {enc_s} s: downscale + content hash",
-        f"{st.get('hash')} s, WebP encode {st.get('encode')} s for {res['frames_encoded']} new images, {rest} s",
+        f"{st.get('hash')} s, encode {st.get('encode')} s for {res['frames_encoded']} new images, {rest} s",
         f"else (blob writes, guard decisions); the frame thread's grabs {st.get('grab')} s for {res['grabs']} grabs,",
         f"of which {res['grabs_unchanged']} found the screen unchanged (X DAMAGE reported nothing: the previous",
         "buffer is reused, no copy, no hash, no encode).",
@@ -506,27 +556,29 @@ def analysis(res: dict[str, object]) -> list[str]:
     lines += [
         "Disk caveat: an xterm on an empty desktop compresses far better than a busy real desktop (browser,",
         f"images); at {res['encoded_kb_per_frame']} KB per kept frame here, expect several times the disk on real",
-        "content, which is why frames are stored at half resolution by default.",
+        "content (bench/frame_codecs.py below: 32-99 KB per JPEG frame of a form, a web page, a full terminal;",
+        "WebP: 15-57 KB), which is why frames are stored at half resolution by default.",
     ]
     return lines + [""]
 
 
-#: Encoder options measured per frame on this machine (``Image.save``, thread CPU, median of 5;
+#: WebP options measured per frame in the previous round (``Image.save``, thread CPU, median of 5;
 #: 960x540 = a 1920x1080 screen at the default scale 0.5), 2026-11-30, load ~10 on 2 cores.
 ENCODE_TABLE = [
-    "Encoder options, per 960x540 frame (median of 5, thread CPU time, Pillow 13 / libwebp 1.6, same machine,",
-    "load ~10): an xterm listing (UI text), a Chromium page with text and a gradient, and a smooth photo-like",
-    "image. Lossy WebP q60 m0 stays the default: lossless is the cheaper choice only on terminal-like content.",
+    "WebP options of the previous round, per 960x540 frame (median of 5, thread CPU time, Pillow 13 / libwebp",
+    "1.6, load ~10): an xterm listing (UI text), a Chromium page with text and a gradient, and a smooth",
+    "photo-like image. Lossless WebP is the cheaper choice only on terminal-like content.",
     "",
     "| WebP settings | xterm ms / KB | web page ms / KB | photo-like ms / KB |",
     "|---|---|---|---|",
-    "| lossy q60 m0 (default) | 13.3 / 20.8 | 13.4 / 45.5 | 22.8 / 86.3 |",
+    "| lossy q60 m0 (the default until 2026-11-30) | 13.3 / 20.8 | 13.4 / 45.5 | 22.8 / 86.3 |",
     "| lossy q60 m1 | 16.0 / 20.3 | 19.1 / 44.0 | 29.1 / 83.2 |",
     "| lossy q40 m0 | 12.6 / 18.6 | 15.9 / 39.3 | 21.6 / 73.3 |",
     "| lossless q0 m0 | 8.5 / 20.0 | 20.0 / 177.8 | 39.8 / 1071.6 |",
     "| lossless q25 m1 | 24.9 / 5.1 | 29.1 / 87.3 | 195.9 / 679.1 |",
     "",
-    "Keyed BLAKE2b of the 1.5 MB downscaled pixels: 2.1-3.0 ms; `Image.tobytes()` 0.6-0.9 ms. A changed",
+    "Keyed BLAKE2b of the 1.5 MB downscaled pixels (the content id until 2026-11-30): 2.1-3.0 ms;",
+    "`Image.tobytes()` 0.6-0.9 ms; of an 11 KB JPEG (the content id now): ~0.02 ms. A changed",
     "grab: MIT-SHM grab 2.5 ms (of which the 8 MB copy into a fresh buffer 2.3 ms; into a recycled one",
     "1.5 ms), DAMAGE poll with round trip 0.6 ms, DAMAGE subtract 0.2 ms; an unchanged grab 0.45 ms. The",
     "window cache's check when nothing changed: 0.21 ms (of which the `GetInputFocus` round trip 0.13 ms).",
@@ -552,14 +604,14 @@ def variant_lines(variants: list[dict[str, object]]) -> list[str]:
 
 
 def write_section(res: dict[str, object], mach: dict[str, str], variants: list[dict[str, object]]) -> None:
-    ok = lambda good: "within budget" if good else "**over budget**"  # noqa: E731
+    ok = lambda good: "within budget" if good else "**over budget**"
     lines = [
         SECTION_START,
         "## Recorder overhead (`bench/recorder_overhead.py`)",
         "",
         f"Run {res.get('started_utc') or _dt.datetime.now(_dt.UTC).strftime('%Y-%m-%d %H:%M UTC')}: "
         f"`.venv/bin/python bench/recorder_overhead.py --seconds {res['seconds']}`"
-        + (f" (recorder args `{res['recorder_args']}`)" if res["recorder_args"] else " (default settings: frames at scale 0.5, WebP q60 m0, 4 Hz grabs while active)") + ".",
+        + (f" (recorder args `{res['recorder_args']}`)" if res["recorder_args"] else " (default settings: frames at scale 0.5, JPEG q87 4:2:0, 4 Hz grabs while active)") + ".",
         f"Xvfb 1920x1080, window manager {res['window_manager']}, an xterm running `cat`, `demotrace record` with the REC",
         f"indicator, XTest input from the benchmark: {res['seconds']} s steady at {res['events_per_s_steady']} events/s (pointer moves,",
         "2 clicks, 2 typed words ending in space / Enter and a 3-tick wheel burst every 4 s: 1.25 discrete",
@@ -593,13 +645,16 @@ def write_section(res: dict[str, object], mach: dict[str, str], variants: list[d
     ]
     doc = REPO / "docs" / "benchmarks.md"
     text = doc.read_text() if doc.exists() else "# Benchmarks\n\nEach benchmark writes its own section.\n"
-    block = "\n".join(lines)
     if SECTION_START in text and SECTION_END in text:
         a = text.index(SECTION_START)
         b = text.index(SECTION_END) + len(SECTION_END)
-        text = text[:a] + block + text[b:]
+        old = text[a:b]
+        if CODECS_START in old and CODECS_END in old:  # bench/frame_codecs.py's table: keep it
+            codecs = old[old.index(CODECS_START):old.index(CODECS_END) + len(CODECS_END)]
+            lines[-2:-2] = [codecs, ""]
+        text = text[:a] + "\n".join(lines) + text[b:]
     else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
+        text = text.rstrip("\n") + "\n\n" + "\n".join(lines) + "\n"
     doc.write_text(text)
 
 
@@ -611,8 +666,12 @@ def main() -> None:
     ap.add_argument("--compare", action="store_true", help="also run the settings in COMPARE and tabulate them")
     ap.add_argument("--from-json", default=None, help=argparse.SUPPRESS)  # re-write the docs section from saved output
     ap.add_argument("--no-wm", action="store_true", help="do not start openbox (focus is then polled by the backend)")
-    ap.add_argument("--no-before", action="store_true",
-                    help="do not run the 'before' recorder (BEFORE_ENV: per-frame window snapshots) beside the measured one")
+    ap.add_argument("--no-before", action="store_true", help="do not run a 'before' recorder beside the measured one")
+    ap.add_argument("--before-rev", default=BEFORE_REV,
+                    help=f"git revision whose code the 'before' recorder runs (default {BEFORE_REV}; '' = today's code)")
+    ap.add_argument("--before-args", default="", help="extra `demotrace record` arguments of the 'before' recorder")
+    ap.add_argument("--before-env", action="append", default=[], metavar="K=V",
+                    help="environment variable of the 'before' recorder (repeatable)")
     ap.add_argument("--demotrace", default=str(Path(sys.executable).parent / "demotrace"),
                     help="the demotrace command to benchmark (default: this venv's)")
     ns = ap.parse_args()
@@ -630,8 +689,25 @@ def main() -> None:
             objs.append(obj)
         write_section(objs[0]["result"], objs[0]["machine"], [o["variant"] for o in objs[1:] if "variant" in o])
         return
+    before_env: dict[str, str] | None = None
+    label = ""
+    if not ns.no_before:
+        before_env = dict(kv.split("=", 1) for kv in ns.before_env)
+        parts = []
+        if ns.before_rev:
+            sha = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", ns.before_rev], capture_output=True,
+                                 text=True, check=True).stdout.strip()
+            before_env["PYTHONPATH"] = str(before_tree(ns.before_rev))
+            parts.append(f"code of commit {sha}")
+        else:
+            parts.append("today's code")
+        if ns.before_args:
+            parts.append(f"args `{ns.before_args}`")
+        if ns.before_env:
+            parts.append(f"env `{' '.join(ns.before_env)}`")
+        label = ", ".join(parts)
     res = run(ns.seconds, ns.recorder_args.split(), ns.demotrace.split(), use_wm=not ns.no_wm,
-              before_env=None if ns.no_before else BEFORE_ENV)
+              before_env=before_env, before_args=ns.before_args.split(), before_label=label)
     mach = machine()
     print(json.dumps({"result": res, "machine": mach}, indent=2, ensure_ascii=False))
     variants = []

@@ -35,9 +35,9 @@ def quadrants() -> Image.Image:
     return img
 
 
-def test_settings_default_is_jpeg_q85_444_and_bad_values_are_named() -> None:
+def test_settings_default_is_jpeg_q87_420_and_bad_values_are_named() -> None:
     s = RecorderSettings()
-    assert (s.frame_format, s.jpeg_quality, s.jpeg_subsampling) == ("jpeg", 85, "4:4:4")
+    assert (s.frame_format, s.jpeg_quality, s.jpeg_subsampling) == ("jpeg", 87, "4:2:0")
     for kw, word in (({"frame_format": "gif"}, "'gif'"), ({"jpeg_quality": 0}, "jpeg_quality"),
                      ({"jpeg_quality": 101}, "jpeg_quality"), ({"jpeg_subsampling": "4:1:1"}, "'4:1:1'")):
         with pytest.raises(ConfigError, match=word):
@@ -46,23 +46,64 @@ def test_settings_default_is_jpeg_q85_444_and_bad_values_are_named() -> None:
     RecorderSettings(frame_format="png")
 
 
-def test_jpeg_encoding_is_444_and_keeps_flat_colours() -> None:
+def test_jpeg_encoding_keeps_flat_colours_and_is_deterministic() -> None:
     data = encode_image(quadrants(), RecorderSettings())
     assert data[:3] == b"\xff\xd8\xff"  # JPEG SOI + marker
+    assert encode_image(quadrants(), RecorderSettings()) == data  # the content id relies on it
     im = Image.open(io.BytesIO(data))
     assert im.format == "JPEG" and im.size == (960, 540) and im.mode == "RGB"
-    assert JpegImagePlugin.get_sampling(im) == 0  # 4:4:4: chroma at full resolution
+    assert JpegImagePlugin.get_sampling(im) == 2  # 4:2:0, as WebP
     a = np.asarray(im.convert("RGB")).astype(int)
     for (x, y), rgb in QUADS.items():  # block interiors of flat areas: within the codec's rounding
         centre = a[y + 100:y + 170, x + 200:x + 280]
         assert np.abs(centre - np.array(rgb)).max() <= 3, ((x, y), centre.mean(axis=(0, 1)))
-    # 4:2:0 when asked: half the chroma samples
-    sub = encode_image(quadrants(), RecorderSettings(jpeg_subsampling="4:2:0"))
-    assert JpegImagePlugin.get_sampling(Image.open(io.BytesIO(sub))) == 2
+    # 4:4:4 when asked: chroma at full resolution
+    full = encode_image(quadrants(), RecorderSettings(jpeg_subsampling="4:4:4"))
+    assert JpegImagePlugin.get_sampling(Image.open(io.BytesIO(full))) == 0
     # the earlier formats still come out as themselves
     assert encode_image(quadrants(), RecorderSettings(frame_format="webp"))[8:12] == b"WEBP"
     png = encode_image(quadrants(), RecorderSettings(frame_format="png"))
     assert np.array_equal(np.asarray(Image.open(io.BytesIO(png)).convert("RGB")), np.asarray(quadrants()))
+
+
+def test_content_id_is_the_keyed_hash_of_the_stored_bytes_and_repeats_are_stored_once(tmp_path: Path) -> None:
+    """Three frames: A, then B (other pixels), then A's pixels again in a new buffer (a screen
+    that changed back): two blobs, the third frame names A's blob, and every blob id is the
+    keyed BLAKE2b of the bytes stored under it (computed here with hashlib from the key)."""
+    import hashlib
+
+    from demotrace.capture._base import RawFrame
+    from demotrace.paths import Paths
+    from demotrace.recorder.frames import FramePipeline
+    from demotrace.schema.events import Rect
+    from demotrace.spool import DataKey, Spool
+    from privacy_corpus import manifest
+
+    paths = Paths(tmp_path).ensure()
+    spool = Spool(paths.spool, DataKey.create(paths.key_file))
+    w = spool.create(manifest("s1", ended=False))
+    out: list[dict[str, object]] = []
+    pipe = FramePipeline(None, w, RecorderSettings(), lambda cls, t, f: out.append(f), 0)  # type: ignore[arg-type]
+
+    def raw(img: Image.Image) -> RawFrame:
+        px = img.convert("RGBA").tobytes("raw", "BGRA")
+        return RawFrame(pixels=bytes(px), width=img.width, height=img.height, bounds=Rect(0, 0, img.width, img.height),
+                        monitor=-1, captured_ns=1)
+
+    a, b = quadrants().resize((1920, 1080)), Image.new("RGB", (1920, 1080), (90, 90, 200))
+    for img in (a, b, a):
+        pipe._store(raw(img), "key")
+    assert [f["format"] for f in out] == ["jpeg"] * 3 and (out[0]["width"], out[0]["height"]) == (960, 540)
+    assert out[2]["blob"] == out[0]["blob"] != out[1]["blob"]
+    assert (pipe.stats.encoded, pipe.stats.deduplicated, pipe.stats.encoded_repeats) == (2, 1, 1)
+    w.close(duration_ns=1)
+    id_key = DataKey.load(paths.key_file)
+    with spool.open("s1") as r:
+        for f in out[:2]:
+            data = r.read_blob(str(f["blob"]))
+            assert data == encode_image(a.reduce(2) if f is out[0] else b.reduce(2), RecorderSettings())
+            assert id_key.content_id(data) == f["blob"]
+            assert hashlib.blake2b(data, digest_size=32, key=id_key._id_key).hexdigest() == f["blob"]
 
 
 def test_consumers_read_jpeg_frames() -> None:
@@ -88,7 +129,7 @@ def test_consumers_read_jpeg_frames() -> None:
 
 def test_sealing_jpeg_frames_still_redacts_planted_values(tmp_path: Path) -> None:
     """The planted-values session of test_seal.py with its frames encoded as the recorder
-    encodes them now (JPEG q85 4:4:4): sealed frames are PNG and hold no planted value at 10 px
+    encodes them now (JPEG q87 4:2:0): sealed frames are PNG and hold no planted value at 10 px
     and above (OCR at 4x, independent of the redaction's own OCR pass)."""
     from privacy_corpus import FONT_SIZES, all_probes, planted_session
 

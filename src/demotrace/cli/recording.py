@@ -32,7 +32,7 @@ def record(
     no_indicator: bool = typer.Option(False, "--no-indicator", help="Do not show the on-screen REC indicator."),
     home: str | None = HomeOpt,
     frame_format: str = typer.Option("jpeg", "--frame-format", help="Stored frame encoding: jpeg (default), webp or png."),
-    jpeg_quality: int = typer.Option(85, "--jpeg-quality", min=1, max=100, help="JPEG quality of stored frames (1-100; chroma 4:4:4)."),
+    jpeg_quality: int = typer.Option(87, "--jpeg-quality", min=1, max=100, help="JPEG quality of stored frames (1-100; chroma 4:2:0)."),
     webp_quality: int = typer.Option(60, "--webp-quality", min=0, max=100, help="Lossy WebP quality of stored frames (0-100)."),
     frame_scale: float = typer.Option(0.5, "--frame-scale", help="Stored frame pixels per desktop pixel: 1 (full resolution), 0.5 or 0.25."),
     grab_hz: float = typer.Option(4.0, "--grab-hz", min=0.1, max=30, help="Screen grabs per second into the in-memory ring while input is active."),

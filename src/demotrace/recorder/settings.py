@@ -39,12 +39,13 @@ class RecorderSettings:
     - ``settle_focus_s``: settle frame after an app / window switch (screenpipe: 300 ms);
       ``None`` disables it.
     - ``frame_format``: ``"jpeg"`` (default: libjpeg-turbo via Pillow, ``jpeg_quality`` 1–100,
-      ``jpeg_subsampling`` ``"4:4:4"`` | ``"4:2:0"``), ``"webp"`` (lossy, ``webp_quality`` 0–100,
-      ``webp_method`` 0–6) or ``"png"`` (lossless). JPEG q85 4:4:4 is the default since
-      2026-11-30: 2.8–3.9 ms per 960x540 frame instead of 9–17 ms for WebP q60 m0, at a higher
-      PSNR and SSIM than that WebP on a terminal, a Tk form and a web page, for 2.1–2.8x the
-      bytes (bench/frame_codecs.py, docs/benchmarks.md). 4:4:4 keeps coloured text (terminal
-      colours, links) sharp: 4:2:0 halves the chroma resolution, as WebP always does.
+      ``jpeg_subsampling`` ``"4:2:0"`` | ``"4:2:2"`` | ``"4:4:4"``), ``"webp"`` (lossy,
+      ``webp_quality`` 0–100, ``webp_method`` 0–6) or ``"png"`` (lossless). JPEG q87 4:2:0 is the
+      default since 2026-11-30 (WebP q60 m0 before): 3-5 ms per 960x540 frame instead of 7-15 ms,
+      a PSNR and SSIM at least those of that WebP on a terminal, a Tk form and a web page, for
+      1.75-2.7x the bytes (bench/frame_codecs.py, docs/benchmarks.md; 2.7x on a nearly empty
+      screen, where JPEG's per-block floor shows). 4:2:0 halves the chroma resolution as WebP
+      always does; 4:4:4 keeps coloured text sharper (terminal colours: +7 dB) for ~20 % more bytes.
     - ``frame_scale``: stored image pixels per desktop pixel: 1.0, or 1/n (0.5, 0.25) for an
       integer box downscale; the ``Frame`` event records it so coordinates stay mappable
       (image x = (desktop x − bounds.x) × scale). Default 0.5: at 1920×1080 full-resolution
@@ -71,8 +72,8 @@ class RecorderSettings:
     settle_scroll_s: float = 0.4
     settle_focus_s: float | None = 0.3
     frame_format: str = "jpeg"
-    jpeg_quality: int = 85
-    jpeg_subsampling: str = "4:4:4"
+    jpeg_quality: int = 87
+    jpeg_subsampling: str = "4:2:0"
     webp_quality: int = 60
     webp_method: int = 0
     frame_scale: float = 0.5

@@ -143,7 +143,7 @@ def test_policy_versions_upload_list_current_and_device_fetch(stack: Stack) -> N
 def test_bundle_consent_is_checked_stored_and_shown_to_the_person(stack: Stack) -> None:
     sid = stack.subject("kim@example.org")
     dev = stack.token("device", "kim@example.org")
-    files = {"frames/a.png": png(GREEN)}
+    files = {"session.json": b"{}", "events/0.msgpack": b"\x90", "frames/a.png": png(GREEN)}
 
     def begin(meta: dict[str, Any]) -> Any:
         m = BundleManifest(session_id="s", platform="linux-x11", meta=meta,
@@ -163,7 +163,7 @@ def test_bundle_consent_is_checked_stored_and_shown_to_the_person(stack: Stack) 
         "/v1/me/consent", headers=stack.h(stack.token("person", "kim@example.org"))).json() == []
 
     r = begin({**SEALED_META, "consent": builtin_consent()})
-    assert r.status_code == 200 and r.json()["missing"] == [sha(files["frames/a.png"])]
+    assert r.status_code == 200 and sorted(r.json()["missing"]) == sorted(sha(d) for d in files.values())
     person = stack.token("person", "kim@example.org")
     got = stack.client.get("/v1/me/consent", headers=stack.h(person)).json()
     notice = tomllib.loads(DEFAULT_TOML)["notice"].strip()

@@ -81,6 +81,21 @@ def test_bundles_without_their_required_parts_are_refused(stack: Stack, body: by
     assert stack.client.get("/v1/me/bundles", headers=stack.h(person)).json() == []
 
 
+@pytest.mark.parametrize("paths, lacking", [
+    (("frames/a",), "lacks the session manifest (session.json) and event batches (events/…)"),
+    (("session.json", "frames/a"), "lacks event batches (events/…)"),
+    (("events/0.msgpack", "frames/a"), "lacks the session manifest (session.json)"),
+])
+def test_sealed_sessions_need_their_manifest_and_events(stack: Stack, paths: tuple[str, ...],
+                                                        lacking: str) -> None:
+    dev = stack.token("device", "bo@example.org")
+    m = BundleManifest(session_id="bo-2", meta={"kind": "sealed-session", "schema_version": 1},
+                       blobs=[BlobRef(sha256=sha(p.encode()), size=len(p), path=p)
+                              for p in paths])
+    r = stack.client.post("/v1/bundles", content=m.canonical(), headers=stack.h(dev))
+    assert r.status_code == 422 and lacking in r.json()["detail"], r.text
+
+
 def tombstone_keys(st: Stack) -> list[tuple[str, str]]:
     with st.collector.db.engine.connect() as c:
         return sorted((r[0], r[1]) for r in c.execute(text(

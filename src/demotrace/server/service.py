@@ -165,8 +165,10 @@ class Collector:
         blobs already stored for this person, or of a session the person deleted or erased.
 
         Raises:
-            IntegrityError (422): no ``session_id``, no blob, or a declared size differs from
-                the stored blob with that sha256 (``total_bytes`` would be false).
+            IntegrityError (422): no ``session_id``, no blob, a ``sealed-session`` bundle
+                (:mod:`.wire` layout 1) without ``session.json`` or any ``events/`` batch, or a
+                declared size differs from the stored blob with that sha256 (``total_bytes``
+                would be false).
             ConflictError (409): a tombstone names this session (:class:`.models.SessionTombstone`).
         """
         if not (manifest.session_id or "").strip():
@@ -175,6 +177,15 @@ class Collector:
         if not manifest.blobs:
             raise IntegrityError("bundle manifest lists no blobs: a bundle must carry its "
                                  "session's parts (session manifest, event batches, frames)")
+        if manifest.meta.get("kind") == "sealed-session":
+            paths = [r.path for r in manifest.blobs]
+            lacking = [what for what, ok in (
+                ("the session manifest (session.json)", "session.json" in paths),
+                ("event batches (events/…)", any(p.startswith("events/") for p in paths)))
+                if not ok]
+            if lacking:
+                raise IntegrityError(f"sealed-session bundle of session {manifest.session_id[:64]} "
+                                     f"lacks {' and '.join(lacking)}")
         key = self.pseudonyms.session_key(subject_id, manifest.session_id)
         if s.get(SessionTombstone, (subject_id, key)) is not None:
             raise ConflictError(f"session {manifest.session_id[:64]} was deleted by its person "

@@ -54,7 +54,7 @@ from demotrace.privacy.redact_text import _analyzer  # noqa: E402
 from demotrace.privacy.seal import FRAME_BATCH, seal_session  # noqa: E402
 from demotrace.schema import KeyDown, Marker, PointerDown, TextInput  # noqa: E402
 from demotrace.spool import DataKey, Spool  # noqa: E402
-from privacy_corpus import BENIGN, FONT_SIZES, PASSWORD_FIELD_VALUE, PLANTED, Builder, render  # noqa: E402
+from privacy_corpus import BENIGN, FONT_SIZES, PASSWORD_FIELD_VALUE, PLANTED, Builder, render, render_bitmap  # noqa: E402
 from _machine import cpu_model  # noqa: E402  (bench/ is on sys.path when run)
 
 RNG = random.Random(20261130)
@@ -306,6 +306,63 @@ def frames_bench(sizes: tuple[int, ...]) -> dict:
     return res
 
 
+def oracle_x2(img: Image.Image) -> str:
+    """Independent OCR of a half-scale frame: the tesseract command on a LANCZOS x2 upscale,
+    block mode (psm 6); spaces removed (as tests/test_redact_image_scale.py)."""
+    g = img.convert("L")
+    g = g.resize((g.width * 2, g.height * 2), Image.Resampling.LANCZOS)
+    with tempfile.NamedTemporaryFile(suffix=".png") as f:
+        g.save(f.name)
+        out = subprocess.run(["tesseract", f.name, "-", "--psm", "6"], capture_output=True, text=True, check=False).stdout
+    return "".join(out.split())
+
+
+def half_scale_bench() -> dict:
+    """Frames stored at the recorder's default scale 0.5 (box-reduced 1280x800 screens, as
+    the recorder's ``reduce(2)``): (a) the planted lines in DejaVu Sans at 16, 20 and 24 px
+    desktop, sealed with ``scale=0.5``; a kind leaks when :func:`oracle_x2` reads a probe of it
+    in the sealed frame, and counts as readable when it reads one in the raw frame; (b) the
+    planted lines in xterm's 6x13 bitmap font (which no OCR setting reads at this scale): a
+    line leaks unless its cell row is solid dark after sealing (every pixel grey <= 60)."""
+    pol = default_policy()
+    pipe = RedactionPipeline(pol)
+    pipe.find(" ")
+    res: dict = {}
+    for px in (16, 20, 24):
+        full = render([(f"{k} {PLANTED[k][0]}", px) for k in FRAME_KINDS])
+        half = full.reduce(2)
+        fr = FrameRedactor(pipe.find_unguarded, upscale=pol.redaction.ocr_upscale,
+                           rescan_upscale=pol.redaction.ocr_rescan_upscale)
+        c0 = cpu_now()
+        out = fr.redact_batch([half], scale=0.5)[0]
+        cpu = cpu_now() - c0
+        raw_t, sealed_t = oracle_x2(half), oracle_x2(out.image)
+        def kinds(t: str) -> list[str]:
+            return sorted({k for k in FRAME_KINDS for p in PLANTED[k][1] if p.replace(" ", "") in t})
+        res[f"dejavu_{px}px"] = {"readable_raw": kinds(raw_t), "leaked": kinds(sealed_t), "cpu_s": round(cpu, 2),
+                                 "small_text_boxes": out.entities.get("SMALL_TEXT", 0)}
+        print(f"[half] {px}px readable {kinds(raw_t)} leaked {kinds(sealed_t)}", file=sys.stderr)
+    lines = [f"{k} {PLANTED[k][0]}" for k in FRAME_KINDS]
+    full, cells = render_bitmap(lines)
+    half = full.reduce(2)
+    fr = FrameRedactor(pipe.find_unguarded, upscale=pol.redaction.ocr_upscale,
+                       rescan_upscale=pol.redaction.ocr_rescan_upscale)
+    c0 = cpu_now()
+    out = fr.redact_batch([half], scale=0.5)[0]
+    cpu = cpu_now() - c0
+    import numpy as np
+
+    g = np.asarray(out.image.convert("L"))
+    leaked = [k for k, (x0, y0, x1, y1) in zip(FRAME_KINDS, cells)
+              if g[y0 // 2 + 1:y1 // 2 - 1, x0 // 2 + 1:x1 // 2 - 1].max() > 60]
+    res["xterm_bitmap_6x13"] = {"lines": len(lines), "leaked": leaked, "cpu_s": round(cpu, 2),
+                                "readable_raw_by_ocr": sorted({k for k in FRAME_KINDS for p in PLANTED[k][1]
+                                                               if p.replace(" ", "") in oracle_x2(half)})}
+    print(f"[half] bitmap leaked rows {leaked}", file=sys.stderr)
+    pipe.close()
+    return res
+
+
 def benign_frames_bench() -> dict:
     """Boxes painted on benign frames: words boxed / words OCR'd (12 px)."""
     pol = default_policy()
@@ -347,6 +404,7 @@ def main() -> None:
         print(json.dumps(result["typed"], indent=1), file=sys.stderr)
     result["benign_frames"] = benign_frames_bench()
     print(json.dumps(result["benign_frames"]), file=sys.stderr)
+    result["half_scale"] = half_scale_bench()
     result["frames"] = frames_bench((10, 16) if args.quick else FONT_SIZES)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1))

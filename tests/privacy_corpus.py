@@ -150,6 +150,31 @@ def render(lines: list[tuple[str, int]], size: tuple[int, int] = (1280, 800)) ->
     return img
 
 
+#: xterm's default bitmap font (misc-fixed 6x13, Debian package xfonts-base).
+BITMAP_FONT = "/usr/share/fonts/X11/misc/6x13-ISO8859-1.pcf.gz"
+
+
+def render_bitmap(lines: list[str], size: tuple[int, int] = (1280, 800)) -> tuple[Image.Image, list[tuple[int, int, int, int]]]:
+    """White frame with ``lines`` in xterm's 6x13 bitmap font, one per 13 px cell row from
+    (2, 2) as in an xterm at the top-left; returns the frame and each line's cell box
+    (desktop pixels, right / bottom exclusive)."""
+    import gzip
+    import tempfile
+
+    from PIL import PcfFontFile
+
+    with gzip.open(BITMAP_FONT) as fh, tempfile.TemporaryDirectory() as tmp:
+        PcfFontFile.PcfFontFile(fh).save(f"{tmp}/fixed")
+        font = ImageFont.load(f"{tmp}/fixed.pil")
+    img = Image.new("RGB", size, "white")
+    d = ImageDraw.Draw(img)
+    boxes = []
+    for i, text in enumerate(lines):
+        d.text((2, 2 + 13 * i), text, fill="black", font=font)
+        boxes.append((2, 2 + 13 * i, 2 + 6 * len(text), 2 + 13 * (i + 1)))
+    return img, boxes
+
+
 def planted_session(key: DataKey) -> Builder:
     """A session typing every planted value, showing them on frames at 8/10/12/16 px, with a
     password field, a denied app and planted values in titles and URLs."""

@@ -59,11 +59,13 @@ JOIN_GAPS = (0.25, 0.6)
 
 #: OCR-lenient rules applied to each OCR'd line (after confusable mapping): card-shaped digit
 #: groups (13–19 digits in groups of 4, as printed on cards), IBAN-shaped strings (ISO 13616:
-#: 2 letters, 2 digits, 11–30 alphanumerics), e-mail-shaped words.
+#: 2 letters, 2 digits, 11–30 alphanumerics), e-mail-shaped words, IPv4-shaped numbers with
+#: a dot read as a comma (tesseract read 198.51.100.23 as "198,51.100,23" at 24 px, scale 0.5).
 OCR_RULES: dict[str, re.Pattern[str]] = {
     "CREDIT_CARD": re.compile(r"(?<!\d)\d{4}[ \-]?\d{4}[ \-]?\d{4}[ \-]?\d{1,7}(?!\d)"),
     "IBAN_CODE": re.compile(r"\b[A-Z]{2}\d{2}(?:[ ]?[A-Z0-9]{4}){2,7}(?:[ ]?[A-Z0-9]{1,3})?\b"),
     "EMAIL_ADDRESS": re.compile(r"[\w.+\-]+\s?@\s?[\w\-]+(?:\.[\w\-]+)+"),
+    "IP_ADDRESS": re.compile(r"(?<![\d.,])(?:\d{1,3}[.,]{1,2}){3}\d{1,3}(?![\d.,]*\d)"),
     "TOKEN_PREFIX": re.compile(r"(?:\bgh[pousr]_|\bgithub_pat_|\bxox[abposr]-|\b[sr]k_(?:live|test)_|\bAKIA|\bASIA|\bAIza|\beyJ)\S*"),
 }
 #: Entities whose neighbouring token-like words on the same row are painted too (OCR splits

@@ -6,7 +6,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 
-APT_PACKAGES=(xvfb xdotool xterm x11-utils x11-xserver-utils x11-xkb-utils openbox xauth fonts-dejavu-core python3-venv python3-tk postgresql chromium tesseract-ocr tesseract-ocr-eng python3-pyatspi at-spi2-core python3-gi gir1.2-gtk-3.0 dbus-daemon dbus-bin)
+APT_PACKAGES=(xvfb xdotool xterm x11-utils x11-xserver-utils x11-xkb-utils openbox xauth fonts-dejavu-core python3-venv python3-tk postgresql chromium tesseract-ocr tesseract-ocr-eng xfonts-base python3-pyatspi at-spi2-core python3-gi gir1.2-gtk-3.0 dbus-daemon dbus-bin)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -270,21 +270,25 @@ class AuditLog:
                                                                             every))))
 
     def checkpoint(self, s: Session) -> int:
-        """Verify the whole stored log (entries, checkpoints, cadence, ``audit_head``), then
-        sign a checkpoint at the head (if any entry exists); return the head's seq.
+        """Verify the whole stored log up to the current head (entries, checkpoints, cadence,
+        ``audit_head``), then sign a checkpoint at that head (if any entry exists); return its
+        seq (the export covers entries up to it).
 
         Raises:
             AuditVerifyError: the stored log does not verify — nothing is signed, so a forged
                 chain never gets a genuine signature.
         """
-        head = s.execute(select(AuditHead).where(AuditHead.id == 1).with_for_update()).scalar_one()
-        doc = export_document(s, self.signer.public_raw, self.signer.key_id,
+        # verified WITHOUT the head lock (appends go on; entries after this head are left for
+        # the next export), then locked only to sign, serialised with the cadence signing
+        seq, ehash = read_head(s) or (0, GENESIS)
+        doc = export_document(s, self.signer.public_raw, self.signer.key_id, upto=seq,
                               checkpoint_every=self.checkpoint_every)
-        verify(doc, trusted_public_key=self.signer.public_raw, head=(head.seq, head.entry_hash),
+        verify(doc, trusted_public_key=self.signer.public_raw, head=(seq, ehash),
                checkpoint_every=self.checkpoint_every, require_signed_end=False)
-        if head.seq:
-            self._sign(s, head.seq, head.entry_hash)
-        return int(head.seq)
+        if seq:
+            s.execute(select(AuditHead.id).where(AuditHead.id == 1).with_for_update())
+            self._sign(s, seq, ehash)
+        return seq
 
 
 def entry_dict(e: AuditEntry) -> dict[str, Any]:

@@ -162,8 +162,8 @@ def wait_for(pred: Callable[[], Any], timeout: float = 5.0, what: str = "", inte
     """Call ``pred`` every ``interval`` seconds until it returns a truthy value; return that value.
 
     ``timeout`` and ``interval`` are in seconds (monotonic clock); ``pred`` is called at least
-    once. Exceptions raised by ``pred`` propagate. The demo's
-    steps and the test suite (tests/helpers_x11.py) both poll with it.
+    once; exceptions raised by ``pred`` propagate. The demo's steps and the test suite
+    (tests/helpers_x11.py) both poll with it.
 
     Raises:
         WaitTimeout: (a :class:`DemoError` and a :class:`TimeoutError`) after ``timeout``

@@ -244,7 +244,7 @@ def write(res: dict[str, object]) -> None:
     names = list(results)
     lines = [START,
              (f"Stored-frame codecs (`bench/frame_codecs.py`, {res['started_utc']}, load {res['load_avg'][0]} → "  # type: ignore[index]
-              f"{res['load_avg'][1]}, Pillow with libjpeg-turbo {features.version('jpg')} / libwebp {features.version('webp')}): "  # type: ignore[index]
+              f"{res['load_avg'][1]}, Pillow with libjpeg-turbo {features.version_feature('libjpeg_turbo')} / libwebp {features.version('webp')}): "  # type: ignore[index]
               "one 960x540 frame (a 1920x1080 screen at scale 0.5) per content; encode ms = thread CPU, median;"),
              "PSNR (RGB) and SSIM (luma) of the decoded frame against the lossless one.", "",
              "| codec | " + " | ".join(f"{n} ms / KB / PSNR dB / SSIM" for n in names) + " |",

@@ -470,6 +470,24 @@ ISOLATION = [
     "  the content id.",
 ]
 
+#: This round's levers: what was taken, what was not, and why (2026-11-30).
+LEVERS = [
+    "Levers of this round (recorder CPU 3.6 % → under 3 %), each measured above or in the codec table below:",
+    "- taken: stored frames as JPEG q87 4:2:0 with optimised Huffman tables (`--frame-format`, `--jpeg-quality`;",
+    "  `Frame.format` \"jpeg\", additive): 2-4 ms per frame instead of 7-12 ms, PSNR and SSIM at least those of",
+    "  WebP q60 on every screen measured, 1.75-2.4x the bytes. 4:4:4 would keep coloured text sharper (+7 dB",
+    "  on a coloured terminal) but costs ~35 % more bytes on the bench desktop (12.7 vs 9.4 KB), which would",
+    "  take disk over the 50 MB / active hour budget; q85 4:4:4 without optimised tables was 23.7 KB per frame",
+    "  here (86.4 MB / hour in a first run of this round);",
+    "- taken: the content id is the keyed hash of the encoded bytes (as the importers and sealing name their",
+    "  blobs) instead of the 1.5 MB of downscaled pixels: a new frame costs one encode, not hash + encode;",
+    "- taken: the window tracker caches its window-manager check (x11-windows 0.13 → 0.09 %);",
+    "- not taken: grab pacing (fewer grabs make pre-action frames older); the frame thread's 8 MB copy per",
+    "  changed grab (X11 backend, MIT-SHM via mss: a pool of SHM segments would avoid it); writer batching",
+    "  (0.3 %, already one transaction per 0.25-0.5 s).",
+    "Disk is now the tighter budget: 47.6 of 50 MB per active hour on this nearly empty desktop.",
+]
+
 #: What changed per thread between the before and after recorders (the default comparison).
 WHY = {
     "demotrace-encoder": "JPEG q87 4:2:0 (optimised Huffman) instead of WebP q60 m0, and the content id hashes the "
@@ -633,6 +651,7 @@ def write_section(res: dict[str, object], mach: dict[str, str], variants: list[d
         "",
         *analysis(res),
         *before_after(res),
+        *LEVERS, "",
         *ENCODE_TABLE,
         "Delay is measured by the recorder itself: from the capture hook's timestamp to the return of the",
         "batch's commit (reported by `demotrace status --json`). Lost = driven XTest events minus stored",
@@ -651,7 +670,7 @@ def write_section(res: dict[str, object], mach: dict[str, str], variants: list[d
         old = text[a:b]
         if CODECS_START in old and CODECS_END in old:  # bench/frame_codecs.py's table: keep it
             codecs = old[old.index(CODECS_START):old.index(CODECS_END) + len(CODECS_END)]
-            lines[-2:-2] = [codecs, ""]
+            lines[-1:-1] = [codecs, ""]
         text = text[:a] + "\n".join(lines) + text[b:]
     else:
         text = text.rstrip("\n") + "\n\n" + "\n".join(lines) + "\n"

@@ -41,11 +41,12 @@ class RecorderSettings:
     - ``frame_format``: ``"jpeg"`` (default: libjpeg-turbo via Pillow, ``jpeg_quality`` 1–100,
       ``jpeg_subsampling`` ``"4:2:0"`` | ``"4:2:2"`` | ``"4:4:4"``), ``"webp"`` (lossy,
       ``webp_quality`` 0–100, ``webp_method`` 0–6) or ``"png"`` (lossless). JPEG q87 4:2:0 is the
-      default since 2026-11-30 (WebP q60 m0 before): 3-5 ms per 960x540 frame instead of 7-15 ms,
-      a PSNR and SSIM at least those of that WebP on a terminal, a Tk form and a web page, for
-      1.75-2.7x the bytes (bench/frame_codecs.py, docs/benchmarks.md; 2.7x on a nearly empty
-      screen, where JPEG's per-block floor shows). 4:2:0 halves the chroma resolution as WebP
-      always does; 4:4:4 keeps coloured text sharper (terminal colours: +7 dB) for ~20 % more bytes.
+      default since 2026-11-30 (WebP q60 m0 before): 2-4 ms per 960x540 frame instead of 7-12 ms,
+      a PSNR and SSIM at least those of that WebP on a terminal, a Tk form, a web page and a nearly
+      empty desktop, for 1.75-2.4x the bytes (bench/frame_codecs.py, docs/benchmarks.md; 2.4x on
+      the nearly empty desktop, where JPEG's per-block floor shows). 4:2:0 halves the chroma
+      resolution as WebP always does; 4:4:4 keeps coloured text sharper (terminal colours: +7 dB)
+      for 15-35 % more bytes, which takes the overhead benchmark over its 50 MB / hour disk budget.
     - ``frame_scale``: stored image pixels per desktop pixel: 1.0, or 1/n (0.5, 0.25) for an
       integer box downscale; the ``Frame`` event records it so coordinates stay mappable
       (image x = (desktop x − bounds.x) × scale). Default 0.5: at 1920×1080 full-resolution

@@ -202,6 +202,10 @@ def virtual_display(log_dir: Path) -> Iterator[dict[str, str]]:
     env = dict(os.environ)
     env["DISPLAY"] = display
     env.pop("WAYLAND_DISPLAY", None)
+    # The accessibility bus belongs to the whole login session, not to this display: with a
+    # session bus inherited from the person's desktop, the AT-SPI source would record focus
+    # reports from their real apps. The demo's Tk apps expose no accessibility tree anyway.
+    env["DEMOTRACE_ATSPI"] = "0"
     # Xvfb runs without -auth (local connections only); an empty authority file keeps
     # python-xlib from failing on a missing ~/.Xauthority.
     xauth = log_dir / "Xauthority"

@@ -70,13 +70,15 @@ from ..spool.store import SessionReader, SessionWriter
 from .bundle import MARKER, MARKER_TEXT, REPORT, bundle_key, consent_extra, report_aad, sealed_root
 from .consent import read_consent
 from .errors import RedactionError
+from .field_labels import infer_secret_fields, tesseract_ocr
 from .pipeline import RedactionCounts, RedactionPipeline, _cause
 from .pipeline import _layer_of as _layer
 from .policy import Policy
-from .redact_image import TOKEN_ENTITIES, fill_boxes
+from .redact_image import fill_boxes
 from .redact_text import merge_findings
 from .scope import Exclusions, ScopeDecision, ScopeFilter
 from .uploads import refuse_if_uploaded, uploaded_ids
+from .secret_detect import approx_find, edit_distance, value_key
 from .secrets import HOTKEY_MODIFIERS, SecretKeyFilter, element_is_secret
 
 #: Keys that move the caret: they end a typing run (the buffer would no longer be linear).
@@ -153,8 +155,9 @@ class _Sealer:
         #: raw frame seq -> excluded window rectangles to paint before OCR
         self.frame_masks: dict[int, list[Rect]] = {}
         #: (t_ns of the first flagged key, window id or None, entity or "*" when the run was
-        #: dropped whole) for every finding in typed text: from then on the value may be on screen
-        self.flagged_typing: list[tuple[int, int | None, str]] = []
+        #: dropped whole, the value as typed or "" for "*") for every finding in typed text: from
+        #: then on the value may be on screen
+        self.flagged_typing: list[tuple[int, int | None, str, str]] = []
         self._focus_win: int | None = None
 
     # 1. scope -------------------------------------------------------------------------------
@@ -201,13 +204,21 @@ class _Sealer:
         return out
 
     # 2. secret fields -----------------------------------------------------------------------
-    def apply_secrets(self, events: list[Event]) -> list[Event]:
+    def apply_secrets(self, events: list[Event], inferred: dict[int, str] | None = None) -> list[Event]:
+        """Drop secret-field keys: by the focus rules of :mod:`.secrets`, and the events at the
+        indices of ``inferred`` (index -> reason, from :func:`.field_labels.infer_secret_fields`)."""
         out: list[Event] = []
         down_dropped: Counter[str] = Counter()
-        for ev in events:
+        for i, ev in enumerate(events):
             if isinstance(ev, KeyUp) and down_dropped[ev.code] > 0:
                 down_dropped[ev.code] -= 1  # the release of a dropped press goes too
                 self.secrets.counts["secret_field_release"] += 1
+                continue
+            if inferred and i in inferred:
+                self.secrets.observe(ev)
+                self.secrets.counts[inferred[i]] += 1
+                if isinstance(ev, KeyDown):
+                    down_dropped[ev.code] += 1
                 continue
             if self.secrets.should_drop(ev):
                 if isinstance(ev, KeyDown):
@@ -305,10 +316,10 @@ class _Sealer:
         except RedactionError as exc:
             remove.update(idx)
             counts.dropped[f"typed_run:{_layer(exc)}:{_cause(exc)}"] += 1
-            self.flagged_typing.append((events[idx[0]].t_ns, self._focus_win, "*"))
+            self.flagged_typing.append((events[idx[0]].t_ns, self._focus_win, "*", ""))
             return
         for f in findings:
-            self.flagged_typing.append((events[buf[f.start][1]].t_ns, self._focus_win, f.entity))
+            self.flagged_typing.append((events[buf[f.start][1]].t_ns, self._focus_win, f.entity, text[f.start:f.end]))
         local_remove: set[int] = set()
         local_insert: dict[int, Event] = {}
         for f in findings:
@@ -342,7 +353,7 @@ class _Sealer:
         if again:
             remove.update(idx)
             counts.dropped["typed_run:rescan:found"] += 1
-            self.flagged_typing.append((events[idx[0]].t_ns, self._focus_win, "*"))
+            self.flagged_typing.append((events[idx[0]].t_ns, self._focus_win, "*", ""))
             return
         for f in findings:
             counts.entities[f.entity] += 1
@@ -417,7 +428,22 @@ def seal_session(
         n_in = len(events)
         frames_in = sum(isinstance(e, Frame) for e in events)
         events = s.apply_scope(events, start, tz)
-        events = s.apply_secrets(events)
+
+        def load_frame(f: Frame) -> Image.Image | None:
+            try:
+                im = Image.open(io.BytesIO(reader.read_blob(f.blob)))
+                im.load()
+                return im
+            except (SpoolError, OSError):
+                return None
+
+        # secret fields of apps without accessibility, inferred from the stored frames (issue #4)
+        ocr, ocr_close = tesseract_ocr(policy.redaction.layer_timeout_s)
+        try:
+            inferred = infer_secret_fields(events, policy, load_frame, ocr)
+        finally:
+            ocr_close()
+        events = s.apply_secrets(events, inferred)
         events = s.apply_typing(events)
         if tmp.exists():
             shutil.rmtree(tmp)
@@ -438,7 +464,7 @@ def seal_session(
         def flush() -> None:
             if not pending:
                 return
-            located: list[set[str]] = []
+            located: list[tuple[set[str], bool, list[str]]] = []
             outs = pipe.frames_batch([im for _, im in pending], stream=pending_stream,
                                      scale=pending_stream[3], located=located)  # type: ignore[index]
             for k, ((i, _), red) in enumerate(zip(pending, outs)):
@@ -448,8 +474,9 @@ def seal_session(
                     continue
                 f = events[i]
                 assert isinstance(f, Frame)
-                loc, carried = located[k]  # type: ignore[misc]
-                here = set(loc) | (located_prev.get(pending_stream, set()) if carried else set())
+                _, carried, texts = located[k]
+                keys = [value_key(t) for t in texts]  # rows top to bottom; joined: values wrapped over rows
+                here = {*keys, "".join(keys)} | (located_prev.get(pending_stream, set()) if carried else set())
                 located_prev[pending_stream] = here
                 red = _typed_secret_rule(red, f, flagged, here, bounds_at[i], pipe.counts, typed)
                 if red is None:
@@ -464,9 +491,9 @@ def seal_session(
         # Fail closed for typed secrets: the image layer cannot be trusted to find them (at the
         # recorder's default 0.5 scale an xterm's 6x13 bitmap font is 3 px wide and tesseract
         # reads "4111" as "ALLL"). Each frame grabbed after a flagged value was typed must have
-        # OCR locate that kind of value (or carry the boxes of a frame that did); otherwise the
-        # window it was typed into is blacked out (latest known bounds) or, bounds unknown, the
-        # frame is dropped. See _typed_secret_rule.
+        # OCR locate and paint THAT value (compared by value_key, or carry the boxes of a frame
+        # that did); otherwise the window it was typed into is blacked out (latest known bounds)
+        # or, bounds unknown, the frame is dropped. See _typed_secret_rule.
         flagged = sorted(s.flagged_typing)
         win_bounds: dict[int, Rect] = {}
         bounds_at: dict[int, dict[int, Rect]] = {}
@@ -550,31 +577,67 @@ def seal_session(
             pipe.close()
 
 
-def _family(entity: str) -> str:
-    """Entity kind as the typed-secret rule compares it: the token / key kinds are one family
-    (:data:`~.redact_image.TOKEN_ENTITIES`: on screen a typed Stripe key or a JWT wrapped over two
-    lines is boxed as ``TOKEN_PREFIX`` / ``HIGH_ENTROPY_TOKEN``); every other kind is itself."""
-    return "TOKEN" if entity in TOKEN_ENTITIES else entity
+#: Shortest value key (:func:`~.secret_detect.value_key`) that may count as located on screen:
+#: a shorter one (a 3-character password) is found inside too many unrelated painted words, so
+#: its window is always blacked out.
+MIN_LOCATED_KEY = 4
+#: Edits allowed per character of a value key when matching it with OCR'd painted text: OCR
+#: misreads characters of what it paints (bench corpus at 10-16 px: "Blue7Otter!Sky" read
+#: "Blue7Orter!Sky", "DE89 3704…" read "DE55 3704…", a 150-character JWT painted whole but
+#: read with about 35 characters missing), while two different values of one kind usually
+#: differ in far more (two cards of one issuer share the 6-8 digit BIN; 8+ of 16 digits differ).
+#: Values closer than that are told apart by :func:`_value_located`'s nearest-value test.
+LOCATED_EDIT_RATE = 0.3
 
 
-def _typed_secret_rule(img: Image.Image, f: Frame, flagged: list[tuple[int, int | None, str]], located: set[str],
+def _value_located(value: str, rows: set[str], others: set[str] = frozenset()) -> bool:  # type: ignore[assignment]
+    """True if the typed ``value`` is, by :func:`~.secret_detect.value_key`, in the painted
+    text of this frame (``rows``: value keys of each row of painted words and of all rows joined
+    top to bottom, for values wrapped over two rows): within ``LOCATED_EDIT_RATE`` edits per
+    character (:func:`~.secret_detect.approx_find`), AND strictly nearer (Levenshtein) to the
+    matched text than every other typed value (``others``: their value keys) — so a painted
+    card never counts for another typed card however OCR misread it; a tie locates neither
+    (fail closed)."""
+    key = value_key(value)
+    if len(key) < MIN_LOCATED_KEY:
+        return False
+    k = int(len(key) * LOCATED_EDIT_RATE)
+    for r in rows:
+        if len(r) < len(key) - k:
+            continue
+        d, end = approx_find(key, r)
+        if d > k:
+            continue
+        if d == 0:
+            return True  # the value itself was read and painted
+        span = r[max(0, end - len(key)):end]
+        own = edit_distance(key, span)
+        if all(abs(len(o) - len(span)) > own or edit_distance(o, span) > own
+               for o in others if o != key and len(o) >= MIN_LOCATED_KEY):
+            return True
+    return False
+
+
+def _typed_secret_rule(img: Image.Image, f: Frame, flagged: list[tuple[int, int | None, str, str]], located: set[str],
                        bounds: dict[int, Rect], counts: RedactionCounts, tally: dict[str, int]) -> Image.Image | None:
     """Fail-closed image rule for typed secrets (tester issue: at ``--frame-scale 0.5`` OCR read
     nothing in an xterm and every typed value stayed readable).
 
-    ``flagged``: ``(t_ns, window_id, entity)`` of every finding in typed text (``"*"`` = a run
-    dropped whole); those typed at or before ``f.captured_t_ns`` may be on screen. An entity
-    that OCR located in this frame (``located``: entity kinds flagged on it, or carried from the
-    previous frame of the stream; compared by :func:`_family`, kind-level, not value-level) is
-    taken as covered by its boxes; for every other one the window it was
+    ``flagged``: ``(t_ns, window_id, entity, value)`` of every finding in typed text (``"*"`` =
+    a run dropped whole, never located); those typed at or before ``f.captured_t_ns`` may be on
+    screen. A value that OCR located and painted in this frame (``located``: value keys of the
+    rows of painted words, or carried from the previous frame of the stream) is taken as covered
+    by its boxes — per VALUE (issue #4: per kind, OCR boxing one card counted as covering a
+    second typed card it could not read); for every other one the window it was
     typed into is painted black (``bounds``: latest ``FocusChange.bounds`` per window id,
     desktop pixels, mapped to image pixels with ``Frame.bounds`` / ``Frame.scale``). When such a
     window's bounds are unknown the frame is dropped (counted ``frame:typed_secret:window_unknown``).
     The rule never expires: a value typed once may stay on screen (terminal scroll-back).
     Returns the image (painted when needed) or ``None`` to drop; ``tally`` counts ``masked`` /
     ``dropped`` frames."""
-    fam = {_family(e) for e in located}
-    wins = {w for t, w, ent in flagged if t <= f.captured_t_ns and (ent == "*" or _family(ent) not in fam)}
+    others = {value_key(v) for _, _, _, v in flagged}
+    wins = {w for t, w, ent, value in flagged
+            if t <= f.captured_t_ns and (ent == "*" or not _value_located(value, located, others))}
     if not wins:
         return img
     if None in wins or any(w not in bounds for w in wins):

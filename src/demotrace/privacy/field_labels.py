@@ -1,0 +1,339 @@
+"""Secret fields inferred from the screen, for apps without accessibility (tester issue #4).
+
+Tk, xterm and other X11 apps expose no AT-SPI tree, so no ``Element`` event ever says "this is
+a password field" and :class:`~.secrets.SecretKeyFilter` keeps what is typed there (the
+tester's Tk form: a low-entropy password typed into ``Entry(show="•")`` was sealed in clear).
+At seal time this module looks at the stored frames around each stretch of typing:
+
+1. **Fields.** The event stream is cut into *field stretches*: a stretch starts at a click
+   (``PointerDown``, its point is the anchor), at a focus change to another window, at Tab and
+   at Enter (anchor unknown), and holds the key / text events typed until the next such event.
+   A stretch in which an ``Element`` arrived is left to the accessibility rules.
+2. **Where the typing landed.** ``before`` = the last stored frame grabbed at or before the
+   first typed key; ``after`` = the last one grabbed after it and within the stretch. The
+   pixels that changed between the two (near the click row when there is a click) are the
+   typed text; its left edge and row are the field's text position. No change seen (echo off,
+   frame missing): the click point stands in.
+3. **Label.** The stored frame ``before`` is OCR'd (tesseract via
+   :class:`~.redact_image.TesseractEngine`) in two bands: the row left of the typed text
+   (:data:`LEFT_PX` desktop pixels) and a strip above it (:data:`ABOVE_PX`). A word matching
+   the policy's ``secrets.name_patterns`` (password, passcode, PIN, one-time code, CVV/CVC,
+   security code, card number …; also with OCR digit/letter confusions undone) marks the
+   field secret.
+4. **Mask characters.** Otherwise, when the changed pixels in ``after`` are a row of 3+
+   (:data:`MIN_MASK_GLYPHS`) identical round-ish glyphs evenly spaced (•, *, ●: what a masked
+   entry shows; ordinary text has glyphs of different widths and heights), no more of them
+   than printable keys were typed, and a typed character has an ascender, descender or cap
+   height (an echo of "acorn" shows glyphs of one height too), the field is secret. Glyphs
+   that touch (● and * at 14 px and below, measured) are one run and not recognised: such
+   fields are found by their label only.
+5. **Fail closed.** When the frame cannot be read around the focus point (no frame, OCR
+   missing or failing) and the policy is ``strict``, the stretch's keys are dropped too.
+
+Every key event that reveals content in a secret stretch (text keys, Backspace / Delete,
+``TextInput``; not Tab / Enter / Escape or hotkeys — the rules of :mod:`.secrets`) is reported
+with reason ``"secret_field_inferred"`` (``"strict_unverified_field"`` for step 5). Measured on
+the benign corpus: see docs/privacy.md and :func:`benign_false_positive_rate`.
+
+Coordinates: events and ``Frame.bounds`` are physical desktop pixels; frame images are
+``Frame.scale`` image pixels per desktop pixel; the bands below are in desktop pixels.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+from PIL import Image
+
+from ..schema.events import Element, Event, FocusChange, Frame, KeyDown, PointerDown, TextInput
+from .errors import RedactionError
+from .policy import Policy
+from .secret_detect import edit_distance
+from .secrets import HOTKEY_MODIFIERS, NAV_KEYS
+
+#: Width of the band left of the typed text searched for a label, desktop pixels (a form's
+#: label column: the Tk demo form's "Password" ends 24 px left of its entry, whose text starts
+#: 6 px inside it; GTK / Qt form layouts put labels within 200 px).
+LEFT_PX = 240
+#: Height of the strip above the typed text searched for a label (labels above fields: GTK 4 /
+#: web forms put them 4-24 px above the entry; more would reach the previous field's row).
+ABOVE_PX = 34
+#: Half height of the text row around a click when no typed text was seen, desktop pixels.
+ROW_HALF_PX = 14
+#: Grey difference (0..255) above which a pixel counts as changed / as ink.
+INK_DIFF = 48
+#: Upscale so that desktop text of about 10 px reaches tesseract's preferred x-height (the same
+#: target as the image layer's default ``ocr_upscale`` = 3 at scale 1).
+OCR_UPSCALE = 3
+#: Fewest mask glyphs that make a field secret: at scale 0.5 two letters of 12 px text ("ok")
+#: can look alike to :func:`mask_glyphs`; three in a row did not on the benign corpus.
+MIN_MASK_GLYPHS = 3
+#: Characters an entry shows instead of what is typed (Tk ``show=``, GTK / Qt / browsers).
+MASK_CHARS = "•●*·∙◦"
+#: Digit → letter confusions of OCR undone before the label patterns are applied
+#: ("Passw0rd", "P1N").
+_UNCONFUSE = str.maketrans({"0": "o", "1": "l", "5": "s", "3": "e", "4": "a", "|": "l"})
+
+
+@dataclass
+class Stretch:
+    """One field stretch: ``anchor`` (click point, desktop px) or None, ``t_start`` (ns),
+    ``keys`` (indices of the content-revealing key / text events), ``printable`` (how many of
+    them produce text), ``element`` (an accessibility ``Element`` arrived in it), ``end_t``,
+    ``text`` (what the printable keys typed, Backspace not applied)."""
+
+    anchor: tuple[float, float] | None
+    t_start: int
+    keys: list[int] = field(default_factory=list)
+    printable: int = 0
+    element: bool = False
+    end_t: int = 0
+    text: str = ""
+
+
+def stretches(events: Sequence[Event]) -> list[Stretch]:
+    """Cut ``events`` (sorted by time) into field stretches (module doc, step 1)."""
+    out: list[Stretch] = []
+    cur = Stretch(None, 0)
+    win: int | None = None
+
+    def new(anchor: tuple[float, float] | None, t: int) -> None:
+        nonlocal cur
+        cur.end_t = t
+        out.append(cur)
+        cur = Stretch(anchor, t)
+
+    for i, ev in enumerate(events):
+        if isinstance(ev, PointerDown):
+            new((ev.x, ev.y), ev.t_ns)
+        elif isinstance(ev, FocusChange):
+            if ev.window_id != win or ev.window_id is None:
+                new(None, ev.t_ns)
+            win = ev.window_id
+        elif isinstance(ev, Element):
+            cur.element = True
+        elif isinstance(ev, TextInput):
+            cur.keys.append(i)
+            cur.printable += 1
+            cur.text += ev.text
+        elif isinstance(ev, KeyDown):
+            if set(ev.modifiers) & HOTKEY_MODIFIERS and not ev.text:
+                continue
+            if ev.key in ("Tab", "Enter"):
+                new(None, ev.t_ns)
+            elif ev.key in NAV_KEYS:
+                continue
+            elif ev.text or ev.key in ("Backspace", "Delete"):
+                cur.keys.append(i)
+                cur.printable += bool(ev.text)
+                cur.text += ev.text or ""
+    cur.end_t = events[-1].t_ns if events else 0
+    out.append(cur)
+    return [s for s in out if s.printable and not s.element]
+
+
+#: Words an OCR misreading of which still names a secret field (within :data:`FUZZY_EDITS`):
+#: at scale 0.5 tesseract read "Password" as "Paccword" and "Passcode" as "Passcod".
+FUZZY_WORDS = ("password", "passcode", "passphrase")
+#: Edits allowed between an OCR'd word of 6+ letters and a :data:`FUZZY_WORDS` word
+#: ("passport" is 2 edits from "password": a passport-number field is dropped too).
+FUZZY_EDITS = 2
+
+
+def label_matches(policy: Policy, text: str) -> bool:
+    """True if OCR'd ``text`` holds a secret-field name: a ``policy.secrets.name_patterns``
+    match as read, with digit/letter confusions undone, or with "w" read for "vv" ("CVV" read
+    "cw"); or a word of 6+ letters within :data:`FUZZY_EDITS` edits of a :data:`FUZZY_WORDS`
+    word."""
+    un = text.translate(_UNCONFUSE)
+    cands = {text, un, un.replace("w", "vv").replace("W", "VV")}
+    if any(re.search(p, t) for p in policy.secrets.name_patterns for t in cands):
+        return True
+    words = {re.sub(r"[^a-z]", "", w) for w in un.lower().split()}
+    return any(len(w) >= 6 and edit_distance(w, f) <= FUZZY_EDITS for w in words for f in FUZZY_WORDS)
+
+
+def changed_box(a: np.ndarray, b: np.ndarray, band: tuple[int, int] | None) -> tuple[int, int, int, int] | None:
+    """Bounding box ``(x0, y0, x1, y1)`` (image px) of the pixels whose grey differs by more than
+    :data:`INK_DIFF` between frames ``a`` and ``b`` (H×W grey uint8), within rows ``band`` if
+    given; None if nothing changed."""
+    d = np.abs(a.astype(np.int16) - b.astype(np.int16)) > INK_DIFF
+    if band is not None:
+        d[: max(0, band[0])] = False
+        d[max(0, band[1]):] = False
+    ys, xs = np.nonzero(d)
+    if len(ys) == 0:
+        return None
+    return int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
+
+
+def mask_glyphs(grey: np.ndarray, box: tuple[int, int, int, int]) -> int:
+    """Number of mask glyphs in ``box`` of the frame ``grey`` (H×W uint8), 0 when it holds
+    anything else. Ink = pixels differing from the box's median grey by more than
+    :data:`INK_DIFF`; rows inked over 60 % of the width and columns inked over 70 % of the
+    height are dropped first (the entry's border, focus ring and caret change with the
+    typing); a last run taller than a glyph (the caret) is ignored; then the ink columns must
+    form 2+ runs of equal width and spacing (±1 px: glyphs sit at fractional positions) and
+    the same top and bottom row (mask glyphs share one baseline and height), each no taller than
+    1.6× its width + 1 px (•, *, ●; letters differ in width and height)."""
+    x0, y0, x1, y1 = box
+    crop = grey[y0:y1, x0:x1].astype(np.int16)
+    if crop.size == 0:
+        return 0
+    ink = np.abs(crop - int(np.median(crop))) > INK_DIFF
+    h, w = ink.shape
+    ink[ink.sum(axis=1) > 0.6 * w, :] = False
+    ink[:, ink.sum(axis=0) > 0.7 * h] = False
+    cols = ink.any(axis=0)
+    runs: list[tuple[int, int]] = []
+    start = None
+    for x, on in enumerate([*cols.tolist(), False]):
+        if on and start is None:
+            start = x
+        elif not on and start is not None:
+            runs.append((start, x))
+            start = None
+    def extent(r: tuple[int, int]) -> tuple[int, int]:
+        rows = np.nonzero(ink[:, r[0]:r[1]].any(axis=1))[0]
+        return int(rows.min()), int(rows.max()) + 1
+
+    def glyph(r: tuple[int, int]) -> bool:
+        top, bottom = extent(r)
+        return bottom - top <= 1.6 * (r[1] - r[0]) + 1
+
+    if runs and not glyph(runs[-1]):
+        runs = runs[:-1]  # the caret after the last glyph
+    if len(runs) < 2:
+        return 0
+    widths = [e - s for s, e in runs]
+    gaps = [runs[k + 1][0] - runs[k][1] for k in range(len(runs) - 1)]
+    tops, bottoms = zip(*(extent(r) for r in runs))
+    if (max(widths) - min(widths) > 1 or max(gaps) - min(gaps) > 1 or len(set(tops)) > 1
+            or len(set(bottoms)) > 1 or not all(glyph(r) for r in runs)):
+        return 0
+    return len(runs)
+
+
+OcrFn = Callable[[Image.Image, int], str]
+#: Lower-case letters without ascender or descender: an echo of only these has glyphs of one
+#: height, like mask characters, so the mask rule needs a typed character outside them.
+_X_HEIGHT = frozenset("acemnorsuvwxz .,:;-_=+~'\"")
+
+
+def _tall_char(text: str) -> bool:
+    return any(c not in _X_HEIGHT for c in text)
+
+
+def tesseract_ocr(timeout_s: float = 20.0) -> tuple[OcrFn, Callable[[], None]]:
+    """An ``ocr(image, upscale) -> text`` function over one in-process
+    :class:`~.redact_image.TesseractEngine` (single-line mode, psm 7: at scale 0.5 it read
+    "Passcode", "Card number" and "CVV" where sparse mode read nothing — bench/secret_fields.py
+    runs), and a function freeing it.
+    Any failure raises :class:`~.errors.RedactionError`."""
+    from .redact_image import TesseractEngine
+
+    engine = TesseractEngine(psm=7)  # one text line: reads small labels better than sparse mode (bench)
+
+    def ocr(img: Image.Image, upscale: int) -> str:
+        try:
+            return " ".join(w.text for w in engine.words(img, upscale=upscale, timeout_s=timeout_s))
+        except RedactionError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - any OCR failure makes the stretch unverified
+            raise RedactionError(f"OCR failed on a field label: {exc}") from exc
+
+    return ocr, engine.close
+
+
+def _frame_at(frames: list[tuple[int, Frame]], t_lo: int, t_hi: int) -> Frame | None:
+    """The last frame grabbed in ``[t_lo, t_hi]`` (``captured_t_ns``)."""
+    best = None
+    for t, f in frames:
+        if t_lo <= t <= t_hi:
+            best = f
+    return best
+
+
+def infer_secret_fields(events: Sequence[Event], policy: Policy, load: Callable[[Frame], Image.Image | None],
+                        ocr: OcrFn) -> dict[int, str]:
+    """Indices of the key / text events of ``events`` to drop, with their reason
+    (``"secret_field_inferred"`` or ``"strict_unverified_field"``) — module doc.
+
+    ``load``: decodes a stored frame (None when it cannot be read); ``ocr(image, upscale)``:
+    the text of an image crop (raises :class:`~.errors.RedactionError` when OCR is unavailable
+    or fails — then the stretch is unverified).
+    """
+    strict = policy.secrets.strictness == "strict"
+    frames_l = sorted((((f.captured_t_ns or f.t_ns), f) for f in events if isinstance(f, Frame)), key=lambda p: p[0])
+    out: dict[int, str] = {}
+
+    def grey(f: Frame) -> tuple[Image.Image, np.ndarray] | None:
+        img = load(f)
+        if img is None:
+            return None
+        g = img.convert("L")
+        return g, np.asarray(g)
+
+    for s in stretches(events):
+        t_first = events[s.keys[0]].t_ns
+        t_last = events[s.keys[-1]].t_ns
+        before = _frame_at(frames_l, 0, t_first)
+        after = _frame_at(frames_l, t_first + 1, max(t_last, s.end_t))
+        verdict: str | None = None
+        try:
+            if before is None:
+                raise RedactionError("no stored frame before the typing")
+            gb = grey(before)
+            if gb is None:
+                raise RedactionError("stored frame unreadable")
+            img_b, arr_b = gb
+            sc, bx, by = before.scale, before.bounds.x, before.bounds.y
+            anchor = None if s.anchor is None else ((s.anchor[0] - bx) * sc, (s.anchor[1] - by) * sc)
+            typed = None
+            arr_a = None
+            if after is not None and after.bounds == before.bounds and after.scale == before.scale:
+                ga = grey(after)
+                if ga is not None and ga[1].shape == arr_b.shape:
+                    arr_a = ga[1]
+                    band = None if anchor is None else (int(anchor[1] - 2 * ROW_HALF_PX * sc),
+                                                        int(anchor[1] + 2 * ROW_HALF_PX * sc) + 1)
+                    typed = changed_box(arr_b, arr_a, band)
+                    if typed is not None and (typed[3] - typed[1]) > 3 * ROW_HALF_PX * sc:
+                        typed = None  # more than one row changed: not a field's echo
+            if typed is None and anchor is None:
+                raise RedactionError("typing position unknown (no click, no visible echo)")
+            if typed is not None:
+                left, y0, y1 = typed[0], typed[1], typed[3]
+            else:
+                assert anchor is not None
+                left, y0, y1 = int(anchor[0]), int(anchor[1] - ROW_HALF_PX * sc), int(anchor[1] + ROW_HALF_PX * sc)
+            cy = (y0 + y1) / 2
+            half = max((y1 - y0) / 2, ROW_HALF_PX * sc)
+            H, W = arr_b.shape
+            bands = [
+                (max(0, int(left - LEFT_PX * sc)), max(0, int(cy - half)), max(0, left - 1), min(H, math.ceil(cy + half))),
+                (max(0, int(left - 8 * sc)), max(0, int(y0 - ABOVE_PX * sc)), min(W, int(left + LEFT_PX * sc)), max(0, y0 - 1)),
+            ]
+            up = max(1, math.ceil(OCR_UPSCALE / max(sc, 0.05)))
+            for x0, b0, x1, b1 in bands:
+                if x1 - x0 >= 4 and b1 - b0 >= 4 and label_matches(policy, ocr(img_b.crop((x0, b0, x1, b1)), up)):
+                    verdict = "secret_field_inferred"
+                    break
+            if verdict is None and typed is not None and arr_a is not None and _tall_char(s.text):
+                # identical glyphs on screen although a character with an ascender, descender
+                # or cap height was typed (an echo of it would differ in height)
+                box = (typed[0], max(0, int(cy - half)), typed[2], min(H, math.ceil(cy + half)))
+                n = mask_glyphs(arr_a, box)
+                if MIN_MASK_GLYPHS <= n <= s.printable:
+                    verdict = "secret_field_inferred"
+        except RedactionError:
+            if strict:
+                verdict = "strict_unverified_field"
+        if verdict:
+            for i in s.keys:
+                out[i] = verdict
+    return out

@@ -84,9 +84,9 @@ TAMPERS = {
     "edited": ("UPDATE audit_entries SET purpose = 'agent-training' WHERE seq = 3",
                "seq 3: content does not match"),
     "removed": ("DELETE FROM audit_entries WHERE seq = 4", "seq 5 found where 4"),
-    "reordered": ("UPDATE audit_entries SET seq = -6 WHERE seq = 6;"
-                  "UPDATE audit_entries SET seq = 6 WHERE seq = 7;"
-                  "UPDATE audit_entries SET seq = 7 WHERE seq = -6",
+    "reordered": (("UPDATE audit_entries SET seq = -6 WHERE seq = 6;"
+                   "UPDATE audit_entries SET seq = 6 WHERE seq = 7;"
+                   "UPDATE audit_entries SET seq = 7 WHERE seq = -6"),
                   "seq 6: prev_hash does not link"),
     "tail-truncated": ("DELETE FROM audit_entries WHERE seq >= 8",
                        "checkpoint 10: signed entry is missing"),

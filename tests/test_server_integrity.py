@@ -212,7 +212,7 @@ def test_chunked_body_over_the_limit_names_the_limit(tmp_path: Path) -> None:
 # -- `demotrace server` start-up ----------------------------------------------------------------
 
 def run_server(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*DT, "server", *args], capture_output=True, text=True,
+    return subprocess.run([*DT, "server", *args], capture_output=True, text=True, check=False,
                           timeout=timeout, env={**os.environ, "COLUMNS": "200"})
 
 

@@ -15,7 +15,8 @@ presses, a frame grabbed before the first key and one after the typing):
   typed text echoed plain — false positives;
 - **benign text**: every line of tests/privacy_corpus.py BENIGN on one screen; a click at the end
   of each line and " ok" typed there (an editor / terminal) — false positives (one line,
-  "The password policy requires 12 characters.", names a password on purpose).
+  "The password policy requires 12 characters.", names a password on purpose); the same with
+  bench/privacy_leaks.py's benign set (``gen_benign(200)``: BENIGN plus 180 generated lines).
 """
 
 from __future__ import annotations
@@ -33,7 +34,9 @@ from PIL import Image, ImageDraw, ImageFont
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
+sys.path.insert(0, str(ROOT / "bench"))
 from privacy_corpus import BENIGN, FONT  # noqa: E402
+from privacy_leaks import gen_benign  # noqa: E402  (the other benchmark's benign corpus)
 
 from demotrace.privacy.field_labels import infer_secret_fields, tesseract_ocr  # noqa: E402
 from demotrace.privacy.policy import default_policy  # noqa: E402
@@ -97,11 +100,12 @@ def field_case(label: str, px: int, masked: bool, scale: float) -> Session:
     return s
 
 
-def text_case(scale: float, px: int = 12) -> tuple[Session, int]:
-    """All BENIGN lines on one screen; a click at the end of each and " ok" typed there."""
+def text_case(scale: float, px: int = 12, lines: list[str] | None = None) -> tuple[Session, int]:
+    """``lines`` (default: BENIGN) on one screen; a click at the end of each and " ok" typed
+    there."""
     s = Session(scale)
     font = ImageFont.truetype(FONT, px)
-    lines = list(BENIGN)
+    lines = list(BENIGN) if lines is None else lines
     for i in range(len(lines)):
         def draw(extra: str) -> Image.Image:
             img = Image.new("RGB", (1280, 800), "white")
@@ -154,6 +158,15 @@ def run() -> dict:
             s, n_lines = text_case(scale)
             fp_text = inferred_stretches(s, ocr)
             r["benign_text_false_positives"] = f"{fp_text}/{n_lines}"
+            # bench/privacy_leaks.py's benign typed-text set (gen_benign(200)), 30 lines a screen
+            pool = gen_benign(200)
+            fp_pool = 0
+            for k in range(0, len(pool), 30):
+                sp, _ = text_case(scale, lines=pool[k:k + 30])
+                fp_pool += inferred_stretches(sp, ocr)
+            r["privacy_leaks_benign_false_positives"] = f"{fp_pool}/{len(pool)}"
+            fp_text += fp_pool
+            n_lines += len(pool)
             benign_total = n_forms + n_lines
             r["false_positive_rate"] = round((sum(len(v) for v in fp_forms.values()) + fp_text) / benign_total, 4)
             cases += len(SECRET_LABELS) * len(SIZES) * 2 + len(SIZES) + n_forms + 1

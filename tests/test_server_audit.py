@@ -322,3 +322,17 @@ def test_cadence_is_enforced_from_the_database(mixed: Stack) -> None:
     sql(mixed, "DELETE FROM audit_checkpoints WHERE seq = 5")
     code, out = verify_db_k(mixed)
     assert code == 1 and "entries 1..10: 10 entries between signed checkpoints" in out, out
+
+
+def test_cadence_checkpoint_is_not_signed_over_an_edited_entry(mixed: Stack) -> None:
+    """Entry 11 (after checkpoint 10) is edited; requests 13-15 reach the next multiple of 5,
+    but the service refuses to sign seq 15 over the edit, and verify reports both."""
+    sql(mixed, "UPDATE audit_entries SET status = 204 WHERE seq = 11")
+    admin = mixed.token("admin")
+    for _ in range(3):
+        mixed.client.get("/v1/admin/health", headers=mixed.h(admin))
+    assert max(r["seq"] for r in db_rows(mixed)) == 15
+    assert checkpoint_seqs(mixed) == [5, 10]
+    code, out = verify_db_k(mixed)
+    assert code == 1 and "seq 11: content does not match" in out
+    assert "the log ends 5 entries after its newest signed checkpoint (seq 10)" in out, out

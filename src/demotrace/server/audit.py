@@ -241,20 +241,20 @@ class AuditLog:
             problems.append(f"{seq - start} entries since the previous checkpoint (seq {start}), "
                             f"more than the cadence of {allowed}: a checkpoint was removed")
             return problems
-        rows = s.scalars(select(AuditEntry).where(AuditEntry.seq >= max(start, 1),
-                                                  AuditEntry.seq <= seq)
-                         .order_by(AuditEntry.seq)).all()
+        t = AuditEntry.__table__  # Core rows: no ORM objects on the ingest path
+        rows = s.execute(select(t).where(t.c.seq >= max(start, 1), t.c.seq <= seq)
+                         .order_by(t.c.seq)).mappings().all()
         if prev is not None:
-            if not rows or rows[0].seq != start or rows[0].entry_hash != prev.entry_hash:
+            if not rows or rows[0]["seq"] != start or rows[0]["entry_hash"] != prev.entry_hash:
                 problems.append(f"entry {start} differs from its signed checkpoint")
             rows = rows[1:]
-        if [r.seq for r in rows] != list(range(start + 1, seq + 1)):
+        if [r["seq"] for r in rows] != list(range(start + 1, seq + 1)):
             problems.append(f"entries {start + 1}..{seq} are not contiguous")
         for r in rows:
-            if r.prev_hash != link or entry_hash(r.prev_hash, entry_dict(r)) != r.entry_hash:
-                problems.append(f"seq {r.seq}: does not verify (edited or re-chained)")
+            if r["prev_hash"] != link or entry_hash(link, r) != r["entry_hash"]:
+                problems.append(f"seq {r['seq']}: does not verify (edited or re-chained)")
                 break
-            link = r.entry_hash
+            link = r["entry_hash"]
         if not problems and link != ehash:
             problems.append(f"seq {seq}: head hash does not match the stored entry")
         return problems

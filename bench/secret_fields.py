@@ -35,12 +35,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
 sys.path.insert(0, str(ROOT / "bench"))
-from privacy_corpus import BENIGN, FONT  # noqa: E402
-from privacy_leaks import gen_benign  # noqa: E402  (the other benchmark's benign corpus)
+from privacy_corpus import BENIGN, FONT
+from privacy_leaks import gen_benign
 
-from demotrace.privacy.field_labels import infer_secret_fields, tesseract_ocr  # noqa: E402
-from demotrace.privacy.policy import default_policy  # noqa: E402
-from demotrace.schema import Frame, KeyDown, KeyUp, PointerDown, Rect  # noqa: E402
+from demotrace.privacy.field_labels import infer_secret_fields, tesseract_ocr
+from demotrace.privacy.policy import default_policy
+from demotrace.schema import Frame, KeyDown, KeyUp, PointerDown, Rect
 
 SECRET_LABELS = ["Password", "PIN", "One-time code", "CVV", "Card number", "Security code", "Passcode"]
 BENIGN_LABELS = ["Name", "E-mail", "City", "Comment", "Search", "Username", "Notes", "Order number"]
@@ -107,7 +107,7 @@ def text_case(scale: float, px: int = 12, lines: list[str] | None = None) -> tup
     font = ImageFont.truetype(FONT, px)
     lines = list(BENIGN) if lines is None else lines
     for i in range(len(lines)):
-        def draw(extra: str) -> Image.Image:
+        def draw(extra: str, i: int = i) -> Image.Image:
             img = Image.new("RGB", (1280, 800), "white")
             d = ImageDraw.Draw(img)
             for k, line in enumerate(lines):

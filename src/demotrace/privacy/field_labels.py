@@ -49,7 +49,15 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image
 
-from ..schema.events import Element, Event, FocusChange, Frame, KeyDown, PointerDown, TextInput
+from ..schema.events import (
+    Element,
+    Event,
+    FocusChange,
+    Frame,
+    KeyDown,
+    PointerDown,
+    TextInput,
+)
 from .errors import RedactionError
 from .policy import Policy
 from .secret_detect import edit_distance
@@ -243,7 +251,7 @@ def tesseract_ocr(timeout_s: float = 20.0) -> tuple[OcrFn, Callable[[], None]]:
             return " ".join(w.text for w in engine.words(img, upscale=upscale, timeout_s=timeout_s))
         except RedactionError:
             raise
-        except Exception as exc:  # noqa: BLE001 - any OCR failure makes the stretch unverified
+        except Exception as exc:  # any OCR failure makes the stretch unverified (fail closed)
             raise RedactionError(f"OCR failed on a field label: {exc}") from exc
 
     return ocr, engine.close

@@ -259,3 +259,13 @@ def test_master_key_file_option(tmp_path: Path) -> None:
     finally:
         p.terminate()
         p.communicate(timeout=30)  # reaps it and closes the stderr pipe
+
+
+def test_unreadable_tls_files_are_reported_before_announcing(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.pem"
+    bad.write_text("not a PEM certificate\n")
+    r = run_server("--data-dir", str(tmp_path / "d"), "--port", str(free_port()),
+                   "--cert", str(bad), "--key", str(bad))
+    assert r.returncode == 1
+    assert "collector on" not in r.stderr and "Traceback" not in r.stderr
+    assert f"cannot load TLS certificate {bad}" in " ".join(r.stderr.split()), r.stderr

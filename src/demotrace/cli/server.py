@@ -11,6 +11,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import socket
+import ssl
 import sys
 from pathlib import Path
 from typing import Any
@@ -75,6 +76,10 @@ def server(
         server = uvicorn.Server(uvicorn.Config(
             app, ssl_certfile=str(cert) if cert else None, ssl_keyfile=str(key) if key else None,
             log_level="warning", access_log=False))
+        try:
+            server.config.load()  # TLS files are read here: fail before announcing
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(f"cannot load TLS certificate {cert} / key {key}: {exc}") from exc
     except BaseException:
         sock.close()
         raise

@@ -189,3 +189,20 @@ def test_unverifiable_field_dropped_when_strict_kept_when_standard(tmp_path: Pat
         assert typed == expect, rep.secret_keys_dropped
         if not expect:
             assert rep.secret_keys_dropped.get("strict_unverified_field") == 5
+
+
+def test_case_keys_belong_to_the_stretch() -> None:
+    """Shift and CapsLock presses inside a typed stretch are dropped with it: kept, they would
+    leave stray press('shift') steps and the secret's case pattern (seen in the demo's form)."""
+    from demotrace.privacy.field_labels import stretches
+    from demotrace.schema import PointerDown
+
+    evs = [PointerDown(t_ns=1, seq=1, x=10.0, y=10.0, button="left"),
+           KeyDown(t_ns=2, seq=2, key="Shift", code="ShiftLeft"),
+           KeyDown(t_ns=3, seq=3, key="A", code="KeyA", modifiers=["Shift"], text="A"),
+           KeyDown(t_ns=4, seq=4, key="CapsLock", code="CapsLock"),
+           KeyDown(t_ns=5, seq=5, key="b", code="KeyB", text="b"),
+           KeyDown(t_ns=6, seq=6, key="c", code="KeyC", modifiers=["Control"])]  # a hotkey: kept
+    (s,) = stretches(evs)
+    assert s.keys == [1, 2, 3, 4]
+    assert s.printable == 2 and s.text == "Ab"

@@ -20,10 +20,11 @@ person would type, run as subprocesses with ``DEMOTRACE_HOME=<out>/home``):
 8. prints where everything is and what was redacted, and writes ``<out>/demo-summary.json``.
 
 The password typed into the form is :data:`PASSWORD`, a synthetic high-entropy token. X11
-applications expose no field roles to the recorder, so a Tk password field is not known to be
-secret at record time; the keystrokes are stored encrypted in the raw spool and removed at
-seal time by the secret detector (``HIGH_ENTROPY_TOKEN``, privacy/secret_detect.py). Nothing
-outside the encrypted spool holds it.
+applications expose no field roles to the recorder (Tk has no AT-SPI tree), so a Tk password
+field is not known to be secret at record time; the keystrokes are stored encrypted in the raw
+spool and dropped at seal time because the field's visible "Password" label marks it secret
+(privacy/field_labels.py; the secret detector's ``HIGH_ENTROPY_TOKEN`` would catch this token
+too). Nothing outside the encrypted spool holds it.
 """
 
 from __future__ import annotations

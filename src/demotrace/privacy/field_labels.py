@@ -103,6 +103,10 @@ class Stretch:
     text: str = ""
 
 
+#: Keys that change case or level only (W3C UI Events key names): dropped with a secret stretch.
+CASE_KEYS = frozenset({"Shift", "CapsLock", "AltGraph", "ShiftLock"})
+
+
 def stretches(events: Sequence[Event]) -> list[Stretch]:
     """Cut ``events`` (sorted by time) into field stretches (module doc, step 1)."""
     out: list[Stretch] = []
@@ -135,7 +139,9 @@ def stretches(events: Sequence[Event]) -> list[Stretch]:
                 new(None, ev.t_ns)
             elif ev.key in NAV_KEYS:
                 continue
-            elif ev.text or ev.key in ("Backspace", "Delete"):
+            elif ev.text or ev.key in ("Backspace", "Delete") or ev.key in CASE_KEYS:
+                # Shift / CapsLock presses go with the field's keys: kept, they would reveal
+                # the secret's case pattern and leave stray press('shift') steps behind.
                 cur.keys.append(i)
                 cur.printable += bool(ev.text)
                 cur.text += ev.text or ""

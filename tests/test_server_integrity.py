@@ -7,6 +7,7 @@ and on the harness PostgreSQL."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import os
@@ -238,27 +239,64 @@ def test_port_in_use_is_reported_before_announcing_the_collector(tmp_path: Path)
     assert f"cannot listen on 127.0.0.1:{port}" in r.stderr and "in use" in r.stderr, r.stderr
 
 
-def test_master_key_file_option(tmp_path: Path) -> None:
-    key = tmp_path / "secrets" / "master.key"
+@contextlib.contextmanager
+def served(data: Path, *args: str) -> Iterator[str]:
+    """`demotrace server` on SQLite at 127.0.0.1:<free port> until the block ends; its URL."""
     port = free_port()
-    p = subprocess.Popen([*DT, "server", "--data-dir", str(tmp_path / "d"), "--port", str(port),
-                          "--master-key-file", str(key)], stderr=subprocess.PIPE, text=True)
+    p = subprocess.Popen([*DT, "server", "--data-dir", str(data), "--port", str(port), *args],
+                         stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
         while True:
             try:
-                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200:
+                if httpx.get(url + "/healthz", timeout=2).status_code == 200:
                     break
             except httpx.TransportError:
                 pass
             assert p.poll() is None, p.stderr.read() if p.stderr else ""
             assert time.monotonic() < deadline, "server did not come up"
             time.sleep(0.1)
-        assert key.stat().st_size == 32 and key.stat().st_mode & 0o777 == 0o600
-        assert not (tmp_path / "d" / "keys" / "master.key").exists()
+        yield url
     finally:
         p.terminate()
         p.communicate(timeout=30)  # reaps it and closes the stderr pipe
+
+
+def test_master_key_file_option(tmp_path: Path) -> None:
+    key = tmp_path / "secrets" / "master.key"
+    with served(tmp_path / "d", "--master-key-file", str(key)):
+        assert key.stat().st_size == 32 and key.stat().st_mode & 0o777 == 0o600
+        assert not (tmp_path / "d" / "keys" / "master.key").exists()
+
+
+def test_cli_upload_reports_a_deleted_session_and_keeps_the_bundle(tmp_path: Path) -> None:
+    data, home = tmp_path / "d", tmp_path / "home"
+    env = {**os.environ, "DEMOTRACE_HOME": str(home), "COLUMNS": "200"}
+
+    def dt(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*DT, *args], capture_output=True, text=True, env=env,
+                              timeout=60, check=False)
+
+    with served(data) as url:
+        code = dt("admin", "enroll-code", "--person", "gus@example.org", "--data-dir",
+                  str(data)).stdout.strip()
+        assert dt("device", "enroll", "--server", url, "--code", code).returncode == 0
+        pcode = dt("admin", "enroll-code", "--role", "person", "--person", "gus@example.org",
+                   "--data-dir", str(data)).stdout.strip()
+        person = httpx.post(url + "/v1/enroll", json={"code": pcode}).json()["credential"]
+        b = write_local_bundle(tmp_path / "b", {"events/0.msgpack": b"gus events"},
+                               session_id="gus-1", platform="linux-x11")
+        r = dt("upload", "--keep", str(b.root))
+        assert r.returncode == 0 and "committed" in r.stdout, r.stderr
+        r2 = httpx.delete(f"{url}/v1/me/bundles/{b.manifest.bundle_id}",
+                          headers={"authorization": f"Bearer {person}"})
+        assert r2.status_code == 200
+        r = dt("upload", str(b.root))
+        out = " ".join(r.stderr.split())
+        assert r.returncode == 1 and "refused" in out and "gus-1" in out, out
+        assert "was deleted by its person" in out and "not retried" in out
+        assert (b.root / "manifest.json").exists()  # the device keeps its copy
 
 
 def test_unreadable_tls_files_are_reported_before_announcing(tmp_path: Path) -> None:

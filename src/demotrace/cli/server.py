@@ -250,7 +250,7 @@ def upload(
     """Upload sealed bundles (resumable, retried; each is deleted locally only after the server
     acknowledged its commit)."""
     from ..paths import Paths
-    from ..upload import Enrollment, UploadClient
+    from ..upload import Enrollment, SessionRefused, UploadClient
 
     paths = Paths.from_env(home)
     enr = Enrollment.load(paths.home)
@@ -266,6 +266,10 @@ def upload(
         for b in bundles:
             try:
                 r = c.upload_path(b, delete_local=not keep, home=home)
+            except SessionRefused as exc:  # deleted by its person on the server: final
+                failed += 1
+                err_console.print(f"[yellow]refused[/] {b}: {exc}", highlight=False)
+                continue
             except Exception as exc:  # report and go on with the next bundle
                 failed += 1
                 err_console.print(f"[red]failed[/] {b}: {exc}", highlight=False)

@@ -60,12 +60,15 @@ JOIN_GAPS = (0.25, 0.6)
 #: OCR-lenient rules applied to each OCR'd line (after confusable mapping): card-shaped digit
 #: groups (13–19 digits in groups of 4, as printed on cards), IBAN-shaped strings (ISO 13616:
 #: 2 letters, 2 digits, 11–30 alphanumerics), e-mail-shaped words, IPv4-shaped numbers with
-#: a dot read as a comma (tesseract read 198.51.100.23 as "198,51.100,23" at 24 px, scale 0.5).
+#: a dot read as a comma (tesseract read 198.51.100.23 as "198,51.100,23" at 24 px, scale 0.5),
+#: the value after a ``password`` label whose colon was read as ``;`` (16 px at scale 0.5;
+#: a rule with a group ``v`` paints that group only).
 OCR_RULES: dict[str, re.Pattern[str]] = {
     "CREDIT_CARD": re.compile(r"(?<!\d)\d{4}[ \-]?\d{4}[ \-]?\d{4}[ \-]?\d{1,7}(?!\d)"),
     "IBAN_CODE": re.compile(r"\b[A-Z]{2}\d{2}(?:[ ]?[A-Z0-9]{4}){2,7}(?:[ ]?[A-Z0-9]{1,3})?\b"),
     "EMAIL_ADDRESS": re.compile(r"[\w.+\-]+\s?@\s?[\w\-]+(?:\.[\w\-]+)+"),
     "IP_ADDRESS": re.compile(r"(?<![\d.,])(?:\d{1,3}[.,]{1,2}){3}\d{1,3}(?![\d.,]*\d)"),
+    "PASSWORD_LABEL": re.compile(r"(?i)\b(?:password|passwd|pwd)\s?[:;=]\s?(?P<v>\S+)"),
     "TOKEN_PREFIX": re.compile(r"(?:\bgh[pousr]_|\bgithub_pat_|\bxox[abposr]-|\b[sr]k_(?:live|test)_|\bAKIA|\bASIA|\bAIza|\beyJ)\S*"),
 }
 #: Entities whose neighbouring token-like words on the same row are painted too (OCR splits
@@ -318,7 +321,7 @@ def flag_words(words: Sequence[Word], find: Callable[[str], list[Finding]], *,
                 if loose and ent not in ("EMAIL_ADDRESS", "TOKEN_PREFIX"):
                     continue
                 for t in {text, mapped}:
-                    hits += [Finding(m.start(), m.end(), ent, 0.5, "ocr_rules") for m in rx.finditer(t)]
+                    hits += [Finding(*m.span("v" if "v" in rx.groupindex else 0), ent, 0.5, "ocr_rules") for m in rx.finditer(t)]
             for f in hits:
                 for i, (s0, e0) in enumerate(spans):
                     if s0 < f.end and f.start < e0 and i not in row_flags:

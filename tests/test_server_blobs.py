@@ -1,9 +1,11 @@
 """One contract test suite for every blob-store backend (the aw-core pattern), plus the key
 helpers (envelope encryption, pseudonyms, key-file permissions).
 
-Backends: the local folder always; S3 too when ``DEMOTRACE_TEST_S3_URL`` (``s3://bucket/prefix``)
-and ``DEMOTRACE_TEST_S3_ENDPOINT`` name a real S3-compatible service (none is installable on the
-project's machines, so CI covers the folder backend only)."""
+Backends: the local folder (``file://``) and real S3 (``s3://bucket/prefix``) on the SeaweedFS
+S3 gateway the session fixture ``s3_server`` of ``tests/conftest_s3.py`` starts (one server for
+the whole test session; each S3 case gets its own key prefix through ``s3_env``, so the cases
+never see each other's objects). Every contract test runs against both; a missing or broken
+SeaweedFS fails the S3 cases (never skips them)."""
 
 from __future__ import annotations
 
@@ -15,19 +17,23 @@ from pathlib import Path
 import pytest
 
 from demotrace.errors import ConfigError, DecryptionError, KeyMissing
-from demotrace.server.blobs import BlobStore, FileBlobStore, open_blob_store
+from demotrace.server.blobs import BlobStore, FileBlobStore, S3BlobStore, open_blob_store
 from demotrace.server.errors import BlobStoreError, NotFound
 from demotrace.server.keys import DataCipher, LocalKeyManager, Pseudonymiser, read_secret_file
 
-BACKENDS = ["file"] + (["s3"] if os.environ.get("DEMOTRACE_TEST_S3_URL") else [])
 
-
-@pytest.fixture(params=BACKENDS)
+@pytest.fixture(params=["file", "s3"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> BlobStore:
+    """The store under test: a fresh folder, or a fresh prefix in the session's S3 bucket
+    (endpoint and credentials only from the standard AWS variables ``s3_env`` sets)."""
     if request.param == "file":
-        return open_blob_store((tmp_path / "blobs").as_uri())
-    url = os.environ["DEMOTRACE_TEST_S3_URL"].rstrip("/") + f"/{os.getpid()}-{tmp_path.name}"
-    return open_blob_store(url, s3_endpoint_url=os.environ.get("DEMOTRACE_TEST_S3_ENDPOINT"))
+        st = open_blob_store((tmp_path / "blobs").as_uri())
+        assert isinstance(st, FileBlobStore)
+        return st
+    env = request.getfixturevalue("s3_env")
+    st = open_blob_store(env.url)
+    assert isinstance(st, S3BlobStore) and st.endpoint_url == env.server.endpoint_url
+    return st
 
 
 N1 = "a" * 64

@@ -44,6 +44,7 @@ Every curator read must state ``purpose=agent-training`` and is logged with the 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -55,12 +56,12 @@ from starlette.concurrency import run_in_threadpool
 from starlette.routing import Route
 
 from .. import __version__
-from ..errors import ConfigError, SchemaError
+from ..errors import ConfigError, DecryptionError, SchemaError
 from . import alerts, auth, fleet, policies, portal
 from . import episodes as episodes_
 from .audit import PURPOSE_AGENT_TRAINING, Access
 from .config import ServerConfig
-from .errors import ConflictError, ServerError
+from .errors import BlobStoreError, ConflictError, ServerError
 from .middleware import (
     AuditMiddleware,
     AuthMiddleware,
@@ -69,6 +70,8 @@ from .middleware import (
 )
 from .service import Collector
 from .wire import BATCH_MEDIA_TYPE, decode_batch_body
+
+log = logging.getLogger(__name__)
 
 PUBLIC_PATHS = frozenset({"/healthz", "/v1/enroll", "/openapi.json", "/docs",
                           "/docs/oauth2-redirect", "/redoc", "/portal/login", "/portal/logout"})
@@ -201,6 +204,26 @@ def create_app(config: ServerConfig, *, collector: Collector | None = None) -> F
         if isinstance(exc, ConflictError) and hasattr(exc, "missing"):
             body["missing"] = exc.missing
         return JSONResponse(body, status_code=exc.status)
+
+    def _store_failure(r: Request, status: int, text: str) -> Response:
+        if r.url.path.startswith("/portal/"):
+            return portal.render("message.html", status, code=status, text=text)
+        return JSONResponse({"detail": text}, status_code=status)
+
+    @app.exception_handler(DecryptionError)
+    async def _stored_data_altered(r: Request, exc: DecryptionError) -> Response:
+        """A stored object (blob or manifest) fails authentication: it was altered inside
+        the blob store or database — the collector's upstream storage gave a bad answer
+        (502). The message names the blob, never its content."""
+        log.error("%s %s: stored data fails its integrity check: %s", r.method, r.url.path, exc)
+        return _store_failure(r, 502, f"stored data failed its integrity check: {exc}")
+
+    @app.exception_handler(BlobStoreError)
+    async def _blob_store_down(r: Request, exc: BlobStoreError) -> Response:
+        """The blob store failed or is unreachable (503: retry later); the message names the
+        backend and the object."""
+        log.error("%s %s: blob store failed: %s", r.method, r.url.path, exc)
+        return _store_failure(r, 503, f"blob store unavailable, retry later: {exc}")
 
     @app.exception_handler(SchemaError)
     async def _schema_error(_r: Request, exc: SchemaError) -> JSONResponse:

@@ -5,8 +5,9 @@ HMAC-SHA256(pseudonym secret, identity) (see :mod:`.keys`). Bundle manifests are
 encrypted under the person's data key; blob bytes live in the blob store, encrypted likewise.
 
 The schema is created and upgraded only by the Alembic migrations in ``migrations/``
-(``0001_initial``, ``0002_policies_consent_episodes`` and
-``0003_audit_cadence_session_tombstones`` mirror these classes); tests check the
+(``0001_initial``, ``0002_policies_consent_episodes``,
+``0003_audit_cadence_session_tombstones`` and ``0004_pending_blob_deletes`` mirror these
+classes); tests check the
 two agree.
 """
 
@@ -211,6 +212,23 @@ class SessionTombstone(Base):
     subject_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     session_key: Mapped[str] = mapped_column(String(64), primary_key=True)
     deleted_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class PendingBlobDelete(Base):
+    """A blob object of an ERASED person still to be deleted from the blob store (the outbox of
+    :meth:`.service.Collector.erase`): queued in the erasure's transaction, removed once the
+    object is deleted; a failed delete keeps it (``attempts``, ``last_error``: the store's
+    message, no content) for :meth:`.service.Collector.retry_pending_deletes` (start-up and
+    every erasure). Harmless while it waits: the person's key is already destroyed, so the
+    object cannot be decrypted. ``stored_name``: the object's name in the blob store (keyed by
+    the destroyed key, so no later upload reuses it)."""
+
+    __tablename__ = "pending_blob_deletes"
+    stored_name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    subject_id: Mapped[str] = mapped_column(String(64))
+    queued_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    attempts: Mapped[int] = mapped_column(Integer)
+    last_error: Mapped[str | None] = mapped_column(String(500), nullable=True)
 
 
 class PolicyVersion(Base):

@@ -6,6 +6,13 @@ Every blob and manifest is encrypted under its person's data key before it is st
 (:meth:`Collector.erase`) destroys the key first, in the same transaction that deletes the rows
 and marks derived datasets, then deletes the blob objects: whatever copy of an object survives
 (a backup, a failed delete) can no longer be decrypted.
+
+Failed blob deletes during erasure do not fail the erasure: the objects to delete are queued in
+``pending_blob_deletes`` (:class:`~.models.PendingBlobDelete`) in the erasure's own
+transaction, each is removed from the queue once deleted, and what the store refused stays
+queued, is reported in the answer (``blob_deletes_pending`` and a ``note``) and in the access
+log (action ``erase.blob_delete_pending``, actor role ``system``), and is retried by
+:meth:`Collector.retry_pending_deletes` at start-up and at every erasure.
 """
 
 from __future__ import annotations
@@ -13,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import logging
 import zipfile
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -23,13 +31,20 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import IntegrityError as SAIntegrityError
 from sqlalchemy.orm import Session
 
+from ..errors import DecryptionError
 from . import policies
 from .audit import Access, AuditLog, Signer, export_document
 from .auth import CredentialCache, revoke
 from .blobs import BlobStore, open_blob_store
 from .config import ServerConfig
 from .db import Database
-from .errors import ConflictError, IntegrityError, KeyDestroyed, NotFound
+from .errors import (
+    BlobStoreError,
+    ConflictError,
+    IntegrityError,
+    KeyDestroyed,
+    NotFound,
+)
 from .keys import DataCipher, Keyring, LocalKeyManager, Pseudonymiser
 from .models import (
     AuditEntry,
@@ -41,10 +56,18 @@ from .models import (
     Dataset,
     DatasetMember,
     DeletedEpisode,
+    PendingBlobDelete,
     Person,
     SessionTombstone,
 )
 from .wire import BundleManifest, parse_manifest
+
+log = logging.getLogger(__name__)
+
+#: Consecutive failed blob deletes after which an erasure (or retry sweep) stops trying and
+#: leaves the rest queued: an unreachable store then costs a few client retry rounds, not one
+#: per object (the S3 client's own retries come first, see :class:`.blobs.S3BlobStore`).
+DELETE_GIVE_UP_AFTER = 3
 
 # Statements of the ingest path take a whole batch in one round trip with a FIXED SQL text
 # (prepared once per connection, parsed once by psycopg): on PostgreSQL the lists travel as
@@ -109,6 +132,7 @@ class Collector:
         with self.db.session() as s:
             AuditLog.ensure_head(s)
             policies.ensure_builtin(s)
+        self.retry_pending_deletes()
 
     def close(self) -> None:
         """Release database connections."""
@@ -436,7 +460,16 @@ class Collector:
                 raise NotFound(f"blob {sha256} not stored")
             cipher = self._cipher(s, subject_id)
             name = blob.stored_name
-        return cipher.decrypt(self.blobs.get(name), _blob_aad(subject_id, sha256))
+        try:
+            return cipher.decrypt(self.blobs.get(name), _blob_aad(subject_id, sha256))
+        except DecryptionError as exc:
+            # the stored object was altered or replaced inside the blob store (HTTP 502): name
+            # the blob, never its bytes
+            log.error("stored blob %s of bundle %s (object %s) fails authentication: altered "
+                      "in the blob store", sha256, bundle_id, name)
+            raise DecryptionError(f"stored blob {sha256} of bundle {bundle_id} fails its "
+                                  f"integrity check (object {name} in {self.blobs!r} was "
+                                  "altered or replaced); restore it from a backup") from exc
 
     # -- deletion, export, erasure --------------------------------------------------------------
     def _mark_datasets(self, s: Session, subject_id: str, bundle_id: str | None,
@@ -506,8 +539,20 @@ class Collector:
     def erase(self, subject_id: str) -> dict[str, Any]:
         """Erase a person: tombstone their sessions (keyed hashes only, so a device cannot
         upload them again), destroy their data key (crypto-shredding), delete their bundles and
-        blobs, mark every dataset that contained them for rebuild, then delete the blob
-        objects and (SQLite) checkpoint the WAL so the destroyed key leaves no copy there."""
+        blobs, mark every dataset that contained them for rebuild, queue their blob objects in
+        ``pending_blob_deletes`` (all in one transaction), then delete the objects and
+        (SQLite) checkpoint the WAL so the destroyed key leaves no copy there.
+
+        Returns ``{"erased", "key_destroyed", "bundles_deleted", "blobs_deleted",
+        "blob_deletes_pending", "datasets_marked"}`` (+ ``"note"`` when deletes are pending).
+        A blob store that fails to delete does NOT fail the erasure (the key is gone, so the
+        objects are unreadable): the objects it refused stay queued, are logged
+        (``erase.blob_delete_pending``) and retried by :meth:`retry_pending_deletes`.
+
+        Raises:
+            database errors only (nothing is erased then: one transaction).
+        """
+        self.retry_pending_deletes()
         with self.db.session() as s:
             self._tombstone(s, subject_id, self._session_ids(s, list(s.scalars(
                 select(Bundle).where(Bundle.subject_id == subject_id)))))
@@ -524,11 +569,99 @@ class Collector:
                 p.erased_at = datetime.now(UTC)
             s.execute(delete(ConsentRecord).where(ConsentRecord.subject_id == subject_id))
             s.execute(delete(DeletedEpisode).where(DeletedEpisode.subject_id == subject_id))
-        for n in names:
-            self.blobs.delete(n)
+            self._queue_deletes(s, subject_id, names)
+        done, failed = self._delete_queued(names)
+        left = self._settle_deletes(done, failed, action="erase.blob_delete_pending")
         self.db.checkpoint_wal()
-        return {"erased": True, "key_destroyed": had_key, "bundles_deleted": len(pks),
-                "blobs_deleted": len(names), "datasets_marked": marked}
+        out: dict[str, Any] = {
+            "erased": True, "key_destroyed": had_key, "bundles_deleted": len(pks),
+            "blobs_deleted": len(done), "blob_deletes_pending": left.get(subject_id, 0),
+            "datasets_marked": marked}
+        if out["blob_deletes_pending"]:
+            out["note"] = (f"your data key is destroyed and every record removed, so nothing "
+                           f"stored can be read; {out['blob_deletes_pending']} encrypted blob "
+                           "object(s) could not be deleted from the blob store yet and will be "
+                           "deleted automatically when it is reachable again")
+        return out
+
+    # -- the erasure outbox (pending_blob_deletes) -------------------------------------------------
+    def _queue_deletes(self, s: Session, subject_id: str, names: list[str]) -> None:
+        """Queue blob objects of an erased person for deletion (in the caller's transaction)."""
+        now = datetime.now(UTC)
+        for i in range(0, len(names), 1000):
+            chunk = names[i:i + 1000]
+            have = set(s.scalars(select(PendingBlobDelete.stored_name).where(
+                PendingBlobDelete.stored_name.in_(chunk))))
+            s.add_all(PendingBlobDelete(stored_name=n, subject_id=subject_id, queued_at=now,
+                                        attempts=0) for n in chunk if n not in have)
+
+    def _delete_queued(self, names: list[str]) -> tuple[list[str], dict[str, str]]:
+        """Delete these objects; return ``(deleted or already absent, {name: error})``. Stops
+        after :data:`DELETE_GIVE_UP_AFTER` consecutive failures (the rest count as failed with
+        the last error: an unreachable store is not asked once per object)."""
+        done: list[str] = []
+        failed: dict[str, str] = {}
+        streak, last = 0, ""
+        for n in names:
+            if streak >= DELETE_GIVE_UP_AFTER:
+                failed[n] = f"not tried: {last}"
+                continue
+            try:
+                self.blobs.delete(n)
+            except BlobStoreError as exc:
+                streak, last = streak + 1, str(exc)[:400]
+                failed[n] = last
+                continue
+            streak = 0
+            done.append(n)
+        return done, failed
+
+    def _settle_deletes(self, done: list[str], failed: dict[str, str], *,
+                        action: str) -> dict[str, int]:
+        """Drop deleted objects from the queue, count an attempt on the failed ones, and log
+        one access-log entry per person with objects still pending (actor ``system``); return
+        ``{subject_id: objects still pending}`` (for the persons in ``failed``)."""
+        left: dict[str, int] = {}
+        with self.db.session() as s:
+            for i in range(0, len(done), 1000):
+                s.execute(delete(PendingBlobDelete).where(
+                    PendingBlobDelete.stored_name.in_(done[i:i + 1000])))
+            rows = list(failed)
+            for i in range(0, len(rows), 1000):
+                for r in s.scalars(select(PendingBlobDelete).where(
+                        PendingBlobDelete.stored_name.in_(rows[i:i + 1000]))):
+                    r.attempts += 1
+                    r.last_error = failed[r.stored_name][:500]
+                    left[r.subject_id] = left.get(r.subject_id, 0) + 1
+            if left:
+                for sid, n in left.items():
+                    log.warning("erasure of subject %s: %d blob object(s) could not be deleted "
+                                "from %r (queued for retry): %s", sid[:12], n, self.blobs,
+                                next(iter(failed.values())))
+                self.audit.append(s, actor_role="system", actor_id="collector", status=503,
+                                  accesses=[Access(action, sid, f"blobs:{n} queued for deletion "
+                                                   "retry (blob store failed)")
+                                            for sid, n in sorted(left.items())])
+        return left
+
+    def retry_pending_deletes(self, limit: int = 10_000) -> dict[str, int]:
+        """Retry deleting queued objects of erased persons (up to ``limit``, oldest first).
+        Called at start-up and by every :meth:`erase`; never raises for blob-store failures
+        (they stay queued and are logged: ``erase.blob_delete_retry_failed``). Returns
+        ``{"deleted": n, "pending": m}`` (``m``: objects still queued after this round)."""
+        with self.db.session() as s:
+            rows = s.execute(select(PendingBlobDelete.stored_name, PendingBlobDelete.subject_id)
+                             .order_by(PendingBlobDelete.queued_at)
+                             .limit(limit)).all()
+        if not rows:
+            return {"deleted": 0, "pending": 0}
+        done, failed = self._delete_queued([r.stored_name for r in rows])
+        self._settle_deletes(done, failed, action="erase.blob_delete_retry_failed")
+        if done:
+            log.info("erasure outbox: deleted %d queued blob object(s)", len(done))
+        with self.db.session() as s:
+            pending = s.scalar(select(func.count()).select_from(PendingBlobDelete)) or 0
+        return {"deleted": len(done), "pending": int(pending)}
 
     def access_log(self, subject_id: str) -> list[dict[str, Any]]:
         """Every access-log entry that names this subject, oldest first."""

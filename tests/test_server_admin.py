@@ -207,8 +207,8 @@ def test_real_sealed_bundle_carries_the_consent_record(tmp_path: Path, stack: St
     try:
         assert bundle.manifest.meta["consent"] == {
             "policy_version": 1, "notice_sha256": notice_sha(DEFAULT_TOML),
-            "accepted_utc": "2026-11-29T08:30:00Z"}
-        assert rec.accepted_utc == "2026-11-29T08:30:00Z"
+            "accepted_utc": "2026-11-29T08:30:00Z", "scope_sha256": rec.scope_sha256}
+        assert rec.scope_sha256 and rec.accepted_utc == "2026-11-29T08:30:00Z"
         subject = stack.subject("sam@example.org")
         assert stack.collector.begin(subject, "dev", bundle.manifest).state == "open"
     finally:

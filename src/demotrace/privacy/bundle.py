@@ -14,7 +14,12 @@ person's **consent record** as it was when the session was sealed (DESIGN.md §8
 ``consent_policy_version``, ``consent_notice_sha256``, ``consent_accepted_utc`` (see
 :mod:`demotrace.privacy.consent`). They are added, never required, so bundles sealed before
 this existed still open (their :attr:`BundleReader.consent` is ``None``; a collector refuses
-them until they are sealed again).
+them until they are sealed again). ``consent_scope_sha256`` (the record's
+:attr:`~demotrace.privacy.consent.ConsentRecord.scope_sha256`, the digest of the effective
+capture rules accepted, :attr:`demotrace.privacy.policy.Policy.scope_sha256`) is added when the
+record has one; bundles sealed before it was carried, or from a record made before scope
+digests existed, lack it, and the collector accepts them without a scope check
+(:func:`demotrace.server.policies.check_consent`).
 
 Bundles are encrypted with a **bundle key** derived from the person's data key with HKDF-SHA256
 (info ``"demotrace sealed bundle v1"``), so a raw spool batch can never be passed off as sealed
@@ -51,22 +56,30 @@ MARKER_TEXT = "demotrace-sealed-bundle 1\n"
 REPORT = "report.bin"
 CONSENT_KEYS = ("consent_policy_version", "consent_notice_sha256", "consent_accepted_utc")
 """Keys of the consent record in a sealed session manifest's ``extra`` (module docstring)."""
+CONSENT_SCOPE_KEY = "consent_scope_sha256"
+"""Optional key: the consent record's scope digest (module docstring)."""
 
 
 def consent_extra(record: Any) -> dict[str, str]:
     """The manifest ``extra`` entries for a :class:`demotrace.privacy.consent.ConsentRecord`
-    (``{}`` for ``None``)."""
+    (``{}`` for ``None``); ``consent_scope_sha256`` only when the record has a scope digest."""
     if record is None:
         return {}
-    return {"consent_policy_version": str(record.policy_version),
-            "consent_notice_sha256": record.notice_sha256,
-            "consent_accepted_utc": record.accepted_utc}
+    out = {"consent_policy_version": str(record.policy_version),
+           "consent_notice_sha256": record.notice_sha256,
+           "consent_accepted_utc": record.accepted_utc}
+    scope = getattr(record, "scope_sha256", None)
+    if scope:
+        out[CONSENT_SCOPE_KEY] = str(scope)
+    return out
 
 
 def consent_from_extra(extra: dict[str, str]) -> dict[str, Any] | None:
     """The consent record in a manifest's ``extra`` as ``{"policy_version": int,
-    "notice_sha256": str, "accepted_utc": str}`` (the shape of ``consent.json``), or ``None``
-    when the bundle carries none or an unreadable one (fail closed: a collector refuses it)."""
+    "notice_sha256": str, "accepted_utc": str}`` plus ``"scope_sha256": str`` when the bundle
+    carries one (the shape of ``consent.json``), or ``None`` when the bundle carries none or an
+    unreadable one (fail closed: a collector refuses it). A scope digest is passed on as
+    stored; the collector checks its form and value."""
     try:
         version = int(extra["consent_policy_version"])
         digest = str(extra["consent_notice_sha256"])
@@ -75,7 +88,11 @@ def consent_from_extra(extra: dict[str, str]) -> dict[str, Any] | None:
         return None
     if version < 1 or len(digest) != 64 or not accepted:
         return None
-    return {"policy_version": version, "notice_sha256": digest, "accepted_utc": accepted}
+    out: dict[str, Any] = {"policy_version": version, "notice_sha256": digest,
+                           "accepted_utc": accepted}
+    if CONSENT_SCOPE_KEY in extra:
+        out["scope_sha256"] = str(extra[CONSENT_SCOPE_KEY])
+    return out
 
 
 def sealed_root(paths: Paths) -> Path:

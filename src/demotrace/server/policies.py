@@ -8,10 +8,15 @@
   (the one a device uses until told otherwise), marked current, ``uploaded_by="built-in"``.
 - **Consent**: a sealed bundle carries the consent record its person made on the device
   (``meta.consent`` of the wire manifest: ``policy_version``, ``notice_sha256``,
-  ``accepted_utc``; see :mod:`demotrace.privacy.bundle`). :func:`check_consent` refuses
-  (:class:`ConsentRefused`, HTTP 422) a bundle whose consent names a version the server does
-  not know, or a notice whose digest differs from that version's notice; a sealed-session
-  bundle without a consent record is refused too. Bundles of the generic layout
+  ``accepted_utc`` and, from devices that carry it, ``scope_sha256``; see
+  :mod:`demotrace.privacy.bundle`). :func:`check_consent` refuses (:class:`ConsentRefused`,
+  HTTP 422) a bundle whose consent names a version the server does not know, a notice whose
+  digest differs from that version's notice, or a scope digest that differs from
+  :func:`scope_digest` of that version's stored TOML (the capture rules the person accepted
+  are not the ones this server has under that version); a sealed-session bundle without a
+  consent record is refused too. A record without ``scope_sha256`` (older devices) is
+  accepted on version and notice alone (documented in docs/operations.md). Bundles of the
+  generic layout
   (:func:`demotrace.server.wire.write_local_bundle`: tests, benchmarks, other producers) that
   carry no consent are accepted without a record (documented gap, see docs/operations.md).
   Accepted consent records are stored per person (:class:`~.models.ConsentRecord`) and shown
@@ -20,7 +25,9 @@
 
 from __future__ import annotations
 
+import tomllib
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import select, update
@@ -28,7 +35,7 @@ from sqlalchemy.exc import IntegrityError as SAIntegrityError
 from sqlalchemy.orm import Session
 
 from ..privacy.errors import PolicyError
-from ..privacy.policy import Policy, default_policy, notice_digest
+from ..privacy.policy import Policy, default_policy, notice_digest, with_builtin_floor
 from .errors import ConflictError, NotFound, ServerError
 from .models import ConsentRecord, PolicyVersion
 
@@ -156,13 +163,34 @@ def current_policy(s: Session) -> dict[str, Any]:
     return _row_dict(p, text=True)
 
 
+@lru_cache(maxsize=64)
+def scope_digest(toml_text: str) -> str:
+    """The scope digest a device computes for this policy TOML: the
+    :attr:`~demotrace.privacy.policy.Policy.scope_sha256` (hex SHA-256 of the effective capture
+    rules) of the policy as :func:`demotrace.privacy.policy.load_policy` loads a
+    ``policy.toml`` — parsed, then merged over the built-in floor
+    (:func:`~demotrace.privacy.policy.with_builtin_floor`). Cached per text (versions are
+    immutable), so ingest pays the parse once per version and process.
+
+    Raises:
+        PolicyError: the text is not a valid policy (cannot happen for stored versions, which
+            were validated on upload).
+    """
+    data = tomllib.loads(toml_text)
+    return with_builtin_floor(Policy.from_dict(data, "stored policy"), declared=data).scope_sha256
+
+
+_HEX = frozenset("0123456789abcdef")
+
+
 def check_consent(s: Session, meta: dict[str, Any], subject_id: str) -> dict[str, Any] | None:
     """Check the consent record of an uploaded bundle's ``meta`` (see module docstring) and
     store it for the person; return it, or ``None`` for a generic bundle without one.
 
     Raises:
-        ConsentRefused: malformed record; unknown policy version; notice digest that differs
-            from the stored version's; a sealed-session bundle without a record.
+        ConsentRefused: malformed record (also a ``scope_sha256`` that is not 64 lowercase hex
+            digits); unknown policy version; notice digest or scope digest that differs from
+            the stored version's; a sealed-session bundle without a record.
     """
     c = meta.get("consent")
     if c is None:
@@ -178,6 +206,11 @@ def check_consent(s: Session, meta: dict[str, Any], subject_id: str) -> dict[str
     except (KeyError, TypeError, ValueError) as exc:
         raise ConsentRefused(f"bundle refused: meta.consent is malformed ({exc!r}); expected "
                              "policy_version, notice_sha256, accepted_utc") from exc
+    scope = c.get("scope_sha256")
+    if scope is not None and not (isinstance(scope, str) and len(scope) == 64
+                                  and set(scope) <= _HEX):
+        raise ConsentRefused(f"bundle refused: meta.consent.scope_sha256 is malformed "
+                             f"({str(scope)[:80]!r}); expected 64 lowercase hex digits")
     row = s.get(PolicyVersion, version) if 1 <= version <= MAX_VERSION else None
     if row is None:
         known = ", ".join(str(v) for v in s.scalars(select(PolicyVersion.version)
@@ -189,6 +222,12 @@ def check_consent(s: Session, meta: dict[str, Any], subject_id: str) -> dict[str
         raise ConsentRefused(f"bundle refused: the notice consented to (sha256 {digest[:12]}…) is "
                              f"not the notice of policy version {version} on this server "
                              f"(sha256 {row.notice_sha256[:12]}…)")
+    if scope is not None and scope != (known_scope := scope_digest(row.toml_text)):
+        raise ConsentRefused(f"bundle refused: the capture rules consented to (scope sha256 "
+                             f"{scope[:12]}…) are not the rules of policy version {version} on "
+                             f"this server (scope sha256 {known_scope[:12]}…); the device "
+                             "recorded under a changed policy.toml: fetch the current policy, "
+                             "run `demotrace enroll` again and re-seal")
     if s.get(ConsentRecord, (subject_id, version, accepted)) is None:
         try:
             with s.begin_nested():
@@ -197,7 +236,10 @@ def check_consent(s: Session, meta: dict[str, Any], subject_id: str) -> dict[str
                                     first_seen_at=datetime.now(UTC)))
         except SAIntegrityError:
             pass  # stored by a concurrent upload of another bundle
-    return {"policy_version": version, "notice_sha256": digest, "accepted_utc": accepted}
+    out = {"policy_version": version, "notice_sha256": digest, "accepted_utc": accepted}
+    if scope is not None:
+        out["scope_sha256"] = scope
+    return out
 
 
 def person_consents(s: Session, subject_id: str) -> list[dict[str, Any]]:

@@ -17,9 +17,19 @@ from pathlib import Path
 import pytest
 
 from demotrace.errors import ConfigError, DecryptionError, KeyMissing
-from demotrace.server.blobs import BlobStore, FileBlobStore, S3BlobStore, open_blob_store
+from demotrace.server.blobs import (
+    BlobStore,
+    FileBlobStore,
+    S3BlobStore,
+    open_blob_store,
+)
 from demotrace.server.errors import BlobStoreError, NotFound
-from demotrace.server.keys import DataCipher, LocalKeyManager, Pseudonymiser, read_secret_file
+from demotrace.server.keys import (
+    DataCipher,
+    LocalKeyManager,
+    Pseudonymiser,
+    read_secret_file,
+)
 
 
 @pytest.fixture(params=["file", "s3"])

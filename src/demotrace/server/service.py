@@ -468,8 +468,8 @@ class Collector:
             log.error("stored blob %s of bundle %s (object %s) fails authentication: altered "
                       "in the blob store", sha256, bundle_id, name)
             raise DecryptionError(f"stored blob {sha256} of bundle {bundle_id} fails its "
-                                  f"integrity check (object {name} in {self.blobs!r} was "
-                                  "altered or replaced); restore it from a backup") from exc
+                                  f"integrity check ({exc}: object {name} in {self.blobs!r} "
+                                  "was altered or replaced); restore it from a backup") from exc
 
     # -- deletion, export, erasure --------------------------------------------------------------
     def _mark_datasets(self, s: Session, subject_id: str, bundle_id: str | None,

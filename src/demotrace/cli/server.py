@@ -50,10 +50,25 @@ def server(
     rate: float = typer.Option(200.0, "--rate", help="Requests per second per credential → 429."),
     master_key_file: Path = typer.Option(None, "--master-key-file", help="Server master key file (32 bytes, 0600; default <data-dir>/keys/master.key; $DEMOTRACE_MASTER_KEY_FILE)."),
     checkpoint_every: int = CHECKPOINT_EVERY,
+    workers: int = typer.Option(1, "--workers", min=1, max=64, help="Worker processes (each its own collector; see docs/operations.md: on PostgreSQL use about one per core; rate limits become per worker)."),
+    debug_worker_header: bool = typer.Option(False, "--debug-worker-header", hidden=True, help="Add X-Demotrace-Worker: <pid> to every response (debugging, --workers > 1)."),
 ) -> None:
     """Run the collector API (FastAPI on uvicorn). The port is bound before anything is
-    printed: a port in use is one error line."""
+    printed: a port in use is one error line.
+
+    ``--workers N`` (N > 1) runs N uvicorn worker processes on the one listening socket, each
+    building its own collector from the config handed over in ``$DEMOTRACE_SERVER_CONFIG``
+    (:func:`demotrace.server.app.create_app_from_env`). This process first runs the database
+    migrations, creates the key files, audit head and built-in policy and sweeps pending blob
+    deletes — once, before any worker starts — then supervises the workers (a dead worker is
+    replaced; SIGTERM/SIGINT stops them all and waits for them)."""
     import uvicorn
+
+    if workers > 1:
+        _serve_workers(data_dir, database_url, blob_url, s3_endpoint_url, host, port, cert, key,
+                       max_body_bytes, rate, master_key_file, checkpoint_every, workers,
+                       debug_worker_header)
+        return
 
     if (cert is None) != (key is None):
         raise ConfigError("TLS needs both --cert and --key")
@@ -86,6 +101,73 @@ def server(
     err_console.print(f"collector on {'https' if cert else 'http'}://{host}:{port} "
                       f"(database {cfg.db_url.split(':')[0]}, blobs {cfg.blobs_url.split(':')[0]})")
     server.run(sockets=[sock])
+
+
+def _serve_workers(data_dir: str | None, database_url: str | None, blob_url: str | None,
+                   s3_endpoint_url: str | None, host: str, port: int, cert: Path | None,
+                   key: Path | None, max_body_bytes: int, rate: float,
+                   master_key_file: Path | None, checkpoint_every: int | None, workers: int,
+                   debug_worker_header: bool) -> None:
+    """``demotrace server --workers N`` (N > 1): prepare once here, then run uvicorn's
+    process supervisor over N workers sharing one bound socket.
+
+    Raises:
+        ConfigError: TLS half-given or unreadable, address unusable, bad settings, database
+            unreachable — all before any worker starts.
+    """
+    import os
+
+    import uvicorn
+    from uvicorn.supervisors import Multiprocess
+
+    from ..server.app import WORKER_HEADER_ENV
+    from ..server.config import CONFIG_ENV
+    from ..server.service import Collector
+
+    if (cert is None) != (key is None):
+        raise ConfigError("TLS needs both --cert and --key")
+    sock = _bind(host, port)
+    try:
+        _warn_if_exposed(host, cert)
+        cfg = _config(data_dir, database_url, blob_url=blob_url, s3_endpoint_url=s3_endpoint_url,
+                      master_key_file=master_key_file, checkpoint_every=checkpoint_every,
+                      max_body_bytes=max_body_bytes, rate_per_s=rate,
+                      rate_burst=max(1, int(rate * 5)))
+        if cert is not None:
+            try:
+                ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(str(cert), str(key))
+            except (OSError, ssl.SSLError) as exc:
+                raise ConfigError(f"cannot load TLS certificate {cert} / key {key}: {exc}") from exc
+        # once, in this process: migrations, key files, audit head, built-in policy, sweep
+        Collector(cfg).close()
+        os.environ[CONFIG_ENV] = cfg.to_json()
+        if debug_worker_header:
+            os.environ[WORKER_HEADER_ENV] = "1"
+        ucfg = uvicorn.Config("demotrace.server.app:create_app_from_env", factory=True,
+                              workers=workers, ssl_certfile=str(cert) if cert else None,
+                              ssl_keyfile=str(key) if key else None, log_level="warning",
+                              access_log=False)
+    except BaseException:
+        sock.close()
+        raise
+    err_console.print(f"collector on {'https' if cert else 'http'}://{host}:{port} "
+                      f"(database {cfg.db_url.split(':')[0]}, blobs {cfg.blobs_url.split(':')[0]}, "
+                      f"{workers} worker processes; supervisor pid {os.getpid()})")
+    try:
+        Multiprocess(ucfg, sockets=[sock]).run()
+    finally:
+        sock.close()
+
+
+def _warn_if_exposed(host: str, cert: Path | None) -> None:
+    """Warn on stderr when ``host`` is not a loopback address (and louder without TLS)."""
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = host == "localhost"
+    if not loopback:
+        err_console.print(f"[yellow]warning:[/] binding to {host}: reachable from the network"
+                          + ("" if cert else " WITHOUT TLS (pass --cert/--key)"))
 
 
 def _bind(host: str, port: int) -> socket.socket:

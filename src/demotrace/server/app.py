@@ -534,6 +534,56 @@ def create_app(config: ServerConfig, *, collector: Collector | None = None) -> F
     return app
 
 
+WORKER_HEADER_ENV = "DEMOTRACE_SERVER_WORKER_HEADER"
+"""Set to ``1`` (``demotrace server --debug-worker-header``) to add ``X-Demotrace-Worker:
+<pid>`` to every response — a debugging aid showing which worker process answered."""
+
+
+def create_app_from_env() -> FastAPI:
+    """Factory for uvicorn worker processes (``demotrace.server.app:create_app_from_env``,
+    ``factory=True``): builds this process's own :class:`Collector` from the config JSON in
+    ``$DEMOTRACE_SERVER_CONFIG`` (:data:`.config.CONFIG_ENV`).
+
+    The parent (``demotrace server --workers N``) has already run the migrations, created the
+    key files, the audit head and the built-in policy, and swept pending blob deletes, so a
+    worker runs none of them again: no two processes migrate at once and the sweep happens once.
+
+    Raises:
+        ConfigError: the variable is unset or does not hold a valid config.
+    """
+    import os
+
+    from .config import CONFIG_ENV
+    from .db import Database
+
+    text = os.environ.get(CONFIG_ENV)
+    if not text:
+        raise ConfigError(f"${CONFIG_ENV} is not set: worker processes are started by "
+                          "`demotrace server --workers N`")
+    cfg = ServerConfig.from_json(text)
+    c = Collector(cfg, db=Database(cfg.db_url, run_migrations=False), sweep_pending=False)
+    app = create_app(cfg, collector=c)
+    if os.environ.get(WORKER_HEADER_ENV) == "1":
+        app.add_middleware(_WorkerHeader, pid=os.getpid())
+    return app
+
+
+class _WorkerHeader:
+    """ASGI middleware adding ``X-Demotrace-Worker: <pid>`` to every HTTP response."""
+
+    def __init__(self, app: Any, pid: int) -> None:
+        self.app = app
+        self.header = (b"x-demotrace-worker", str(pid).encode())
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        async def send_pid(msg: Any) -> None:
+            if msg["type"] == "http.response.start":
+                msg["headers"] = [*msg.get("headers", []), self.header]
+            await send(msg)
+
+        await self.app(scope, receive, send_pid)
+
+
 def route_roles(app: FastAPI) -> dict[tuple[str, str], tuple[str, ...] | None]:
     """``(method, path) → roles`` of every route (``None``: public). Used by the start-up check
     and the authorisation-matrix test."""

@@ -14,12 +14,17 @@ Files under ``data_dir`` (created on first start, folders 0700, key files 0600):
 Environment overrides (used when the matching argument is ``None``): ``DEMOTRACE_SERVER_DATA``,
 ``DEMOTRACE_DATABASE_URL``, ``DEMOTRACE_BLOB_URL``, ``DEMOTRACE_MASTER_KEY_FILE``,
 ``DEMOTRACE_AUDIT_CHECKPOINT_EVERY``.
+
+Worker processes (``demotrace server --workers N``) receive the parent's whole config as JSON
+(:meth:`ServerConfig.to_json` / :meth:`ServerConfig.from_json`) in the environment variable
+:data:`CONFIG_ENV`, so every worker runs with exactly the settings the parent checked.
 """
 
 from __future__ import annotations
 
+import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -28,6 +33,10 @@ from ..errors import ConfigError
 #: Default request-body limit: 64 MiB (a sealed bundle blob is one encoded frame or an events
 #: chunk, normally well under 1 MiB; the limit only guards memory).
 DEFAULT_MAX_BODY_BYTES = 64 * 1024 * 1024
+
+#: Environment variable carrying a :class:`ServerConfig` as JSON from ``demotrace server`` to
+#: its worker processes (read by :func:`demotrace.server.app.create_app_from_env`).
+CONFIG_ENV = "DEMOTRACE_SERVER_CONFIG"
 
 
 @dataclass(frozen=True)
@@ -129,6 +138,43 @@ class ServerConfig:
             master_key_file=Path(mk).expanduser().resolve() if mk else None,
             **kw,  # type: ignore[arg-type]
         )
+
+    def to_json(self) -> str:
+        """The config as one JSON object (paths as strings); inverse of :meth:`from_json`.
+        May hold a database password (in ``database_url``): keep it out of logs."""
+        d = asdict(self)
+        for k in ("data_dir", "master_key_file"):
+            if d[k] is not None:
+                d[k] = str(d[k])
+        return json.dumps(d, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str, *, where: str = CONFIG_ENV) -> "ServerConfig":
+        """Rebuild a config written by :meth:`to_json`.
+
+        Raises:
+            ConfigError: ``text`` is not a JSON object of known fields, or a value is invalid
+                (the message names ``where`` and the field).
+        """
+        try:
+            d = json.loads(text)
+        except ValueError as exc:
+            raise ConfigError(f"{where}: not JSON ({exc})") from exc
+        if not isinstance(d, dict):
+            raise ConfigError(f"{where}: expected a JSON object, got {type(d).__name__}")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ConfigError(f"{where}: unknown setting(s) {', '.join(unknown)}")
+        if "data_dir" not in d:
+            raise ConfigError(f"{where}: data_dir is missing")
+        d["data_dir"] = Path(d["data_dir"])
+        if d.get("master_key_file") is not None:
+            d["master_key_file"] = Path(d["master_key_file"])
+        try:
+            return cls(**d)
+        except TypeError as exc:
+            raise ConfigError(f"{where}: {exc}") from exc
 
     # -- derived locations ----------------------------------------------------------------------
     @property

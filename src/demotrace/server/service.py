@@ -118,7 +118,10 @@ class Collector:
     """Everything the routes need: config, database, blob store, keys, pseudonyms, audit log."""
 
     def __init__(self, config: ServerConfig, *, db: Database | None = None,
-                 blobs: BlobStore | None = None) -> None:
+                 blobs: BlobStore | None = None, sweep_pending: bool = True) -> None:
+        """``sweep_pending``: retry queued blob deletes now (:meth:`retry_pending_deletes`);
+        ``demotrace server --workers N`` sweeps once in the parent and passes ``False`` in
+        every worker."""
         config.ensure_dirs()
         self.config = config
         self.db = db or Database(config.db_url)
@@ -132,7 +135,8 @@ class Collector:
         with self.db.session() as s:
             AuditLog.ensure_head(s)
             policies.ensure_builtin(s)
-        self.retry_pending_deletes()
+        if sweep_pending:
+            self.retry_pending_deletes()
 
     def close(self) -> None:
         """Release database connections."""

@@ -348,7 +348,9 @@ def test_cli_flow_over_tls(tmp_path: Path) -> None:
         r = subprocess.run([DEMOTRACE, "upload", str(b.root)], capture_output=True, text=True,
                            env=env, timeout=60)
         assert r.returncode == 0, r.stderr
-        assert "committed" in r.stdout and "local copy deleted" in r.stdout
+        # the FULL bundle id (sha256 of the manifest, 64 hex digits): the API takes only that
+        assert f"committed {b.manifest.bundle_id} (" in r.stdout, r.stdout
+        assert len(b.manifest.bundle_id) == 64 and "local copy deleted" in r.stdout
         assert not b.root.exists()
         assert stored_counts(srv.db_url)[0] == 1
         with pytest.raises(httpx.TransportError):

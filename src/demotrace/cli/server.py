@@ -356,9 +356,10 @@ def upload(
                 failed += 1
                 err_console.print(f"[red]failed[/] {b}: {exc}", highlight=False)
                 continue
-            console.print(f"{b}: committed {r.bundle_id[:16]} ({r.n_blobs} blobs, "
+            console.print(f"{b}: committed {r.bundle_id} ({r.n_blobs} blobs, "
                           f"{r.total_bytes} bytes, {r.sent_blobs} sent)"
-                          + (", local copy deleted" if r.deleted_local else ""), highlight=False)
+                          + (", local copy deleted" if r.deleted_local else ""), highlight=False,
+                          soft_wrap=True)  # the full id, never wrapped: the API takes only it
     if failed:
         raise typer.Exit(1)
 

@@ -171,6 +171,21 @@ LABEL_FORMS = [
     ("GITHUB_TOKEN=daffodil7 make release", "daffodil7"),
     ("client_secret: daffodil7", "daffodil7"),
     ("openssl enc -pass pass:daffodil7", "pass:daffodil7"),
+    # bug bash 2: credentials in command arguments (the password after "user:", after the flag)
+    ("curl -u admin:Zq9xLmPw44 https://api.example.com", "Zq9xLmPw44"),
+    ("curl -sSu admin:Zq9xLmPw44 https://api.example.com", "Zq9xLmPw44"),
+    ("curl --user=admin:Zq9xLmPw44 -X POST https://api.example.com", "Zq9xLmPw44"),
+    ("curl --proxy-user bob:Zq9xLmPw44 https://example.org", "Zq9xLmPw44"),
+    ("curl -u 'admin:Zq9 xLm Pw44' https://api.example.com", "Zq9 xLm Pw44"),
+    ("curl https://example.org:8443/api -u admin:Zq9xLmPw44", "Zq9xLmPw44"),
+    ("http -a admin:Zq9xLmPw44 api.example.com/items", "Zq9xLmPw44"),
+    ('curl -H "Authorization: Basic YWRtaW46WnE5eA==" https://api.example.com', "YWRtaW46WnE5eA=="),
+    ("wget --user=admin --password=Zq9xLmPw44 https://example.org/f", "Zq9xLmPw44"),
+    ("wget --http-password Zq9xLmPw44 https://example.org/f", "Zq9xLmPw44"),
+    ("sshpass -p Zq9xLmPw44 ssh admin@build.example.org", "Zq9xLmPw44"),
+    ("sshpass -pZq9xLmPw44 scp f admin@build.example.org:", "Zq9xLmPw44"),
+    ("docker login -u admin -p Zq9xLmPw44 registry.example.org", "Zq9xLmPw44"),
+    ("ldapsearch -x -D cn=admin,dc=example,dc=org -w Zq9xLmPw44 -b dc=example,dc=org", "Zq9xLmPw44"),
 ]
 
 
@@ -199,6 +214,15 @@ BENIGN_LABELS = [
     "mysql -u root -p shop",
     "OLDPWD=/srv/app",
     "cd $PWD/sub",
+    # bug bash 2: "-u" / ":" that are no credentials
+    "curl -u root https://api.example.com",  # no ':': curl prompts for the password
+    "curl -u admin: https://api.example.com",  # empty password
+    "useradd -u 1001 anna",
+    "docker run -u 1000:1000 alpine id",  # uid:gid, not curl
+    "sort -u names.txt",
+    "curl -o out.txt https://example.org:8443/a",
+    "psql --no-password -h db.example.org shop",
+    "ssh -p 2222 anna@build.example.org",
 ]
 
 

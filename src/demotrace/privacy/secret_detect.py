@@ -25,7 +25,13 @@ PASSWORD_LABEL         the value after ``password`` / ``passwd`` / ``pwd`` / ``p
                        but not begin one (``PASSWORD_MIN_LENGTH=8``, ``password_reset_url=``
                        are settings, not secrets: kept); also ``--password VALUE`` /
                        ``-pass VALUE`` flags (not ``--password-file``) and the MySQL /
-                       MariaDB clients' attached ``-pVALUE`` (tester issue #4)
+                       MariaDB clients' attached ``-pVALUE`` (tester issue #4); and
+                       (:data:`CREDENTIAL_RULES`, bug bash 2) the password of ``user:password``
+                       after curl ``-u`` / ``--user`` / ``-U`` / ``--proxy-user`` and HTTPie
+                       ``-a`` / ``--auth``, ``--http-password`` / ``--ftp-password`` …, an
+                       ``Authorization: Basic|Bearer`` header's credentials, ``sshpass -p``,
+                       ``docker|podman … login -p`` and the LDAP clients' ``-w`` (``-u root``
+                       without a colon, ``useradd -u 1001``, ``docker run -u 1000:1000``: kept)
 HIGH_ENTROPY_TOKEN     a run of 24+ ``[A-Za-z0-9+/=_-]`` mixing upper, lower and digits with
                        Shannon entropy ≥ 3.5 bits/char (catches keys of unknown issuers and
                        OCR-garbled known ones; lower-case hex such as git hashes is not
@@ -80,12 +86,44 @@ DETECTORS: dict[str, re.Pattern[str]] = {
         r"(?![A-Za-z0-9_])[\"']?[ \t]*[:=]"
         # 3. command-line flags with the value after a space or "=" (--password s3cret, -pass x);
         #    not --password-file / --password-stdin, not a following flag
-        r"|(?<![\w\-])--?(?:password|passwd|passphrase|pass|pwd)(?:[ \t]+|=)(?=[^\s\-])"
+        r"|(?<![\w\-])--?(?:(?:http|https|ftp|proxy|admin|db|bind|store|key)-)?(?:password|passwd|passphrase|pass|pwd)"
+        r"(?:[ \t]+|=)(?=[^\s\-])"
         # 4. the MySQL / MariaDB client's attached -p<password> (mysql -u root -ps3cret)
         r"|\b(?:mysql|mysqldump|mysqladmin|mariadb|mariadb-dump|mariadb-admin)\b[^\n|;&]*?[ \t]-p(?=[^\s\-]))"
         r"[ \t]*(?!<[A-Z_]+>)(\"[^\"\n]{1,128}\"|'[^'\n]{1,128}'|[^\s\"',;]{1,128})"
     ),
 }
+#: Command-line credentials that are not ``label: value`` forms (tester issue #4, bug bash 2);
+#: each finds PASSWORD_LABEL, and only the password is redacted (the first group that took part
+#: in the match). A command word must start a word that is not part of a path or URL
+#: (``(?<![\w/.-])``), and the flag must be in the same command (no ``|``, ``;``, ``&`` or new
+#: line between them).
+_CMD = r"(?<![\w/.\-]){cmd}\b[^\n|;&]*?(?<![\w\-])"
+#: ``user:password`` as one argument: quoted ("admin:pw x" / 'admin:pw x') or bare (up to a
+#: space or quote); the user part is kept, the password after the first ':' is the value.
+_USERINFO = r"(?:\"[^\s:\"]*:([^\"\n]{1,128})\"|'[^\s:']*:([^'\n]{1,128})'|[^\s:\"']*:([^\s\"']{1,128}))"
+#: A password argument after its flag: quoted or bare (the PASSWORD_LABEL value forms).
+_PWARG = r"(?:\"([^\"\n]{1,128})\"|'([^'\n]{1,128})'|([^\s\"']{1,128}))"
+CREDENTIAL_RULES: tuple[re.Pattern[str], ...] = (
+    # curl -u / --user / -U / --proxy-user user:password (curl(1) "-u, --user <user:password>");
+    # short flags may be combined (-su) or attached (-uadmin:pw). `-u root` (no ':') makes curl
+    # prompt: nothing to redact.
+    re.compile(_CMD.format(cmd="curl") + r"(?:-[A-Za-z]*[uU][ \t]*|--(?:proxy-)?user(?:[ \t]+|=))" + _USERINFO),
+    # HTTPie: http / https -a / --auth user:password (httpie.io/docs/cli/authentication)
+    re.compile(_CMD.format(cmd="(?:https?|httpie)") + r"(?:-a[ \t]*|--auth(?:[ \t]+|=))" + _USERINFO),
+    # an HTTP Authorization header's credentials (RFC 7617 Basic = base64 of user:password,
+    # RFC 6750 Bearer): -H "Authorization: Basic ZGVtbzpw...", Proxy-Authorization likewise
+    re.compile(r"(?i:(?<![\w\-])(?:proxy-)?authorization[\"']?[ \t]*[:=][ \t]*[\"']?(?:basic|bearer|token)[ \t]+)"
+               r"([A-Za-z0-9+/=._~\-]{4,})"),
+    # sshpass -p PASSWORD (sshpass(1); -pPASSWORD attached too)
+    re.compile(_CMD.format(cmd="sshpass") + r"-p[ \t]*" + _PWARG),
+    # docker / podman / buildah / skopeo / helm registry login -p PASSWORD
+    re.compile(_CMD.format(cmd=r"(?:docker|podman|buildah|skopeo|helm(?:[ \t]+registry)?)[ \t]+login")
+               + r"-p[ \t]*" + _PWARG),
+    # OpenLDAP clients: ldapsearch / ldapmodify / ... -w PASSWORD (the simple-bind password)
+    re.compile(_CMD.format(cmd=r"ldap[a-z]*") + r"-w[ \t]*" + _PWARG),
+)
+
 _ENTROPY_RE = re.compile(rf"(?<!{_B64}){_B64}{{24,}}(?!{_B64})")
 
 #: Entities whose value is a capture group (only the value is redacted, not the label).
@@ -196,6 +234,11 @@ def detect_secrets(text: str, *, entropy: bool = True) -> list[Finding]:
                 s, e = m.span()
             if e > s:
                 out.append(Finding(s, e, name, 1.0, "secrets"))
+    for rx in CREDENTIAL_RULES:
+        for m in rx.finditer(text):
+            s, e = next(m.span(i) for i in range(1, (m.lastindex or 0) + 1) if m.group(i) is not None)
+            if e > s:
+                out.append(Finding(s, e, "PASSWORD_LABEL", 1.0, "secrets"))
     if entropy:
         for m in _ENTROPY_RE.finditer(text):
             if _high_entropy(m.group()):

@@ -110,7 +110,7 @@ class ServerConfig:
         blob_url: str | None = None,
         master_key_file: str | os.PathLike[str] | None = None,
         **kw: object,
-    ) -> "ServerConfig":
+    ) -> ServerConfig:
         """Build a config from arguments, falling back to the environment (module docstring).
 
         Raises:
@@ -149,7 +149,7 @@ class ServerConfig:
         return json.dumps(d, sort_keys=True)
 
     @classmethod
-    def from_json(cls, text: str, *, where: str = CONFIG_ENV) -> "ServerConfig":
+    def from_json(cls, text: str, *, where: str = CONFIG_ENV) -> ServerConfig:
         """Rebuild a config written by :meth:`to_json`.
 
         Raises:

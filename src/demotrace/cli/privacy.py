@@ -42,16 +42,58 @@ def _purge(paths, spool, policy) -> list[str]:  # type: ignore[no-untyped-def]
 
 
 def _recording_session(paths) -> str | None:  # type: ignore[no-untyped-def]
-    """Id of the session the running recorder writes for this home, if one runs."""
+    """Id of the session the running recorder writes for this home, if one runs. Stale run
+    files of a killed recorder (:func:`demotrace.recorder.control.check_run_dir`) mean none runs."""
     from ..errors import ControlError
-    from ..recorder.control import RecorderLock, call
+    from ..recorder.control import call, check_run_dir
 
-    if RecorderLock.holder(paths.run_dir) is None:
+    if not check_run_dir(paths.run_dir, paths.control_socket, clean=False).running:
         return None
     try:
         return call(paths.control_socket, "status", timeout=2.0).get("session_id")
     except (ControlError, OSError):
         return None
+
+
+def _crashed_sessions(paths, spool) -> tuple[str | None, list[str]]:  # type: ignore[no-untyped-def]
+    """(session a live recorder writes or ``None``, ids of *crashed* sessions): raw sessions
+    whose manifest is not ended, with no sealed bundle, not uploaded and not being recorded.
+
+    Stale run files of a killed recorder (``run/recorder.pid`` of a gone or foreign process, a
+    ``run/control.sock`` nothing listens on) are removed first and reported on stderr
+    (:func:`demotrace.recorder.control.check_run_dir`). When a recorder runs but does not say
+    which session it writes, no unended session counts as crashed (it may be the live one).
+    """
+    from ..errors import ControlError, SpoolError
+    from ..privacy.bundle import sealed_root
+    from ..privacy.uploads import uploaded_ids
+    from ..recorder.control import call, check_run_dir
+
+    state = check_run_dir(paths.run_dir, paths.control_socket)
+    if state.cleaned:
+        err_console.print("the recorder of this home is not running but left "
+                          + " and ".join(f"run/{p.name}" for p in state.cleaned)
+                          + " behind (killed or crashed): removed them", highlight=False, markup=False)
+    live = None
+    if state.running:
+        try:
+            live = call(paths.control_socket, "status", timeout=2.0).get("session_id")
+        except (ControlError, OSError):
+            live = None
+        if live is None:  # starting, or not answering: any unended session may be the live one
+            return None, []
+    uploaded = uploaded_ids(paths)
+    out = []
+    for sid in spool.session_ids():
+        if sid == live or sid in uploaded or (sealed_root(paths) / sid).is_dir():
+            continue
+        try:
+            with spool.open(sid) as r:
+                if not r.manifest.ended:
+                    out.append(sid)
+        except SpoolError:
+            continue  # unreadable: `review list` names it
+    return live, out
 
 
 def _print_notes(policy) -> None:  # type: ignore[no-untyped-def]
@@ -130,13 +172,27 @@ def register(app: typer.Typer) -> None:
         paths, spool = open_spool(home)
         policy = load_policy(paths, policy_file)
         _print_notes(policy)
+        if replace and not session_ids:
+            raise typer.BadParameter("--replace seals named sessions again and needs their ids, e.g. `demotrace"
+                                     " seal --replace 20261130T032708Z-00ebea` (ids: `demotrace review list`)",
+                                     param_hint="'--replace'")
         for sid in session_ids or ():
             _check_id(sid)
         refused = 0
         try:
             _purge(paths, spool, policy)
+            live, crashed = _crashed_sessions(paths, spool)
+            for sid in session_ids or ():
+                if live is not None and sid == live:
+                    from ..errors import ControlError
+
+                    raise ControlError(f"session {sid} is being recorded; stop it first with `demotrace stop`,"
+                                       " then seal it")
             ids = []
-            for sid in sessions_to_seal(paths, spool, session_ids or ()):
+            chosen = list(sessions_to_seal(paths, spool, session_ids or ()))
+            if not session_ids:  # crashed sessions never get ended by their recorder: seal them too
+                chosen += [sid for sid in crashed if sid not in chosen]
+            for sid in chosen:
                 try:  # uploaded sessions are never sealed again (no --force: privacy/uploads.py)
                     refuse_if_uploaded(paths, sid)
                 except AlreadyUploaded as exc:
@@ -144,6 +200,10 @@ def register(app: typer.Typer) -> None:
                     err_console.print(f"skipped: {exc}", highlight=False, markup=False)
                     continue
                 ids.append(sid)
+                if sid in crashed:
+                    err_console.print(f"session {sid} was not ended by its recorder (it crashed or was killed):"
+                                      " treating it as ended and sealing what it recorded up to its last flush",
+                                      highlight=False, markup=False)
             if not session_ids:  # the default selection leaves uploaded sessions out: say so
                 from ..privacy.uploads import uploaded_ids
 
@@ -166,7 +226,7 @@ def register(app: typer.Typer) -> None:
             ents = ", ".join(f"{k} {v}" for k, v in c["entities"].items()) or "none"
             drops = ", ".join(f"{k} {v}" for k, v in c["dropped"].items()) or "none"
             console.print(
-                f"{rep.session_id}: {rep.events_out}/{rep.events_in} events, {rep.frames_out}/{rep.frames_in} frames kept;"
+                f"{rep.session_id}{' (crashed, recovered)' if rep.session_id in crashed else ''}: {rep.events_out}/{rep.events_in} events, {rep.frames_out}/{rep.frames_in} frames kept;"
                 f" redacted: {ents}; dropped: {drops}; private gaps {rep.private_gaps};"
                 f" frames with a typed-secret window blacked out {rep.typed_secret_masked},"
                 f" dropped (window unknown) {rep.typed_secret_dropped};"
@@ -190,8 +250,16 @@ def register(app: typer.Typer) -> None:
         uploaded = uploaded_ids(paths)
         rows: list[tuple[str, ...]] = []
         bad = []
+        live = _recording_session(paths)
         for s in list_sessions(paths, spool):
             state = "uploaded" if s.session_id in uploaded else ("yes" if s.sealed else "no")
+            if s.error is None and s.session_id not in uploaded:
+                with spool.open(s.session_id) as r:
+                    ended = r.manifest.ended
+                if s.session_id == live:
+                    state = "no (recording)"
+                elif not ended:  # its recorder was killed: never ended, `seal` recovers it
+                    state = "crashed (recovered)" if s.sealed else "no (crashed; run `demotrace seal`)"
             if s.error is not None:
                 bad.append(s)
                 rows.append((s.session_id, "UNREADABLE", "-", "-", "-", "-", state))

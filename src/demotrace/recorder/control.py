@@ -284,3 +284,94 @@ class RecorderLock:
             return None
         finally:
             os.close(fd)
+
+
+def _is_recorder_process(pid: int) -> bool:
+    """Whether ``pid`` is a live, non-zombie process whose command line names demotrace's
+    ``record`` command (read from ``/proc/<pid>``; Linux only, like the X11 backend)."""
+    if pid <= 0:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            state = f.read().rsplit(b")", 1)[-1].split()[0]
+        if state in (b"Z", b"X"):  # a killed recorder its parent has not reaped yet
+            return False
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            argv = f.read().split(b"\0")
+    except (FileNotFoundError, ProcessLookupError, IndexError, PermissionError):
+        return False
+    return any(b"demotrace" in a for a in argv) and b"record" in argv
+
+
+def _socket_listens(path: Path, timeout: float = 1.0) -> bool:
+    """Whether something accepts connections on the Unix socket ``path`` (a dead recorder's
+    socket file refuses them: ``ECONNREFUSED``)."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(timeout)
+    try:
+        s.connect(str(path))
+        return True
+    except OSError:
+        return False
+    finally:
+        s.close()
+
+
+class RunState:
+    """What :func:`check_run_dir` found in a home's ``run/`` folder.
+
+    ``pid``: the live recorder's pid (``-1`` while one is starting and has not written its pid
+    yet), or ``None`` when no recorder runs. ``cleaned``: stale files removed (a pid file whose
+    process is gone or is not a demotrace recorder, a control socket nothing listens on) — left
+    behind by a recorder that was killed (``kill -9``, power loss), whose open session is then
+    *crashed*: it will never be ended by its recorder.
+    """
+
+    def __init__(self, pid: int | None, cleaned: list[Path]) -> None:
+        self.pid = pid
+        self.cleaned = cleaned
+
+    @property
+    def running(self) -> bool:
+        """A recorder runs (or is starting) for this home."""
+        return self.pid is not None
+
+    @property
+    def crashed(self) -> bool:
+        """Stale run files of a killed recorder were found (and removed)."""
+        return bool(self.cleaned)
+
+
+def check_run_dir(run_dir: Path, control_socket: Path, *, clean: bool = True) -> RunState:
+    """Find out whether a recorder runs for this home and, if none does, remove the stale run
+    files a killed one left (``clean=False``: only report them).
+
+    Rules: the recorder is live when the ``recorder.pid`` lock (:class:`RecorderLock`) is held
+    and the pid written in it is a live, non-zombie process running demotrace ``record``
+    (``/proc/<pid>/cmdline``), or when the lock is held with no pid written yet (a recorder
+    starting). A pid file whose lock is free, or whose pid is gone / reused by another program,
+    is stale. With no live recorder, a ``control.sock`` that refuses connections is stale.
+
+    Errors: none raised; files that cannot be removed are left and not listed in ``cleaned``.
+    """
+    pid_file = run_dir / "recorder.pid"
+    holder = RecorderLock.holder(run_dir)
+    if holder == -1 or (holder is not None and (holder == os.getpid() or _is_recorder_process(holder))):
+        return RunState(holder, [])
+    cleaned: list[Path] = []
+    stale = [pid_file] if pid_file.exists() else []
+    if (control_socket.exists() and stat.S_ISSOCK(control_socket.lstat().st_mode)
+            and not _socket_listens(control_socket)):
+        stale.append(control_socket)
+    for p in stale:
+        if not clean:
+            cleaned.append(p)
+            continue
+        try:
+            p.unlink()
+            cleaned.append(p)
+        except FileNotFoundError:
+            pass
+        except OSError:
+            continue
+    return RunState(None, cleaned)

@@ -3,13 +3,14 @@
 One command::
 
     .venv/bin/python bench/ingest.py [--devices 8] [--bundles 6] [--events 2000] \
-        [--frames 24] [--frame-kb 96] [--database-url URL]
+        [--frames 24] [--frame-kb 96] [--database-url URL] [--workers 1 2 3] [--repeats 3]
 
 What runs:
 
 - a throw-away PostgreSQL (``initdb`` + ``pg_ctl`` as in the test harness, DEFAULT durability:
   ``fsync=on``, ``synchronous_commit=on``) unless ``--database-url`` names one;
-- ``demotrace server`` as a subprocess on 127.0.0.1 (local blob folder, rate limit lifted);
+- ``demotrace server --workers W`` as a subprocess on 127.0.0.1 (local blob folder, rate limit
+  lifted), a fresh database and data folder per run;
 - ``--devices`` simulated devices, each a separate process (so the client does not share the
   server's interpreter), enrolled with a one-time code, each uploading ``--bundles`` bundles
   through :class:`demotrace.upload.UploadClient` (the real protocol: manifest → missing → PUT
@@ -20,11 +21,16 @@ What runs:
 Reports (one run): events/s and MB/s of frames ingested over the wall time from the first
 request to the last commit, p50/p99 latency of the committing request (``POST …/commit``, or
 the last blob batch sent with ``?commit=true``; ms), errors, the CPU (user+sys seconds / wall,
-in cores) of the server, of PostgreSQL (postmaster and children) and of the devices, the
-server's peak RSS (MiB, sampled every 0.1 s) and the 1-minute load average before and after
+in cores) of the server (supervisor plus its worker processes), of PostgreSQL (postmaster and children) and of the devices, the
+server's peak RSS (MiB, sum over its processes, sampled every 0.1 s) and the 1-minute load average before and after
 (the machine is shared: quote it with the figures). ``--profile FILE`` records the server
 with py-spy (``pip install -e ".[bench]"``) during the upload phase.
 Targets (issue 5): >= 20,000 events/s and >= 50 MB/s of frames with no errors.
+
+``--workers 1 2 3 --repeats 3`` runs every worker count ``--repeats`` times in ONE invocation,
+interleaved (round r runs the counts in order, reversed on odd rounds, so a drift in the shared
+machine's load hits every count alike), on the same prepared bundles, and reports each run plus
+the per-count medians and the median MB/s ratio against the first count.
 """
 
 from __future__ import annotations
@@ -53,9 +59,9 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "src"))
 sys.path.insert(0, str(REPO / "tests"))
 
-from demotrace.schema.events import KeyDown, KeyUp, PointerMove, encode_batch  # noqa: E402
-from demotrace.server.wire import write_local_bundle  # noqa: E402
-from demotrace.upload import RetryPolicy, UploadClient  # noqa: E402
+from demotrace.schema.events import KeyDown, KeyUp, PointerMove, encode_batch
+from demotrace.server.wire import write_local_bundle
+from demotrace.upload import RetryPolicy, UploadClient
 
 
 def make_bundle(root: Path, n_events: int, n_frames: int, frame_bytes: int, seed: int) -> Path:
@@ -100,7 +106,7 @@ def device(url: str, code: str, bundles: list[str], out: Any) -> None:
     with UploadClient(url, token, transport=Timing(), retry=RetryPolicy(attempts=5)) as c:
         for b in bundles:
             try:
-                c.upload_path(b)
+                c.upload_path(b, delete_local=False)
             except Exception as exc:  # counted, reported
                 errors += 1
                 print(f"device error: {exc}", file=sys.stderr)
@@ -131,47 +137,44 @@ def _pg_cpu(pg: Any) -> float | None:
     return total
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--devices", type=int, default=8)
-    ap.add_argument("--bundles", type=int, default=6, help="bundles per device")
-    ap.add_argument("--events", type=int, default=2000, help="events per bundle")
-    ap.add_argument("--frames", type=int, default=24, help="frames per bundle")
-    ap.add_argument("--frame-kb", type=int, default=96, help="KiB per frame")
-    ap.add_argument("--database-url", default=None)
-    ap.add_argument("--json", type=Path, default=None, help="also write the result here")
-    ap.add_argument("--profile", type=Path, default=None,
-                    help="record the server with py-spy during the upload phase (raw collapsed "
-                         "stacks per thread, idle samples left out) into this file")
-    a = ap.parse_args()
+def _tree_cpu(proc: psutil.Process) -> float:
+    """User+sys CPU seconds of ``proc`` and its live descendants (the uvicorn workers)."""
+    total = 0.0
+    for p in [proc, *proc.children(recursive=True)]:
+        try:
+            t = p.cpu_times()
+            total += t.user + t.system
+        except psutil.Error:
+            pass
+    return total
 
-    tmp = Path(tempfile.mkdtemp(prefix="dt-ingest-"))
-    pg = None
+
+def _tree_rss(proc: psutil.Process) -> int:
+    """Resident bytes of ``proc`` and its live descendants."""
+    total = 0
+    for p in [proc, *proc.children(recursive=True)]:
+        try:
+            total += p.memory_info().rss
+        except psutil.Error:
+            pass
+    return total
+
+
+def run_once(a: argparse.Namespace, url_db: str, pg: Any, data: Path, plan: list[list[str]],
+             workers: int) -> dict[str, Any]:
+    """One measured run: start the server with ``workers`` processes on ``url_db`` (empty),
+    enroll the devices, upload ``plan``, stop the server; return the figures."""
+    from conftest_pg import free_port
+
+    port = free_port()
+    exe = str(Path(sys.executable).parent / "demotrace")
+    srv = subprocess.Popen([exe, "server", "--data-dir", str(data), "--database-url", url_db,
+                            "--port", str(port), "--rate", "1000000", "--workers", str(workers),
+                            "--max-body-bytes", str(16 * 1024 * 1024)],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
-        url_db = a.database_url
-        if url_db is None:
-            from conftest_pg import start_postgres
-
-            pg = start_postgres(durable=True)
-            url_db = pg.new_database()
-        data = tmp / "srv"
-        data.mkdir()
-        print("preparing bundles …", file=sys.stderr)
-        plan: list[list[str]] = []
-        for d in range(a.devices):
-            plan.append([str(make_bundle(tmp / "dev" / f"{d}-{b}", a.events, a.frames,
-                                         a.frame_kb * 1024, seed=d * 1000 + b))
-                         for b in range(a.bundles)])
-        from conftest_pg import free_port
-
-        port = free_port()
-        exe = str(Path(sys.executable).parent / "demotrace")
-        srv = subprocess.Popen([exe, "server", "--data-dir", str(data), "--database-url", url_db,
-                                "--port", str(port), "--rate", "1000000",
-                                "--max-body-bytes", str(16 * 1024 * 1024)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 120
         while True:
             try:
                 if httpx.get(url + "/healthz", timeout=1).status_code == 200:
@@ -179,7 +182,9 @@ def main() -> None:
             except httpx.TransportError:
                 pass
             if time.monotonic() > deadline or srv.poll() is not None:
-                raise SystemExit(f"server did not start: {srv.stderr.read().decode() if srv.stderr else ''}")
+                srv.kill()
+                raise SystemExit("server did not start: "
+                                 f"{srv.stderr.read().decode() if srv.stderr else ''}")
             time.sleep(0.1)
         codes = []
         for d in range(a.devices):
@@ -188,19 +193,16 @@ def main() -> None:
                                capture_output=True, text=True, check=True)
             codes.append(r.stdout.strip())
         proc = psutil.Process(srv.pid)
-        peak_rss = [proc.memory_info().rss]
+        peak_rss = [_tree_rss(proc)]
         stop = threading.Event()
 
         def sample() -> None:
             while not stop.is_set():
-                try:
-                    peak_rss[0] = max(peak_rss[0], proc.memory_info().rss)
-                except psutil.Error:
-                    return
+                peak_rss[0] = max(peak_rss[0], _tree_rss(proc))
                 time.sleep(0.1)
 
         threading.Thread(target=sample, daemon=True).start()
-        cpu0 = proc.cpu_times()
+        cpu0 = _tree_cpu(proc)
         pg_cpu0 = _pg_cpu(pg)
         q: Any = mp.get_context("spawn").Queue()
         procs = [mp.get_context("spawn").Process(target=device, args=(url, codes[d], plan[d], q))
@@ -213,7 +215,7 @@ def main() -> None:
         if a.profile:
             spy = subprocess.Popen([str(Path(sys.executable).parent / "py-spy"), "record", "-p",
                                     str(srv.pid), "-o", str(a.profile), "--format", "raw",
-                                    "--threads", "-r", "250", "--nonblocking"],
+                                    "--threads", "-r", "250", "--nonblocking", "--subprocesses"],
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         results = [q.get(timeout=3600) for _ in procs]
         for p in procs:
@@ -221,36 +223,107 @@ def main() -> None:
         if spy is not None:
             spy.send_signal(2)
             spy.wait(30)
-        cpu1 = proc.cpu_times()
+        cpu1 = _tree_cpu(proc)
         pg_cpu1 = _pg_cpu(pg)
         stop.set()
         wall = max(r["t1"] for r in results) - min(r["t0"] for r in results)
         total_wall = time.perf_counter() - w0
+    finally:
         srv.terminate()
-        srv.wait(20)
+        srv.wait(30)
         if srv.stderr:
             srv.stderr.close()
-        lat = sorted(x for r in results for x in r["lat"])
-        n_bundles = a.devices * a.bundles
-        events = n_bundles * a.events
-        frame_mb = n_bundles * a.frames * a.frame_kb * 1024 / 1e6
-        cpu = (cpu1.user + cpu1.system - cpu0.user - cpu0.system)
+    lat = sorted(x for r in results for x in r["lat"])
+    n_bundles = a.devices * a.bundles
+    events = n_bundles * a.events
+    frame_mb = n_bundles * a.frames * a.frame_kb * 1024 / 1e6
+    return {
+        "workers": workers,
+        "devices": a.devices, "bundles": n_bundles, "events": events,
+        "frames": n_bundles * a.frames, "frame_MB": round(frame_mb, 1),
+        "wall_s": round(wall, 2), "wall_incl_process_start_s": round(total_wall, 2),
+        "events_per_s": round(events / wall), "frame_MB_per_s": round(frame_mb / wall, 1),
+        "commit_p50_ms": round(statistics.median(lat) * 1000, 1),
+        "commit_p99_ms": round(lat[min(len(lat) - 1, int(0.99 * len(lat)))] * 1000, 1),
+        "errors": sum(r["errors"] for r in results),
+        "retries": sum(r["retries"] for r in results),
+        "server_cpu_cores": round((cpu1 - cpu0) / wall, 2),
+        "clients_cpu_cores": round(sum(r["cpu"] for r in results) / wall, 2),
+        "postgres_cpu_cores": (round((pg_cpu1 - pg_cpu0) / wall, 2)
+                               if pg_cpu0 is not None and pg_cpu1 is not None else None),
+        "load_average_1min_before_after": [load0, round(os.getloadavg()[0], 2)],
+        "server_peak_rss_MiB": round(peak_rss[0] / 2**20, 1),
+        "database": "postgresql" if "postgresql" in url_db else "sqlite",
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--devices", type=int, default=8)
+    ap.add_argument("--bundles", type=int, default=6, help="bundles per device")
+    ap.add_argument("--events", type=int, default=2000, help="events per bundle")
+    ap.add_argument("--frames", type=int, default=24, help="frames per bundle")
+    ap.add_argument("--frame-kb", type=int, default=96, help="KiB per frame")
+    ap.add_argument("--database-url", default=None,
+                    help="an EMPTY database (only one run: one worker count, --repeats 1)")
+    ap.add_argument("--workers", type=int, nargs="+", default=[1],
+                    help="server worker processes; several values are compared in one run")
+    ap.add_argument("--repeats", type=int, default=1, help="runs per worker count")
+    ap.add_argument("--json", type=Path, default=None, help="also write the result here")
+    ap.add_argument("--profile", type=Path, default=None,
+                    help="record the server (and its workers) with py-spy during the upload "
+                         "phase (raw collapsed stacks per thread, idle samples left out) into "
+                         "this file (overwritten by each run)")
+    a = ap.parse_args()
+    if a.database_url and (len(a.workers) > 1 or a.repeats > 1):
+        ap.error("--database-url allows one run; leave it out to compare worker counts")
+    if min(a.workers) < 1 or a.repeats < 1:
+        ap.error("--workers and --repeats must be >= 1")
+
+    tmp = Path(tempfile.mkdtemp(prefix="dt-ingest-"))
+    pg = None
+    try:
+        if a.database_url is None:
+            from conftest_pg import start_postgres
+
+            pg = start_postgres(durable=True)
+        print("preparing bundles …", file=sys.stderr)
+        plan: list[list[str]] = []
+        for d in range(a.devices):
+            plan.append([str(make_bundle(tmp / "dev" / f"{d}-{b}", a.events, a.frames,
+                                         a.frame_kb * 1024, seed=d * 1000 + b))
+                         for b in range(a.bundles)])
+        runs: list[dict[str, Any]] = []
+        for rep in range(a.repeats):
+            order = a.workers if rep % 2 == 0 else list(reversed(a.workers))
+            for w in order:
+                url_db = a.database_url or pg.new_database()
+                data = tmp / f"srv-{rep}-{w}"
+                data.mkdir()
+                r = run_once(a, url_db, pg, data, plan, w)
+                r["round"] = rep
+                runs.append(r)
+                print(f"round {rep} workers {w}: {r['frame_MB_per_s']} MB/s, "
+                      f"{r['events_per_s']} events/s, server {r['server_cpu_cores']} cores, "
+                      f"errors {r['errors']}, load {r['load_average_1min_before_after']}",
+                      file=sys.stderr)
+                shutil.rmtree(data, ignore_errors=True)
+        summary: dict[str, Any] = {}
+        for w in a.workers:
+            mine = [r for r in runs if r["workers"] == w]
+            summary[str(w)] = {
+                k: statistics.median(r[k] for r in mine)
+                for k in ("frame_MB_per_s", "events_per_s", "commit_p50_ms", "commit_p99_ms",
+                          "server_cpu_cores", "postgres_cpu_cores", "server_peak_rss_MiB")
+                if all(r[k] is not None for r in mine)}
+            summary[str(w)]["errors"] = sum(r["errors"] for r in mine)
+            summary[str(w)]["runs"] = len(mine)
+        base = summary[str(a.workers[0])]["frame_MB_per_s"]
+        for w in a.workers:
+            summary[str(w)]["MB_per_s_ratio_vs_first"] = round(
+                summary[str(w)]["frame_MB_per_s"] / base, 2)
         res = {
-            "devices": a.devices, "bundles": n_bundles, "events": events,
-            "frames": n_bundles * a.frames, "frame_MB": round(frame_mb, 1),
-            "wall_s": round(wall, 2), "wall_incl_process_start_s": round(total_wall, 2),
-            "events_per_s": round(events / wall), "frame_MB_per_s": round(frame_mb / wall, 1),
-            "commit_p50_ms": round(statistics.median(lat) * 1000, 1),
-            "commit_p99_ms": round(lat[min(len(lat) - 1, int(0.99 * len(lat)))] * 1000, 1),
-            "errors": sum(r["errors"] for r in results),
-            "retries": sum(r["retries"] for r in results),
-            "server_cpu_cores": round(cpu / wall, 2),
-            "clients_cpu_cores": round(sum(r["cpu"] for r in results) / wall, 2),
-            "postgres_cpu_cores": (round((pg_cpu1 - pg_cpu0) / wall, 2)
-                                   if pg_cpu0 is not None and pg_cpu1 is not None else None),
-            "load_average_1min_before_after": [load0, round(os.getloadavg()[0], 2)],
-            "server_peak_rss_MiB": round(peak_rss[0] / 2**20, 1),
-            "database": "postgresql" if "postgresql" in url_db else "sqlite",
+            "runs": runs, "median_by_workers": summary,
             "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
                        f"{round(psutil.virtual_memory().total / 2**30)} GiB, Python "
                        f"{platform.python_version()}",

@@ -332,6 +332,43 @@ def test_fleet_health_devices_and_backlog_without_person_figures(stack: Stack) -
         assert person not in text and stack.subject(person) not in text
 
 
+def test_person_deleting_or_erasing_changes_nothing_in_the_admin_device_view(stack: Stack) -> None:
+    """Bug bash (issue 5): the fleet view derived a device's last upload from the person's
+    current bundles, so the person's DELETE turned it null/stale for the admin. The day is
+    kept on the device's row at commit time: deleting the session, then erasing the person,
+    leaves the admin's view of the device exactly as it was after the upload."""
+    admin = stack.token("admin")
+    h = stack.h(admin)
+    code = stack.client.post("/v1/admin/enrollment-codes", headers=h,
+                             json={"role": "device", "person": "cy@example.org"}).json()["code"]
+    dev = stack.client.post("/v1/enroll", json={"code": code, "label": "cy-laptop"}).json()
+    hd = stack.h(dev["credential"])
+    files = {"frames/x.png": png(BLUE)}
+    m = BundleManifest(session_id="c1", platform="linux-x11",
+                       blobs=[BlobRef(sha256=sha(d), size=len(d), path=p) for p, d in files.items()])
+    assert stack.client.post("/v1/bundles", content=m.canonical(), headers=hd).status_code == 200
+    d = files["frames/x.png"]
+    stack.client.put(f"/v1/bundles/{m.bundle_id}/blobs/{sha(d)}", content=d, headers=hd)
+    assert stack.client.post(f"/v1/bundles/{m.bundle_id}/commit", headers=hd).status_code == 200
+    today = datetime.now(UTC).date().isoformat()
+
+    def view() -> dict[str, Any]:
+        r = stack.client.get("/v1/admin/devices", headers=h)
+        assert r.status_code == 200, r.text
+        return {x["device_id"]: x for x in r.json()}[dev["credential_id"]]
+
+    after_upload = view()
+    assert (after_upload["last_upload_day"], after_upload["stale"]) == (today, False)
+    hp = stack.h(stack.token("person", "cy@example.org"))
+    r = stack.client.delete(f"/v1/me/bundles/{m.bundle_id}", headers=hp)
+    assert r.status_code == 200, r.text
+    assert stack.client.get("/v1/me/bundles", headers=hp).json() == []  # really gone
+    assert view() == after_upload
+    r = stack.client.post("/v1/me/erase", headers=hp, json={"confirm": "erase everything"})
+    assert r.status_code == 200, r.text
+    assert view() == after_upload
+
+
 def test_platform_groups_shown_only_with_ten_persons(stack: Stack) -> None:
     for i in range(10):
         sid = stack.subject(f"p{i}@example.org")

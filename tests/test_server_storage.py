@@ -61,9 +61,9 @@ def test_migrations_create_the_schema(stack: Stack) -> None:
                      "enrollment_codes", "bundles", "blobs", "bundle_blobs", "datasets",
                      "dataset_members", "audit_entries", "audit_head", "audit_checkpoints",
                      "policy_versions", "consent_records", "deleted_episodes",
-                     "session_tombstones", "pending_blob_deletes"}
+                     "session_tombstones", "pending_blob_deletes", "portal_sessions"}
     with stack.collector.db.engine.connect() as c:
-        assert c.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0004"
+        assert c.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0005"
 
 
 def test_migrations_match_the_models(stack: Stack) -> None:

@@ -4,7 +4,11 @@ items 5 and 7; DESIGN.md §2.4, §8.11).
 What an admin sees per device (:func:`devices`): id, label, enrollment time, revoked or not,
 the **day** (UTC date, no time) of its last committed upload, whether it is ``stale`` (no upload
 for more than ``STALE_DAYS`` days), and its unfinished uploads (``open_uploads``: the device's
-queue on the server side). Deliberately **not** shown per device: bundle counts, sizes or upload
+queue on the server side). The last-upload day is the one recorded on the device's credential
+row at commit time (``Credential.last_upload_day``), never derived from the person's current
+bundles: deriving it leaked a person's deletions (issue 5 bug bash — after the person deleted
+their sessions the device turned ``last_upload_day`` null and ``stale``), so a deletion or an
+erasure changes nothing on this view. Deliberately **not** shown per device: bundle counts, sizes or upload
 times of day — a device belongs to one person, so those would be per-person activity figures.
 Volumes are shown fleet-wide only, and grouped figures only for groups of at least
 ``k_min_persons`` persons (:meth:`~.service.Collector.stats`, the same rule as the curator's).
@@ -39,18 +43,15 @@ def devices(c: Any, now: datetime | None = None) -> list[dict[str, Any]]:
     with c.db.session() as s:
         creds = s.scalars(select(Credential).where(Credential.role == "device")
                           .order_by(Credential.created_at)).all()
-        last = dict(s.execute(select(Bundle.device_id, func.max(Bundle.committed_at))
-                              .where(Bundle.state == "committed")
-                              .group_by(Bundle.device_id)).all())
         opened = dict(s.execute(select(Bundle.device_id, func.count(Bundle.pk))
                                 .where(Bundle.state == "open").group_by(Bundle.device_id)).all())
     out = []
     for d in creds:
-        t = last.get(d.id)
+        day = d.last_upload_day
         out.append({"device_id": d.id, "label": d.label, "enrolled_at": d.created_at.isoformat(),
                     "revoked": d.revoked_at is not None,
-                    "last_upload_day": _aware(t).date().isoformat() if t else None,
-                    "stale": t is None or (now - _aware(t)).days > STALE_DAYS,
+                    "last_upload_day": day.isoformat() if day else None,
+                    "stale": day is None or (now.date() - day).days > STALE_DAYS,
                     "open_uploads": int(opened.get(d.id, 0))})
     return out
 

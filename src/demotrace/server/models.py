@@ -6,18 +6,18 @@ encrypted under the person's data key; blob bytes live in the blob store, encryp
 
 The schema is created and upgraded only by the Alembic migrations in ``migrations/``
 (``0001_initial``, ``0002_policies_consent_episodes``,
-``0003_audit_cadence_session_tombstones`` and ``0004_pending_blob_deletes`` mirror these
-classes); tests check the
-two agree.
+``0003_audit_cadence_session_tombstones``, ``0004_pending_blob_deletes`` and
+``0005_device_last_upload_portal_sessions`` mirror these classes); tests check the two agree.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 
 from sqlalchemy import (
     BigInteger,
     Boolean,
+    Date,
     DateTime,
     ForeignKey,
     Index,
@@ -60,7 +60,12 @@ class PersonKey(Base):
 
 
 class Credential(Base):
-    """A bearer credential ``dtc_<id>_<secret>``; only SHA-256(secret) is stored."""
+    """A bearer credential ``dtc_<id>_<secret>``; only SHA-256(secret) is stored.
+
+    ``last_upload_day``: for a device credential, the UTC **day** of its latest commit, written
+    at commit time and never recomputed from bundles, so a person deleting or erasing their
+    sessions changes nothing an admin's fleet view shows (issue 5 bug bash: the derived value
+    leaked deletions). ``NULL``: no commit yet (or not a device)."""
 
     __tablename__ = "credentials"
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
@@ -69,6 +74,23 @@ class Credential(Base):
     subject_id: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
     label: Mapped[str] = mapped_column(String(200), default="")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    last_upload_day: Mapped[date | None] = mapped_column(Date, nullable=True)
+
+
+class PortalSession(Base):
+    """A portal sign-in session (cookie ``dt_portal`` = ``dts_<id>_<secret>``; see
+    :mod:`.auth`): only SHA-256(secret) is stored. It acts as ``credential_id`` (the credential
+    the person signed in with, or the one a one-time code was exchanged for) until
+    ``expires_at``; ``revoked_at`` is set on logout and when the credential is revoked (a
+    revoked credential also refuses its sessions on every lookup)."""
+
+    __tablename__ = "portal_sessions"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    secret_hash: Mapped[str] = mapped_column(String(64))
+    credential_id: Mapped[str] = mapped_column(String(32), index=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 

@@ -387,6 +387,13 @@ class Collector:
         if b.state != "committed":
             b.state = "committed"
             b.committed_at = datetime.now(UTC)
+            # the fleet view's "last upload": the day, kept on the device's row (never
+            # recomputed from bundles, so a person's later deletion changes nothing there)
+            dev = s.get(Credential, b.device_id)
+            if dev is not None:
+                day = b.committed_at.date()
+                if dev.last_upload_day is None or dev.last_upload_day < day:
+                    dev.last_upload_day = day
         if actor_id is not None:
             # last statement of the transaction: the chain head stays locked only for the
             # commit's own WAL flush

@@ -273,3 +273,33 @@ def test_record_with_a_damaged_consent_file_says_damaged_and_where(tmp_path: Pat
     assert line.startswith(f"error: your consent record {home / 'consent.json'} is damaged: it is not valid JSON"), line
     assert "needs your consent first" not in line and "demotrace enroll" in line
     assert _spool_sessions(home) == []
+
+
+@pytest.mark.parametrize(("option", "value", "why"), [
+    ("--frame-scale", "nan", "must be a finite number, got nan"),
+    ("--frame-scale", "inf", "must be a finite number, got inf"),
+    ("--grab-hz", "nan", "must be a finite number, got nan"),
+    ("--grab-hz", "31", "must be in [0.1, 30], got 31"),
+    ("--duration", "nan", "must be a finite number, got nan"),
+    ("--duration", "-inf", "must be a finite number, got -inf"),
+])
+def test_record_refuses_nan_and_inf_float_options(enrolled: Path, xvfb, option: str, value: str, why: str) -> None:  # type: ignore[no-untyped-def]
+    """Bug bash: `record --frame-scale nan` passed every range check (comparisons with nan are
+    false), stored a session and then failed every frame encode (0 frames)."""
+    env = {k: v for k, v in os.environ.items() if k != "DEMOTRACE_HOME"}
+    env.update(DISPLAY=xvfb.display, COLUMNS="200", DEMOTRACE_ATSPI="0")
+    res = subprocess.run([DEMOTRACE, "record", "--no-indicator", "--duration", "1", option, value,
+                          "--home", str(enrolled)], env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert res.returncode == 2 and "Traceback" not in res.stderr, (res.stdout, res.stderr)
+    err = " ".join(res.stderr.replace("│", " ").split())
+    assert f"Invalid value for '{option}': {why}" in err, err
+    assert _spool_sessions(enrolled) == []
+
+
+def test_seal_replace_without_ids_names_the_missing_ids(work: Path) -> None:
+    """Bug bash: `seal --replace` with no session id said "nothing to seal"."""
+    res = _run(work, "seal", "--replace", home=work / "home")
+    assert res.returncode == 2, (res.stdout, res.stderr)
+    err = " ".join(res.stderr.replace("│", " ").split())
+    assert "Invalid value for '--replace': --replace seals named sessions again and needs their ids" in err, err
+    assert "nothing to seal" not in err

@@ -11,7 +11,7 @@ from __future__ import annotations
 import signal
 import threading
 import time
-from typing import Any
+from typing import Any, Optional
 
 import typer
 
@@ -27,15 +27,39 @@ def _fmt_duration(seconds: float) -> str:
     return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
 
 
+def _finite(value: Optional[float]) -> Optional[float]:
+    """Refuse ``nan`` and ``inf`` for a float option (range checks let ``nan`` through or name the
+    wrong bound: every comparison with it is false). Raises ``typer.BadParameter`` (the option is
+    named by Click)."""
+    import math
+
+    if value is not None and not math.isfinite(value):
+        raise typer.BadParameter(f"must be a finite number, got {value}")
+    return value
+
+
+def _finite_in(lo: float, hi: float | None = None):  # type: ignore[no-untyped-def]
+    """A callback like :func:`_finite` that also requires ``lo <= value`` (and ``<= hi``)."""
+
+    def check(value: Optional[float]) -> Optional[float]:
+        _finite(value)
+        if value is not None and (value < lo or (hi is not None and value > hi)):
+            raise typer.BadParameter(f"must be in [{lo:g}, {hi:g}], got {value:g}" if hi is not None
+                                     else f"must be >= {lo:g}, got {value:g}")
+        return value
+
+    return check
+
+
 def record(
-    duration: float | None = typer.Option(None, "--duration", min=0.1, help="Stop after this many seconds (default: until Ctrl-C)."),
+    duration: float | None = typer.Option(None, "--duration", callback=_finite_in(0.1), help="Stop after this many seconds, at least 0.1 (default: until Ctrl-C)."),
     no_indicator: bool = typer.Option(False, "--no-indicator", help="Do not show the on-screen REC indicator."),
     home: str | None = HomeOpt,
     frame_format: str = typer.Option("jpeg", "--frame-format", help="Stored frame encoding: jpeg (default), webp or png."),
     jpeg_quality: int = typer.Option(87, "--jpeg-quality", min=1, max=100, help="JPEG quality of stored frames (1-100; chroma 4:2:0)."),
     webp_quality: int = typer.Option(60, "--webp-quality", min=0, max=100, help="Lossy WebP quality of stored frames (0-100)."),
-    frame_scale: float = typer.Option(0.5, "--frame-scale", help="Stored frame pixels per desktop pixel: 1 (full resolution), 0.5 or 0.25."),
-    grab_hz: float = typer.Option(4.0, "--grab-hz", min=0.1, max=30, help="Screen grabs per second into the in-memory ring while input is active."),
+    frame_scale: float = typer.Option(0.5, "--frame-scale", callback=_finite, help="Stored frame pixels per desktop pixel: 1 (full resolution), 0.5 or 0.25."),
+    grab_hz: float = typer.Option(4.0, "--grab-hz", callback=_finite_in(0.1, 30), help="Screen grabs per second into the in-memory ring while input is active (0.1-30)."),
 ) -> None:
     """Record this desktop until Ctrl-C (or --duration), then print the session id and a summary."""
     from ..capture import get_backend

@@ -111,7 +111,9 @@ DEFAULT_TEXT = (Path(__file__).resolve().parent.parent / "src" / "demotrace" / "
     (lambda t: t, True),  # a verbatim copy
     (lambda t: t.replace("raw_days = 7", "raw_days = 30"), False),  # raw data kept longer
     (lambda t: t.replace("allow_apps = []", 'allow_apps = ["xterm"]'), False),  # capture narrowed
-    (lambda t: t.replace('"US_SSN", ', ""), False),  # one redaction entity fewer
+    # one redaction entity fewer: the built-in floor keeps it (policy.with_builtin_floor, bug bash 2)
+    (lambda t: t.replace('"US_SSN", ', ""), True),
+    (lambda t: t.replace("score_threshold = 0.35", "score_threshold = 0.3"), False),  # redacts more
     (lambda t: t + '[scope.deny.crm]\napps = ["salesforce"]\n', False),  # one more excluded app
 ])
 def test_consent_stays_valid_only_while_the_effective_scope_is_unchanged(dt_home: Path, edit, still_valid: bool) -> None:

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 import pytest
 
@@ -229,3 +230,114 @@ BENIGN_LABELS = [
 @pytest.mark.parametrize("text", BENIGN_LABELS)
 def test_password_label_benign_lookalikes_kept(text: str) -> None:
     assert [x for x in detect_secrets(text, entropy=False) if x.entity == "PASSWORD_LABEL"] == []
+
+
+# Bug bash 2: sealing with a home policy `entities = []` went online (Presidio then loaded its
+# whole predefined set; the stock e-mail recogniser's tldextract fetched the public-suffix list
+# and cached it under ~/.cache/python-tldextract). The script below runs in a fresh interpreter
+# (nothing cached from other tests) with HOME an empty folder, refuses every socket connect and
+# name lookup that is not loopback, seals a session typing an e-mail, a URL with credentials and
+# phone numbers under that policy, and redacts the same text with every recogniser.
+_OFFLINE_SCRIPT = r'''
+import ipaddress, json, socket, sys
+from pathlib import Path
+
+attempts = []
+_connect, _getaddrinfo = socket.socket.connect, socket.getaddrinfo
+
+def _loopback(host):
+    if host in ("localhost", "", None):
+        return True
+    try:
+        return ipaddress.ip_address(str(host).split("%")[0]).is_loopback
+    except ValueError:
+        return False
+
+def connect(self, address):
+    if self.family in (socket.AF_INET, socket.AF_INET6) and not _loopback(address[0]):
+        attempts.append(["connect", str(address[0])])
+        raise OSError("network disabled in test")
+    return _connect(self, address)
+
+def getaddrinfo(host, *a, **k):
+    if not _loopback(host):
+        attempts.append(["getaddrinfo", str(host)])
+        raise socket.gaierror("name lookup disabled in test")
+    return _getaddrinfo(host, *a, **k)
+
+socket.socket.connect, socket.getaddrinfo = connect, getaddrinfo
+
+from privacy_corpus import Builder
+from demotrace.paths import Paths
+from demotrace.privacy.bundle import open_bundle
+from demotrace.privacy.policy import load_policy
+from demotrace.privacy.redact_text import TextRedactor
+from demotrace.privacy.seal import seal_session
+from demotrace.schema import KeyDown
+from demotrace.spool import DataKey, Spool
+
+dt = Path(sys.argv[1])
+paths = Paths(dt).ensure()
+policy = load_policy(paths)
+spool = Spool(paths.spool, DataKey.create(paths.key_file))
+b = Builder(spool.key)
+b.focus("XTerm", "xterm")
+b.type_text(sys.argv[2] + "\n")
+b.write(spool, "s1")
+rep = seal_session(paths, spool, "s1", policy)
+with open_bundle(paths, "s1") as bundle:
+    typed = "".join(e.text or "" for e in bundle.iter_events() if isinstance(e, KeyDown))
+red = TextRedactor(policy).redact(sys.argv[2]).text
+print(json.dumps({"attempts": attempts, "entities": list(policy.redaction.entities),
+                  "threshold": policy.redaction.score_threshold, "notes": list(policy.notes),
+                  "counts": rep.counts, "typed": typed, "redacted": red}))
+'''
+
+
+def test_all_recognisers_stay_offline_with_an_empty_home(tmp_path: Path) -> None:
+    import json
+    import os
+
+    home, dt = tmp_path / "home", tmp_path / "dt"
+    home.mkdir()
+    dt.mkdir(mode=0o700)
+    (dt / "policy.toml").write_text('version = 2\nnotice = "We record clicks."\n'
+                                    "[redaction]\nentities = []\nscore_threshold = 1.0\n", "utf-8")
+    text = "mail anna.lindqvist@example.org via https://anna:Fj0rd7Sky@intranet.example.org tel +1 415-555-0132"
+    env = {k: v for k, v in os.environ.items() if k not in ("XDG_CACHE_HOME", "TLDEXTRACT_CACHE", "DEMOTRACE_HOME")}
+    env |= {"HOME": str(home), "PYTHONPATH": str(Path(__file__).parent)}
+    p = subprocess.run([sys.executable, "-c", _OFFLINE_SCRIPT, str(dt), text], capture_output=True, text=True,
+                       timeout=300, env=env)
+    assert p.returncode == 0, p.stderr
+    assert "ConnectionError" not in p.stderr and "Traceback" not in p.stderr, p.stderr
+    out = json.loads(p.stdout.strip().splitlines()[-1])
+    assert out["attempts"] == []  # no connect, no name lookup
+    assert list(home.rglob("*")) == []  # no ~/.cache/python-tldextract (nor anything else) written
+    # worked out by hand: the e-mail and the phone number are replaced; in the URL the user-info
+    # "anna:Fj0rd7Sky" (URL_CREDENTIALS, 0.9) touches the e-mail-shaped "Fj0rd7Sky@intranet.example.org"
+    # (EMAIL_ADDRESS, 1.0): one merged span named after the higher score
+    assert out["redacted"] == "mail <EMAIL_ADDRESS> via https://<EMAIL_ADDRESS> tel <PHONE_NUMBER>"
+    for value in ("anna.lindqvist@example.org", "Fj0rd7Sky", "415-555-0132"):
+        assert value not in out["typed"]
+    # the built-in floor: `entities = []` is the built-in set, the threshold stays at 0.35
+    assert out["entities"] == ["EMAIL_ADDRESS", "PHONE_NUMBER", "CREDIT_CARD", "IBAN_CODE", "US_SSN", "UK_NINO",
+                               "IP_ADDRESS", "URL_CREDENTIALS"]
+    assert out["threshold"] == 0.35
+    assert out["counts"]["entities"].get("PHONE_NUMBER") == 1
+
+
+def test_the_socket_guard_of_the_offline_test_sees_tldextracts_own_download(tmp_path: Path) -> None:
+    """The guard of the test above is not blind: tldextract's stock extractor, used without the
+    offline set-up, tries to fetch the public-suffix list and the guard records it."""
+    import json
+    import os
+
+    code = _OFFLINE_SCRIPT.split("from privacy_corpus")[0] + (
+        "import tldextract\ntldextract.TLDExtract(cache_dir=None)('www.example.org')\n"
+        "print(json.dumps(attempts))\n")
+    env = {k: v for k, v in os.environ.items() if k not in ("XDG_CACHE_HOME", "TLDEXTRACT_CACHE",
+                                                               "TLDEXTRACT_PUBLIC_SUFFIX_LIST_URLS")}
+    env["HOME"] = str(tmp_path)
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+    assert p.returncode == 0, p.stderr
+    assert ["getaddrinfo", "publicsuffix.org"] in json.loads(p.stdout.strip().splitlines()[-1])

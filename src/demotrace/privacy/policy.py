@@ -11,7 +11,11 @@ over a floor it cannot lower** (:func:`with_builtin_floor`, issue #4):
 - every built-in ``[scope.deny.*]`` category and every entry in it stays in force; the file can
   add categories and entries (the deny-list is extended, never replaced);
 - the built-in secret-field markers (``[secrets]`` roles, DOM types / autocomplete values, name
-  patterns) stay in force likewise, and ``strictness`` can only be raised.
+  patterns) stay in force likewise, and ``strictness`` can only be raised;
+- the built-in ``redaction.entities`` stay detected (the file can add entities, never remove
+  them; ``entities = []`` therefore means the built-in set) and ``redaction.score_threshold``
+  can only go down (a lower threshold redacts more; bug bash 2: a file with ``entities = []``
+  and ``score_threshold = 1.0`` had turned 12 phone-number findings into 0 without a word).
 
 A file that names a built-in category or secret-field list but leaves out some of its built-in
 entries is not an error (a copy of an older default would otherwise break recording after an
@@ -44,6 +48,12 @@ POLICY_FILE = "policy.toml"
 _DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 _TIME_RE = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
 STRICTNESS = ("standard", "strict")
+#: Every entity the offline pattern layer can detect (``redact_text.PresidioPatternLayer``:
+#: Presidio's pattern recognisers plus the URL-credentials pattern). ``redaction.entities``
+#: must name a subset; an EMPTY list on a policy not merged over the built-in floor means all
+#: of them (never Presidio's full predefined set, which includes recognisers that go online).
+OFFLINE_ENTITIES = ("EMAIL_ADDRESS", "PHONE_NUMBER", "CREDIT_CARD", "IBAN_CODE", "US_SSN", "UK_NINO",
+                    "IP_ADDRESS", "URL_CREDENTIALS")
 #: Largest accepted ``retention.raw_days`` (100 years; far below timedelta's 999 999 999 days).
 MAX_RETENTION_DAYS = 36500
 
@@ -146,7 +156,9 @@ class SecretsPolicy:
 class RedactionPolicy:
     """Redaction settings (see ``default_policy.toml`` ``[redaction]`` for each rule's source).
 
-    ``score_threshold``: minimum Presidio score (0..1); ``layer_timeout_s``: seconds per layer
+    ``entities``: Presidio entity names of the pattern layer, a subset of
+    :data:`OFFLINE_ENTITIES` (empty = all of them); ``score_threshold``: minimum Presidio score
+    (0..1); ``layer_timeout_s``: seconds per layer
     per item; ``ocr_upscale`` / ``ocr_rescan_upscale``: image scale factors for tesseract (0
     disables the re-scan pass); ``ocr_region_pad_px``: image pixels added around a changed
     region; ``frame_format``: "png" | "webp" for sealed frames.
@@ -277,6 +289,10 @@ class Policy:
             ocr_region_pad_px=v.get(rd, "ocr_region_pad_px", int, 16, "redaction"),
             frame_format=v.get(rd, "frame_format", str, "png", "redaction"),
         )
+        for i, ent in enumerate(red.entities):
+            if ent not in OFFLINE_ENTITIES:
+                raise PolicyError(f"{source}: redaction.entities[{i}]: {ent!r} has no offline recogniser; choose"
+                                  f" from {', '.join(OFFLINE_ENTITIES)}")
         if not 0.0 <= red.score_threshold <= 1.0:
             raise PolicyError(f"{source}: redaction.score_threshold must be in 0..1")
         if red.layer_timeout_s <= 0:
@@ -338,11 +354,18 @@ class Policy:
                    " recorder, and again when a recording is sealed).")
         if self.secrets.strictness == "strict":
             out.append("Strict mode: when the focused field cannot be identified, typed characters are not stored.")
-        ents = ", ".join(e.replace("_", " ").lower() for e in self.redaction.entities)
-        out.append(f"Removed before anything leaves this device: {ents}; labelled passwords (password: …,"
+        ents = ", ".join(e.replace("_", " ").lower() for e in self.redaction.entities or OFFLINE_ENTITIES)
+        out.append(f"Removed before anything leaves this device: {ents} (pattern findings scoring at least"
+                   f" {self.redaction.score_threshold:g} of 1); labelled passwords (password: …,"
                    " PASSWORD=…), access keys, tokens and private keys; the same painted black on screenshots"
                    " where OCR can read them, and a window that received such typed text is blacked out on"
                    " every later screenshot.")
+        floor = _builtin().redaction
+        if (set(floor.entities) <= set(self.redaction.entities or OFFLINE_ENTITIES)
+                and self.redaction.score_threshold <= floor.score_threshold):
+            out.append("The built-in redaction (the entities above, a score threshold of at most"
+                       f" {_builtin().redaction.score_threshold:g}) always applies: a policy file can add entities and"
+                       " lower the threshold, never remove or raise them.")
         out.append("NOT recognised: a password typed without a label into an ordinary text box or terminal"
                    " (e.g. hunter2Pass!word) — pause recording before typing one.")
         out.append(f"Raw recordings are destroyed after {self.raw_retention_days:g} days.")
@@ -371,12 +394,14 @@ def with_builtin_floor(policy: Policy, builtin: Policy | None = None,
     Returns a policy whose deny-list is every built-in category with all its built-in entries
     plus whatever ``policy`` adds (its own categories after the built-in ones), whose secret
     markers are the built-in ones plus ``policy``'s, and whose ``strictness`` is the stricter
-    of the two. ``builtin``: the floor (default :func:`default_policy`). ``declared``: the
+    of the two, whose ``redaction.entities`` are the built-in ones plus ``policy``'s and whose
+    ``redaction.score_threshold`` is the lower (stricter) of the two. ``builtin``: the floor (default :func:`default_policy`). ``declared``: the
     parsed TOML document of ``policy``, used to word the notes in :attr:`Policy.notes`: a
     note for each built-in list that the document gives with some but not all of its built-in
     entries, for built-in categories left out of a ``[scope.deny]`` that names other built-in
-    ones (both: a copy of the default with parts deleted), for an emptied secret-field list and
-    a lowered strictness. The left-out entries are kept in every case (the attempt to remove
+    ones (both: a copy of the default with parts deleted), for an emptied secret-field list,
+    a lowered strictness, a ``redaction.entities`` list without some built-in entity (``[]``
+    included) and a ``score_threshold`` above the built-in one. The left-out entries are kept in every case (the attempt to remove
     them is ignored); a document that only adds names nothing.
 
     Decision (issue #4): ignoring with a warning, not an error, so that a policy copied from
@@ -423,13 +448,26 @@ def with_builtin_floor(policy: Policy, builtin: Policy | None = None,
         if STRICTNESS.index(ps.strictness) < STRICTNESS.index(bs.strictness) and "strictness" in doc_sec:
             notes.append(f"{policy.source}: secrets.strictness {ps.strictness!r} is below the built-in"
                          f" {bs.strictness!r}; {bs.strictness!r} stays in force")
+    doc_red = (declared or {}).get("redaction") or {}
+    br, pr = base.redaction, policy.redaction
+    if isinstance(doc_red, dict):
+        missing = [e for e in br.entities if e not in pr.entities]
+        if missing and "entities" in doc_red:
+            notes.append(f"{policy.source}: redaction.entities leaves out built-in entities {', '.join(missing)};"
+                         " they stay detected (the built-in redaction can be extended, never reduced)")
+        if pr.score_threshold > br.score_threshold and "score_threshold" in doc_red:
+            notes.append(f"{policy.source}: redaction.score_threshold {pr.score_threshold:g} is above the built-in"
+                         f" {br.score_threshold:g}; {br.score_threshold:g} stays in force (a higher threshold"
+                         " would redact less)")
+    redaction = replace(pr, entities=_union(br.entities, pr.entities),
+                        score_threshold=min(pr.score_threshold, br.score_threshold))
     secrets = SecretsPolicy(
         strictness=max(ps.strictness, bs.strictness, key=STRICTNESS.index),
         roles=_union(bs.roles, ps.roles), dom_types=_union(bs.dom_types, ps.dom_types),
         dom_autocomplete=_union(bs.dom_autocomplete, ps.dom_autocomplete),
         name_patterns=_union(bs.name_patterns, ps.name_patterns),
     )
-    return replace(policy, scope=replace(policy.scope, deny=tuple(deny)), secrets=secrets,
+    return replace(policy, scope=replace(policy.scope, deny=tuple(deny)), secrets=secrets, redaction=redaction,
                    notes=(*policy.notes, *notes))
 
 

@@ -7,9 +7,17 @@ Presidio (``presidio-analyzer``) is configured **fully offline**:
 - only pattern / rule recognisers are registered: e-mail, phone (``phonenumbers``), credit card
   (regex + Luhn checksum), IBAN (regex + ISO 13616 mod-97 check), US SSN, UK NINO, IP address,
   and a URL-credentials pattern (``scheme://user:password@`` — only the user-info is redacted);
+- the recognisers are exactly those of the policy's ``redaction.entities``; an empty list means
+  all of :data:`~.policy.OFFLINE_ENTITIES` — never Presidio's own fallback, which loads its
+  whole predefined set when a registry is empty (bug bash 2: ``entities = []`` did that, and
+  the stock e-mail recogniser then fetched the public-suffix list);
 - Presidio's e-mail recogniser validates the domain with ``tldextract``, which by default
-  fetches the public-suffix list over the network on first use; ours uses tldextract's bundled
-  snapshot (``suffix_list_urls=()``), so analysis never opens a socket.
+  fetches the public-suffix list over the network on first use and caches it under
+  ``~/.cache/python-tldextract``; ours uses tldextract's bundled snapshot
+  (``suffix_list_urls=()``, ``cache_dir=None``: no download, no cache written), and building the
+  analyzer points tldextract's module-level extractor (what ``tldextract.extract`` calls) at the
+  same offline instance, so no tldextract use in the process goes online. Analysis never opens a
+  socket (``tests/test_redact_text.py::test_all_recognisers_stay_offline_with_an_empty_home``).
 
 A finding is replaced by ``<ENTITY>`` (e.g. ``<CREDIT_CARD>``), the convention of
 presidio-anonymizer's default ``replace`` operator. Overlapping findings are merged first.
@@ -23,7 +31,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from .policy import Policy
+from .policy import OFFLINE_ENTITIES, Policy
 from .secret_detect import Finding, detect_secrets
 
 #: Signature of a text layer: text -> findings.
@@ -34,14 +42,31 @@ _BUILD_LOCK = threading.Lock()
 
 @lru_cache(maxsize=1)
 def _offline_tldextract() -> Any:
+    """tldextract's bundled public-suffix snapshot: no download (``suffix_list_urls=()``), no
+    disk cache (``cache_dir=None``). Also installed as tldextract's module-level default
+    extractor (``tldextract.tldextract.TLD_EXTRACTOR``, which ``tldextract.extract`` looks up
+    at each call), so a stock Presidio recogniser or any other caller stays offline too."""
     import tldextract
+    import tldextract.tldextract as tld_module
 
-    return tldextract.TLDExtract(suffix_list_urls=(), cache_dir=None, fallback_to_snapshot=True)
+    ext = tldextract.TLDExtract(suffix_list_urls=(), cache_dir=None, fallback_to_snapshot=True)
+    if hasattr(tld_module, "TLD_EXTRACTOR"):
+        tld_module.TLD_EXTRACTOR = ext
+    return ext
 
 
 @lru_cache(maxsize=8)
 def _analyzer(entities: tuple[str, ...]) -> Any:
-    """Build (once per entity set) an offline AnalyzerEngine with pattern recognisers only."""
+    """Build (once per entity set) an offline AnalyzerEngine with pattern recognisers only:
+    one recogniser per entry of ``entities`` (empty: all of :data:`OFFLINE_ENTITIES`).
+
+    Raises:
+        PolicyError: an entity without an offline recogniser.
+        RuntimeError: the engine holds recognisers other than ours (it must never fall back
+            to Presidio's predefined set).
+    """
+    entities = tuple(dict.fromkeys(entities or OFFLINE_ENTITIES))
+    _offline_tldextract()  # before any recogniser runs: tldextract's default goes offline too
     from presidio_analyzer import AnalyzerEngine, Pattern, PatternRecognizer, RecognizerRegistry
     from presidio_analyzer.nlp_engine.no_op_nlp_engine import NoOpNlpEngine
     from presidio_analyzer.predefined_recognizers import (
@@ -91,17 +116,24 @@ def _analyzer(entities: tuple[str, ...]) -> Any:
                 f"redaction.entities: {ent!r} has no offline recogniser; choose from "
                 f"{sorted([*available, 'URL_CREDENTIALS'])}"
             )
-    return AnalyzerEngine(nlp_engine=nlp, registry=reg, supported_languages=["en"])
+    engine = AnalyzerEngine(nlp_engine=nlp, registry=reg, supported_languages=["en"])
+    if len(engine.registry.recognizers) != len(set(entities)):
+        raise RuntimeError(f"offline analyzer for {entities} holds {len(engine.registry.recognizers)} recognisers")
+    return engine
 
 
 class PresidioPatternLayer:
-    """Layer 3: Presidio pattern recognisers for ``policy.redaction.entities`` with findings at
-    or above ``policy.redaction.score_threshold``. Thread-safe after construction."""
+    """Layer 3: Presidio pattern recognisers for ``policy.redaction.entities`` (empty: all of
+    :data:`~.policy.OFFLINE_ENTITIES`) with findings at or above
+    ``policy.redaction.score_threshold``. Thread-safe after construction.
+
+    Raises:
+        PolicyError: an entity without an offline recogniser."""
 
     name = "patterns"
 
     def __init__(self, policy: Policy) -> None:
-        self.entities = tuple(policy.redaction.entities)
+        self.entities = tuple(policy.redaction.entities) or OFFLINE_ENTITIES
         self.threshold = policy.redaction.score_threshold
         with _BUILD_LOCK:
             self._engine = _analyzer(self.entities)

@@ -196,3 +196,25 @@ def test_two_workers_ingest_audit_and_sigterm(server: tuple[subprocess.Popen[byt
     while any(_alive(p) for p in workers) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert [p for p in workers if _alive(p)] == []
+
+
+def test_worker_config_hand_over(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The parent's settings reach a worker unchanged; bad hand-overs are named errors."""
+    from demotrace.errors import ConfigError
+    from demotrace.server.app import create_app_from_env
+    from demotrace.server.config import CONFIG_ENV, ServerConfig
+
+    c = ServerConfig.from_env(tmp_path / "d", rate_per_s=3.0, rate_burst=15, checkpoint_every=9,
+                              database_url="sqlite:////nowhere/x.db")
+    back = ServerConfig.from_json(c.to_json())
+    assert back == c
+    assert (back.data_dir, back.rate_per_s, back.checkpoint_every) == (tmp_path / "d", 3.0, 9)
+    with pytest.raises(ConfigError, match="unknown setting.*colour"):
+        ServerConfig.from_json('{"data_dir": "/x", "colour": 1}')
+    with pytest.raises(ConfigError, match=f"{CONFIG_ENV}: not JSON"):
+        ServerConfig.from_json("{")
+    with pytest.raises(ConfigError, match="checkpoint_every must be positive, got 0"):
+        ServerConfig.from_json('{"data_dir": "/x", "checkpoint_every": 0}')
+    monkeypatch.delenv(CONFIG_ENV, raising=False)
+    with pytest.raises(ConfigError, match=f"{CONFIG_ENV} is not set"):
+        create_app_from_env()

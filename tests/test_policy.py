@@ -50,6 +50,7 @@ def test_notice_digest_is_sha256_of_the_text() -> None:
         (MINIMAL + '[secrets]\nstrictness = "paranoid"\n', "secrets.strictness"),
         (MINIMAL + '[retention]\nraw_days = 0\n', "retention.raw_days must be > 0"),
         (MINIMAL + '[redaction]\nframe_format = "gif"\n', "frame_format"),
+        (MINIMAL + '[redaction]\nentities = ["EMAIL_ADDRESS", "PERSON"]\n', "redaction.entities[1]: 'PERSON' has no"),
         ("version = = 1", "not valid TOML"),
     ],
 )
@@ -224,3 +225,98 @@ def test_scope_digest_is_sha256_of_the_canonical_rules() -> None:
     b = Policy.from_toml(MINIMAL + '[scope.deny.b]\napps = ["z"]\n[scope.deny.a]\napps = ["y", "x"]\n')
     c = Policy.from_toml(MINIMAL + '[scope.deny.b]\napps = ["z"]\n[scope.deny.a]\napps = ["y"]\n')
     assert a.scope_sha256 == b.scope_sha256 != c.scope_sha256
+
+
+#: The built-in redaction, read straight from default_policy.toml (not through the code under test).
+def _builtin_redaction() -> tuple[tuple[str, ...], float]:
+    import tomllib
+
+    rd = tomllib.loads(DEFAULT_TEXT)["redaction"]
+    return tuple(rd["entities"]), float(rd["score_threshold"])
+
+
+#: Twelve phone numbers in formats Presidio's phone recogniser scores 0.4 (US, UK and German
+#: numbers with their country codes; all from the 555 / drama / reserved ranges).
+PHONES = ["+1 415-555-0132", "+1 212-555-0187", "+1 646-555-0143", "+44 20 7946 0958", "+44 161 496 0732",
+          "+1 303-555-0119", "+1 617-555-0164", "+1 206-555-0171", "+44 113 496 0025", "+1 702-555-0199",
+          "+1 512-555-0128", "+49 30 901820"]
+
+
+def test_a_policy_file_cannot_weaken_redaction(tmp_path: Path) -> None:
+    """Bug bash 2: `entities = []` and `score_threshold = 1.0` in a home policy turned 12 phone
+    numbers found into 0 with no warning, and `policy show` listed no entity. Now the built-in
+    entities and threshold stay in force and a note says so."""
+    from demotrace.privacy.redact_text import TextRedactor
+
+    (tmp_path / "policy.toml").write_text(MINIMAL + "[redaction]\nentities = []\nscore_threshold = 1.0\n", "utf-8")
+    p = load_policy(Paths(tmp_path))
+    entities, threshold = _builtin_redaction()
+    assert (p.redaction.entities, p.redaction.score_threshold) == (entities, threshold)
+    src = str(tmp_path / "policy.toml")
+    assert p.notes == (
+        (f"{src}: redaction.entities leaves out built-in entities {', '.join(entities)}; they stay detected"
+         " (the built-in redaction can be extended, never reduced)"),
+        (f"{src}: redaction.score_threshold 1 is above the built-in 0.35; 0.35 stays in force (a higher"
+         " threshold would redact less)"),
+    )
+    text = " ; ".join(f"call {n}" for n in PHONES)
+    found = [f for f in TextRedactor(p).find(text) if f.entity == "PHONE_NUMBER"]
+    assert len(found) == 12
+    # the same findings as under the built-in policy: the weakening had no effect
+    assert found == [f for f in TextRedactor(default_policy()).find(text) if f.entity == "PHONE_NUMBER"]
+    shown = "\n".join(p.describe())
+    assert "Removed before anything leaves this device: email address, phone number, credit card" in shown
+    assert "scoring at least 0.35 of 1" in shown
+    # the same effective rules as the same file without a [redaction] table: no consent change
+    (tmp_path / "plain").mkdir()
+    (tmp_path / "plain" / "policy.toml").write_text(MINIMAL, "utf-8")
+    assert p.scope_sha256 == load_policy(Paths(tmp_path / "plain")).scope_sha256
+
+
+def test_a_policy_file_may_make_redaction_stricter(tmp_path: Path) -> None:
+    """Lowering the threshold (more findings redacted) is taken as is and needs no note; an
+    entity list naming only some built-in entities keeps the others, with a note."""
+    (tmp_path / "policy.toml").write_text(MINIMAL + "[redaction]\nscore_threshold = 0.2\n", "utf-8")
+    p = load_policy(Paths(tmp_path))
+    entities, _ = _builtin_redaction()
+    assert (p.redaction.entities, p.redaction.score_threshold, p.notes) == (entities, 0.2, ())
+    (tmp_path / "policy.toml").write_text(MINIMAL + '[redaction]\nentities = ["IP_ADDRESS", "EMAIL_ADDRESS"]\n',
+                                          "utf-8")
+    p = load_policy(Paths(tmp_path))
+    assert p.redaction.entities == entities
+    missing = [e for e in entities if e not in ("IP_ADDRESS", "EMAIL_ADDRESS")]
+    assert p.notes == (f"{tmp_path / 'policy.toml'}: redaction.entities leaves out built-in entities"
+                       f" {', '.join(missing)}; they stay detected (the built-in redaction can be extended,"
+                       " never reduced)",)
+
+
+def test_an_empty_entity_list_without_the_floor_means_every_offline_recogniser() -> None:
+    """`entities = []` on a policy that is not merged over the floor (Policy.from_toml) means all
+    eight offline recognisers, explicitly, in the pattern layer and in `policy show`."""
+    from demotrace.privacy.redact_text import PresidioPatternLayer
+
+    p = Policy.from_toml(MINIMAL + "[redaction]\nentities = []\n")
+    assert p.redaction.entities == ()
+    layer = PresidioPatternLayer(p)
+    assert set(layer.entities) == set(_builtin_redaction()[0])
+    assert len(layer._engine.registry.recognizers) == 8  # ours only, not Presidio's predefined set
+    found = {f.entity for f in layer("write to anna.lindqvist@example.org from 198.51.100.23")}
+    assert found == {"EMAIL_ADDRESS", "IP_ADDRESS"}
+    assert any("email address, phone number, credit card, iban code, us ssn, uk nino, ip address, url credentials"
+               in line for line in p.describe())
+
+
+def test_policy_show_warns_about_the_weakening(tmp_path: Path) -> None:
+    """The CLI prints each note as a warning and lists the entities in force."""
+    import os
+    import subprocess
+    import sys
+
+    (tmp_path / "policy.toml").write_text(MINIMAL + "[redaction]\nentities = []\nscore_threshold = 1.0\n", "utf-8")
+    env = {**os.environ, "DEMOTRACE_HOME": str(tmp_path), "COLUMNS": "400"}
+    cli = Path(sys.executable).parent / "demotrace"  # the console script installed beside the interpreter
+    out = subprocess.run([str(cli), "policy", "show"], capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "warning:" in out.stderr and "redaction.score_threshold 1 is above the built-in 0.35" in out.stderr
+    assert "redaction.entities leaves out built-in entities EMAIL_ADDRESS" in out.stderr
+    assert "email address, phone number, credit card" in out.stdout

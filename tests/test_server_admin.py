@@ -292,6 +292,49 @@ def test_episodes_listed_and_deleted_for_every_reader(stack: Stack) -> None:
     assert r.status_code == 404 and "has 1" in r.json()["detail"]
 
 
+def test_policy_emptying_a_builtin_deny_category_is_stored_with_warnings(stack: Stack) -> None:
+    """Bug bash (issue 5): an org policy with ``[scope.deny.password_manager] apps = []``
+    answered 200 silently although every device keeps those apps excluded. The answer now
+    carries a warning naming the category, the field and each kept app, and the admin page shows
+    it after an upload through its form; a policy that only bumps the version has none."""
+    import re
+
+    h = stack.h(stack.token("admin"))
+    kept = tomllib.loads(DEFAULT_TOML)["scope"]["deny"]["password_manager"]["apps"]
+    assert "KeePassXC" in kept
+    v3 = re.sub(r"(\[scope\.deny\.password_manager\]\s*\n)apps\s*=\s*\[[^\]]*\]", r"\1apps = []",
+                DEFAULT_TOML.replace("version = 1", "version = 3", 1), count=1)
+    doc = tomllib.loads(v3)
+    assert doc["scope"]["deny"]["password_manager"]["apps"] == [] and doc["version"] == 3
+    r = stack.client.post("/v1/admin/policies", content=v3.encode(), headers=h)
+    assert r.status_code == 200, r.text
+    warnings = r.json()["warnings"]
+    assert len(warnings) == 1, warnings
+    assert "scope.deny.password_manager.apps" in warnings[0]
+    assert all(app in warnings[0] for app in kept)
+    # stored as sent (devices fetch this text and merge it over the floor themselves)
+    assert [p["version"] for p in stack.client.get("/v1/admin/policies", headers=h).json()] == [3, 1]
+    # a plain version bump: nothing to warn about
+    v4 = DEFAULT_TOML.replace("version = 1", "version = 4", 1)
+    r = stack.client.post("/v1/admin/policies", content=v4.encode(), headers=h)
+    assert r.status_code == 200 and r.json()["warnings"] == []
+
+    # the admin page: sign in, upload through the form, the warning is on the page it lands on
+    stack.client.cookies.clear()
+    r = stack.client.post("/portal/login", data={"code": stack.token("admin")})
+    assert r.status_code == 200 and r.url.path == "/portal/admin"
+    v5 = v3.replace("version = 3", "version = 5", 1)
+    r = stack.client.post("/portal/admin/policies", data={"toml": v5})
+    assert r.status_code == 200 and r.url.path == "/portal/admin", r.text
+    page = r.text
+    assert "Policy version 5 stored" in page and 'id="policy-warnings"' in page
+    item = page.split('class="policy-warning">', 1)[1].split("</li>", 1)[0]
+    assert "scope.deny.password_manager.apps" in item and all(app in item for app in kept)
+    r = stack.client.post("/portal/admin/policies", data={"toml": v4.replace("version = 4", "version = 6", 1)})
+    assert "Policy version 6 stored" in r.text and 'id="policy-warnings"' not in r.text
+    stack.client.cookies.clear()
+
+
 # -- fleet health -------------------------------------------------------------------------------
 def test_fleet_health_devices_and_backlog_without_person_figures(stack: Stack) -> None:
     admin = stack.token("admin")

@@ -251,3 +251,85 @@ def test_credential_cache_expires_and_clears() -> None:
     cache.put("dtc_x_y", p, now=20.0)
     cache.clear()  # revocation in this process: immediate
     assert cache.get("dtc_x_y", now=20.1) is None
+
+
+def _login(client: object, token: str) -> str:
+    """Sign in to the portal with ``token``; the Set-Cookie header of the answer."""
+    r = client.post("/portal/login", data={"code": token}, follow_redirects=False)  # type: ignore[attr-defined]
+    assert r.status_code == 303, r.text
+    client.cookies.clear()  # type: ignore[attr-defined]  # each request below names its cookie
+    return str(r.headers["set-cookie"])
+
+
+def _cookie_value(set_cookie: str) -> str:
+    name, _, rest = set_cookie.partition("=")
+    assert name == "dt_portal"
+    return rest.split(";", 1)[0].strip('"')
+
+
+def _home(st: Stack, cookie: str) -> int:
+    st.client.cookies.clear()
+    return st.client.get("/portal/", headers={"cookie": f"dt_portal={cookie}"},
+                         follow_redirects=False).status_code
+
+
+def test_portal_cookie_is_a_revocable_session_not_the_credential(stack: Stack) -> None:
+    """Bug bash (issue 5): the portal cookie was the raw person credential, so logout could not
+    invalidate it. Now: login → the cookie is a server-side session ≠ the credential (stored
+    hashed, 8 h); logout → that cookie is refused; revoking the credential → its other
+    sessions are refused; an expired session is refused; a raw credential as cookie is refused;
+    the session token is no bearer credential; over TLS the cookie is Secure."""
+    from demotrace.server.models import PortalSession
+
+    person = stack.token("person", "fay@example.org")
+    _prefix, cid, secret = person.split("_")
+    sc = _login(stack.client, person)
+    cookie = _cookie_value(sc)
+    assert cookie != person and secret not in cookie and cid not in cookie
+    assert cookie.startswith("dts_")
+    attrs = {a.strip().split("=")[0].lower(): a.strip() for a in sc.split(";")[1:]}
+    assert attrs["max-age"] == "Max-Age=28800"  # 8 h = 8 * 3600 s
+    assert attrs["path"] == "Path=/portal" and "httponly" in attrs
+    assert attrs["samesite"].lower() == "samesite=strict" and "secure" not in attrs  # plain HTTP
+    with stack.collector.db.session() as s:
+        rows = s.scalars(select(PortalSession)).all()
+        assert len(rows) == 1 and rows[0].credential_id == cid
+        assert rows[0].secret_hash == hashlib.sha256(cookie.split("_")[2].encode()).hexdigest()
+        assert cookie.split("_")[2] not in repr([rows[0].id, rows[0].secret_hash])
+    assert _home(stack, cookie) == 200
+    assert _home(stack, person) == 401  # an old-style cookie holding the credential: refused
+    assert _home(stack, cookie[:-2] + ("AA" if not cookie.endswith("AA") else "BB")) == 401
+    # the session token is not a credential on the API
+    assert stack.client.get("/v1/me/bundles", headers=stack.h(cookie)).status_code == 401
+
+    # logout ends the session server-side: the same cookie, replayed, is refused
+    r = stack.client.post("/portal/logout", headers={"cookie": f"dt_portal={cookie}"},
+                          follow_redirects=False)
+    assert r.status_code == 303 and 'dt_portal=""' in r.headers["set-cookie"]
+    assert _home(stack, cookie) == 401
+    # ... while the credential itself (the device-side secret) still works on the API
+    assert stack.client.get("/v1/me/bundles", headers=stack.h(person)).status_code == 200
+
+    # expiry
+    late = _cookie_value(_login(stack.client, person))
+    assert _home(stack, late) == 200
+    with stack.collector.db.session() as s:
+        s.get(PortalSession, late.split("_")[1]).expires_at = datetime.now(UTC) - timedelta(seconds=1)
+    assert _home(stack, late) == 401
+
+    # revoking the credential refuses every portal session made from it
+    a, b = (_cookie_value(_login(stack.client, person)) for _ in range(2))
+    assert _home(stack, a) == 200 and _home(stack, b) == 200
+    admin = stack.token("admin")
+    assert stack.client.post(f"/v1/admin/credentials/{cid}/revoke",
+                             headers=stack.h(admin)).status_code == 200
+    assert _home(stack, a) == 401 and _home(stack, b) == 401
+    with stack.collector.db.session() as s:
+        assert all(x.revoked_at is not None for x in s.scalars(select(PortalSession)))
+
+    # served over TLS: the cookie is Secure
+    from fastapi.testclient import TestClient
+
+    with TestClient(stack.app, base_url="https://testserver") as tls:
+        sc = _login(tls, stack.token("person", "fay@example.org"))
+        assert "secure" in {a.strip().lower() for a in sc.split(";")[1:]}

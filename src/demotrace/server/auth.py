@@ -8,6 +8,14 @@
   ``demotrace admin enroll-code`` command on the server host), lives ``enrollment_ttl_s``, and
   is exchanged exactly once for a credential of its role; for ``device`` and ``person`` codes
   the credential is bound to the person's subject id.
+- A **portal session** ``dts_<id>_<secret>`` (same shape) is what the portal's cookie holds —
+  never the credential itself (issue 5 bug bash: the cookie was the raw credential, so logging
+  out could not invalidate it). :func:`create_portal_session` issues one at sign-in; the server
+  stores only SHA-256(secret), the credential it acts as and its expiry
+  (:data:`PORTAL_SESSION_TTL_S`); :func:`end_portal_session` revokes it on logout and
+  :func:`revoke` revokes every session of a revoked credential (and :func:`resolve_portal_session`
+  refuses a session whose credential is revoked in any case). A session token is not a
+  bearer credential: the API refuses it.
 - **Roles**: ``device`` (uploads for its person), ``person`` (own data only), ``curator``
   (pseudonymised data, purpose "agent-training"), ``admin`` (devices, codes, policy versions,
   fleet health — never captures), ``auditor`` (the access log and its bulk-read alerts). A
@@ -30,10 +38,17 @@ from sqlalchemy.orm import Session
 
 from ..errors import ConfigError
 from .errors import AuthError, NotFound
-from .models import ROLES, Credential, EnrollmentCode
+from .models import ROLES, Credential, EnrollmentCode, PortalSession
 
 CREDENTIAL_PREFIX = "dtc"
 CODE_PREFIX = "dte"
+SESSION_PREFIX = "dts"
+PORTAL_SESSION_TTL_S = 8 * 3600
+"""Lifetime of a portal session, seconds (absolute, from sign-in): a working day. Source: the
+OWASP Session Management Cheat Sheet's absolute timeouts of 4-8 hours for applications used
+over an office day; the cookie's ``Max-Age`` is the same."""
+_KINDS = {CREDENTIAL_PREFIX: "credential", CODE_PREFIX: "enrollment code",
+          SESSION_PREFIX: "portal session"}
 SUBJECT_ROLES = frozenset({"device", "person"})
 """Roles whose credential is bound to one person's subject id."""
 
@@ -68,7 +83,7 @@ def parse_token(token: str, prefix: str) -> tuple[str, str]:
     """
     parts = token.strip().split("_")
     if len(parts) != 3 or parts[0] != prefix or len(parts[1]) != 16 or not parts[2]:
-        kind = "credential" if prefix == CREDENTIAL_PREFIX else "enrollment code"
+        kind = _KINDS.get(prefix, prefix)
         raise AuthError(f"malformed {kind}: expected {prefix}_<id>_<secret>")
     return parts[1], parts[2]
 
@@ -217,5 +232,64 @@ def revoke(s: Session, credential_id: str) -> None:
     cred = s.get(Credential, credential_id)
     if cred is None:
         raise NotFound(f"no credential {credential_id!r}")
+    now = datetime.now(UTC)
     if cred.revoked_at is None:
-        cred.revoked_at = datetime.now(UTC)
+        cred.revoked_at = now
+    s.execute(update(PortalSession).where(PortalSession.credential_id == credential_id,
+                                          PortalSession.revoked_at.is_(None))
+              .values(revoked_at=now))
+
+
+def create_portal_session(s: Session, credential_id: str,
+                          ttl_s: int = PORTAL_SESSION_TTL_S) -> tuple[str, datetime]:
+    """Issue a portal session acting as ``credential_id``; return ``(token, expires_at)``.
+    ``token`` = ``dts_<id>_<secret>`` (256-bit secret, only its SHA-256 is stored); it goes in
+    the portal cookie instead of the credential.
+
+    Raises:
+        ConfigError: ``ttl_s`` not positive.
+    """
+    if ttl_s <= 0:
+        raise ConfigError(f"portal session lifetime must be positive, got {ttl_s} s")
+    tid, secret, token = new_token(SESSION_PREFIX)
+    now = datetime.now(UTC)
+    expires = now + timedelta(seconds=ttl_s)
+    s.add(PortalSession(id=tid, secret_hash=hash_secret(secret), credential_id=credential_id,
+                        created_at=now, expires_at=expires))
+    s.flush()
+    return token, expires
+
+
+def resolve_portal_session(s: Session, token: str) -> Principal:
+    """The principal a portal session token acts as.
+
+    Raises:
+        AuthError: malformed token (also a credential or code: the cookie must hold a session),
+            unknown, wrong secret, ended (logout), expired, or its credential revoked — one
+            message for all but the first, so a caller cannot probe which ids exist.
+    """
+    sid, secret = parse_token(token, SESSION_PREFIX)
+    row = s.get(PortalSession, sid)
+    ok = row is not None and hmac.compare_digest(row.secret_hash, hash_secret(secret))
+    if not ok or row is None or row.revoked_at is not None \
+            or _aware(row.expires_at) <= datetime.now(UTC):
+        raise AuthError("portal session unknown, ended or expired; sign in again")
+    cred = s.get(Credential, row.credential_id)
+    if cred is None or cred.revoked_at is not None:
+        raise AuthError("portal session unknown, ended or expired; sign in again")
+    return Principal(cred.id, cred.role, cred.subject_id)
+
+
+def end_portal_session(s: Session, token: str) -> bool:
+    """Revoke the portal session ``token`` (logout). Idempotent; a malformed or unknown token
+    (or a wrong secret) changes nothing. Returns whether a live session was ended."""
+    try:
+        sid, secret = parse_token(token, SESSION_PREFIX)
+    except AuthError:
+        return False
+    row = s.get(PortalSession, sid)
+    if row is None or not hmac.compare_digest(row.secret_hash, hash_secret(secret)) \
+            or row.revoked_at is not None:
+        return False
+    row.revoked_at = datetime.now(UTC)
+    return True

@@ -21,6 +21,13 @@
   carry no consent are accepted without a record (documented gap, see docs/operations.md).
   Accepted consent records are stored per person (:class:`~.models.ConsentRecord`) and shown
   in the person's portal with the notice text of their version.
+- **Floor warnings**: a device merges every policy over the built-in floor
+  (:func:`demotrace.privacy.policy.with_builtin_floor`): built-in deny entries and secret-field
+  markers can be extended, never removed. An uploaded policy that tries to remove some (e.g.
+  ``[scope.deny.password_manager] apps = []``) is stored — the attempt is ignored on every
+  device — but the admin gets the warnings (:func:`floor_warnings`: the same floor function's
+  notes, plus one for each built-in deny field the document empties outright) in the upload's
+  answer (``"warnings"``) and on the admin page (issue 5 bug bash: it answered 200 silently).
 """
 
 from __future__ import annotations
@@ -108,9 +115,41 @@ def parse_policy(body: bytes) -> tuple[Policy, str]:
     return pol, text
 
 
+_DENY_FIELDS = ("apps", "title_patterns", "domains")
+
+
+def floor_warnings(pol: Policy, text: str) -> list[str]:
+    """What a device will ignore in this policy, in words (empty: nothing).
+
+    The notes of :func:`demotrace.privacy.policy.with_builtin_floor` (the function a device
+    merges the policy with) for ``pol`` and its parsed TOML ``text``, plus, for each built-in
+    ``[scope.deny.<category>]`` field the document declares as an empty list, a note naming the
+    built-in entries that stay in force (the floor function treats a field without any built-in
+    entry as an extension and says nothing about it; an explicitly emptied list is not one).
+    """
+    doc = tomllib.loads(text)
+    notes = list(with_builtin_floor(pol, declared=doc).notes)
+    deny = (doc.get("scope") or {}).get("deny") or {}
+    if isinstance(deny, dict):
+        for b in default_policy().scope.deny:
+            d = deny.get(b.name)
+            if not isinstance(d, dict):
+                continue
+            for fld in _DENY_FIELDS:
+                kept = getattr(b, fld)
+                where = f"scope.deny.{b.name}.{fld}"
+                if d.get(fld) == [] and kept and not any(where in n for n in notes):
+                    notes.append(f"{pol.source}: {where} is empty; its built-in entries "
+                                 f"{', '.join(kept)} stay excluded on every device (the built-in "
+                                 "deny-list can be extended, never reduced)")
+    return notes
+
+
 def store_policy(s: Session, body: bytes, uploaded_by: str, *, make_current: bool = False) -> dict[str, Any]:
     """Store an uploaded policy version (see module docstring); with ``make_current`` it
-    becomes the current one. Returns the stored version's summary plus ``"created"``.
+    becomes the current one. Returns the stored version's summary plus ``"created"`` and
+    ``"warnings"`` (list of str, :func:`floor_warnings`: parts of the policy every device
+    ignores because the built-in floor keeps them; the version is stored regardless).
 
     Raises:
         PolicyRejected: invalid TOML or policy. ConflictError: the version exists with another
@@ -130,7 +169,7 @@ def store_policy(s: Session, body: bytes, uploaded_by: str, *, make_current: boo
                             "versions are immutable: raise `version` in the TOML and upload again")
     if make_current:
         set_current(s, pol.version)
-    return {**_row_dict(row), "created": created}
+    return {**_row_dict(row), "created": created, "warnings": floor_warnings(pol, text)}
 
 
 def set_current(s: Session, version: int) -> None:

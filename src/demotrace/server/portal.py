@@ -2,9 +2,14 @@
 build), mounted under ``/portal`` by :func:`~.app.create_app` (issue 5 item 7).
 
 Sign-in: the person (or admin) pastes a one-time code from an admin — exchanged for a
-credential exactly like ``POST /v1/enroll`` — or an existing credential. The credential is kept
-in an ``HttpOnly``, ``SameSite=Strict`` cookie scoped to ``/portal`` (``Secure`` over HTTPS);
-:class:`~.middleware.AuthMiddleware` reads it only for ``/portal`` paths. State-changing forms
+credential exactly like ``POST /v1/enroll`` — or an existing credential. The cookie does NOT hold
+that credential: sign-in issues a portal session (:func:`.auth.create_portal_session`: random
+token, stored hashed with an expiry of :data:`.auth.PORTAL_SESSION_TTL_S`), kept in an
+``HttpOnly``, ``SameSite=Strict`` cookie scoped to ``/portal`` (``Secure`` when the request came
+over TLS). Logout revokes the session server-side; revoking the credential refuses its sessions.
+Pages resolve the cookie in :func:`allow_page` (a cookie holding anything but a live session —
+also an old raw credential — is refused); an ``Authorization: Bearer`` header, resolved by
+:class:`~.middleware.AuthMiddleware`, is honoured as on the API. State-changing forms
 are POSTs, refused when an ``Origin`` header names another host (cross-site request forgery).
 
 Pages (roles; deny by default like the API, refusals are HTML with a sign-in link)::
@@ -22,7 +27,8 @@ Pages (roles; deny by default like the API, refusals are HTML with a sign-in lin
     GET  /portal/admin                         [admin]   devices, backlog, policy versions,
                                                          fleet health; no persons
     POST /portal/admin/devices/{credential_id}/revoke   [admin]
-    POST /portal/admin/policies                [admin]   upload a policy version (TOML)
+    POST /portal/admin/policies                [admin]   upload a policy version (TOML);
+                                                         floor warnings shown on the page
     POST /portal/admin/policies/{version}/current       [admin]
     GET  /portal/audit                         [auditor] bulk-read alerts
 
@@ -89,11 +95,24 @@ class PageError(Exception):
         self.status, self.message = status, message
 
 
-def allow_page(*roles: str) -> Any:
-    """Like :func:`~.app.allow` for pages: no credential → 401 page, other role → 403 page."""
+def allow_page(c: Any, *roles: str) -> Any:
+    """Like :func:`~.app.allow` for pages over the collector ``c``: no credential or portal
+    session → 401 page, other role → 403 page. Without an ``Authorization`` header the
+    ``dt_portal`` cookie must hold a live portal session (:func:`.auth.resolve_portal_session`)."""
 
     def dep(request: Request) -> auth.Principal:
         p = getattr(request.state, "principal", None)
+        if request.headers.get("authorization") is None:
+            # cookie sign-in: only a live portal session counts (never a raw credential)
+            p = None
+            token = request.cookies.get(COOKIE)
+            if token:
+                try:
+                    with c.db.session() as s:
+                        p = auth.resolve_portal_session(s, token)
+                except AuthError:
+                    p = None
+            request.state.principal = p  # what the access log records
         if p is None:
             raise PageError(401, "Please sign in.")
         if p.role not in roles:
@@ -135,8 +154,8 @@ def _events_summary(data: bytes) -> list[dict[str, Any]]:
 
 def register(app: FastAPI, c: Any) -> None:
     """Add the portal's routes (over the collector ``c``) to ``app``."""
-    person = allow_page("person")
-    admin = allow_page("admin")
+    person = allow_page(c, "person")
+    admin = allow_page(c, "admin")
 
     @app.get("/portal/login", response_class=HTMLResponse)
     def login_page() -> HTMLResponse:
@@ -152,8 +171,12 @@ def register(app: FastAPI, c: Any) -> None:
         def resolve() -> tuple[auth.Principal, str]:
             with c.db.session() as s:
                 if secret.startswith(auth.CODE_PREFIX + "_"):
-                    return auth.enroll(s, secret, "portal sign-in")
-                return auth.authenticate(s, secret), secret
+                    p = auth.enroll(s, secret, "portal sign-in")[0]
+                else:
+                    p = auth.authenticate(s, secret)
+                if p.role not in ("person", "admin", "auditor"):
+                    return p, ""
+                return p, auth.create_portal_session(s, p.credential_id)[0]
 
         from starlette.concurrency import run_in_threadpool
 
@@ -167,15 +190,21 @@ def register(app: FastAPI, c: Any) -> None:
         home = {"admin": "/portal/admin", "auditor": "/portal/audit"}.get(p.role, "/portal/")
         resp = RedirectResponse(home, 303)
         resp.set_cookie(COOKIE, token, httponly=True, samesite="strict", path="/portal",
-                        secure=request.url.scheme == "https")
+                        max_age=auth.PORTAL_SESSION_TTL_S, secure=request.url.scheme == "https")
         return resp
 
     @app.post("/portal/logout")
     def logout(request: Request) -> Response:
-        """Forget the session cookie."""
+        """End the portal session server-side (the cookie is refused from now on, also if a
+        copy of it survives in the browser) and delete the cookie."""
         same_origin(request)
+        token = request.cookies.get(COOKIE)
+        if token:
+            with c.db.session() as s:
+                auth.end_portal_session(s, token)
         resp = RedirectResponse("/portal/login", 303)
-        resp.delete_cookie(COOKIE, path="/portal")
+        resp.delete_cookie(COOKIE, path="/portal", httponly=True, samesite="strict",
+                           secure=request.url.scheme == "https")
         return resp
 
     @app.get("/portal/", response_class=HTMLResponse)
@@ -294,7 +323,8 @@ def register(app: FastAPI, c: Any) -> None:
         return render("admin.html", devices=fleet.devices(c), health=c.fleet_health(),
                       backlog=fleet.backlog(c), groups=c.stats(), policies=pols,
                       message=request.query_params.get("msg"),
-                      error=request.query_params.get("err"))
+                      error=request.query_params.get("err"),
+                      warnings=request.query_params.getlist("warn"))
 
     @app.post("/portal/admin/policies")
     async def admin_policy_upload(request: Request, p: auth.Principal = Depends(admin)) -> Response:
@@ -316,7 +346,8 @@ def register(app: FastAPI, c: Any) -> None:
         verb = "stored" if r["created"] else "already stored"
         return RedirectResponse("/portal/admin?" + urlencode(
             {"msg": f"Policy version {r['version']} {verb}"
-                    + (" and made current" if r["is_current"] else "")}), 303)
+                    + (" and made current" if r["is_current"] else ""),
+             "warn": r["warnings"]}, doseq=True), 303)
 
     @app.post("/portal/admin/policies/{version}/current")
     def admin_policy_current(version: int, request: Request,
@@ -337,7 +368,7 @@ def register(app: FastAPI, c: Any) -> None:
         return RedirectResponse("/portal/admin", 303)
 
     @app.get("/portal/audit", response_class=HTMLResponse)
-    def audit_page(request: Request, p: auth.Principal = Depends(allow_page("auditor"))) -> HTMLResponse:
+    def audit_page(request: Request, p: auth.Principal = Depends(allow_page(c, "auditor"))) -> HTMLResponse:
         """Alerts of the access log (bulk reads), newest first."""
         with c.db.session() as s:
             rows = alerts.list_alerts(s)

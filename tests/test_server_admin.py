@@ -412,6 +412,52 @@ def test_person_deleting_or_erasing_changes_nothing_in_the_admin_device_view(sta
     assert view() == after_upload
 
 
+def test_migration_0005_backfills_the_last_upload_day_once(db_url: str) -> None:
+    """A database at revision 0004 holding two committed bundles of device A (2026-11-20
+    23:30 UTC and 2026-11-28 08:00 UTC), an open one of A dated later, and an idle device B:
+    after ``upgrade head`` A's ``last_upload_day`` is 2026-11-28 (the latest COMMIT's day), B's
+    is NULL."""
+    from alembic import command
+    from alembic.config import Config
+    from sqlalchemy import create_engine, text
+
+    from demotrace.server.db import MIGRATIONS_DIR
+
+    engine = create_engine(db_url)
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    try:
+        with engine.begin() as conn:
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "0004")
+        t0 = datetime(2026, 11, 1, tzinfo=UTC)
+        with engine.begin() as conn:
+            for cid in ("aaaaaaaaaaaaaaaa", "bbbbbbbbbbbbbbbb"):
+                conn.execute(text("INSERT INTO credentials (id, secret_hash, role, subject_id, label,"
+                                  " created_at) VALUES (:i, :h, 'device', 's', '', :t)"),
+                             {"i": cid, "h": "0" * 64, "t": t0})
+            for n, (state, created, committed) in enumerate([
+                    ("committed", datetime(2026, 11, 20, 23, 0, tzinfo=UTC),
+                     datetime(2026, 11, 20, 23, 30, tzinfo=UTC)),
+                    ("committed", datetime(2026, 11, 28, 7, 0, tzinfo=UTC),
+                     datetime(2026, 11, 28, 8, 0, tzinfo=UTC)),
+                    ("open", datetime(2026, 11, 29, 9, 0, tzinfo=UTC), None)]):
+                conn.execute(text("INSERT INTO bundles (bundle_id, subject_id, device_id, state,"
+                                  " platform, manifest_ct, n_blobs, total_bytes, created_at,"
+                                  " committed_at) VALUES (:b, 's', 'aaaaaaaaaaaaaaaa', :st, '',"
+                                  " :m, 0, 0, :c, :ca)"),
+                             {"b": f"{n:064d}", "st": state, "m": b"x", "c": created, "ca": committed})
+        with engine.begin() as conn:
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "head")
+        with engine.connect() as conn:
+            got = dict(conn.execute(text("SELECT id, last_upload_day FROM credentials")).all())
+        as_text = {k: (str(v)[:10] if v is not None else None) for k, v in got.items()}
+        assert as_text == {"aaaaaaaaaaaaaaaa": "2026-11-28", "bbbbbbbbbbbbbbbb": None}
+    finally:
+        engine.dispose()
+
+
 def test_platform_groups_shown_only_with_ten_persons(stack: Stack) -> None:
     for i in range(10):
         sid = stack.subject(f"p{i}@example.org")

@@ -285,3 +285,45 @@ def test_uploaded_session_is_never_sealed_or_uploaded_again(tmp_path: Path) -> N
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def test_policy_emptying_a_builtin_category_warns_in_policy_show_and_device_policy(tmp_path: Path) -> None:
+    """Bug bash: an org policy with ``[scope.deny.password_manager] apps = []`` (the floor keeps
+    the 13 built-in apps) printed no warning in `device policy --save` nor `policy show`."""
+    from test_server_upload import ServerProc, enroll
+
+    from demotrace.upload import Enrollment
+
+    v3 = 'version = 3\nnotice = "v3 notice"\n[scope.deny.password_manager]\napps = []\n'
+    (tmp_path / "v3.toml").write_text(v3)
+    # the built-in password_manager apps, counted from the shipped TOML (not from the code)
+    import tomllib
+    from importlib import resources
+
+    builtin = tomllib.loads(resources.files("demotrace.privacy").joinpath("default_policy.toml").read_text())
+    n_apps = len(builtin["scope"]["deny"]["password_manager"]["apps"])
+    assert n_apps == 13
+    warning = (f"scope.deny.password_manager.apps = [] would empty the built-in category; its {n_apps} built-in"
+               " entries stay excluded")
+    srv = ServerProc(tmp_path / "srv", f"sqlite:///{tmp_path / 'srv' / 'c.db'}")
+    srv.data_dir.mkdir()
+    home = tmp_path / "device-home"
+    home.mkdir()
+    env = {**os.environ, "DEMOTRACE_HOME": str(home), "COLUMNS": "300"}
+    try:
+        srv.start()
+        assert srv.cli("admin", "policy-add", str(tmp_path / "v3.toml"), "--current") == \
+            "policy version 3 stored, current"
+        Enrollment(srv.url, enroll(srv, srv.code("device", "cy@example.org"))).save(home)
+        r = subprocess.run([DEMOTRACE, "device", "policy", "--save"], capture_output=True, text=True, env=env,
+                           timeout=120, check=False)
+        assert r.returncode == 0, r.stderr
+        assert warning in " ".join(r.stderr.split()), r.stderr
+        assert (home / "policy.toml").read_text() == v3
+    finally:
+        srv.stop()
+    shown = subprocess.run([DEMOTRACE, "policy", "show"], capture_output=True, text=True, env=env, timeout=60,
+                           check=False)
+    assert shown.returncode == 0, shown.stderr
+    assert f"warning: {home / 'policy.toml'}: {warning}" in " ".join(shown.stderr.split()), shown.stderr
+    assert "KeePassXC" in shown.stdout  # still excluded

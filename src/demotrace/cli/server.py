@@ -296,6 +296,15 @@ def device_policy(
     console.print(f"current policy: version {pol.version} (notice sha256 {pol.notice_sha256[:16]})",
                   highlight=False)
     console.print(pol.notice, highlight=False, soft_wrap=True)
+    import tomllib
+
+    from ..privacy.policy import with_builtin_floor
+    from .common import err_console
+    from .privacy import floor_warnings
+
+    declared = tomllib.loads(doc["toml"])  # what the org policy removes from the floor is kept: warn
+    for note in floor_warnings(with_builtin_floor(pol, declared=declared), declared):
+        err_console.print(f"warning: {note}", highlight=False, markup=False)
     if save:
         target = paths.ensure().home / POLICY_FILE
         tmp = target.with_suffix(".tmp")

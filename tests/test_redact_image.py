@@ -6,12 +6,17 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from PIL import Image, ImageDraw
+from privacy_corpus import BENIGN, FONT_SIZES, PLANTED, render
 
 from demotrace.privacy.pipeline import RedactionPipeline
 from demotrace.privacy.policy import default_policy
-from demotrace.privacy.redact_image import FrameRedactor, changed_regions, fill_boxes, ocr_words
+from demotrace.privacy.redact_image import (
+    FrameRedactor,
+    changed_regions,
+    fill_boxes,
+    ocr_words,
+)
 from demotrace.privacy.redact_text import TextRedactor
-from privacy_corpus import BENIGN, FONT_SIZES, PLANTED, render
 
 SHOWN = ["card", "email", "phone", "iban", "aws_key", "github_token", "password_label", "ssn"]
 
@@ -239,3 +244,77 @@ def test_typed_secrets_never_readable_at_default_frame_scale(xvfb, dt_home) -> N
     with open_bundle(paths, sid) as b:
         assert sorted(b.blob_ids()) == blobs_before
     assert not list((paths.home / "sealed").glob(f".{sid}.sealing-*"))
+
+
+#: The bug-bash row (issue #4): a Tk label in DejaVu Sans 11 pt (about 15 px at 96 dpi).
+CONTACT = "Contact: maria.kowalski@example.net / olaf.berg@example.org"
+
+
+def _recorded_like(lines: list[tuple[str, int]]) -> tuple[Image.Image, list[tuple[int, int, int, int]]]:
+    """Grey (Tk's #d9d9d9) 1280x800 frame with DejaVu Sans ``lines`` at x 30, stored as the
+    recorder stores it: ``reduce(2)`` then JPEG q87 4:2:0. Returns the half-scale frame and
+    each line's row box in it (image pixels, padded 3 px)."""
+    import io
+
+    from PIL import ImageFont
+    from privacy_corpus import FONT
+
+    img = Image.new("RGB", (1280, 800), (217, 217, 217))
+    d = ImageDraw.Draw(img)
+    rows, y = [], 60
+    for text, px in lines:
+        d.text((30, y), text, fill="black", font=ImageFont.truetype(FONT, px))
+        rows.append((0, y // 2 - 3, 640, (y + px) // 2 + 4))
+        y += px + 12
+    buf = io.BytesIO()
+    img.reduce(2).save(buf, format="JPEG", quality=87, subsampling=2, optimize=True)
+    return Image.open(io.BytesIO(buf.getvalue())).convert("RGB"), rows
+
+
+def test_email_split_by_unread_glyphs_is_painted_whole(redactor: TextRedactor) -> None:
+    """Issue #4 bug bash: at scale 0.5, tesseract read the contact row in a stacked batch as
+    "Contact:" "maria," "kor" … "i@exa" … "Je.net" "/" "olaf.bera@exa" … "org", leaving
+    "walsk", "mp" and "mple." unread; only "i@exa…" was flagged and "maria.kowalsk" stayed
+    readable. Here those words (boxes from the font's own metrics, so independent of OCR) are
+    flagged against the real pixels; the test's own OCR of the painted row must read neither
+    address."""
+    from math import ceil, floor
+
+    from PIL import ImageFont
+    from privacy_corpus import FONT
+
+    from demotrace.privacy.redact_image import SMALL_TEXT_PX, Word, flag_words
+
+    img, (row,) = _recorded_like([(CONTACT, 15)])
+    font = ImageFont.truetype(FONT, 15)
+    top, bottom = 60 + font.getbbox(CONTACT)[1], 60 + font.getbbox(CONTACT)[3]
+    read = [("Contact:", "Contact:"), ("maria,", "maria."), ("kor", "ko"), ("i@exa", "i@exa"), ("Je.net", "le.net"),
+            ("/", "/"), ("olaf.bera@exa", "olaf.berg@exa"), ("org", "org")]
+    words, pos = [], 0
+    for text, part in read:
+        pos = CONTACT.index(part, pos)
+        x0, x1 = 30 + font.getlength(CONTACT[:pos]), 30 + font.getlength(CONTACT[:pos + len(part)])
+        words.append(Word((floor(x0 / 2), floor(top / 2), ceil(x1 / 2), ceil(bottom / 2)), text, 90.0, (1, 1, 1, 1)))
+        pos += len(part)
+    before = _tesseract_high(img.crop(row))
+    assert "kowalski" in before and "olaf" in before, before  # the oracle can read the row unpainted
+    flagged = flag_words(words, redactor.find, small_px=SMALL_TEXT_PX, arr=np.asarray(img))
+    painted = fill_boxes(img, [w.box for w, _ in flagged])
+    after = _tesseract_high(painted.crop(row))
+    for part in ("maria", "kowal", "walsk", "olaf", "berg", "example"):
+        assert part not in after, (part, after)
+    x0, y0, x1, y1 = words[0].box  # the label left of the address is not painted
+    assert (np.asarray(painted)[y0:y1, x0:x1] == np.asarray(img)[y0:y1, x0:x1]).all()
+
+
+def test_contact_row_at_half_scale_not_readable(redactor: TextRedactor) -> None:
+    """The whole path on a recorded-like frame holding the row at 11 px and at 15 px (Tk's
+    11 pt): no address part readable by the test's own OCR after redaction."""
+    img, rows = _recorded_like([(CONTACT, 11), (CONTACT, 15)])
+    assert "kowalski" in _tesseract_high(img.crop(rows[1]))
+    out = FrameRedactor(redactor.find).redact_batch([img, img], scale=0.5)
+    for res in out:
+        for row in rows:
+            after = _tesseract_high(res.image.crop(row))
+            for part in ("maria", "kowal", "walsk", "olaf", "berg", "example"):
+                assert part not in after, (part, after)

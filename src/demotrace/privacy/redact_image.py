@@ -271,7 +271,7 @@ def _to_digits(word: str) -> str:
 
 
 def flag_words(words: Sequence[Word], find: Callable[[str], list[Finding]], *,
-               small_px: int = 0) -> list[tuple[Word, str]]:
+               small_px: int = 0, arr: np.ndarray | None = None) -> list[tuple[Word, str]]:
     """Words to paint: those overlapped by a finding of ``find`` on their line's text (as read
     and with confusables mapped) or by an :data:`OCR_RULES` match. Returns ``(word, entity)``.
 
@@ -279,7 +279,11 @@ def flag_words(words: Sequence[Word], find: Callable[[str], list[Finding]], *,
     word box to the bottom of its lowest, at least 3 px, holding a word of two or more letters
     or digits, or three words) is painted whole — every word, plus one box from its first
     word to its last — as entity ``SMALL_TEXT``, whatever OCR read there (see
-    :data:`SMALL_TEXT_PX`)."""
+    :data:`SMALL_TEXT_PX`).
+
+    ``arr``: the frame the words were read from (``H×W×3`` uint8), if known: an e-mail flagged
+    in part also gets one box over the whole address, across words and unread glyphs
+    (:func:`_email_span`)."""
     # Rows by geometry, not by tesseract's block/line keys: sparse-text mode (psm 11) often
     # puts the two halves of one printed line into different blocks.
     rows: list[list[Word]] = []
@@ -326,6 +330,19 @@ def flag_words(words: Sequence[Word], find: Callable[[str], list[Finding]], *,
                 for i, (s0, e0) in enumerate(spans):
                     if s0 < f.end and f.start < e0 and i not in row_flags:
                         row_flags[i] = f.entity
+        # Glyphs OCR left unread between two words (a wide gap holding ink): the words are one
+        # token. E-mail shapes across such a gap are flagged, even with the domain's dot unread.
+        unread = frozenset(i for i in range(1, len(ws)) if
+                           ws[i].box[0] - ws[i - 1].box[2] > UNREAD_GAP * max(1, ws[i].box[3] - ws[i].box[1])
+                           and _gap_inked(arr, ws[i - 1], ws[i]))
+        if unread:
+            text, _, spans = _row_text(ws, JOIN_GAPS[-1], unread)
+            cuts = [spans[i][0] for i in unread]
+            for m in _EMAIL_UNREAD.finditer(text):
+                if any(m.start() < c < m.end() for c in cuts):
+                    for i, (s0, e0) in enumerate(spans):
+                        if s0 < m.end() and m.start() < e0 and i not in row_flags:
+                            row_flags[i] = "EMAIL_ADDRESS"
         grow = True
         while grow:
             grow = False
@@ -338,7 +355,79 @@ def flag_words(words: Sequence[Word], find: Callable[[str], list[Finding]], *,
                         grow = True
         for i, ent in row_flags.items():
             flagged[id(ws[i])] = (ws[i], ent)
+        for i in sorted(i for i, ent in row_flags.items() if ent == "EMAIL_ADDRESS"):
+            span = _email_span(ws, i, arr)
+            if span is not None:
+                w = Word(span, "", 0.0, ws[i].line)
+                flagged[id(w)] = (w, "EMAIL_ADDRESS")
     return list(flagged.values())
+
+
+#: A gap between two OCR words wider than this × the word height that holds ink is glyphs OCR
+#: did not read (a space is 0.3-0.8 of the height; bug bash, issue #4: "maria.kowalski@…" at
+#: 11 pt, scale 0.5, read "maria," "kor" [21 px unread] "i@exa" [14 px] "Je.net", h = 7 px).
+UNREAD_GAP = 1.2
+#: E-mail shape across unread glyphs (the domain's dot may be among them).
+_EMAIL_UNREAD = re.compile(r"[\w.+\-,]+\s?@\s?[\w\-.,]{2,}")
+#: Characters of an e-mail's local part / domain as OCR reads them (``,`` and ``'`` are
+#: misread dots), for :func:`_email_span`.
+_LOCAL_CHARS = re.compile(r"^[\w.+\-,'’|]+$")
+_DOMAIN_CHARS = re.compile(r"^[\w.\-,]+$")
+#: An e-mail word whose domain is complete (ends in a dot and 2+ letters).
+_DOMAIN_DONE = re.compile(r"@[\w\-]+(?:[.,][\w\-]+)*[.,][A-Za-z]{2,}$")
+
+
+def _gap_inked(arr: np.ndarray | None, a: Word, b: Word) -> bool:
+    """True when the columns between words ``a`` and ``b`` (left to right) hold ink — glyphs
+    OCR did not read — in more than half of them (ink as in :func:`small_text_boxes`)"""
+    if arr is None:
+        return False
+    x0, x1 = a.box[2], b.box[0]
+    y0, y1 = min(a.box[1], b.box[1]), max(a.box[3], b.box[3])
+    if x1 - x0 < 2 or y1 <= y0:
+        return False
+    lo = max(0, x0 - 8 * (y1 - y0))
+    g = arr[y0:y1, lo:x1 + 8 * (y1 - y0), :3].astype(np.int16).sum(axis=2) // 3
+    ink = np.abs(g - np.median(g, axis=1, keepdims=True)) > INK_DIFF
+    cols = ink[:, x0 - lo:x1 - lo].any(axis=0)
+    return bool(cols.mean() > 0.5)
+
+
+def _email_span(ws: Sequence[Word], i: int, arr: np.ndarray | None) -> Box | None:
+    """One box over the whole e-mail address around the flagged word ``ws[i]`` of a row
+    (words sorted left to right), or ``None`` when the word alone is the address.
+
+    OCR of small text at scale 0.5 splits an address into words and leaves glyphs between
+    them unread (bug bash, issue #4: 11 pt DejaVu Sans in Tk read "maria," "kor" … "i@exa",
+    only "i@example.net" was flagged and "maria.kowalsk" stayed readable). The span grows left
+    from the word across words made of local-part characters that touch it (gap under the
+    looser :data:`JOIN_GAPS` × height) or are separated by a gap OCR left unread (inked, see
+    :func:`_gap_inked`); it stops at a word holding other characters (``Contact:``) and at a
+    blank gap (a space). It grows right the same way across domain characters while the
+    address read so far has no complete domain (``i@exa``). The box spans every word of the
+    chain and the gaps between them, in image pixels."""
+    h = max(1, ws[i].box[3] - ws[i].box[1])
+    lo = hi = i
+    text = ws[i].text
+    while lo > 0 and _LOCAL_CHARS.match(ws[lo - 1].text):
+        gap = ws[lo].box[0] - ws[lo - 1].box[2]
+        if gap < JOIN_GAPS[-1] * h or (gap > UNREAD_GAP * h and _gap_inked(arr, ws[lo - 1], ws[lo])):
+            lo -= 1
+            text = ws[lo].text + text
+        else:
+            break
+    while "@" in text and not _DOMAIN_DONE.search(text) and hi + 1 < len(ws) and _DOMAIN_CHARS.match(ws[hi + 1].text):
+        gap = ws[hi + 1].box[0] - ws[hi].box[2]
+        if gap < JOIN_GAPS[-1] * h or (gap > UNREAD_GAP * h and _gap_inked(arr, ws[hi], ws[hi + 1])):
+            hi += 1
+            text += ws[hi].text
+        else:
+            break
+    if lo == hi:
+        return None
+    chain = ws[lo:hi + 1]
+    return (min(w.box[0] for w in chain), min(w.box[1] for w in chain),
+            max(w.box[2] for w in chain), max(w.box[3] for w in chain))
 
 
 #: Between rows analysed in one call of the text layers (:func:`_find_all`): no pattern, phone
@@ -346,14 +435,15 @@ def flag_words(words: Sequence[Word], find: Callable[[str], list[Finding]], *,
 ROW_SEP = "\n\x00\n"
 
 
-def _row_text(ws: Sequence[Word], limit: float) -> tuple[str, str, list[tuple[int, int]]]:
+def _row_text(ws: Sequence[Word], limit: float, joined: frozenset[int] = frozenset()) -> tuple[str, str, list[tuple[int, int]]]:
     """A row's text as read and with confusables mapped, words joined without a space when
-    their gap is under ``limit`` × the word height, and each word's character span."""
+    their gap is under ``limit`` × the word height or the word's index is in ``joined``, and
+    each word's character span."""
     spans, pos, seps = [], 0, []
     for i, w in enumerate(ws):
         if i:
             gap = w.box[0] - ws[i - 1].box[2]
-            seps.append("" if gap < limit * max(1, w.box[3] - w.box[1]) else " ")
+            seps.append("" if i in joined or gap < limit * max(1, w.box[3] - w.box[1]) else " ")
             pos += len(seps[-1])
         spans.append((pos, pos + len(w.text)))
         pos += len(w.text)
@@ -638,8 +728,8 @@ class FrameRedactor:
             self._prev.pop(stream, None)
             raise
 
-    def _flag(self, words: Sequence[Word], small_px: int) -> list[tuple[Word, str]]:
-        return flag_words(words, self.find, small_px=small_px)
+    def _flag(self, words: Sequence[Word], small_px: int, arr: np.ndarray | None = None) -> list[tuple[Word, str]]:
+        return flag_words(words, self.find, small_px=small_px, arr=arr)
 
     def _redact_batch(self, images: Sequence[Image.Image], stream: object, scale: float) -> list[FrameResult]:
         up = math.ceil(self.upscale / scale - 1e-9)
@@ -683,7 +773,7 @@ class FrameRedactor:
                 tiles = changed_tiles(prev_arr, arr)
                 carried = [b for b in prev_boxes
                            if not tiles[b[1] // TILE:-(-b[3] // TILE), b[0] // TILE:-(-b[2] // TILE)].all()]
-            flagged = self._flag(words_per_frame[k], small)
+            flagged = self._flag(words_per_frame[k], small, arr)
             for region in plans[k] if small else ():
                 flagged += [(Word(b, "", 0.0, (0, 0, 0, 0)), "SMALL_TEXT")
                             for b in small_text_boxes(arr, region, small)]
@@ -713,7 +803,7 @@ class FrameRedactor:
                     tiles = changed_tiles(arrs[k - 1], arrs[k]) if arrs[k - 1].shape == arrs[k].shape else None
                     extra = [] if tiles is None else [
                         b for b in extra if not tiles[b[1] // TILE:-(-b[3] // TILE), b[0] // TILE:-(-b[2] // TILE)].all()]
-                hits = self._flag(ws, small) if ws else []
+                hits = self._flag(ws, small, arrs[k]) if ws else []
                 r = results[k]
                 for _, ent in hits:
                     r.entities[ent] = r.entities.get(ent, 0) + 1
@@ -818,3 +908,43 @@ def rescan_strips(boxes: Sequence[Box], regions: Sequence[Box], size: tuple[int,
         else:
             merged.append(b)
     return merged
+
+
+#: Height, in desktop pixels, of the strip painted over a window's title bar when its title
+#: needed redaction (:func:`paint_title_bars`): openbox 3.6's default theme draws a 1 px frame
+#: border and a title bar, the client area starting about 21 px below the frame's top edge
+#: (measured on Xvfb 1280x800: frame top y 20, client text from y 41), plus a 3 px margin.
+#: ``FocusChange.bounds`` is the WM frame (capture/_xorg_window.py), so the strip is its top.
+TITLE_BAR_PX = 24
+
+
+def title_bar_boxes(windows: Sequence[tuple[float, float, float, float]], frame: tuple[float, float, float, float],
+                    scale: float, height_px: float = TITLE_BAR_PX) -> list[Box]:
+    """Image-pixel boxes over the title bars of ``windows`` (each ``(x, y, width, height)`` of
+    a WM frame in desktop pixels) in a frame showing the desktop region ``frame`` (``(x, y,
+    width, height)``, desktop pixels) at ``scale`` image pixels per desktop pixel: the top
+    ``height_px`` desktop pixels of each window (at most its height), rounded outwards and
+    grown by :data:`BOX_MARGIN` image pixels left, right and up (JPEG ringing of the title's
+    glyphs reaches past the frame's edge) but not down (the client area), clipped to the
+    frame; windows outside it give no box. Right / bottom exclusive."""
+    fx, fy, fw, fh = frame
+    W, H = math.ceil(fw * scale - 1e-9), math.ceil(fh * scale - 1e-9)
+    out: list[Box] = []
+    for x, y, w, h in windows:
+        x0 = max(0, math.floor((x - fx) * scale) - BOX_MARGIN)
+        y0 = max(0, math.floor((y - fy) * scale) - BOX_MARGIN)
+        x1 = min(W, math.ceil((x + w - fx) * scale) + BOX_MARGIN)
+        y1 = min(H, math.ceil((y + min(h, height_px) - fy) * scale))
+        if x0 < x1 and y0 < y1:
+            out.append((x0, y0, x1, y1))
+    return out
+
+
+def paint_title_bars(image: Image.Image, boxes: Sequence[Box], color: tuple[int, int, int] = (0, 0, 0)) -> Image.Image:
+    """Return a copy of ``image`` (RGB) with ``boxes`` (from :func:`title_bar_boxes`) filled
+    exactly — no :data:`BOX_MARGIN`, which would reach into the client area below."""
+    out = image.convert("RGB").copy()
+    d = ImageDraw.Draw(out)
+    for x0, y0, x1, y1 in boxes:
+        d.rectangle([x0, y0, x1 - 1, y1 - 1], fill=color)
+    return out

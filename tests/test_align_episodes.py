@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from demotrace.build import BuildSettings, episodes_from_events, episodes_from_session
-from demotrace.schema import Frame, Marker, PointerDown, PointerUp, Rect, SessionManifest
+from demotrace.schema import (Element, FocusChange, Frame, KeyDown, KeyUp, Marker, PointerDown, PointerUp, Rect,
+                              SessionManifest)
 from demotrace.spool import DataKey, Spool
 
 MS = 1_000_000
@@ -215,3 +216,61 @@ def test_episode_from_a_real_recording_observation_before_the_click(xvfb, dt_hom
         assert g[1] > 150 and g[0] < 60, f"observation before the click is not green: {g}"
         r = pixel(typed.observation, 250, 130)
         assert r[0] > 150 and r[1] < 60, f"observation before typing is not red: {r}"
+
+
+def _typed(r, t, text):
+    for i, ch in enumerate(text):
+        code = f"Key{ch.upper()}"
+        r.add(KeyDown, t + 20 * i, key=ch, code=code, text=ch)
+        r.add(KeyUp, t + 20 * i + 10, key=ch, code=code, text=ch)
+
+
+def _steps(r):
+    (ep,) = episodes_from_events(sorted(r.events, key=lambda e: e.t_ns), "s")
+    return [s.action for s in ep.steps if s.action.type != "done"]
+
+
+def test_target_element_must_belong_to_the_focused_windows_process():
+    """Bug bash (GTK run): `type 'ZZtail99'` typed into XTerm carried the GTK app's AT-SPI
+    ``text`` element (pid 1363) as target: the newest element when the run closed, 0.5 s old.
+    With both pids known, the element's ``attributes["pid"]`` must equal the focus pid."""
+    r = Rec()
+    gtk_box = Rect(100, 100, 200, 30)
+    r.add(FocusChange, 0, window_id=11, app_id="Gform.py", title="form", pid=1363)
+    r.add(Element, 100, role="text", name="Name", bounds=gtk_box, source="atspi", attributes={"pid": "1363"})
+    _typed(r, 150, "ab")                                          # into the GTK entry: its element
+    r.add(FocusChange, 500, window_id=22, app_id="XTerm", title="bash", pid=2000)
+    _typed(r, 600, "zz")                                          # into XTerm (no AT-SPI there)
+    r.add(FocusChange, 900, window_id=11, app_id="Gform.py", title="form", pid=1363)  # closes the run
+    acts = _steps(r)
+    assert [(a.type, a.text) for a in acts] == [("type", "ab"), ("type", "zz")]
+    assert acts[0].target is not None and acts[0].target.name == "Name" and acts[0].target.bounds == gtk_box
+    assert acts[1].target is None                                 # GTK pid 1363 != XTerm pid 2000
+
+
+def test_target_element_without_pid_must_arrive_after_focus_moved():
+    """A pid unknown on either side: the element must have arrived at or after focus last moved
+    to another window (less 0.3 s: a click's DOM element carries the click's time, the window
+    manager's focus follows it); a title change of the same window is no move, nor is a
+    focus_change without window id (the browser extension's tab switch / navigation)."""
+    r = Rec()
+    r.add(FocusChange, 0, window_id=22, app_id="XTerm", title="bash", pid=2000)
+    # 0.4 s before the focus move: more than the 0.3 s a click's element may precede it
+    r.add(Element, 100, role="text", name="before", bounds=Rect(0, 0, 50, 50), source="atspi")
+    r.add(FocusChange, 500, window_id=33, app_id="Other", title="t1", pid=None)
+    _typed(r, 600, "q")                                           # element predates the focus move
+    r.add(FocusChange, 900, window_id=33, app_id="Other", title="t2", pid=None)  # title only: closes the run
+    r.add(Element, 1000, role="push button", name="OK", bounds=Rect(400, 400, 80, 30), source="atspi")
+    r.add(FocusChange, 1100, window_id=33, app_id="Other", title="t3", pid=None)  # title only
+    r.add(FocusChange, 1150, url="https://example.org/b", title="b", pid=None)  # extension: same window
+    r.click(1200, x=420.0, y=410.0)                               # arrived after the move at 500 ms
+    # a click into a browser window: its DOM element (click time 2000) precedes the WM's focus
+    # change (2050) by less than 0.3 s
+    r.add(Element, 2000, role="link", name="Reports", bounds=Rect(600, 100, 80, 20), source="dom")
+    r.add(FocusChange, 2050, window_id=44, app_id="Chromium", title="Shop", pid=None)
+    r.click(2000, x=610.0, y=105.0)
+    acts = _steps(r)
+    assert [(a.type, a.text) for a in acts] == [("type", "q"), ("click", None), ("click", None)]
+    assert acts[0].target is None
+    assert acts[1].target is not None and acts[1].target.name == "OK"
+    assert acts[2].target is not None and acts[2].target.name == "Reports"

@@ -112,6 +112,12 @@ from .settings import BuildSettings
 Item = Union[Action, Frame, Marker, ScreenConfig]
 
 _CHUNK = 4096
+
+#: An element without a pid may precede the focus move to its window by this much and still be
+#: the focused window's (ns): a click's DOM element carries the click's time, the window
+#: manager's focus change follows the click. Our choice (X11 focus follows a press within tens
+#: of ms; a person cannot click in one window and act in another within 0.3 s).
+FOCUS_LAG_NS = 300_000_000
 _t_of = attrgetter("t_ns")
 _order_key = attrgetter("t_ns", "seq")
 
@@ -326,6 +332,12 @@ class _Reducer:
         self.reports_mods = False
         self.context: Context | None = None
         self.element: Element | None = None
+        # the focused window's process and when focus last moved to another window (title / URL
+        # changes of the same window do not count): an element is a target only if it belongs
+        # to that process, or (pid unknown on either side) arrived after focus moved
+        self.focus_pid: int | None = None
+        self.focus_key: object = None
+        self.focus_t_ns: int | None = None
         self.pending_flags: list[tuple[int, str]] = []
         self.out: list[tuple[int, int, Action | Marker]] = []
         self.counter = 0
@@ -345,14 +357,41 @@ class _Reducer:
         m.clear()
         return pts
 
-    def _target(self, t_start: int, x: float | None, y: float | None) -> Target | None:
+    def _target(self, t_start: int, x: float | None, y: float | None, t_end: int | None = None) -> Target | None:
+        """The newest ``element`` as the target of an action from ``t_start`` to ``t_end`` (ns),
+        or ``None``: it must be recorded within ``element_max_age_ns`` before ``t_start`` and, when
+        ``t_end`` is given, at most ``element_max_age_ns`` after ``t_end`` (an action closed late —
+        a typing run ends at the next non-key event — must not take an element of what came
+        next); it must belong to the focused window (:meth:`_element_in_focus`); pointer
+        actions must lie inside its bounds."""
         el = self.element
         if el is None or el.t_ns < t_start - self.s.element_max_age_ns:
+            return None
+        if t_end is not None and el.t_ns > t_end + self.s.element_max_age_ns:
+            return None
+        if not self._element_in_focus(el):
             return None
         if x is not None and y is not None and el.bounds is not None and not el.bounds.contains(x, y):
             return None
         return Target(role=el.role, name=el.name, bounds=el.bounds, source=el.source,
                       selector=el.selector, tag=el.tag, attributes=el.attributes)
+
+    def _element_in_focus(self, el: Element) -> bool:
+        """Whether ``el`` belongs to the focused window: its ``attributes["pid"]`` (AT-SPI
+        application pid) equals the last ``focus_change`` pid (``_NET_WM_PID``) when both are
+        known; otherwise it must have arrived at or after focus last moved to another window
+        (less :data:`FOCUS_LAG_NS`: the window manager's focus follows the click that caused it,
+        while a DOM element carries the click's own time).
+        Rule from the bug bash: XTerm typing was given a GTK app's AT-SPI ``text`` element
+        that arrived before focus moved to the XTerm (the element source only watches
+        accessible apps, so the newest element can be another app's)."""
+        if self.focus_t_ns is None:
+            return True  # no focus_change seen: nothing to compare with
+        raw = el.attributes.get("pid") if el.attributes else None
+        el_pid = int(raw) if raw is not None and str(raw).isdigit() else None
+        if el_pid is not None and self.focus_pid is not None:
+            return el_pid == self.focus_pid
+        return el.t_ns >= self.focus_t_ns - FOCUS_LAG_NS
 
     def emit(self, flags: list[str], **kw: object) -> None:
         if self.pending_flags:
@@ -364,7 +403,7 @@ class _Reducer:
         if flags:
             kw["flags"] = tuple(dict.fromkeys(flags))
         if "target" not in kw:
-            kw["target"] = self._target(kw["t_start_ns"], kw.get("x"), kw.get("y"))  # type: ignore[arg-type]
+            kw["target"] = self._target(kw["t_start_ns"], kw.get("x"), kw.get("y"), kw.get("t_end_ns"))  # type: ignore[arg-type]
         act = Action(**kw)  # type: ignore[arg-type]
         self.counter += 1
         heapq.heappush(self.out, (act.t_start_ns, self.counter, act))
@@ -438,7 +477,7 @@ class _Reducer:
             flags = flags + ["empty_text"]
         self.emit(flags, type="type", t_start_ns=r.t_start, t_end_ns=r.t_end, text=text,
                   keys=tuple(r.keys), source_seqs=tuple(r.seqs), pre_move=r.pre_move,
-                  context=r.context, target=self._target(r.t_start, None, None))
+                  context=r.context, target=self._target(r.t_start, None, None, r.t_end))
 
     def flush_keyact(self) -> None:
         k = self.keyact
@@ -447,7 +486,7 @@ class _Reducer:
         self.keyact = None
         self.emit(k.flags, type=k.type, t_start_ns=k.t_start, t_end_ns=k.t_end, keys=k.keys,
                   count=k.count, source_seqs=tuple(k.seqs), pre_move=k.pre_move,
-                  context=k.context, target=self._target(k.t_start, None, None))
+                  context=k.context, target=self._target(k.t_start, None, None, k.t_end))
 
     def flush_all(self) -> None:
         self.flush_click()
@@ -864,6 +903,16 @@ class _Reducer:
             ev2: FocusChange = ev  # type: ignore[assignment]
             self.context = Context(window_id=ev2.window_id, app_id=ev2.app_id, title=ev2.title,
                                    url=ev2.url, window_bounds=ev2.bounds)
+            # another window, not a title / URL change of this one; the browser extension's
+            # focus_change (tab switch, navigation) has no window id: it updates the same window
+            key = ev2.window_id if ev2.window_id is not None else (
+                self.focus_key if self.focus_key is not None else (ev2.pid, ev2.app_id))
+            if key != self.focus_key:
+                self.focus_key = key
+                self.focus_t_ns = t
+                self.focus_pid = ev2.pid
+            elif ev2.pid is not None:
+                self.focus_pid = ev2.pid
         elif tp is Element:
             self.element = ev  # type: ignore[assignment]
         elif tp is Marker:

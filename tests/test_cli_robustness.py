@@ -303,3 +303,20 @@ def test_seal_replace_without_ids_names_the_missing_ids(work: Path) -> None:
     err = " ".join(res.stderr.replace("│", " ").split())
     assert "Invalid value for '--replace': --replace seals named sessions again and needs their ids" in err, err
     assert "nothing to seal" not in err
+
+
+@pytest.mark.parametrize("argv", [
+    ("build", "--out", "ds", "--max-shard-mb", "nan"),
+    ("server", "--data-dir", "srv", "--rate", "nan"),
+    ("admin", "enroll-code", "--person", "a@example.org", "--data-dir", "srv", "--ttl-hours", "inf"),
+])
+def test_other_float_options_refuse_nan_and_inf(tmp_path: Path, argv: tuple[str, ...]) -> None:
+    """`build --max-shard-mb nan` ended in a traceback (int(nan)); --rate / --ttl-hours took it."""
+    env = {k: v for k, v in os.environ.items() if k != "DEMOTRACE_HOME"}
+    env.update(COLUMNS="200", DEMOTRACE_HOME=str(tmp_path / "home"))
+    res = subprocess.run([DEMOTRACE, *argv], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60,
+                         check=False)
+    assert res.returncode == 2 and "Traceback" not in res.stderr, (res.stdout, res.stderr)
+    err = " ".join(res.stderr.replace("│", " ").split())
+    assert f"Invalid value for '{argv[-2]}': must be a finite number, got {argv[-1]}" in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # nothing created

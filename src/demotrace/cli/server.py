@@ -19,6 +19,7 @@ from typing import Any
 import typer
 
 from ..errors import ConfigError
+from .recording import _finite  # nan / inf refused with the option named
 from .common import console, err_console
 
 admin_app = typer.Typer(help="Server-side administration (run on the collector host).",
@@ -47,7 +48,7 @@ def server(
     cert: Path = typer.Option(None, "--cert", help="TLS certificate chain (PEM)."),
     key: Path = typer.Option(None, "--key", help="TLS private key (PEM)."),
     max_body_bytes: int = typer.Option(64 * 1024 * 1024, "--max-body-bytes", help="Request body limit (bytes) → 413."),
-    rate: float = typer.Option(200.0, "--rate", help="Requests per second per credential → 429."),
+    rate: float = typer.Option(200.0, "--rate", callback=_finite, help="Requests per second per credential → 429."),
     master_key_file: Path = typer.Option(None, "--master-key-file", help="Server master key file (32 bytes, 0600; default <data-dir>/keys/master.key; $DEMOTRACE_MASTER_KEY_FILE)."),
     checkpoint_every: int = CHECKPOINT_EVERY,
     workers: int = typer.Option(1, "--workers", min=1, max=64, help="Worker processes (each its own collector; see docs/operations.md: on PostgreSQL use about one per core; rate limits become per worker)."),
@@ -194,7 +195,7 @@ def _bind(host: str, port: int) -> socket.socket:
 def enroll_code(
     role: str = typer.Option("device", "--role", help="device | person | curator | admin | auditor"),
     person: str = typer.Option(None, "--person", help="The person's identity (e-mail-like), for device/person codes."),
-    ttl_hours: float = typer.Option(168.0, "--ttl-hours", help="Lifetime of the code (hours)."),
+    ttl_hours: float = typer.Option(168.0, "--ttl-hours", callback=_finite, help="Lifetime of the code (hours)."),
     data_dir: str = DATA_DIR,
     database_url: str = DB_URL,
 ) -> None:

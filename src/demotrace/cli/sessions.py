@@ -37,10 +37,11 @@ def _fmt_duration(ns: int | None) -> str:
 
 
 def _recording_session(paths: Paths) -> str | None:
-    """Id of the session the running recorder writes, if one runs."""
-    from ..recorder.control import RecorderLock, call
+    """Id of the session the running recorder writes, if one runs (stale run files of a killed
+    recorder mean none runs: :func:`demotrace.recorder.control.check_run_dir`)."""
+    from ..recorder.control import call, check_run_dir
 
-    if RecorderLock.holder(paths.run_dir) is None:
+    if not check_run_dir(paths.run_dir, paths.control_socket, clean=False).running:
         return None
     try:
         return call(paths.control_socket, "status", timeout=2.0).get("session_id")

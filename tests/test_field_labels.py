@@ -206,3 +206,222 @@ def test_case_keys_belong_to_the_stretch() -> None:
     (s,) = stretches(evs)
     assert s.keys == [1, 2, 3, 4]
     assert s.printable == 2 and s.text == "Ab"
+
+
+# --- bug-bash 2 (issue #4): Tab-reached fields, labels above, "Card PIN", "Pass phrase", and a
+# terminal password prompt with no echo ---------------------------------------------------------
+
+#: The tester's form (/tmp/bugbash2/t1/form.py, shortened): DejaVu Sans 12 px, one label per row,
+#: left of its entry except "Passcode (6 digits)", which stands above its entry.
+FORM2 = r'''
+import json, tkinter as tk
+root = tk.Tk(className="LabelForm2")
+root.title("labelform2")
+root.geometry("520x330+40+40")
+f = ("DejaVu Sans", 12)
+rows = {}
+for label, above in (("Full name", False), ("Passcode (6 digits)", True), ("Card PIN", False),
+                     ("Pass phrase", False), ("Notes", False)):
+    fr = tk.Frame(root); fr.pack(fill="x", padx=10, pady=6)
+    tk.Label(fr, text=label, font=f).pack(side="top" if above else "left", anchor="w")
+    e = tk.Entry(fr, font=f, width=30); e.pack(side="top" if above else "left", anchor="w")
+    rows[label] = e
+def ready(ev):
+    if ev.widget is not root:
+        return
+    root.update_idletasks()
+    e = rows["Full name"]
+    print("READY " + json.dumps([e.winfo_rootx() + e.winfo_width() // 2, e.winfo_rooty() + e.winfo_height() // 2]),
+          flush=True)
+root.bind("<Map>", ready)
+root.mainloop()
+'''
+
+#: What is typed into FORM2, row by row (all plain echo: only the labels can find the secrets).
+FORM2_TYPED = (("Full name", "Anna Lindqvist", False), ("Passcode (6 digits)", "482913", True),
+               ("Card PIN", "7351", True), ("Pass phrase", "correct horse battery staple", True),
+               ("Notes", "meeting at noon", False))
+
+
+def _record(xvfb, dt_home: Path, drive) -> tuple[Paths, Spool, str]:  # type: ignore[no-untyped-def]
+    """Record ``drive(xdo, spool)`` with a real ``demotrace record`` (default frame scale) and
+    return the home's paths, spool and the one session id."""
+    paths = Paths(dt_home)
+    rec = start_recorder(xvfb.env, dt_home, "--no-indicator", enroll=True)
+    try:
+        def xdo(*args: str) -> None:
+            subprocess.run(["xdotool", *args], env=xvfb.env, check=True, timeout=60)
+
+        drive(xdo, Spool(paths.spool, DataKey.load(paths.key_file)))
+        stop_recorder(rec)
+    finally:
+        if rec.poll() is None:
+            rec.kill()
+            rec.wait()
+    spool = Spool(paths.spool, DataKey.load(paths.key_file))
+    (sid,) = spool.session_ids()
+    return paths, spool, sid
+
+
+def _events(spool: Spool) -> list:  # type: ignore[type-arg]
+    out = []
+    for sid in spool.session_ids():
+        with spool.open(sid) as r:
+            out.extend(r.iter_events())
+    return out
+
+
+def _wait_focus(spool: Spool, title: str) -> None:
+    from helpers_x11 import wait_for
+
+    wait_for(lambda: any(isinstance(e, FocusChange) and e.title == title for e in _events(spool)), timeout=20,
+             what=f"the recorder stored the focus change to {title!r}")
+
+
+def _wait_frame_after_enter(spool: Spool, n_enter: int, settle_ns: int = 250_000_000) -> None:
+    """Wait until the spool holds the ``n_enter``-th Enter press and a frame grabbed at least
+    ``settle_ns`` after it (the terminal has drawn what Enter printed)."""
+    from helpers_x11 import wait_for
+
+    from demotrace.schema import Frame
+
+    def ok() -> bool:
+        evs = _events(spool)
+        enters = [e.t_ns for e in evs if isinstance(e, KeyDown) and e.key == "Enter"]
+        if len(enters) < n_enter:
+            return False
+        return any(isinstance(e, Frame) and (e.captured_t_ns or e.t_ns) >= enters[n_enter - 1] + settle_ns
+                   for e in evs)
+    wait_for(ok, timeout=20, what=f"a frame stored after Enter #{n_enter}")
+
+
+@pytest.mark.x11
+def test_tk_tab_reached_fields_labels_left_and_above(xvfb, dt_home: Path) -> None:  # type: ignore[no-untyped-def]
+    """Bug-bash 2, leak 1: every field after the first is reached by Tab, typing right after
+    the Tab (the frame before the typing still shows the previous field focused, so the change
+    spans two rows), plain echo. "Passcode (6 digits)" (label above), "Card PIN" and "Pass
+    phrase" (left) are secret, "Full name" and "Notes" are not. Expected: the sealed keys are
+    exactly "Anna Lindqvist" + "meeting at noon"; dropped 6 + 4 + 28 = 38 key presses
+    (lengths of the typed strings, counted by hand)."""
+    app = subprocess.Popen([sys.executable, "-c", FORM2], env=xvfb.env, stdout=subprocess.PIPE, text=True)
+    try:
+        cx, cy = json.loads(read_line(app, "READY ", timeout=15).split(" ", 1)[1])
+
+        def drive(xdo, spool: Spool) -> None:  # type: ignore[no-untyped-def]
+            wid = subprocess.run(["xdotool", "search", "--name", "^labelform2$"], env=xvfb.env, capture_output=True,
+                                 text=True, check=True).stdout.split()[0]
+            xdo("windowfocus", "--sync", wid)
+            _wait_focus(spool, "labelform2")
+            xdo("mousemove", str(cx), str(cy), "click", "1")
+            time.sleep(0.4)  # the click's frame is grabbed before the first key
+            for k, (_, text, _) in enumerate(FORM2_TYPED):
+                if k:
+                    xdo("key", "Tab", "type", "--delay", "50", text)  # one xdotool call: no pause after Tab
+                else:
+                    xdo("type", "--delay", "50", text)
+            time.sleep(0.6)  # a settle frame shows what was typed last
+
+        paths, spool, sid = _record(xvfb, dt_home, drive)
+    finally:
+        app.kill()
+        app.wait()
+        assert app.stdout is not None
+        app.stdout.close()
+    with spool.open(sid) as r:
+        raw = "".join(e.text or "" for e in r.iter_events() if isinstance(e, KeyDown))
+    assert raw == "".join(t for _, t, _ in FORM2_TYPED)  # all of it in the raw spool
+    rep = seal_session(paths, spool, sid, default_policy())
+    with open_bundle(paths, sid) as b:
+        sealed = "".join(e.text or "" for e in b.iter_events() if isinstance(e, KeyDown))
+    assert sealed == "Anna Lindqvist" + "meeting at noon", rep.secret_keys_dropped
+    assert rep.secret_keys_dropped.get("secret_field_inferred") == 6 + 4 + 28
+
+
+@pytest.mark.x11
+def test_xterm_silent_password_prompt(xvfb, dt_home: Path) -> None:  # type: ignore[no-untyped-def]
+    """Bug-bash 2, leak 2: in xterm, ``read -s -p '[sudo] password for anna: ' PW; echo``, then
+    a password typed with no echo + Enter, then another command. The password's keys are
+    dropped (the prompt row that appeared before them names a password), the next command is
+    kept although the row above it says "password". Expected sealed keys (by hand): the read
+    command, then "echo done"; the 13 keys of "Tr0ub4dor&3zz" and its 2 Shift presses dropped."""
+    read_cmd = "read -s -p '[sudo] password for anna: ' PW; echo"
+    password = "Tr0ub4dor&3zz"
+    after = "echo done"
+    env = {**xvfb.env, "PS1": "$ "}
+    term = subprocess.Popen(["xterm", "-T", "fieldterm", "-geometry", "80x12+60+60", "-fa", "DejaVu Sans Mono",
+                             "-fs", "11", "-e", "bash", "--norc", "--noprofile"], env=env)
+    try:
+        from helpers_x11 import search_window
+
+        wid = search_window(xvfb.env, "fieldterm", timeout=15)
+
+        def drive(xdo, spool: Spool) -> None:  # type: ignore[no-untyped-def]
+            xdo("windowfocus", "--sync", str(wid))
+            _wait_focus(spool, "fieldterm")
+            time.sleep(0.3)  # bash has drawn its prompt
+            xdo("type", "--delay", "40", read_cmd)
+            xdo("key", "Return")
+            _wait_frame_after_enter(spool, 1)  # the prompt is on screen in a stored frame
+            xdo("type", "--delay", "40", password)
+            xdo("key", "Return")
+            _wait_frame_after_enter(spool, 2)
+            xdo("type", "--delay", "40", after)
+            xdo("key", "Return")
+            _wait_frame_after_enter(spool, 3)
+
+        paths, spool, sid = _record(xvfb, dt_home, drive)
+    finally:
+        term.kill()
+        term.wait()
+    with spool.open(sid) as r:
+        raw = "".join(e.text or "" for e in r.iter_events() if isinstance(e, KeyDown))
+    assert raw == read_cmd + password + after
+    rep = seal_session(paths, spool, sid, default_policy())
+    with open_bundle(paths, sid) as b:
+        sealed = "".join(e.text or "" for e in b.iter_events() if isinstance(e, KeyDown))
+    assert sealed == read_cmd + after, rep.secret_keys_dropped
+    # the 13 characters and the 2 Shift presses xdotool makes for "T" and "&" (US layout)
+    assert rep.secret_keys_dropped.get("secret_field_inferred") == len(password) + 2
+
+
+@pytest.mark.parametrize(("text", "secret"), [
+    ("Pass phrase", True), ("Pass-code", True), ("Card PIN", True), ("Passcode (6 digits)", True),
+    ("[sudo] password for anna:", True), ("Boarding pass", False), ("Passenger name", False),
+])
+def test_label_patterns_bug_bash_2(text: str, secret: bool) -> None:
+    assert label_matches(default_policy(), text) is secret
+
+
+def test_typed_box_picks_the_row_with_text_not_the_focus_ring() -> None:
+    """Two entries: in ``a`` the upper one has the focus ring (1 px black outline), in ``b`` the
+    lower one has it and shows typed text. The typed text's box is the lower row's text only:
+    drawn at x 20..80, y 60..70 by hand below."""
+    from demotrace.privacy.field_labels import typed_box
+
+    a = np.full((100, 200), 220, np.uint8)
+    b = a.copy()
+    a[10, 10:150] = a[30, 10:150] = 0
+    a[10:31, 10] = a[10:31, 149] = 0  # upper ring in a
+    b[55, 10:150] = b[75, 10:150] = 0
+    b[55:76, 10] = b[55:76, 149] = 0  # lower ring in b
+    for x in range(20, 80, 6):  # "text": 10 glyph strokes 3 px wide, 10 px high
+        b[60:70, x:x + 3] = 0
+    assert typed_box(a, b, None) == (20, 60, 77, 70)
+
+
+def test_prompt_row_is_the_last_row_that_appeared() -> None:
+    """A command row and, below it, a prompt row appear; the prompt row (y 30..40, x 5..95) is
+    returned, cut to the line height."""
+    from demotrace.privacy.field_labels import prompt_row
+
+    a = np.full((60, 120), 255, np.uint8)
+    b = a.copy()
+    b[10:20, 5:60] = 0  # the command's last characters
+    b[30:40, 5:95] = 0  # the prompt printed after Enter
+    assert prompt_row(a, b, 14) == (5, 30, 95, 40)
+    assert prompt_row(a, a, 14) is None
+    c = a.copy()  # two text lines (ink every other column) that touch: rows 10..20 and 21..30,
+    c[10:20, 5:60:2] = 0  # joined by 2 ink pixels on row 20 (x 5 and 7); last ink column 93
+    c[20, 5:8:2] = 0
+    c[21:30, 5:95:2] = 0
+    assert prompt_row(a, c, 14) == (5, 20, 94, 30)

@@ -77,6 +77,13 @@ INK_DIFF = 48
 #: Upscale so that desktop text of about 10 px reaches tesseract's preferred x-height (the same
 #: target as the image layer's default ``ocr_upscale`` = 3 at scale 1).
 OCR_UPSCALE = 3
+#: How long after a stretch its text may first be on a stored frame when none was grabbed
+#: during it (ns): the recorder grabs at 4 Hz while input is active (recorder/frames.py), so the
+#: next pre-action frame comes within 250 ms; 2 s leaves room for a loaded machine.
+LATE_NS = 2_000_000_000
+#: Changed rows whose labels are read in that late frame (the stretch's field, the next one's
+#: and a spare).
+MAX_LATE_ROWS = 3
 #: Fewest mask glyphs that make a field secret: at scale 0.5 two letters of 12 px text ("ok")
 #: can look alike to :func:`mask_glyphs`; three in a row did not on the benign corpus.
 MIN_MASK_GLYPHS = 3
@@ -92,7 +99,8 @@ class Stretch:
     """One field stretch: ``anchor`` (click point, desktop px) or None, ``t_start`` (ns),
     ``keys`` (indices of the content-revealing key / text events), ``printable`` (how many of
     them produce text), ``element`` (an accessibility ``Element`` arrived in it), ``end_t``,
-    ``text`` (what the printable keys typed, Backspace not applied)."""
+    ``text`` (what the printable keys typed, Backspace not applied), ``start`` (what began
+    it: ``"click"``, ``"focus"``, ``"tab"``, ``"enter"`` or ``""`` at the session start)."""
 
     anchor: tuple[float, float] | None
     t_start: int
@@ -101,6 +109,7 @@ class Stretch:
     element: bool = False
     end_t: int = 0
     text: str = ""
+    start: str = ""
 
 
 #: Keys that change case or level only (W3C UI Events key names): dropped with a secret stretch.
@@ -113,18 +122,18 @@ def stretches(events: Sequence[Event]) -> list[Stretch]:
     cur = Stretch(None, 0)
     win: int | None = None
 
-    def new(anchor: tuple[float, float] | None, t: int) -> None:
+    def new(anchor: tuple[float, float] | None, t: int, start: str) -> None:
         nonlocal cur
         cur.end_t = t
         out.append(cur)
-        cur = Stretch(anchor, t)
+        cur = Stretch(anchor, t, start=start)
 
     for i, ev in enumerate(events):
         if isinstance(ev, PointerDown):
-            new((ev.x, ev.y), ev.t_ns)
+            new((ev.x, ev.y), ev.t_ns, "click")
         elif isinstance(ev, FocusChange):
             if ev.window_id != win or ev.window_id is None:
-                new(None, ev.t_ns)
+                new(None, ev.t_ns, "focus")
             win = ev.window_id
         elif isinstance(ev, Element):
             cur.element = True
@@ -136,7 +145,7 @@ def stretches(events: Sequence[Event]) -> list[Stretch]:
             if set(ev.modifiers) & HOTKEY_MODIFIERS and not ev.text:
                 continue
             if ev.key in ("Tab", "Enter"):
-                new(None, ev.t_ns)
+                new(None, ev.t_ns, ev.key.lower())
             elif ev.key in NAV_KEYS:
                 continue
             elif ev.text or ev.key in ("Backspace", "Delete") or ev.key in CASE_KEYS:
@@ -183,6 +192,87 @@ def changed_box(a: np.ndarray, b: np.ndarray, band: tuple[int, int] | None) -> t
     if len(ys) == 0:
         return None
     return int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
+
+
+def _runs(on: np.ndarray) -> list[tuple[int, int]]:
+    """``[start, end)`` runs of True in the 1-D bool array ``on``."""
+    out: list[tuple[int, int]] = []
+    start = None
+    for k, v in enumerate([*on.tolist(), False]):
+        if v and start is None:
+            start = k
+        elif not v and start is not None:
+            out.append((start, k))
+            start = None
+    return out
+
+
+def typed_box(a: np.ndarray, b: np.ndarray, band: tuple[int, int] | None) -> tuple[int, int, int, int] | None:
+    """Where the typing landed between frames ``a`` and ``b`` (H×W grey uint8): like
+    :func:`changed_box`, but when the change falls in several row groups (a field reached by
+    Tab right after typing into the previous one: the previous entry's focus ring went away
+    while the new one's came up — tester's Tk form at scale 0.5, issue #4 bug-bash 2) the group
+    with the most changed pixels that are not a box outline (rows changed over 60 % of the
+    group's width, columns over 70 % of its height) is the typed text, and its box is returned
+    without the outline. None if nothing changed."""
+    boxes = typed_boxes(a, b, band)
+    return boxes[0] if boxes else None
+
+
+def typed_boxes(a: np.ndarray, b: np.ndarray, band: tuple[int, int] | None) -> list[tuple[int, int, int, int]]:
+    """The candidate boxes of :func:`typed_box`, most changed pixels first: one per row group
+    that changed other than as a box outline (one group: its whole changed box)."""
+    d = np.abs(a.astype(np.int16) - b.astype(np.int16)) > INK_DIFF
+    if band is not None:
+        d[: max(0, band[0])] = False
+        d[max(0, band[1]):] = False
+    groups = _runs(d.any(axis=1))
+    if not groups:
+        return []
+    if len(groups) == 1:
+        box = changed_box(a, b, band)
+        return [] if box is None else [box]
+    found: list[tuple[int, tuple[int, int, int, int]]] = []
+    for r0, r1 in groups:
+        sub = d[r0:r1].copy()
+        xs = np.nonzero(sub.any(axis=0))[0]
+        c0, c1 = int(xs.min()), int(xs.max()) + 1
+        sub = sub[:, c0:c1]
+        h, w = sub.shape
+        sub[sub.sum(axis=1) > 0.6 * w, :] = False
+        sub[:, sub.sum(axis=0) > 0.7 * h] = False
+        n = int(sub.sum())
+        if n == 0:
+            continue
+        ys, xs2 = np.nonzero(sub)
+        box = (c0 + int(xs2.min()), r0 + int(ys.min()), c0 + int(xs2.max()) + 1, r0 + int(ys.max()) + 1)
+        found.append((n, box))
+    return [box for _, box in sorted(found, key=lambda p: -p[0])]
+
+
+def prompt_row(a: np.ndarray, b: np.ndarray, line_px: int) -> tuple[int, int, int, int] | None:
+    """The last text row that appeared between frames ``a`` and ``b`` (H×W grey uint8) as a box
+    ``(x0, y0, x1, y1)`` (image px), at most ``line_px`` rows high (a taller last group of
+    changed rows is cut at the row of ``b`` with the least ink in the last ``line_px``: two
+    text lines whose descenders and ascenders touch at scale 0.5); None if nothing changed.
+    Typing with no echo goes where the screen last changed before it: a terminal prints the
+    prompt (``[sudo] password for anna: ``) on its last output row and waits there (issue #4
+    bug-bash 2: ``read -s -p``)."""
+    d = np.abs(a.astype(np.int16) - b.astype(np.int16)) > INK_DIFF
+    groups = _runs(d.any(axis=1))
+    if not groups:
+        return None
+    r0, r1 = groups[-1]
+    if r1 - r0 > line_px:
+        # several changed rows touch (a command and the prompt it printed): cut at the row of
+        # ``b`` with the least ink in the last line height, the gap between two text lines
+        lo = r1 - line_px
+        xs = np.nonzero(d[lo:r1].any(axis=0))[0]
+        crop = b[lo:r1, int(xs.min()):int(xs.max()) + 1].astype(np.int16)
+        ink = (np.abs(crop - int(np.median(crop))) > INK_DIFF).sum(axis=1)
+        r0 = lo + int(np.argmin(ink[:line_px - line_px // 3]))
+    xs = np.nonzero(d[r0:r1].any(axis=0))[0]
+    return int(xs.min()), r0, int(xs.max()) + 1, r1
 
 
 def mask_glyphs(grey: np.ndarray, box: tuple[int, int, int, int]) -> int:
@@ -292,7 +382,9 @@ def infer_secret_fields(events: Sequence[Event], policy: Policy, load: Callable[
         g = img.convert("L")
         return g, np.asarray(g)
 
+    last_rows: tuple[int, int] | None = None  # rows (image px) of the previous stretch's typed text
     for s in stretches(events):
+        prev_rows, last_rows = last_rows, None
         t_first = events[s.keys[0]].t_ns
         t_last = events[s.keys[-1]].t_ns
         before = _frame_at(frames_l, 0, t_first)
@@ -307,39 +399,76 @@ def infer_secret_fields(events: Sequence[Event], policy: Policy, load: Callable[
             img_b, arr_b = gb
             sc, bx, by = before.scale, before.bounds.x, before.bounds.y
             anchor = None if s.anchor is None else ((s.anchor[0] - bx) * sc, (s.anchor[1] - by) * sc)
-            typed = None
-            arr_a = None
-            if after is not None and after.bounds == before.bounds and after.scale == before.scale:
-                ga = grey(after)
-                if ga is not None and ga[1].shape == arr_b.shape:
-                    arr_a = ga[1]
-                    band = None if anchor is None else (int(anchor[1] - 2 * ROW_HALF_PX * sc),
-                                                        int(anchor[1] + 2 * ROW_HALF_PX * sc) + 1)
-                    typed = changed_box(arr_b, arr_a, band)
-                    if typed is not None and (typed[3] - typed[1]) > 3 * ROW_HALF_PX * sc:
-                        typed = None  # more than one row changed: not a field's echo
-            if typed is None and anchor is None:
-                raise RedactionError("typing position unknown (no click, no visible echo)")
-            if typed is not None:
-                left, y0, y1 = typed[0], typed[1], typed[3]
-            else:
-                assert anchor is not None
-                left, y0, y1 = int(anchor[0]), int(anchor[1] - ROW_HALF_PX * sc), int(anchor[1] + ROW_HALF_PX * sc)
-            cy = (y0 + y1) / 2
-            half = max((y1 - y0) / 2, ROW_HALF_PX * sc)
             H, W = arr_b.shape
-            bands = [
-                (max(0, int(left - LEFT_PX * sc)), max(0, int(cy - half)), max(0, left - 1), min(H, math.ceil(cy + half))),
-                (max(0, int(left - 8 * sc)), max(0, int(y0 - ABOVE_PX * sc)), min(W, int(left + LEFT_PX * sc)), max(0, y0 - 1)),
-            ]
             up = max(1, math.ceil(OCR_UPSCALE / max(sc, 0.05)))
-            for x0, b0, x1, b1 in bands:
-                if x1 - x0 >= 4 and b1 - b0 >= 4 and label_matches(policy, ocr(img_b.crop((x0, b0, x1, b1)), up)):
+            band = None if anchor is None else (int(anchor[1] - 2 * ROW_HALF_PX * sc),
+                                                int(anchor[1] + 2 * ROW_HALF_PX * sc) + 1)
+
+            def arr(f: Frame | None, before: Frame = before, arr_b: np.ndarray = arr_b) -> np.ndarray | None:
+                if f is None or f.bounds != before.bounds or f.scale != before.scale:
+                    return None
+                g = grey(f)
+                return None if g is None or g[1].shape != arr_b.shape else g[1]
+
+            def one_row(boxes: list[tuple[int, int, int, int]], sc: float = sc,
+                        last: tuple[int, int] | None = prev_rows) -> list[tuple[int, int, int, int]]:
+                # more than one row changed in a group: not a field's echo; a group on the
+                # previous stretch's row is the rest of ITS typing (the frame before this
+                # stretch was grabbed while the previous one was still being typed)
+                return [b for b in boxes if (b[3] - b[1]) <= 3 * ROW_HALF_PX * sc
+                        and (last is None or len(boxes) == 1 or b[3] <= last[0] or b[1] >= last[1])]
+
+            arr_a = arr(after)
+            cands = [] if arr_a is None else one_row(typed_boxes(arr_b, arr_a, band))[:1]
+            typed = cands[0] if cands else None
+            last_rows = None if typed is None else (typed[1], typed[3])
+            prompt = None
+            if typed is None and anchor is None:
+                # no echo, no click: the typing goes where the screen last changed before it
+                # (a terminal's password prompt); that row is the label
+                prev = _frame_at(frames_l, 0, s.t_start)
+                arr_p = None if prev is before else arr(prev)
+                prompt = None if arr_p is None else prompt_row(arr_p, arr_b, math.ceil(2 * ROW_HALF_PX * sc))
+                if prompt is not None:
+                    x0, r0, x1, r1 = prompt
+                    crop = img_b.crop((max(0, x0 - 2), max(0, r0 - 1), min(W, x1 + 2), min(H, r1 + 1)))
+                    if label_matches(policy, ocr(crop, up)):
+                        verdict = "secret_field_inferred"
+                if verdict is None and after is None:
+                    # no frame grabbed while typing (fields Tabbed through quickly): the first
+                    # frame after the stretch shows its text, maybe beside the next field's;
+                    # every changed row's label is read (errs towards dropping)
+                    late = _frame_at(frames_l, max(t_last, s.end_t) + 1, max(t_last, s.end_t) + LATE_NS)
+                    arr_l = arr(late)
+                    cands = [] if arr_l is None else one_row(typed_boxes(arr_b, arr_l, band))[:MAX_LATE_ROWS]
+                if verdict is None and not cands and prompt is None:
+                    raise RedactionError("typing position unknown (no click, no visible echo)")
+            if verdict is None and not cands and anchor is not None:
+                cands = [(int(anchor[0]), int(anchor[1] - ROW_HALF_PX * sc), int(anchor[0]) + 1,
+                          int(anchor[1] + ROW_HALF_PX * sc))]
+            for left, y0, _, y1 in ([] if verdict else cands):
+                cy = (y0 + y1) / 2
+                half = max((y1 - y0) / 2, ROW_HALF_PX * sc)
+                bands = [
+                    (max(0, int(left - LEFT_PX * sc)), max(0, int(cy - half)), max(0, left - 1),
+                     min(H, math.ceil(cy + half))),
+                    (max(0, int(left - 8 * sc)), max(0, int(y0 - ABOVE_PX * sc)), min(W, int(left + LEFT_PX * sc)),
+                     max(0, y0 - 1)),
+                ]
+                if s.start == "enter":
+                    # typing after Enter goes on a terminal's / editor's next line: the line
+                    # above is earlier output, not this line's label (bug-bash 2: the row above
+                    # a command held "[sudo] password for anna:" and the command was dropped)
+                    bands = bands[:1]
+                if any(x1 - x0 >= 4 and b1 - b0 >= 4 and label_matches(policy, ocr(img_b.crop((x0, b0, x1, b1)), up))
+                       for x0, b0, x1, b1 in bands):
                     verdict = "secret_field_inferred"
                     break
             if verdict is None and typed is not None and arr_a is not None and _tall_char(s.text):
                 # identical glyphs on screen although a character with an ascender, descender
                 # or cap height was typed (an echo of it would differ in height)
+                cy = (typed[1] + typed[3]) / 2
+                half = max((typed[3] - typed[1]) / 2, ROW_HALF_PX * sc)
                 box = (typed[0], max(0, int(cy - half)), typed[2], min(H, math.ceil(cy + half)))
                 n = mask_glyphs(arr_a, box)
                 if MIN_MASK_GLYPHS <= n <= s.printable:

@@ -74,7 +74,7 @@ from .field_labels import infer_secret_fields, tesseract_ocr
 from .pipeline import RedactionCounts, RedactionPipeline, _cause
 from .pipeline import _layer_of as _layer
 from .policy import Policy
-from .redact_image import fill_boxes
+from .redact_image import TITLE_BAR_PX, fill_boxes, paint_title_bars, title_bar_boxes
 from .redact_text import merge_findings
 from .scope import Exclusions, ScopeDecision, ScopeFilter
 from .uploads import refuse_if_uploaded, uploaded_ids
@@ -482,6 +482,10 @@ def seal_session(
                 if red is None:
                     done[i] = None
                     continue
+                bars = bars_at.get(i)
+                if bars:  # windows whose title needed redaction: their title bars (issue #4 bug bash)
+                    fb = f.bounds
+                    red = paint_title_bars(red, title_bar_boxes(bars, (fb.x, fb.y, fb.width, fb.height), f.scale))
                 data = _encode(red, fmt)
                 bid = key.content_id(data)
                 writer.put_blob(bid, data, fmt)
@@ -504,6 +508,7 @@ def seal_session(
                 win_bounds[ev.window_id] = ev.bounds
             if isinstance(ev, Frame):
                 bounds_at[i] = dict(win_bounds)
+        fields_done, bars_at = _title_bars(events, s)
         for i, ev in enumerate(events):
             if not isinstance(ev, Frame):
                 continue
@@ -538,7 +543,7 @@ def seal_session(
                 ev = new_ev
                 frames_out += 1
             else:
-                ev = s.apply_fields(ev)
+                ev = fields_done[i] if i in fields_done else s.apply_fields(ev)
             out.append(msgspec.structs.replace(ev, seq=seq))
             seq += 1
             if len(out) >= BATCH:
@@ -575,6 +580,62 @@ def seal_session(
             shutil.rmtree(tmp, ignore_errors=True)
         if own_pipe:
             pipe.close()
+
+
+def _title_bars(events: list[Event], s: _Sealer) -> tuple[dict[int, Event], dict[int, list[tuple[float, float, float, float]]]]:
+    """Window titles the text layers change, and the title bars to paint because of them.
+
+    Returns ``(fields_done, bars_at)``: every :class:`FocusChange` (by event index) with its
+    fields already redacted (:meth:`_Sealer.apply_fields`, each redacted once), and for each
+    frame index the WM frames ``(x, y, width, height)`` (desktop pixels) of the windows whose
+    title was changed (or dropped) there. A window's title bar shows its title in frames too,
+    where OCR of small bold text leaves parts readable between its boxes (bug bash, issue #4:
+    an xterm titled with a token at scale 0.5), so the whole strip is painted
+    (:func:`~.redact_image.title_bar_boxes`): from the window's focus change with such a title
+    until one with a clean title or until another window gets focus (is raised) over its whole
+    title bar (:func:`_covers`; no event says when it is uncovered again without getting focus
+    — closing the covering window usually focuses it), at its latest known bounds; a window
+    whose FIRST known title
+    needed redaction is painted from the session's start at its first bounds (its title bar
+    was on screen before it got focus, and no event names an unfocused window's title)."""
+    Rect4 = tuple[float, float, float, float]
+    fields_done: dict[int, Event] = {}
+    flagged: dict[int, bool] = {}  # event index -> the title needed redaction
+    cur: dict[int, Rect4 | None] = {}  # window id -> frame bounds to paint now, or None
+    for i, ev in enumerate(events):
+        if isinstance(ev, FocusChange):
+            red = s.apply_fields(ev)
+            assert isinstance(red, FocusChange)
+            fields_done[i] = red
+            flagged[i] = ev.title is not None and red.title != ev.title
+            if ev.window_id is not None and ev.window_id not in cur:
+                b = ev.bounds
+                cur[ev.window_id] = (b.x, b.y, b.width, b.height) if flagged[i] and b is not None else None
+    bars_at: dict[int, list[Rect4]] = {}
+    last: dict[int, Rect4] = {wid: r for wid, r in cur.items() if r is not None}
+    for i, ev in enumerate(events):
+        if isinstance(ev, FocusChange) and ev.window_id is not None:
+            b = ev.bounds
+            rect = (b.x, b.y, b.width, b.height) if b is not None else last.get(ev.window_id)
+            if rect is not None:
+                last[ev.window_id] = rect
+                for wid, r in list(cur.items()):  # raised over another window's whole title bar: hidden
+                    if wid != ev.window_id and r is not None and _covers(rect, r):
+                        cur[wid] = None
+            cur[ev.window_id] = rect if flagged[i] else None
+        elif isinstance(ev, Frame):
+            bars = [r for r in cur.values() if r is not None]
+            if bars:
+                bars_at[i] = bars
+    return fields_done, bars_at
+
+
+def _covers(top: tuple[float, float, float, float], other: tuple[float, float, float, float]) -> bool:
+    """True when the window frame ``top`` (``(x, y, width, height)``, desktop pixels) covers the
+    whole title-bar strip of ``other`` (its top :data:`~.redact_image.TITLE_BAR_PX` pixels)."""
+    x, y, w, h = top
+    ox, oy, ow, oh = other
+    return x <= ox and y <= oy and ox + ow <= x + w and oy + min(oh, TITLE_BAR_PX) <= y + h
 
 
 #: Shortest value key (:func:`~.secret_detect.value_key`) that may count as located on screen:

@@ -28,8 +28,8 @@ from rich.progress import (
 from rich.table import Table
 
 from ..errors import ConfigError
-from .recording import _finite  # nan / inf refused with the option named
 from .common import console
+from .recording import _finite  # nan / inf refused with the option named
 
 HomeOpt = typer.Option(None, "--home", help="demotrace home folder (default $DEMOTRACE_HOME or ~/.local/share/demotrace).")
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import signal
 import threading
 import time
-from typing import Any, Optional
+from typing import Any
 
 import typer
 
@@ -27,7 +27,7 @@ def _fmt_duration(seconds: float) -> str:
     return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
 
 
-def _finite(value: Optional[float]) -> Optional[float]:
+def _finite(value: float | None) -> float | None:
     """Refuse ``nan`` and ``inf`` for a float option (range checks let ``nan`` through or name the
     wrong bound: every comparison with it is false). Raises ``typer.BadParameter`` (the option is
     named by Click)."""
@@ -41,7 +41,7 @@ def _finite(value: Optional[float]) -> Optional[float]:
 def _finite_in(lo: float, hi: float | None = None):  # type: ignore[no-untyped-def]
     """A callback like :func:`_finite` that also requires ``lo <= value`` (and ``<= hi``)."""
 
-    def check(value: Optional[float]) -> Optional[float]:
+    def check(value: float | None) -> float | None:
         _finite(value)
         if value is not None and (value < lo or (hi is not None and value > hi)):
             raise typer.BadParameter(f"must be in [{lo:g}, {hi:g}], got {value:g}" if hi is not None

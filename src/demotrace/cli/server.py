@@ -19,8 +19,8 @@ from typing import Any
 import typer
 
 from ..errors import ConfigError
-from .recording import _finite  # nan / inf refused with the option named
 from .common import console, err_console
+from .recording import _finite  # nan / inf refused with the option named
 
 admin_app = typer.Typer(help="Server-side administration (run on the collector host).",
                         no_args_is_help=True)
@@ -300,7 +300,6 @@ def device_policy(
     import tomllib
 
     from ..privacy.policy import with_builtin_floor
-    from .common import err_console
     from .privacy import floor_warnings
 
     declared = tomllib.loads(doc["toml"])  # what the org policy removes from the floor is kept: warn

@@ -51,7 +51,7 @@ def server(
     rate: float = typer.Option(200.0, "--rate", callback=_finite, help="Requests per second per credential → 429."),
     master_key_file: Path = typer.Option(None, "--master-key-file", help="Server master key file (32 bytes, 0600; default <data-dir>/keys/master.key; $DEMOTRACE_MASTER_KEY_FILE)."),
     checkpoint_every: int = CHECKPOINT_EVERY,
-    workers: int = typer.Option(1, "--workers", min=1, max=64, help="Worker processes (each its own collector; see docs/operations.md: on PostgreSQL use about one per core; rate limits become per worker)."),
+    workers: int = typer.Option(1, "--workers", min=1, max=64, help="Worker processes, each its own collector (default 1; more only with PostgreSQL when the server process is CPU-bound and cores are idle; rate limits become per worker; docs/operations.md)."),
     debug_worker_header: bool = typer.Option(False, "--debug-worker-header", hidden=True, help="Add X-Demotrace-Worker: <pid> to every response (debugging, --workers > 1)."),
 ) -> None:
     """Run the collector API (FastAPI on uvicorn). The port is bound before anything is

@@ -98,27 +98,10 @@ def _crashed_sessions(paths, spool) -> tuple[str | None, list[str]]:  # type: ig
 
 def floor_warnings(policy, declared: dict | None) -> list[str]:  # type: ignore[no-untyped-def,type-arg]
     """Warnings about what a policy document tried to remove from the built-in floor: the merge
-    notes of ``policy`` (:attr:`demotrace.privacy.policy.Policy.notes`, from
-    :func:`~demotrace.privacy.policy.with_builtin_floor`) plus one per built-in deny field the
-    document sets to an empty list (``[scope.deny.password_manager] apps = []``), which the
-    merge silently keeps (bug bash: an org policy emptying a category printed no warning).
-    ``declared``: the parsed TOML document, or ``None`` (built-in policy: no warnings)."""
-    from ..privacy.policy import default_policy
-
-    out = list(policy.notes)
-    doc_deny = (((declared or {}).get("scope") or {}).get("deny") or {}) if isinstance(declared, dict) else {}
-    if not isinstance(doc_deny, dict):
-        return out
-    for b in default_policy().scope.deny:
-        cat = doc_deny.get(b.name)
-        if not isinstance(cat, dict):
-            continue
-        for fld in ("apps", "title_patterns", "domains"):
-            if cat.get(fld) == [] and getattr(b, fld):
-                out.append(f"{policy.source}: scope.deny.{b.name}.{fld} = [] would empty the built-in category;"
-                           f" its {len(getattr(b, fld))} built-in entries stay excluded (the built-in deny-list"
-                           " can be extended, never reduced)")
-    return out
+    notes of ``policy`` (:attr:`demotrace.privacy.policy.Policy.notes`, written by
+    :func:`~demotrace.privacy.policy.with_builtin_floor`, which also names explicitly emptied
+    built-in deny fields). ``declared`` is kept for callers; the notes already cover it."""
+    return list(policy.notes)
 
 
 def _declared(policy) -> dict | None:  # type: ignore[no-untyped-def,type-arg]

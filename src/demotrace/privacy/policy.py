@@ -399,7 +399,8 @@ def with_builtin_floor(policy: Policy, builtin: Policy | None = None,
     parsed TOML document of ``policy``, used to word the notes in :attr:`Policy.notes`: a
     note for each built-in list that the document gives with some but not all of its built-in
     entries, for built-in categories left out of a ``[scope.deny]`` that names other built-in
-    ones (both: a copy of the default with parts deleted), for an emptied secret-field list,
+    ones (both: a copy of the default with parts deleted), for a built-in deny field the document
+    sets to ``[]``, for an emptied secret-field list,
     a lowered strictness, a ``redaction.entities`` list without some built-in entity (``[]``
     included) and a ``score_threshold`` above the built-in one. The left-out entries are kept in every case (the attempt to remove
     them is ignored); a document that only adds names nothing.
@@ -430,7 +431,13 @@ def with_builtin_floor(policy: Policy, builtin: Policy | None = None,
             # a field that lists some built-in entries but not all: a copy with entries deleted
             # (a field listing only new entries is an extension and needs no note)
             missing = [x for x in getattr(b, fld) if x not in getattr(own, fld)]
-            if missing and len(missing) < len(getattr(b, fld)):
+            doc_cat = doc_deny.get(b.name) if isinstance(doc_deny, dict) else None
+            if missing and isinstance(doc_cat, dict) and doc_cat.get(fld) == []:
+                # an explicitly emptied built-in field (bug bash: `apps = []` printed nothing)
+                notes.append(f"{policy.source}: scope.deny.{b.name}.{fld} = [] would empty the built-in category;"
+                             f" its {len(getattr(b, fld))} built-in entries stay excluded ({', '.join(missing)})"
+                             " (the built-in deny-list can be extended, never reduced)")
+            elif missing and len(missing) < len(getattr(b, fld)):
                 notes.append(f"{policy.source}: scope.deny.{b.name}.{fld} leaves out built-in entries"
                              f" {', '.join(missing)}; they stay excluded (the built-in deny-list can be"
                              " extended, never reduced)")

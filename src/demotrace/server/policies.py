@@ -115,34 +115,14 @@ def parse_policy(body: bytes) -> tuple[Policy, str]:
     return pol, text
 
 
-_DENY_FIELDS = ("apps", "title_patterns", "domains")
 
 
 def floor_warnings(pol: Policy, text: str) -> list[str]:
-    """What a device will ignore in this policy, in words (empty: nothing).
-
-    The notes of :func:`demotrace.privacy.policy.with_builtin_floor` (the function a device
-    merges the policy with) for ``pol`` and its parsed TOML ``text``, plus, for each built-in
-    ``[scope.deny.<category>]`` field the document declares as an empty list, a note naming the
-    built-in entries that stay in force (the floor function treats a field without any built-in
-    entry as an extension and says nothing about it; an explicitly emptied list is not one).
-    """
-    doc = tomllib.loads(text)
-    notes = list(with_builtin_floor(pol, declared=doc).notes)
-    deny = (doc.get("scope") or {}).get("deny") or {}
-    if isinstance(deny, dict):
-        for b in default_policy().scope.deny:
-            d = deny.get(b.name)
-            if not isinstance(d, dict):
-                continue
-            for fld in _DENY_FIELDS:
-                kept = getattr(b, fld)
-                where = f"scope.deny.{b.name}.{fld}"
-                if d.get(fld) == [] and kept and not any(where in n for n in notes):
-                    notes.append(f"{pol.source}: {where} is empty; its built-in entries "
-                                 f"{', '.join(kept)} stay excluded on every device (the built-in "
-                                 "deny-list can be extended, never reduced)")
-    return notes
+    """What a device will ignore in this policy, in words (empty: nothing): the notes of
+    :func:`demotrace.privacy.policy.with_builtin_floor` (the function a device merges the policy
+    with, which also names built-in deny fields the document empties) for ``pol`` and its
+    parsed TOML ``text``."""
+    return list(with_builtin_floor(pol, declared=tomllib.loads(text)).notes)
 
 
 def store_policy(s: Session, body: bytes, uploaded_by: str, *, make_current: bool = False) -> dict[str, Any]:

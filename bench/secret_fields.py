@@ -7,12 +7,12 @@ Cases (frames drawn with DejaVu Sans, the events as the recorder stores them: a 
 presses, a frame grabbed before the first key and one after the typing):
 
 - **secret forms**: a label from the policy's secret names (Password, PIN, One-time code, CVV,
-  Card number, Security code, Passcode) left of an entry box at 10 / 12 / 16 px, typed text
+  Card number, Security code, Passcode, Card PIN, Pass phrase) left of an entry box at 10 / 12 / 16 px, typed text
   echoed in PLAIN text (so only the label can find it) — recall of the label rule;
 - **masked entries**: label "Phrase" (no secret name), typed text echoed as bullets — recall
   of the mask rule;
 - **benign forms**: labels Name, E-mail, City, Comment, Search, Username, Notes, Order number,
-  typed text echoed plain — false positives;
+  Boarding pass, Passenger name, typed text echoed plain — false positives;
 - **benign text**: every line of tests/privacy_corpus.py BENIGN on one screen; a click at the end
   of each line and " ok" typed there (an editor / terminal) — false positives (one line,
   "The password policy requires 12 characters.", names a password on purpose); the same with
@@ -42,8 +42,10 @@ from demotrace.privacy.field_labels import infer_secret_fields, tesseract_ocr
 from demotrace.privacy.policy import default_policy
 from demotrace.schema import Frame, KeyDown, KeyUp, PointerDown, Rect
 
-SECRET_LABELS = ["Password", "PIN", "One-time code", "CVV", "Card number", "Security code", "Passcode"]
-BENIGN_LABELS = ["Name", "E-mail", "City", "Comment", "Search", "Username", "Notes", "Order number"]
+SECRET_LABELS = ["Password", "PIN", "One-time code", "CVV", "Card number", "Security code", "Passcode",
+                 "Card PIN", "Pass phrase"]  # the last two: bug-bash 2 (issue #4)
+BENIGN_LABELS = ["Name", "E-mail", "City", "Comment", "Search", "Username", "Notes", "Order number",
+                 "Boarding pass", "Passenger name"]  # near the "pass phrase" pattern
 SIZES = [10, 12, 16]
 TYPED = "tulip blue"
 

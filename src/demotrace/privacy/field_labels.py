@@ -12,11 +12,21 @@ At seal time this module looks at the stored frames around each stretch of typin
 2. **Where the typing landed.** ``before`` = the last stored frame grabbed at or before the
    first typed key; ``after`` = the last one grabbed after it and within the stretch. The
    pixels that changed between the two (near the click row when there is a click) are the
-   typed text; its left edge and row are the field's text position. No change seen (echo off,
-   frame missing): the click point stands in.
+   typed text; its left edge and row are the field's text position. When they changed in
+   several row groups (Tab pressed right after typing into the previous field: its focus ring
+   went, the new one came, and ``before`` may still lack the previous field's last letters),
+   the group with the most non-outline change that is not on the previous stretch's row wins
+   (:func:`typed_box`). No frame grabbed during the stretch (fields Tabbed through faster than
+   the recorder's 4 Hz grabs): the first frame after it is compared, and the labels of up to
+   :data:`MAX_LATE_ROWS` changed rows are all read (errs towards dropping). No echo and no
+   click (a terminal's ``read -s -p '[sudo] password for anna: '``): the row that appeared
+   last before the typing (:func:`prompt_row`) is OCR'd as the label. Otherwise no change seen
+   (echo off, frame missing): the click point stands in.
 3. **Label.** The stored frame ``before`` is OCR'd (tesseract via
    :class:`~.redact_image.TesseractEngine`) in two bands: the row left of the typed text
-   (:data:`LEFT_PX` desktop pixels) and a strip above it (:data:`ABOVE_PX`). A word matching
+   (:data:`LEFT_PX` desktop pixels) and a strip above it (:data:`ABOVE_PX`; not for a stretch
+   begun by Enter: there the line above is a terminal's / editor's earlier output, and a
+   "password" in it marked the next command — bug-bash 2). A word matching
    the policy's ``secrets.name_patterns`` (password, passcode, PIN, one-time code, CVV/CVC,
    security code, card number …; also with OCR digit/letter confusions undone) marks the
    field secret.

@@ -305,6 +305,18 @@ def test_seal_replace_without_ids_names_the_missing_ids(work: Path) -> None:
     assert "nothing to seal" not in err
 
 
+def test_max_shard_mb_below_one_refused(tmp_path: Path) -> None:
+    """Bug bash 2: `build --max-shard-mb -5` silently wrote 1-byte shards (one file per row group)."""
+    env = {k: v for k, v in os.environ.items() if k != "DEMOTRACE_HOME"}
+    env.update(COLUMNS="200", DEMOTRACE_HOME=str(tmp_path / "home"))
+    res = subprocess.run([DEMOTRACE, "build", "--out", "ds", "--max-shard-mb", "-5"], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=60, check=False)
+    assert res.returncode == 2 and "Traceback" not in res.stderr, (res.stdout, res.stderr)
+    err = " ".join(res.stderr.replace("│", " ").split())
+    assert "Invalid value for '--max-shard-mb': must be >= 1, got -5" in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
 @pytest.mark.parametrize("argv", [
     ("build", "--out", "ds", "--max-shard-mb", "nan"),
     ("server", "--data-dir", "srv", "--rate", "nan"),

@@ -29,7 +29,7 @@ from rich.table import Table
 
 from ..errors import ConfigError
 from .common import console
-from .recording import _finite  # nan / inf refused with the option named
+from .recording import _finite, _finite_in  # nan / inf refused with the option named
 
 HomeOpt = typer.Option(None, "--home", help="demotrace home folder (default $DEMOTRACE_HOME or ~/.local/share/demotrace).")
 
@@ -89,7 +89,7 @@ def build_cmd(
                                         "(default: every bundle in <home>/sealed)."),
     out: Path = typer.Option(..., "--out", help="Dataset folder to write (data/*.parquet, README.md, episodes.jsonl)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a dataset already in --out."),
-    max_shard_mb: float = typer.Option(500.0, "--max-shard-mb", callback=_finite, help="Start a new Parquet shard at this size (MB)."),
+    max_shard_mb: float = typer.Option(500.0, "--max-shard-mb", callback=_finite_in(1.0), help="Start a new Parquet shard at this size (MB, at least 1)."),
     sealed: bool = typer.Option(False, "--sealed", hidden=True,
                                 help="Accepted for compatibility; build always reads sealed bundles."),
     home: str | None = HomeOpt,

@@ -127,6 +127,11 @@ def _pg_cpu(pg: Any) -> float | None:
         procs += procs[0].children(recursive=True)
     except (OSError, ValueError, psutil.Error):
         return None
+    return _cpu_of(procs)
+
+
+def _cpu_of(procs: list[psutil.Process]) -> float:
+    """User+sys CPU seconds summed over ``procs`` (processes gone meanwhile count 0)."""
     total = 0.0
     for p in procs:
         try:
@@ -139,14 +144,7 @@ def _pg_cpu(pg: Any) -> float | None:
 
 def _tree_cpu(proc: psutil.Process) -> float:
     """User+sys CPU seconds of ``proc`` and its live descendants (the uvicorn workers)."""
-    total = 0.0
-    for p in [proc, *proc.children(recursive=True)]:
-        try:
-            t = p.cpu_times()
-            total += t.user + t.system
-        except psutil.Error:
-            pass
-    return total
+    return _cpu_of([proc, *proc.children(recursive=True)])
 
 
 def _tree_rss(proc: psutil.Process) -> int:

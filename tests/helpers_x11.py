@@ -283,3 +283,28 @@ def fake_keys(display: str, *steps: tuple[int, bool]) -> None:
 def tap(keycode: int) -> list[tuple[int, bool]]:
     return [(keycode, True), (keycode, False)]
 
+
+@contextmanager
+def xvfb_with_openbox(width: int, height: int) -> Iterator[Any]:
+    """A private Xvfb (``conftest.start_xvfb``, width x height physical px) with openbox running
+    and advertising EWMH (``_NET_SUPPORTING_WM_CHECK`` on the root); yields the server (its
+    ``env`` / ``display``). Both are stopped on exit. Fails (never skips) without openbox."""
+    from conftest import start_xvfb
+
+    server = start_xvfb(width, height)
+    wm = None
+    try:
+        exe = shutil.which("openbox")
+        assert exe is not None, "openbox not installed (scripts/bootstrap.sh installs it)"
+        wm = subprocess.Popen([exe, "--sm-disable"], env=server.env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+        wait_for(lambda: "window id" in subprocess.run(["xprop", "-root", "_NET_SUPPORTING_WM_CHECK"], env=server.env,
+                                                      capture_output=True, text=True, check=False).stdout,
+                 timeout=10, what="openbox to advertise EWMH")
+        yield server
+    finally:
+        if wm is not None:
+            wm.terminate()
+            wm.wait(5)
+        server.proc.terminate()
+        server.proc.wait(5)

@@ -9,7 +9,6 @@ are evdev codes + 8 (Linux input-event-codes.h: KEY_A = 30, KEY_KP5 = 76, ...).
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import time
 from collections.abc import Iterator
@@ -44,6 +43,7 @@ from helpers_x11 import (
     wm_class,
     xdotool,
     xterm,
+    xvfb_with_openbox,
 )
 
 pytestmark = pytest.mark.x11
@@ -587,25 +587,8 @@ def test_stop_is_quick_idempotent_and_restartable(xvfb: Any) -> None:
 
 @pytest.fixture(scope="module")
 def wm_xvfb() -> Iterator[Any]:
-    from conftest import start_xvfb
-
-    server = start_xvfb(1024, 768)
-    wm = None
-    try:
-        exe = shutil.which("openbox")
-        assert exe is not None, "openbox not installed (scripts/bootstrap.sh installs it)"
-        wm = subprocess.Popen([exe, "--sm-disable"], env=server.env, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL)
-        wait_for(lambda: "window id" in subprocess.run(["xprop", "-root", "_NET_SUPPORTING_WM_CHECK"],
-                                                      env=server.env, capture_output=True, text=True).stdout,
-                 timeout=10, what="openbox to advertise EWMH")
+    with xvfb_with_openbox(1024, 768) as server:
         yield server
-    finally:
-        if wm is not None:
-            wm.terminate()
-            wm.wait(5)
-        server.proc.terminate()
-        server.proc.wait(5)
 
 
 def test_ewmh_active_window_with_frame_bounds(wm_xvfb: Any) -> None:

@@ -11,7 +11,6 @@ is checked against window geometry read with xwininfo (not from the recording).
 from __future__ import annotations
 
 import io
-import shutil
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -28,6 +27,7 @@ from helpers_x11 import (
     wait_for,
     xdotool,
     xterm,
+    xvfb_with_openbox,
 )
 from PIL import Image
 
@@ -46,25 +46,8 @@ PLAIN = "worklog notes"
 
 @pytest.fixture(scope="module")
 def wm_xvfb() -> Iterator[Any]:
-    from conftest import start_xvfb
-
-    server = start_xvfb(1280, 800)
-    wm = None
-    try:
-        exe = shutil.which("openbox")
-        assert exe is not None, "openbox not installed (scripts/bootstrap.sh installs it)"
-        wm = subprocess.Popen([exe, "--sm-disable"], env=server.env, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL)
-        wait_for(lambda: "window id" in subprocess.run(["xprop", "-root", "_NET_SUPPORTING_WM_CHECK"], env=server.env,
-                                                      capture_output=True, text=True, check=False).stdout,
-                 timeout=10, what="openbox to advertise EWMH")
+    with xvfb_with_openbox(1280, 800) as server:
         yield server
-    finally:
-        if wm is not None:
-            wm.terminate()
-            wm.wait(5)
-        server.proc.terminate()
-        server.proc.wait(5)
 
 
 def _oracle(img: Image.Image) -> str:

@@ -74,13 +74,7 @@ def server(
     if (cert is None) != (key is None):
         raise ConfigError("TLS needs both --cert and --key")
     sock = _bind(host, port)
-    try:
-        loopback = ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        loopback = host == "localhost"
-    if not loopback:
-        err_console.print(f"[yellow]warning:[/] binding to {host}: reachable from the network"
-                          + ("" if cert else " WITHOUT TLS (pass --cert/--key)"))
+    _warn_if_exposed(host, cert)
     try:
         cfg = _config(data_dir, database_url, blob_url=blob_url, s3_endpoint_url=s3_endpoint_url,
                       master_key_file=master_key_file, checkpoint_every=checkpoint_every,

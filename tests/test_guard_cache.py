@@ -175,6 +175,41 @@ def test_window_shown_and_hidden_between_observations(wins: Windows, cache: Wind
     assert cache.view_at(1) is None  # before the cache existed: unknown, never a guess
 
 
+def test_geometry_a_window_had_before_it_was_mapped_is_not_masked(wins: Windows, cache: WindowCache) -> None:
+    """What xterm does at start (seen with a SubstructureNotify listener on the root): create
+    its top-level at 0,0, resize it there, move it to its ``-geometry`` and only then map it.
+    The 0,0 rectangle was never on screen, so a frame grabbed in that interval is not painted
+    there (it painted an allowed window in CI); the mapped position, a move after the map and a
+    geometry it had while mapped before an unmap still are."""
+    from Xlib import X
+
+    cache.observe()
+    vault = wins.make("KeePassXC", "late", 0, 0, 1, 1, mapped=False)
+    vault.configure(width=304, height=164)
+    vault.configure(x=420, y=0)
+    vault.map()
+    wins.d.sync()
+    vault.configure(x=420, y=300)  # moved while mapped: on screen at both places
+    wins.d.sync()
+    t_start = time.monotonic_ns()
+    cache.observe()
+    got = {d[2] for d in _descs(cache.view_at(t_start), vault.id)}
+    assert {Rect(420, 0, 304, 164), Rect(420, 300, 304, 164)} <= got
+    assert Rect(0, 0, 304, 164) not in got and Rect(0, 0, 1, 1) not in got, got
+
+    vault.configure(x=10, y=10)  # mapped here, then hidden, moved while hidden, shown again
+    wins.d.sync()
+    vault.unmap()
+    vault.configure(x=800, y=500)
+    vault.map()
+    vault.configure(stack_mode=X.Above)
+    wins.d.sync()
+    t_hide = time.monotonic_ns()
+    cache.observe()
+    got = {d[2] for d in _descs(cache.view_at(t_hide), vault.id)}
+    assert {Rect(10, 10, 304, 164), Rect(800, 500, 304, 164)} <= got, got
+
+
 def test_focus_on_a_denied_window_withholds_the_frame(xvfb, wins: Windows, dt_home: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     """Through CaptureGuard: focus moved to a denied window → a frame captured after it is not
     stored; focus back on an allowed window → stored, with the visible denied window painted

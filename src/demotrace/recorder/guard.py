@@ -366,6 +366,11 @@ class WindowCache:
         mapped: set[int] = set()
         configured: list[tuple[int, Rect]] = []
         moved: dict[int, Rect] = {}
+        #: mapped state of top-levels as the events go (in server order): a geometry a window
+        #: had while unmapped was never on screen (xterm is created at 0,0, resized there, moved
+        #: to its -geometry and only then mapped — masking 0,0 painted an allowed window)
+        shown: dict[int, bool] = {}
+        geom: dict[int, Rect] = {}  # last geometry an event gave a top-level (it is mapped there)
         root = self.root.id
         for ev in events:
             et = ev.type & 0x7F
@@ -381,6 +386,8 @@ class WindowCache:
             elif et == X.CreateNotify:
                 if ev.parent.id == root:
                     dirty.add(ev.window.id)  # selects its events; not viewable yet
+                    bw = ev.border_width
+                    geom[ev.window.id] = Rect(ev.x, ev.y, ev.width + 2 * bw, ev.height + 2 * bw)
                 else:
                     top = self._owner.get(ev.parent.id)
                     if top is None:
@@ -409,9 +416,16 @@ class WindowCache:
                         dirty.add(wid)
                     if et == X.MapNotify:
                         mapped.add(wid)
+                        shown[wid] = True
+                        if wid in geom:  # where it appeared (a later move is another event)
+                            configured.append((wid, geom[wid]))
+                    elif et == X.UnmapNotify:
+                        shown[wid] = False
                     elif et == X.ConfigureNotify:
                         bw = ev.border_width
-                        configured.append((wid, Rect(ev.x, ev.y, ev.width + 2 * bw, ev.height + 2 * bw)))
+                        geom[wid] = Rect(ev.x, ev.y, ev.width + 2 * bw, ev.height + 2 * bw)
+                        if shown.get(wid, self._tops.get(wid) is not None):
+                            configured.append((wid, geom[wid]))
                     if et == X.ReparentNotify and ev.parent.id == root:
                         gone.discard(wid)
                 else:

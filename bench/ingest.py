@@ -88,6 +88,8 @@ def make_bundle(root: Path, n_events: int, n_frames: int, frame_bytes: int, seed
 def device(url: str, code: str, bundles: list[str], out: Any) -> None:
     """One simulated device: enroll, upload every bundle; report commit latencies."""
     lat: list[float] = []
+    begin_lat: list[float] = []
+    in_requests = [0.0]  # seconds this device spent waiting for answers (the rest: its own work)
     errors = 0
     with UploadClient(url) as c:
         token = c.enroll(code, "bench")
@@ -98,9 +100,14 @@ def device(url: str, code: str, bundles: list[str], out: Any) -> None:
         def handle_request(self, request: httpx.Request) -> httpx.Response:
             s = time.perf_counter()
             r = super().handle_request(request)
+            r.read()
+            in_requests[0] += time.perf_counter() - s
             if request.url.path.endswith("/commit") or request.url.params.get("commit"):
                 r.read()
                 lat.append(time.perf_counter() - s)
+            elif request.url.path == "/v1/bundles":
+                r.read()
+                begin_lat.append(time.perf_counter() - s)
             return r
 
     with UploadClient(url, token, transport=Timing(), retry=RetryPolicy(attempts=5)) as c:
@@ -112,7 +119,7 @@ def device(url: str, code: str, bundles: list[str], out: Any) -> None:
                 print(f"device error: {exc}", file=sys.stderr)
         retries = c.retries
     ru = resource.getrusage(resource.RUSAGE_SELF)
-    out.put({"lat": lat, "errors": errors, "retries": retries, "t0": t0,
+    out.put({"lat": lat, "begin_lat": begin_lat, "in_requests": in_requests[0], "errors": errors, "retries": retries, "t0": t0,
              "t1": time.perf_counter(), "cpu": ru.ru_utime + ru.ru_stime - ru0.ru_utime - ru0.ru_stime})
 
 
@@ -145,6 +152,24 @@ def _cpu_of(procs: list[psutil.Process]) -> float:
 def _tree_cpu(proc: psutil.Process) -> float:
     """User+sys CPU seconds of ``proc`` and its live descendants (the uvicorn workers)."""
     return _cpu_of([proc, *proc.children(recursive=True)])
+
+
+def _sys_cpu(proc: psutil.Process) -> float:
+    """Kernel (sys) CPU seconds of ``proc`` and its live descendants: file writes, fsyncs and
+    socket reads are spent here, outside the interpreter."""
+    total = 0.0
+    for p in [proc, *proc.children(recursive=True)]:
+        try:
+            total += p.cpu_times().system
+        except psutil.Error:
+            pass
+    return total
+
+
+def _per_process_cpu(proc: psutil.Process) -> dict[int, float]:
+    """User+sys CPU seconds of ``proc`` and each live descendant, by pid (how the load spreads
+    over the uvicorn workers)."""
+    return {p.pid: _cpu_of([p]) for p in [proc, *proc.children(recursive=True)]}
 
 
 def _tree_rss(proc: psutil.Process) -> int:
@@ -201,6 +226,8 @@ def run_once(a: argparse.Namespace, url_db: str, pg: Any, data: Path, plan: list
 
         threading.Thread(target=sample, daemon=True).start()
         cpu0 = _tree_cpu(proc)
+        per0 = _per_process_cpu(proc)
+        sys0 = _sys_cpu(proc)
         pg_cpu0 = _pg_cpu(pg)
         q: Any = mp.get_context("spawn").Queue()
         procs = [mp.get_context("spawn").Process(target=device, args=(url, codes[d], plan[d], q))
@@ -215,13 +242,23 @@ def run_once(a: argparse.Namespace, url_db: str, pg: Any, data: Path, plan: list
                                     str(srv.pid), "-o", str(a.profile), "--format", "raw",
                                     "--threads", "-r", "250", "--nonblocking", "--subprocesses"],
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        perf = None
+        if a.perf:
+            perf = subprocess.Popen(["perf", "record", "-g", "-o", str(a.perf), "-p",
+                                     ",".join(str(p.pid) for p in [proc, *proc.children(recursive=True)])],
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         results = [q.get(timeout=3600) for _ in procs]
+        if perf is not None:
+            perf.send_signal(2)
+            perf.wait(60)
         for p in procs:
             p.join()
         if spy is not None:
             spy.send_signal(2)
             spy.wait(30)
         cpu1 = _tree_cpu(proc)
+        per1 = _per_process_cpu(proc)
+        sys1 = _sys_cpu(proc)
         pg_cpu1 = _pg_cpu(pg)
         stop.set()
         wall = max(r["t1"] for r in results) - min(r["t0"] for r in results)
@@ -232,6 +269,7 @@ def run_once(a: argparse.Namespace, url_db: str, pg: Any, data: Path, plan: list
         if srv.stderr:
             srv.stderr.close()
     lat = sorted(x for r in results for x in r["lat"])
+    blat = sorted(x for r in results for x in r["begin_lat"])
     n_bundles = a.devices * a.bundles
     events = n_bundles * a.events
     frame_mb = n_bundles * a.frames * a.frame_kb * 1024 / 1e6
@@ -243,9 +281,15 @@ def run_once(a: argparse.Namespace, url_db: str, pg: Any, data: Path, plan: list
         "events_per_s": round(events / wall), "frame_MB_per_s": round(frame_mb / wall, 1),
         "commit_p50_ms": round(statistics.median(lat) * 1000, 1),
         "commit_p99_ms": round(lat[min(len(lat) - 1, int(0.99 * len(lat)))] * 1000, 1),
+        "manifest_p50_ms": round(statistics.median(blat) * 1000, 1) if blat else None,
+        "devices_waiting_share": round(sum(r["in_requests"] for r in results)
+                                       / sum(r["t1"] - r["t0"] for r in results), 3),
         "errors": sum(r["errors"] for r in results),
         "retries": sum(r["retries"] for r in results),
         "server_cpu_cores": round((cpu1 - cpu0) / wall, 2),
+        "server_sys_cpu_cores": round((sys1 - sys0) / wall, 2),
+        "server_cpu_cores_per_process": sorted((round((per1[k] - per0.get(k, 0.0)) / wall, 2)
+                                                for k in per1), reverse=True),
         "clients_cpu_cores": round(sum(r["cpu"] for r in results) / wall, 2),
         "postgres_cpu_cores": (round((pg_cpu1 - pg_cpu0) / wall, 2)
                                if pg_cpu0 is not None and pg_cpu1 is not None else None),
@@ -272,6 +316,9 @@ def main() -> None:
                     help="record the server (and its workers) with py-spy during the upload "
                          "phase (raw collapsed stacks per thread, idle samples left out) into "
                          "this file (overwritten by each run)")
+    ap.add_argument("--perf", type=Path, default=None,
+                    help="record the server processes with Linux perf (call graphs, kernel "
+                         "included) during the upload phase into this file")
     a = ap.parse_args()
     if a.database_url and (len(a.workers) > 1 or a.repeats > 1):
         ap.error("--database-url allows one run; leave it out to compare worker counts")
@@ -305,7 +352,11 @@ def main() -> None:
                       f"{r['events_per_s']} events/s, server {r['server_cpu_cores']} cores, "
                       f"errors {r['errors']}, load {r['load_average_1min_before_after']}",
                       file=sys.stderr)
-                shutil.rmtree(data, ignore_errors=True)
+                # the run's data stays until the end: deleting ~1,200 files right before the
+                # next run's creates sends ext4's inode allocator through its recently-deleted
+                # scan for a while (perf: ext4_create → find_inode_bit → recently_deleted, ~9 %
+                # of the server's CPU); a collector in steady ingest deletes nothing between
+                # commits
         summary: dict[str, Any] = {}
         for w in a.workers:
             mine = [r for r in runs if r["workers"] == w]

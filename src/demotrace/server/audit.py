@@ -65,7 +65,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PrivateKey,
     Ed25519PublicKey,
 )
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.exc import IntegrityError as SAIntegrityError
 from sqlalchemy.orm import Session
 
@@ -75,6 +75,13 @@ from .keys import read_secret_file
 from .models import AuditCheckpoint, AuditEntry, AuditHead
 
 GENESIS = "0" * 64
+_HEAD_FOR_UPDATE = text("SELECT seq, entry_hash FROM audit_head WHERE id = 1 FOR UPDATE")
+_HEAD_READ = text("SELECT seq, entry_hash FROM audit_head WHERE id = 1")  # SQLite: BEGIN IMMEDIATE
+_INSERT_ENTRY = text(
+    "INSERT INTO audit_entries (seq, ts, actor_role, actor_id, action, subject_id, resource, "
+    "purpose, status, prev_hash, entry_hash) VALUES (:seq, :ts, :actor_role, :actor_id, :action, "
+    ":subject_id, :resource, :purpose, :status, :prev_hash, :entry_hash)")
+_SET_HEAD = text("UPDATE audit_head SET seq = :seq, entry_hash = :entry_hash WHERE id = 1")
 EXPORT_FORMAT = "demotrace-audit-export/1"
 FIELDS = ("seq", "ts", "actor_role", "actor_id", "action", "subject_id", "resource", "purpose",
           "status")
@@ -197,25 +204,31 @@ class AuditLog:
         return their ``seq`` numbers. Signs a checkpoint whenever ``seq`` reaches a multiple of
         ``checkpoint_every`` — unless the entries since the previous checkpoint fail to verify
         (then nothing is signed, logged at ERROR, and :func:`verify` reports the gap)."""
-        head = s.execute(select(AuditHead).where(AuditHead.id == 1).with_for_update()).scalar_one()
+        # fixed-text Core statements on the session's connection (no ORM objects: this runs on
+        # every request that touches personal data, and on every bundle commit)
+        conn = s.connection()
+        lock = _HEAD_FOR_UPDATE if conn.dialect.name == "postgresql" else _HEAD_READ
+        seq, prev = conn.execute(lock).one()
         seqs = []
         for a in accesses:
-            fields = {"seq": head.seq + 1, "ts": now_ts(), "actor_role": actor_role[:16],
+            fields = {"seq": seq + 1, "ts": now_ts(), "actor_role": actor_role[:16],
                       "actor_id": actor_id[:64], "action": a.action[:64],
                       "subject_id": a.subject_id[:64] if a.subject_id else None,
                       "resource": a.resource[:500],
                       "purpose": a.purpose[:64] if a.purpose else None, "status": status}
-            h = entry_hash(head.entry_hash, fields)
-            s.add(AuditEntry(**fields, prev_hash=head.entry_hash, entry_hash=h))
-            head.seq, head.entry_hash = fields["seq"], h
-            seqs.append(head.seq)
-            if head.seq % self.checkpoint_every == 0:
-                problems = self._segment_problems(s, head.seq, h)
+            h = entry_hash(prev, fields)
+            conn.execute(_INSERT_ENTRY, {**fields, "prev_hash": prev, "entry_hash": h})
+            seq, prev = fields["seq"], h
+            seqs.append(seq)
+            if seq % self.checkpoint_every == 0:
+                problems = self._segment_problems(s, seq, h)
                 if problems:
-                    log.error("audit log: NOT signing the checkpoint at seq %d: %s", head.seq,
+                    log.error("audit log: NOT signing the checkpoint at seq %d: %s", seq,
                               "; ".join(problems))
                 else:
-                    self._sign(s, head.seq, h)
+                    self._sign(s, seq, h)
+        if seqs:
+            conn.execute(_SET_HEAD, {"seq": seq, "entry_hash": prev})
         s.flush()
         return seqs
 
@@ -320,8 +333,8 @@ def export_document(s: Session, public_raw: bytes, key_id: str, *, upto: int | N
 
 def read_head(s: Session) -> tuple[int, str] | None:
     """``(seq, entry_hash)`` of the ``audit_head`` row, or ``None`` if there is none."""
-    h = s.get(AuditHead, 1)
-    return None if h is None else (int(h.seq), h.entry_hash)
+    h = s.connection().execute(_HEAD_READ).first()  # never a stale ORM copy: appends use Core
+    return None if h is None else (int(h[0]), str(h[1]))
 
 
 def load_anchor(data: Mapping[str, Any], *, where: str = "anchor") -> dict[str, Any]:

@@ -125,6 +125,28 @@ def _fsync_file(p: str | Path) -> None:
 _O_NEW = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
 SYNC_THREADS = 16
 """Threads of the process-wide pool that :meth:`FileBlobStore.sync` fsyncs on."""
+SYNC_CHUNKS = 8
+"""A batch of fsyncs goes to the pool as at most this many tasks (each does its share in a
+row); 8 concurrent fsyncs already let the journal group them."""
+OPEN_AT_ONCE = 64
+"""Most temporary files one :meth:`FileBlobStore.put_many` keeps open (descriptor budget)."""
+
+
+def _in_chunks(fn: Any, args: list[Any]) -> None:
+    """Run ``fn(a)`` for every ``a`` on the fsync pool, as at most :data:`SYNC_CHUNKS` tasks;
+    re-raise the first error."""
+    if len(args) <= 1:
+        for a in args:
+            fn(a)
+        return
+    k = min(SYNC_CHUNKS, len(args))
+    parts = [args[i::k] for i in range(k)]
+
+    def run(part: list[Any]) -> None:
+        for a in part:
+            fn(a)
+
+    list(_sync_pool().map(run, parts))
 _pool: ThreadPoolExecutor | None = None
 _pool_lock = threading.Lock()
 
@@ -208,6 +230,60 @@ class FileBlobStore(BlobStore):
         except OSError as exc:
             raise BlobStoreError(f"cannot write blob {name} under {self.root}: {exc}") from exc
 
+    def put_many(self, items: list[tuple[str, bytes]], *, durable: bool = True) -> None:
+        """Store several objects; with ``durable``, every object and its folder entry are on
+        stable storage when this returns. The batch way: write every temporary file, fsync
+        their open descriptors in parallel, close and rename them, fsync the folders — the
+        parallel fsyncs share the file system's journal commits, and the work goes to the pool
+        in :data:`SYNC_CHUNKS` chunks rather than one task per file (each task is a thread
+        hand-off: with one per file, 28 blobs cost ~56 wake-ups per batch and the server's
+        kernel CPU followed them). At most :data:`OPEN_AT_ONCE` files are open at a time.
+        Objects renamed before a failure stay (as :meth:`BlobStore.put_many`).
+
+        Raises:
+            BlobStoreError: a write, fsync or rename failed (names the object).
+        """
+        if not durable or len(items) <= 1:
+            super().put_many(items, durable=durable)
+            return
+        for name, _data in items:
+            check_name(name)
+        for i in range(0, len(items), OPEN_AT_ONCE):
+            self._put_chunk(items[i:i + OPEN_AT_ONCE])
+
+    def _put_chunk(self, items: list[tuple[str, bytes]]) -> None:
+        opened: list[tuple[int, str, str, str]] = []  # fd, tmp, folder, final path
+        current = items[0][0]
+        try:
+            try:
+                for name, data in items:
+                    current = name
+                    folder, path = self._str_path(name)
+                    fd, tmp = self._open_tmp(folder, name)
+                    opened.append((fd, tmp, folder, path))
+                    view = memoryview(data)
+                    while view:
+                        view = view[os.write(fd, view):]
+                current = "(fsync of the batch)"
+                _in_chunks(os.fsync, [o[0] for o in opened])
+            finally:
+                for fd, *_ in opened:
+                    os.close(fd)
+            renamed = 0
+            for (_fd, tmp, _folder, path), (name, _d) in zip(opened, items):
+                current = name
+                os.replace(tmp, path)
+                renamed += 1
+            current = "(folder fsync of the batch)"
+            _in_chunks(_fsync_dir, sorted({o[2] for o in opened}))
+        except OSError as exc:
+            for _fd, tmp, _folder, _path in opened:
+                try:
+                    os.unlink(tmp)
+                except FileNotFoundError:
+                    pass
+            raise BlobStoreError(f"cannot write blob {current} under {self.root}: {exc}") from exc
+
     def sync(self, names: list[str]) -> None:
         """fsync every named object, then every folder holding one, in parallel on a
         process-wide pool of :data:`SYNC_THREADS` threads (concurrent fsyncs share the file
@@ -227,9 +303,8 @@ class FileBlobStore(BlobStore):
                 _fsync_file(paths[0])
                 _fsync_dir(dirs[0])
                 return
-            pool = _sync_pool()
-            list(pool.map(_fsync_file, paths))
-            list(pool.map(_fsync_dir, dirs))
+            _in_chunks(_fsync_file, paths)
+            _in_chunks(_fsync_dir, dirs)
         except OSError as exc:
             raise BlobStoreError(f"cannot sync blobs under {self.root}: {exc}") from exc
 

@@ -32,7 +32,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, text
 from sqlalchemy.orm import Session
 
 from ..errors import ConfigError, DecryptionError, KeyMissing
@@ -41,6 +41,7 @@ from .models import Person, PersonKey
 
 KEY_BYTES = 32
 NONCE_BYTES = 12
+_KEY_EXISTS = text("SELECT 1 FROM person_keys WHERE subject_id = :sid")
 
 
 def _hkdf(key: bytes, info: bytes) -> bytes:
@@ -185,9 +186,9 @@ class Keyring:
         with self._lock:
             c = self._cache.get(subject_id)
         if c is not None:
-            # The row may have been destroyed by another process; the cheap check keeps
-            # erasure effective across workers.
-            if s.get(PersonKey, subject_id) is not None:
+            # The row may have been destroyed by another process; the cheap check (one
+            # fixed-text Core query, no ORM load) keeps erasure effective across workers.
+            if s.connection().execute(_KEY_EXISTS, {"sid": subject_id}).first() is not None:
                 return c
             with self._lock:
                 self._cache.pop(subject_id, None)

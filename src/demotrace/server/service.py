@@ -26,8 +26,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import String, any_, bindparam, delete, func, insert, select, text
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError as SAIntegrityError
 from sqlalchemy.orm import Session
 
@@ -38,6 +37,7 @@ from .auth import CredentialCache, revoke
 from .blobs import BlobStore, open_blob_store
 from .config import ServerConfig
 from .db import Database
+from .ingest_sql import BundleRef, IngestSql
 from .errors import (
     BlobStoreError,
     ConflictError,
@@ -68,33 +68,6 @@ log = logging.getLogger(__name__)
 #: leaves the rest queued: an unreachable store then costs a few client retry rounds, not one
 #: per object (the S3 client's own retries come first, see :class:`.blobs.S3BlobStore`).
 DELETE_GIVE_UP_AFTER = 3
-
-# Statements of the ingest path take a whole batch in one round trip with a FIXED SQL text
-# (prepared once per connection, parsed once by psycopg): on PostgreSQL the lists travel as
-# array parameters (``= ANY(:shas)``, ``INSERT … SELECT … FROM unnest(:a, :b, …)``, the usual
-# PostgreSQL bulk idiom); SQLite (in-process, no round trips) uses IN lists and Core
-# INSERT … RETURNING with parameter sets ("insertmanyvalues": multi-row VALUES).
-_PG_INSERT_BLOBS = text(
-    "INSERT INTO blobs (subject_id, sha256, size, stored_name, created_at) "
-    "SELECT :sid, u.sha256, u.size, u.stored_name, :now FROM unnest("
-    "CAST(:shas AS text[]), CAST(:sizes AS bigint[]), CAST(:names AS text[])) "
-    "AS u(sha256, size, stored_name) "
-    "ON CONFLICT (subject_id, sha256) DO NOTHING RETURNING sha256")
-_PG_INSERT_MEMBERS = text(
-    "INSERT INTO bundle_blobs (bundle_pk, sha256, size, path) "
-    "SELECT :pk, u.sha256, u.size, u.path FROM unnest("
-    "CAST(:shas AS text[]), CAST(:sizes AS bigint[]), CAST(:paths AS text[])) "
-    "AS u(sha256, size, path)")
-
-
-def _insert_for(dialect: str) -> Any:
-    """The dialect's INSERT construct (both have ``on_conflict_do_nothing``)."""
-    if dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as pg_insert
-        return pg_insert
-    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-    return sqlite_insert
-
 
 def _manifest_aad(subject_id: str, bundle_id: str) -> bytes:
     return f"manifest:{subject_id}:{bundle_id}".encode()
@@ -127,6 +100,7 @@ class Collector:
         self.db = db or Database(config.db_url)
         self.blobs = blobs or open_blob_store(config.blobs_url,
                                               s3_endpoint_url=config.s3_endpoint_url)
+        self.sql = IngestSql(self.db.dialect)
         self.keyring = Keyring(LocalKeyManager.from_file(config.master_key_path, create=True))
         self.pseudonyms = Pseudonymiser.from_file(config.pseudonym_key_path, create=True)
         self.signer = Signer.from_file(config.audit_key_path, create=True)
@@ -144,53 +118,51 @@ class Collector:
 
     # -- ingest -----------------------------------------------------------------------------
     # Durability rule of the ingest path: a ``blobs`` row is inserted only after its object is
-    # durable in the blob store (written, then fsynced with its folder by ``BlobStore.sync``),
+    # durable in the blob store (``BlobStore.put_many``: written, fsynced, renamed, folder fsynced),
     # so the row may be committed asynchronously; the bundle commit is the one synchronous
     # PostgreSQL commit, and since the WAL is sequential it also makes every earlier
     # asynchronous commit durable. The commit's access-log entry is appended in that same
     # transaction: one WAL flush per bundle, and no acknowledged commit without its entry.
     def begin(self, subject_id: str, device_id: str, manifest: BundleManifest) -> BeginResult:
         """Register a bundle (or find it again) and list the blobs still missing. Idempotent:
-        a committed bundle answers ``state="committed"`` with nothing missing."""
+        a committed bundle answers ``state="committed"`` with nothing missing.
+
+        Raises:
+            IntegrityError / ConflictError: as :meth:`_check_new_bundle`; ConflictError also
+                when three concurrent registrations of the same bundle kept colliding.
+        """
         bid = manifest.bundle_id
+        q = self.sql
         for _attempt in range(3):
             try:
                 with self.db.session() as s:
-                    row = s.execute(select(Bundle.pk, Bundle.state).where(
-                        Bundle.subject_id == subject_id, Bundle.bundle_id == bid)).one_or_none()
-                    if row is not None and row.state == "committed":
+                    conn = s.connection()
+                    b = q.bundle(conn, subject_id, bid)
+                    if b is not None and b.state == "committed":
                         return BeginResult(bid, "committed", [])
-                    if row is not None:
-                        return BeginResult(bid, row.state, self._missing(s, subject_id, row.pk))
-                    self._check_new_bundle(s, subject_id, manifest)
+                    if b is not None:
+                        return BeginResult(bid, b.state, q.missing(conn, subject_id, b.pk))
+                    stored = self._check_new_bundle(s, subject_id, manifest)
                     policies.check_consent(s, manifest.meta, subject_id)
-                    self._async_commit(s)
+                    q.async_commit(conn)
                     cipher = self.keyring.get(s, subject_id, create=True)
-                    pk = s.execute(insert(Bundle).values(
-                        bundle_id=bid, subject_id=subject_id, device_id=device_id, state="open",
+                    pk = q.insert_bundle(
+                        conn, subject_id=subject_id, bundle_id=bid, device_id=device_id,
                         platform=manifest.platform[:64],
-                        manifest_ct=cipher.encrypt(manifest.canonical(),
-                                                   _manifest_aad(subject_id, bid)),
+                        manifest_ct=cipher.encrypt(manifest.canonical(), _manifest_aad(subject_id, bid)),
                         n_blobs=len(manifest.blobs), total_bytes=manifest.total_bytes,
-                        created_at=datetime.now(UTC)).returning(Bundle.pk)).scalar_one()
-                    if manifest.blobs and self._pg:
-                        s.execute(_PG_INSERT_MEMBERS, {
-                            "pk": pk, "shas": [r.sha256 for r in manifest.blobs],
-                            "sizes": [r.size for r in manifest.blobs],
-                            "paths": [r.path for r in manifest.blobs]})
-                    elif manifest.blobs:
-                        bb = BundleBlob.__table__
-                        s.execute(insert(bb).returning(bb.c.sha256), [
-                            {"bundle_pk": pk, "sha256": r.sha256, "size": r.size,
-                             "path": r.path} for r in manifest.blobs]).all()
-                    return BeginResult(bid, "open", self._missing(s, subject_id, pk))
+                        now=datetime.now(UTC))
+                    q.insert_members(conn, pk, ((r.sha256, r.size, r.path) for r in manifest.blobs))
+                    return BeginResult(bid, "open", [r.sha256 for r in manifest.blobs
+                                                     if r.sha256 not in stored])
             except SAIntegrityError:
                 continue  # a concurrent begin of the same bundle won; read its row
         raise ConflictError(f"bundle {bid} is being registered concurrently; retry")
 
-    def _check_new_bundle(self, s: Session, subject_id: str, manifest: BundleManifest) -> None:
+    def _check_new_bundle(self, s: Session, subject_id: str, manifest: BundleManifest) -> set[str]:
         """Refuse a new bundle without its required parts, whose declared blob sizes contradict
-        blobs already stored for this person, or of a session the person deleted or erased.
+        blobs already stored for this person, or of a session the person deleted or erased;
+        return the sha256 of its blobs the person already stored (not to be sent again).
 
         Raises:
             IntegrityError (422): no ``session_id``, no blob, a ``sealed-session`` bundle
@@ -214,20 +186,20 @@ class Collector:
             if lacking:
                 raise IntegrityError(f"sealed-session bundle of session {manifest.session_id[:64]} "
                                      f"lacks {' and '.join(lacking)}")
+        conn = s.connection()
         key = self.pseudonyms.session_key(subject_id, manifest.session_id)
-        if s.get(SessionTombstone, (subject_id, key)) is not None:
+        if self.sql.tombstoned(conn, subject_id, key):
             raise ConflictError(f"session {manifest.session_id[:64]} was deleted by its person "
                                 "(portal deletion or erasure); the collector will not store it "
                                 "again")
         declared = {r.sha256: r.size for r in manifest.blobs}
-        shas = list(declared)
-        for i in range(0, len(shas), 1000):
-            for h, size in s.execute(select(Blob.sha256, Blob.size).where(
-                    Blob.subject_id == subject_id, Blob.sha256.in_(shas[i:i + 1000]))):
-                if declared[h] != size:
-                    raise IntegrityError(f"bundle manifest: blob {h} declares {declared[h]} "
-                                         f"bytes, but the stored blob with this sha256 has "
-                                         f"{size} bytes")
+        stored = self.sql.stored_sizes(conn, subject_id, list(declared))
+        for h, size in stored.items():
+            if declared[h] != size:
+                raise IntegrityError(f"bundle manifest: blob {h} declares {declared[h]} "
+                                     f"bytes, but the stored blob with this sha256 has "
+                                     f"{size} bytes")
+        return set(stored)
 
     def _tombstone(self, s: Session, subject_id: str, session_ids: set[str]) -> None:
         """Record (keyed hashes of) deleted sessions so they cannot be uploaded again."""
@@ -257,12 +229,6 @@ class Collector:
             raise NotFound(f"no bundle {bundle_id} for this person")
         return b
 
-    def _missing(self, s: Session, subject_id: str, bundle_pk: int) -> list[str]:
-        have = select(Blob.sha256).where(Blob.subject_id == subject_id)
-        q = (select(BundleBlob.sha256).where(BundleBlob.bundle_pk == bundle_pk,
-                                             BundleBlob.sha256.not_in(have)))
-        return list(s.scalars(q))
-
     def put_blob(self, subject_id: str, bundle_id: str, sha256: str, data: bytes) -> bool:
         """Store one blob of an open bundle after checking its size and sha256; return
         whether it was new (False: already stored, nothing written).
@@ -286,8 +252,10 @@ class Collector:
         if not blobs:
             return 0
         with self.db.session() as s:
-            self._async_commit(s)
-            return self._store_blobs(s, subject_id, bundle_id, blobs)
+            conn = s.connection()
+            self.sql.async_commit(conn)
+            b = self._ingest_bundle(conn, subject_id, bundle_id, blobs)
+            return self._store_blobs(s, subject_id, b, blobs, all_members=False)[0]
 
     def put_blobs_and_commit(self, subject_id: str, bundle_id: str,
                              blobs: list[tuple[str, bytes]], *,
@@ -301,79 +269,64 @@ class Collector:
             ConflictError: blobs outside this batch still missing (``missing`` lists them);
                 the batch itself IS stored (its transaction is committed first).
         """
-        missing: list[str] = []
         with self.db.session() as s:
-            new = self._store_blobs(s, subject_id, bundle_id, blobs) if blobs else 0
-            b = self._bundle(s, subject_id, bundle_id)
-            if b.state != "committed":
-                missing = self._missing(s, subject_id, b.pk)
+            conn = s.connection()
+            b = self._ingest_bundle(conn, subject_id, bundle_id, blobs)
+            new, missing = self._store_blobs(s, subject_id, b, blobs,
+                                             all_members=b.state != "committed")
             if missing:
-                self._async_commit(s)  # keep the batch; nothing is acknowledged as committed
+                self.sql.async_commit(conn)  # keep the batch; nothing is acknowledged as committed
             else:
                 out = self._commit_locked(s, b, subject_id, actor_id)
         if missing:
             raise self._missing_error(bundle_id, missing)
         return new, out
 
-    def _store_blobs(self, s: Session, subject_id: str, bundle_id: str,
-                     blobs: list[tuple[str, bytes]]) -> int:
-        shas = [h for h, _ in blobs]
-        sizes = dict(s.execute(
-            select(BundleBlob.sha256, BundleBlob.size)
-            .join(Bundle, Bundle.pk == BundleBlob.bundle_pk)
-            .where(Bundle.subject_id == subject_id, Bundle.bundle_id == bundle_id,
-                   self._in(BundleBlob.sha256, shas))).all())
+    def _ingest_bundle(self, conn: Any, subject_id: str, bundle_id: str,
+                       blobs: list[tuple[str, bytes]]) -> BundleRef:
+        """The person's bundle an upload names. Raises NotFound (naming the first blob of the
+        batch, if any)."""
+        b = self.sql.bundle(conn, subject_id, bundle_id)
+        if b is None:
+            what = f" listing blob {blobs[0][0]}" if blobs else ""
+            raise NotFound(f"no bundle {bundle_id}{what} for this person")
+        return b
+
+    def _store_blobs(self, s: Session, subject_id: str, b: BundleRef,
+                     blobs: list[tuple[str, bytes]], *, all_members: bool) -> tuple[int, list[str]]:
+        """Check ``blobs`` against bundle ``b``'s manifest (membership, size, sha256), store the
+        ones the person lacks (encrypted, durable before their rows exist); return ``(new
+        blobs, missing)`` where ``missing`` (only with ``all_members``, else ``[]``) lists the
+        bundle's members still not stored after this batch. One query reads the batch's (or,
+        with ``all_members``, every) member with its stored flag."""
+        conn = s.connection()
+        rows = {r.sha256: r for r in self.sql.members(
+            conn, subject_id, b.pk, None if all_members else [h for h, _ in blobs])}
         for h, data in blobs:
-            if h not in sizes:
-                raise NotFound(f"no bundle {bundle_id} listing blob {h} for this person")
-            if len(data) != sizes[h]:
+            r = rows.get(h)
+            if r is None:
+                raise NotFound(f"no bundle {b.bundle_id} listing blob {h} for this person")
+            if len(data) != r.size:
                 raise IntegrityError(f"blob {h}: received {len(data)} bytes, manifest "
-                                     f"says {sizes[h]}")
+                                     f"says {r.size}")
             if hashlib.sha256(data).hexdigest() != h:
                 raise IntegrityError(f"blob {h}: content does not match its sha256 "
                                      "(corrupted in transit?)")
-        have = set(s.scalars(select(Blob.sha256).where(Blob.subject_id == subject_id,
-                                                       self._in(Blob.sha256, shas))))
-        todo = {h: d for h, d in blobs if h not in have}
+        todo = {h: d for h, d in blobs if not rows[h].stored}
+        missing = ([r.sha256 for r in rows.values() if not r.stored and r.sha256 not in todo]
+                   if all_members else [])
         if not todo:
-            return 0
+            return 0, missing
         cipher = self.keyring.get(s, subject_id, create=True)
-        now = datetime.now(UTC)
         # a concurrent retry may write the same object: same name, same plaintext, and the
         # store replaces atomically, so either copy is right
         names = {h: cipher.object_name(h) for h in todo}
         self.blobs.put_many([(names[h], cipher.encrypt(d, _blob_aad(subject_id, h)))
-                             for h, d in todo.items()], durable=False)
-        self.blobs.sync(list(names.values()))  # durable BEFORE the rows exist
-        # ON CONFLICT DO NOTHING: a concurrent retry that stored some of them already wins
-        # (unique subject_id + sha256); RETURNING counts what this call added
-        if self._pg:
-            return len(s.execute(_PG_INSERT_BLOBS, {
-                "sid": subject_id, "now": now, "shas": list(todo),
-                "sizes": [len(d) for d in todo.values()], "names": list(names.values())}).all())
-        rows = [{"subject_id": subject_id, "sha256": h, "size": len(d), "stored_name": names[h],
-                 "created_at": now} for h, d in todo.items()]
-        table = Blob.__table__
-        ins = (_insert_for(self.db.dialect)(table)
-               .on_conflict_do_nothing(index_elements=["subject_id", "sha256"])
-               .returning(table.c.sha256))
-        return len(s.execute(ins, rows).all())
-
-    @property
-    def _pg(self) -> bool:
-        return self.db.dialect == "postgresql"
-
-    def _in(self, col: Any, values: list[str]) -> Any:
-        """``col IN values``; on PostgreSQL ``col = ANY(:array)`` (one fixed SQL text)."""
-        if self._pg:
-            return col == any_(bindparam("in_values", values, type_=ARRAY(String)))
-        return col.in_(values)
-
-    def _async_commit(self, s: Session) -> None:
-        """PostgreSQL: let this transaction commit without waiting for its WAL flush (safe
-        here: nothing is acknowledged as durable before a later synchronous commit)."""
-        if self.db.dialect == "postgresql":
-            s.execute(text("SET LOCAL synchronous_commit = off"))
+                             for h, d in todo.items()])  # durable BEFORE the rows exist
+        # a concurrent retry that stored some of them already wins (unique subject_id +
+        # sha256); the count is what this call added
+        return self.sql.insert_blobs(conn, subject_id, datetime.now(UTC),
+                                     [(h, len(d), names[h]) for h, d in todo.items()]), missing
 
     @staticmethod
     def _missing_error(bundle_id: str, missing: list[str]) -> ConflictError:
@@ -382,25 +335,26 @@ class Collector:
         err.missing = missing  # type: ignore[attr-defined]
         return err
 
-    def _commit_locked(self, s: Session, b: Any, subject_id: str,
+    def _commit_locked(self, s: Session, b: BundleRef, subject_id: str,
                        actor_id: str | None) -> dict[str, Any]:
+        conn = s.connection()
+        at = b.committed_at
         if b.state != "committed":
-            b.state = "committed"
-            b.committed_at = datetime.now(UTC)
-            # the fleet view's "last upload": the day, kept on the device's row (never
-            # recomputed from bundles, so a person's later deletion changes nothing there)
-            dev = s.get(Credential, b.device_id)
-            if dev is not None:
-                day = b.committed_at.date()
-                if dev.last_upload_day is None or dev.last_upload_day < day:
-                    dev.last_upload_day = day
+            now = datetime.now(UTC)
+            if self.sql.mark_committed(conn, b.pk, now):
+                at = now
+                # the fleet view's "last upload": the day, kept on the device's row (never
+                # recomputed from bundles, so a person's later deletion changes nothing there)
+                self.sql.note_upload_day(conn, b.device_id, now.date())
+            else:  # a concurrent commit of the same bundle won: its time stands
+                again = self.sql.bundle(conn, subject_id, b.bundle_id)
+                at = again.committed_at if again is not None else now
         if actor_id is not None:
             # last statement of the transaction: the chain head stays locked only for the
             # commit's own WAL flush
             self.audit.append(s, actor_role="device", actor_id=actor_id, status=200,
                               accesses=[Access("device.commit", subject_id,
                                                f"bundle:{b.bundle_id}")])
-        at = b.committed_at
         if at is not None and at.tzinfo is None:
             at = at.replace(tzinfo=UTC)  # SQLite hands stored UTC times back without a zone
         return {"bundle_id": b.bundle_id, "state": "committed", "n_blobs": b.n_blobs,
@@ -417,9 +371,10 @@ class Collector:
             ConflictError: blobs still missing (the message counts them, ``missing`` lists).
         """
         with self.db.session() as s:
-            b = self._bundle(s, subject_id, bundle_id)
+            conn = s.connection()
+            b = self._ingest_bundle(conn, subject_id, bundle_id, [])
             if b.state != "committed":
-                missing = self._missing(s, subject_id, b.pk)
+                missing = self.sql.missing(conn, subject_id, b.pk)
                 if missing:
                     raise self._missing_error(bundle_id, missing)
             return self._commit_locked(s, b, subject_id, actor_id)

@@ -94,16 +94,20 @@ def server(tmp_path: Path, db_url: str) -> Iterator[tuple[subprocess.Popen[bytes
 class _Recorder(httpx.HTTPTransport):
     """Real HTTP transport that notes which worker pid answered each upload request."""
 
-    def __init__(self, seen: set[str], lock: threading.Lock) -> None:
+    def __init__(self, seen: set[str], lock: threading.Lock,
+                 connection: list[tuple[bool, str | None]] | None = None) -> None:
         super().__init__()
         self.seen, self.lock = seen, lock
+        self.connection = connection if connection is not None else []
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         r = super().handle_request(request)
         pid = r.headers.get("x-demotrace-worker")
-        if pid:
-            with self.lock:
+        commit = request.url.path.endswith("/commit") or request.url.params.get("commit") == "true"
+        with self.lock:
+            if pid:
                 self.seen.add(pid)
+            self.connection.append((commit, r.headers.get("connection")))
         return r
 
 
@@ -136,6 +140,7 @@ def test_two_workers_ingest_audit_and_sigterm(server: tuple[subprocess.Popen[byt
     assert len(jobs) == DEVICES * BUNDLES + DEVICES
 
     seen: set[str] = set()
+    connection: list[tuple[bool, str | None]] = []  # (was it a commit, its Connection header)
     lock = threading.Lock()
     errors: list[str] = []
     results: list[str] = []
@@ -143,7 +148,7 @@ def test_two_workers_ingest_audit_and_sigterm(server: tuple[subprocess.Popen[byt
 
     def upload(d: int, root: Path) -> None:
         try:
-            with UploadClient(url, tokens[d], transport=_Recorder(seen, lock)) as c:
+            with UploadClient(url, tokens[d], transport=_Recorder(seen, lock, connection)) as c:
                 start.wait(30)
                 r = c.upload_path(root, delete_local=False)
             with lock:
@@ -180,6 +185,12 @@ def test_two_workers_ingest_audit_and_sigterm(server: tuple[subprocess.Popen[byt
     # duplicates at most once more each (a repeated commit is idempotent and logged)
     assert {c.removeprefix("bundle:") for c in commits} == set(results)
     assert n_bundles <= len(commits) <= len(jobs)
+
+    # a commit's answer closes the connection (the device's next upload is accepted by
+    # whichever worker is free); no other answer does
+    assert any(c for c, _ in connection) and any(not c for c, _ in connection)
+    assert {h for c, h in connection if c} == {"close"}, connection
+    assert {h for c, h in connection if not c} <= {None, "keep-alive"}, connection
 
     # both worker processes answered upload requests, and they are the supervisor's workers
     assert {int(p) for p in seen} == spawned, f"answered by {seen}, workers {spawned}"

@@ -27,6 +27,9 @@ server's peak RSS (MiB, sum over its processes, sampled every 0.1 s) and the 1-m
 with py-spy (``pip install -e ".[bench]"``) during the upload phase.
 Targets (issue 5): >= 20,000 events/s and >= 50 MB/s of frames with no errors.
 
+``--warmup 1`` (default) runs once, unmeasured, before the measured runs.
+``--perf FILE`` records the server processes with Linux ``perf`` (kernel included).
+
 ``--workers 1 2 3 --repeats 3`` runs every worker count ``--repeats`` times in ONE invocation,
 interleaved (round r runs the counts in order, reversed on odd rounds, so a drift in the shared
 machine's load hits every count alike), on the same prepared bundles, and reports each run plus
@@ -311,6 +314,8 @@ def main() -> None:
     ap.add_argument("--workers", type=int, nargs="+", default=[1],
                     help="server worker processes; several values are compared in one run")
     ap.add_argument("--repeats", type=int, default=1, help="runs per worker count")
+    ap.add_argument("--warmup", type=int, default=1,
+                    help="unmeasured runs first (with the first worker count); 0 for none")
     ap.add_argument("--json", type=Path, default=None, help="also write the result here")
     ap.add_argument("--profile", type=Path, default=None,
                     help="record the server (and its workers) with py-spy during the upload "
@@ -320,8 +325,9 @@ def main() -> None:
                     help="record the server processes with Linux perf (call graphs, kernel "
                          "included) during the upload phase into this file")
     a = ap.parse_args()
-    if a.database_url and (len(a.workers) > 1 or a.repeats > 1):
-        ap.error("--database-url allows one run; leave it out to compare worker counts")
+    if a.database_url and (len(a.workers) > 1 or a.repeats > 1 or a.warmup):
+        ap.error("--database-url allows one run (with --warmup 0); leave it out to compare "
+                 "worker counts")
     if min(a.workers) < 1 or a.repeats < 1:
         ap.error("--workers and --repeats must be >= 1")
 
@@ -339,6 +345,13 @@ def main() -> None:
                                          a.frame_kb * 1024, seed=d * 1000 + b))
                          for b in range(a.bundles)])
         runs: list[dict[str, Any]] = []
+        for i in range(a.warmup):
+            # not counted: the first run of an invocation was the slowest in every invocation
+            # of 2026-11-30 (cold PostgreSQL caches, first sub-folders of the disk's groups)
+            data = tmp / f"warmup-{i}"
+            data.mkdir()
+            r = run_once(a, a.database_url or pg.new_database(), pg, data, plan, a.workers[0])
+            print(f"warm-up {i} (not counted): {r['frame_MB_per_s']} MB/s", file=sys.stderr)
         for rep in range(a.repeats):
             order = a.workers if rep % 2 == 0 else list(reversed(a.workers))
             for w in order:
@@ -367,10 +380,13 @@ def main() -> None:
                 if all(r[k] is not None for r in mine)}
             summary[str(w)]["errors"] = sum(r["errors"] for r in mine)
             summary[str(w)]["runs"] = len(mine)
-        base = summary[str(a.workers[0])]["frame_MB_per_s"]
+        # ratio of the medians against the first worker count: of frames MB/s, or of events/s
+        # in an events-only run (--frames 0)
+        metric = "frame_MB_per_s" if a.frames else "events_per_s"
+        base = summary[str(a.workers[0])][metric]
         for w in a.workers:
-            summary[str(w)]["MB_per_s_ratio_vs_first"] = round(
-                summary[str(w)]["frame_MB_per_s"] / base, 2)
+            summary[str(w)][f"{metric}_ratio_vs_first"] = (
+                round(summary[str(w)][metric] / base, 2) if base else None)
         res = {
             "runs": runs, "median_by_workers": summary,
             "machine": f"{platform.machine()}, {os.cpu_count()} cores, "

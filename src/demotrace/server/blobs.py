@@ -54,8 +54,8 @@ class BlobStore(ABC):
     @abstractmethod
     def put(self, name: str, data: bytes, *, durable: bool = True) -> None:
         """Store ``data`` under ``name``, all or nothing. ``durable=False`` may return before
-        the bytes reach stable storage; :meth:`sync` then makes them durable (the collector
-        syncs once per bundle commit instead of once per blob).
+        the bytes reach stable storage; :meth:`sync` then makes them durable (episode deletion
+        rewrites objects that way; ingest uses :meth:`put_many`, durable per batch).
 
         Raises:
             BlobStoreError: the backend failed (nothing is left under ``name``).

@@ -41,7 +41,7 @@ from .models import Person, PersonKey
 
 KEY_BYTES = 32
 NONCE_BYTES = 12
-_KEY_EXISTS = text("SELECT 1 FROM person_keys WHERE subject_id = :sid")
+_KEY_ID = text("SELECT key_id FROM person_keys WHERE subject_id = :sid")
 
 
 def _hkdf(key: bytes, info: bytes) -> bytes:
@@ -186,9 +186,12 @@ class Keyring:
         with self._lock:
             c = self._cache.get(subject_id)
         if c is not None:
-            # The row may have been destroyed by another process; the cheap check (one
-            # fixed-text Core query, no ORM load) keeps erasure effective across workers.
-            if s.connection().execute(_KEY_EXISTS, {"sid": subject_id}).first() is not None:
+            # The row may have been destroyed by another process — and REPLACED by a new key
+            # if the person uploaded again after an erasure: the cached cipher is used only if
+            # the stored row is still the same key (its key_id), else a destroyed key would
+            # encrypt new data (bug bash 3, --workers 2). One fixed-text Core query, no ORM.
+            row = s.connection().execute(_KEY_ID, {"sid": subject_id}).first()
+            if row is not None and row[0] == c.key_id:
                 return c
             with self._lock:
                 self._cache.pop(subject_id, None)

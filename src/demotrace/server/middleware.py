@@ -248,7 +248,7 @@ class AuditMiddleware:
             nonlocal failed
             if failed:
                 return
-            if msg["type"] == "http.response.start":
+            if msg["type"] == "http.response.start" and not state.get("audited"):
                 principal = state.get("principal")
                 accesses: list[Access] = list(state.get("accesses") or [])
                 if principal is not None and (accesses or principal.role != "device"):

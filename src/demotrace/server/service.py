@@ -218,6 +218,12 @@ class Collector:
                     b.manifest_ct, _manifest_aad(b.subject_id, b.bundle_id)))
             except KeyDestroyed:
                 continue
+            except DecryptionError:
+                # a manifest that does not authenticate must not block a deletion or an
+                # erasure (bug bash 3); its session just gets no tombstone
+                log.warning("bundle %s: manifest does not decrypt; its session is not "
+                            "tombstoned", b.bundle_id)
+                continue
             if m.get("session_id"):
                 out.add(str(m["session_id"]))
         return out
@@ -502,7 +508,7 @@ class Collector:
             z.writestr("consent.json", json.dumps(consents, indent=1))
         return buf.getvalue()
 
-    def erase(self, subject_id: str) -> dict[str, Any]:
+    def erase(self, subject_id: str, *, audit_as: tuple[str, str, str] | None = None) -> dict[str, Any]:
         """Erase a person: tombstone their sessions (keyed hashes only, so a device cannot
         upload them again), destroy their data key (crypto-shredding), delete their bundles and
         blobs, mark every dataset that contained them for rebuild, queue their blob objects in
@@ -514,6 +520,10 @@ class Collector:
         A blob store that fails to delete does NOT fail the erasure (the key is gone, so the
         objects are unreadable): the objects it refused stay queued, are logged
         (``erase.blob_delete_pending``) and retried by :meth:`retry_pending_deletes`.
+
+        ``audit_as = (role, credential id, action)``: the erasure's access-log entry, appended in
+        the erasure's own transaction — an erasure is never committed without its entry (bug
+        bash 3: a kill -9 between the erasure's commit and the request's log write left none).
 
         Raises:
             database errors only (nothing is erased then: one transaction).
@@ -536,6 +546,10 @@ class Collector:
             s.execute(delete(ConsentRecord).where(ConsentRecord.subject_id == subject_id))
             s.execute(delete(DeletedEpisode).where(DeletedEpisode.subject_id == subject_id))
             self._queue_deletes(s, subject_id, names)
+            if audit_as is not None:
+                role, actor_id, action = audit_as
+                self.audit.append(s, actor_role=role, actor_id=actor_id, status=200,
+                                  accesses=[Access(action, subject_id, "all")])
         done, failed = self._delete_queued(names)
         left = self._settle_deletes(done, failed, action="erase.blob_delete_pending")
         self.db.checkpoint_wal()

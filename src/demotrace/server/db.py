@@ -4,7 +4,9 @@
   rows — e.g. a destroyed wrapped key — are overwritten with zeros in the file, not left in free
   pages), ``busy_timeout`` 30 s, and every transaction starts with ``BEGIN IMMEDIATE`` so that
   concurrent writers queue instead of failing on a read→write lock upgrade (the SQLAlchemy
-  "pysqlite serializable" recipe).
+  "pysqlite serializable" recipe). The database file and its ``-wal``/``-shm`` files are
+  owner-only (mode 0600, :func:`restrict_sqlite_files`): created so before SQLite opens it, and
+  chmodded on every new connection (bug bash: ``collector.db`` was 0644 inside a 0700 folder).
 - PostgreSQL: ``postgresql+psycopg://…`` (psycopg 3); plain ``postgresql://`` URLs are mapped to
   the psycopg driver.
 
@@ -14,6 +16,7 @@ package (no ``alembic.ini``).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -51,13 +54,45 @@ def normalise_url(url: str) -> str:
     return u.render_as_string(hide_password=False)
 
 
+SQLITE_FILE_MODE = 0o600
+"""Mode of the SQLite database file and its ``-wal``/``-shm`` siblings: read/write for the
+collector's user only (they hold wrapped keys and personal metadata; DESIGN.md security)."""
+
+
+def restrict_sqlite_files(path: str | os.PathLike[str]) -> None:
+    """Create the SQLite file ``path`` (empty, which SQLite accepts as a new database) with mode
+    :data:`SQLITE_FILE_MODE` when it does not exist, and chmod it and any existing ``-wal`` /
+    ``-shm`` / ``-journal`` file to that mode. SQLite creates its ``-wal``/``-shm`` files with
+    the mode of the database file (sqlite.org/tempfiles.html; ``robust_open`` in os_unix.c), so
+    they follow.
+
+    Raises:
+        ConfigError: a file cannot be created or chmodded (names the file and the reason).
+    """
+    base = os.fspath(path)
+    try:
+        os.close(os.open(base, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, SQLITE_FILE_MODE))
+        for name in (base, base + "-wal", base + "-shm", base + "-journal"):
+            try:
+                if os.stat(name).st_mode & 0o777 != SQLITE_FILE_MODE:
+                    os.chmod(name, SQLITE_FILE_MODE)
+            except FileNotFoundError:
+                pass
+    except OSError as exc:
+        raise ConfigError(f"cannot make the database file {base} owner-only (mode 0600): "
+                          f"{exc.strerror or exc}") from exc
+
+
 def make_engine(url: str, **kw: Any) -> Engine:
     """Create an engine for ``url`` with the settings described in the module docstring."""
     url = normalise_url(url)
     if url.startswith("sqlite"):
         path = make_url(url).database
+        on_disk = bool(path) and path != ":memory:" and not path.startswith("file:")
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
+        if on_disk:
+            restrict_sqlite_files(path)
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30}, **kw)
 
         @event.listens_for(engine, "connect")
@@ -68,6 +103,8 @@ def make_engine(url: str, **kw: Any) -> Engine:
                            "synchronous=NORMAL", "busy_timeout=30000"):
                 cur.execute(f"PRAGMA {pragma}")
             cur.close()
+            if on_disk:  # -wal/-shm exist from here on (journal_mode=WAL)
+                restrict_sqlite_files(path)
 
         @event.listens_for(engine, "begin")
         def _on_begin(conn: Any) -> None:

@@ -10,7 +10,7 @@ import io
 import json
 import tomllib
 import zipfile
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -362,7 +362,14 @@ def test_fleet_health_devices_and_backlog_without_person_figures(stack: Stack) -
     devices = {x["label"]: x for x in stack.client.get("/v1/admin/devices", headers=h).json()}
     a, b = devices["ada-laptop"], devices["bo-desktop"]
     assert (a["last_upload_day"], a["stale"], a["open_uploads"], a["revoked"]) == (today, False, 1, False)
-    assert (b["last_upload_day"], b["stale"], b["open_uploads"]) == (None, True, 0)
+    # enrolled minutes ago, nothing uploaded yet: not stale (bug bash 3); stale once the
+    # threshold has passed since the last upload / the enrollment
+    assert (b["last_upload_day"], b["stale"], b["open_uploads"]) == (None, False, 0)
+    from demotrace.server import fleet
+
+    later = {x["label"]: x["stale"] for x in fleet.devices(
+        stack.collector, now=datetime.now(UTC) + timedelta(days=fleet.STALE_DAYS + 1))}
+    assert later == {"ada-laptop": True, "bo-desktop": True}
     assert a["device_id"] == dev["credential_id"] and b["device_id"] == idle["credential_id"]
     assert set(a) == {"device_id", "label", "enrolled_at", "revoked", "last_upload_day", "stale",
                       "open_uploads"}  # no counts, sizes or times of day per device

@@ -197,12 +197,16 @@ def _aware(t: datetime) -> datetime:
     return t if t.tzinfo else t.replace(tzinfo=UTC)
 
 
-def enroll(s: Session, code: str, label: str = "") -> tuple[Principal, str]:
+def enroll(s: Session, code: str, label: str = "", *,
+           roles: tuple[str, ...] | None = None) -> tuple[Principal, str]:
     """Exchange a one-time code for a credential (the code is spent atomically: of two
-    concurrent exchanges exactly one succeeds).
+    concurrent exchanges exactly one succeeds). ``roles``: the roles this exchange may create;
+    a code for another role is refused BEFORE it is spent (the portal takes person, admin and
+    auditor codes; a device code pasted there stays usable by the device — bug bash 3).
 
     Raises:
-        AuthError: malformed, unknown, expired or already used code.
+        AuthError: malformed, unknown, expired or already used code, or a role not in ``roles``
+            (the message names the role; the code is not spent).
     """
     cid, secret = parse_token(code, CODE_PREFIX)
     row = s.get(EnrollmentCode, cid)
@@ -213,6 +217,9 @@ def enroll(s: Session, code: str, label: str = "") -> tuple[Principal, str]:
         raise AuthError("enrollment code already used; ask an admin for a new one")
     if _aware(row.expires_at) <= now:
         raise AuthError("enrollment code expired; ask an admin for a new one")
+    if roles is not None and row.role not in roles:
+        raise AuthError(f"this is a {row.role} enrollment code, which cannot be used here "
+                        f"(accepted: {', '.join(roles)}); it was not spent")
     spent = s.execute(update(EnrollmentCode).where(EnrollmentCode.id == cid,
                                                    EnrollmentCode.used_at.is_(None))
                       .values(used_at=now)).rowcount

@@ -28,7 +28,8 @@ from .models import Blob, Bundle, BundleBlob, Credential
 
 STALE_DAYS = 7
 """A device that committed nothing for more than this many days is flagged ``stale``
-(operational threshold; a weekly review cadence, not a standard)."""
+(operational threshold; a weekly review cadence, not a standard). A device that never uploaded
+counts from its enrollment (bug bash 3: minutes-old devices were flagged)."""
 
 
 def _aware(t: datetime) -> datetime:
@@ -51,7 +52,7 @@ def devices(c: Any, now: datetime | None = None) -> list[dict[str, Any]]:
         out.append({"device_id": d.id, "label": d.label, "enrolled_at": d.created_at.isoformat(),
                     "revoked": d.revoked_at is not None,
                     "last_upload_day": day.isoformat() if day else None,
-                    "stale": day is None or (now.date() - day).days > STALE_DAYS,
+                    "stale": (now.date() - (day or _aware(d.created_at).date())).days > STALE_DAYS,
                     "open_uploads": int(opened.get(d.id, 0))})
     return out
 

@@ -50,6 +50,10 @@ from ..errors import SchemaError
 WIRE_FORMAT = "demotrace-bundle/1"
 MAX_BLOBS = 200_000
 """Most blobs one manifest may list (a bound on server memory per request)."""
+MAX_BLOB_BYTES = 1 << 30
+"""Largest blob a manifest may declare (1 GiB; a frame is ~10-100 KB, an event batch less). A
+larger size is a damaged or hostile manifest: it reached the database as an integer out of
+SQLite's range (500) and inflated the open-upload backlog (bug bash 3)."""
 
 _SHA = re.compile(r"^[0-9a-f]{64}$")
 
@@ -99,7 +103,7 @@ def parse_manifest(data: bytes | str | Mapping[str, Any], *, where: str = "manif
 
     Raises:
         SchemaError: bad JSON, unknown format, a sha256 that is not 64 lowercase hex digits, a
-            negative size, a duplicate sha256, or more than :data:`MAX_BLOBS` blobs (the message
+            negative size or one above :data:`MAX_BLOB_BYTES`, a duplicate sha256, or more than :data:`MAX_BLOBS` blobs (the message
             names ``where`` and the offending blob index).
     """
     try:
@@ -121,6 +125,9 @@ def parse_manifest(data: bytes | str | Mapping[str, Any], *, where: str = "manif
             raise SchemaError(f"{where}: blobs[{i}].sha256 {b.sha256!r} is not 64 lowercase hex")
         if b.size < 0:
             raise SchemaError(f"{where}: blobs[{i}].size {b.size} is negative")
+        if b.size > MAX_BLOB_BYTES:
+            raise SchemaError(f"{where}: blobs[{i}].size {b.size} bytes is more than the limit "
+                              f"{MAX_BLOB_BYTES} (1 GiB)")
         if b.sha256 in seen:
             raise SchemaError(f"{where}: blobs[{i}].sha256 {b.sha256} listed twice")
         if len(b.path) > 500:

@@ -50,6 +50,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import Depends, FastAPI, Query, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
@@ -177,6 +179,34 @@ class DatasetIn(BaseModel):
     members: list[Member] = Field(max_length=100_000)
 
 
+SHORT_VALUE_CHARS = 100
+"""How many characters of an offending value a 422 answer echoes (enough to recognise it)."""
+
+
+def short_value(value: Any) -> Any:
+    """``value`` for a validation-error answer: JSON scalars and strings/containers whose
+    ``repr`` has at most :data:`SHORT_VALUE_CHARS` characters as they are; anything longer as a
+    string of its first :data:`SHORT_VALUE_CHARS` characters (of the string itself, or of its
+    ``repr``) plus ``"… (N characters)"``, N being the full length."""
+    if value is None or isinstance(value, (bool, int, float)):
+        return value
+    text = value if isinstance(value, str) else repr(value)
+    if len(text) <= SHORT_VALUE_CHARS:
+        return value if isinstance(value, str) else jsonable_encoder(value)
+    return f"{text[:SHORT_VALUE_CHARS]}… ({len(text)} characters)"
+
+
+def _short_error(err: Any) -> dict[str, Any]:
+    d = dict(err)
+    if "input" in d:
+        d["input"] = short_value(d["input"])
+    if isinstance(d.get("ctx"), dict):
+        d["ctx"] = {k: short_value(v) for k, v in d["ctx"].items()}
+    if isinstance(d.get("msg"), str) and len(d["msg"]) > 10 * SHORT_VALUE_CHARS:
+        d["msg"] = short_value(d["msg"])
+    return jsonable_encoder(d)
+
+
 def create_app(config: ServerConfig, *, collector: Collector | None = None) -> FastAPI:
     """Build the API for ``config`` (opens database, blob store and keys, runs migrations).
 
@@ -191,6 +221,13 @@ def create_app(config: ServerConfig, *, collector: Collector | None = None) -> F
     @app.exception_handler(ApiError)
     async def _api_error(_r: Request, exc: ApiError) -> JSONResponse:
         return JSONResponse({"detail": exc.detail}, status_code=exc.status)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(_r: Request, exc: RequestValidationError) -> JSONResponse:
+        """FastAPI's 422 shape (``{"detail": [{"type", "loc", "msg", "input", "ctx"?}, …]}``)
+        with each ``input``/``ctx`` value cut by :func:`short_value` (bug bash: a 60 MB
+        ``code`` came back whole in the 422 body)."""
+        return JSONResponse({"detail": [_short_error(e) for e in exc.errors()]}, status_code=422)
 
     @app.exception_handler(portal.PageError)
     async def _page_error(_r: Request, exc: portal.PageError) -> Response:

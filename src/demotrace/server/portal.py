@@ -38,6 +38,10 @@ route; episodes come from :mod:`.episodes`.
 
 Every page that shows the person's data is logged (``portal.*`` actions) and so appears in
 their own access log.
+
+Messages: the green message box shows only fixed texts (:data:`MESSAGES`) chosen by a ``?msg=``
+key that the portal's own redirects set; an unknown key shows nothing, and a refused policy
+upload is answered directly (422/409 page) instead of carrying its text in a redirect URL.
 """
 
 from __future__ import annotations
@@ -58,6 +62,7 @@ from . import episodes as episodes_
 from .errors import AuthError, ConflictError, NotFound
 
 from .middleware import PORTAL_COOKIE as COOKIE
+from .models import PolicyVersion
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 
 _env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["html"]))
@@ -81,6 +86,38 @@ def sniff(data: bytes) -> str:
         if data.startswith(magic):
             return media
     return "application/octet-stream"
+
+
+MESSAGES: dict[str, str] = {
+    "episode-deleted": "Episode deleted",
+    "session-deleted": "Session deleted",
+    "erase-unconfirmed": "Tick the box to confirm erasure",
+    "erased": "Everything was erased",
+    "policy-stored": "Policy version {version} stored",
+    "policy-stored-current": "Policy version {version} stored and made current",
+    "policy-already-stored": "Policy version {version} already stored",
+    "policy-already-stored-current": "Policy version {version} already stored and made current",
+    "policy-current": "Policy version {version} is now current",
+}
+"""The only texts the green message box shows, by the ``?msg=`` key the portal's own redirects
+set (bug bash: ``?msg=<any text>`` showed a crafted text such as "sign in at http://…" in the
+official-looking box). ``{version}`` is filled with the ``?version=`` number when that names a
+stored policy version."""
+
+_POLICY_MESSAGES = frozenset(k for k, v in MESSAGES.items() if "{version}" in v)
+
+
+def message_for(request: Request, versions: Any = ()) -> str | None:
+    """The fixed text of the request's ``?msg=`` key (:data:`MESSAGES`), or ``None`` for a
+    missing or unknown key. A key whose text names a policy version also needs ``?version=``
+    to be one of ``versions`` (ints); otherwise ``None``: no free text reaches the page."""
+    text = MESSAGES.get(request.query_params.get("msg", ""))
+    if text is None or "{version}" not in text:
+        return text
+    raw = request.query_params.get("version", "")
+    if not raw.isdigit() or int(raw) not in set(versions):
+        return None
+    return text.format(version=int(raw))
 
 
 def render(name: str, status: int = 200, **ctx: Any) -> HTMLResponse:
@@ -226,7 +263,7 @@ def register(app: FastAPI, c: Any) -> None:
         with c.db.session() as s:
             consents = policies.person_consents(s, sid)
         return render("home.html", notice=NOTICE, consents=consents, bundles=bundles,
-                      log=c.access_log(sid), message=request.query_params.get("msg"))
+                      log=c.access_log(sid), message=message_for(request))
 
     @app.get("/portal/bundles/{bundle_id}/episodes/{index}", response_class=HTMLResponse)
     def replay_episode(bundle_id: str, index: int, request: Request,
@@ -252,7 +289,7 @@ def register(app: FastAPI, c: Any) -> None:
         assert p.subject_id is not None
         _log(request, "portal.delete_episode", p.subject_id, f"bundle:{bundle_id}/episode:{index}")
         episodes_.delete_episode(c, p.subject_id, bundle_id, index)
-        return RedirectResponse("/portal/?msg=Episode+deleted", 303)
+        return RedirectResponse("/portal/?msg=episode-deleted", 303)
 
     @app.get("/portal/bundles/{bundle_id}", response_class=HTMLResponse)
     def replay(bundle_id: str, request: Request, p: auth.Principal = Depends(person)) -> HTMLResponse:
@@ -292,7 +329,7 @@ def register(app: FastAPI, c: Any) -> None:
         same_origin(request)
         _log(request, "portal.delete_bundle", p.subject_id, f"bundle:{bundle_id}")
         c.delete_bundle(p.subject_id, bundle_id)
-        return RedirectResponse("/portal/?msg=Session+deleted", 303)
+        return RedirectResponse("/portal/?msg=session-deleted", 303)
 
     @app.get("/portal/export")
     def export(request: Request, p: auth.Principal = Depends(person)) -> Response:
@@ -307,24 +344,36 @@ def register(app: FastAPI, c: Any) -> None:
         """Erase everything (needs the confirmation box)."""
         same_origin(request)
         if (await form(request)).get("confirm") != "yes":
-            return RedirectResponse("/portal/?msg=Tick+the+box+to+confirm+erasure", 303)
+            return RedirectResponse("/portal/?msg=erase-unconfirmed", 303)
         from starlette.concurrency import run_in_threadpool
 
         _log(request, "portal.erase", p.subject_id, "all")
         await run_in_threadpool(c.erase, p.subject_id)
-        return RedirectResponse("/portal/?msg=Everything+was+erased", 303)
+        return RedirectResponse("/portal/?msg=erased", 303)
 
     @app.get("/portal/admin", response_class=HTMLResponse)
     def admin_page(request: Request, p: auth.Principal = Depends(admin)) -> HTMLResponse:
         """Devices, upload backlog, policy versions and fleet health — no person, no
         per-person or per-device activity figures (see :mod:`.fleet`)."""
+        return _admin_page(request)
+
+    def _admin_page(request: Request, status: int = 200, error: str | None = None) -> HTMLResponse:
+        """The admin page; its message comes from :func:`message_for` (a fixed text), and after
+        an upload (``?msg=policy-…&version=N``) the floor warnings are computed again from the
+        stored text of version N (:func:`.policies.floor_warnings`) — never read from the URL.
+        ``error`` (an upload refused) is only passed by the upload route's direct answer."""
         with c.db.session() as s:
             pols = policies.list_policies(s)
-        return render("admin.html", devices=fleet.devices(c), health=c.fleet_health(),
+            message = message_for(request, [pv["version"] for pv in pols])
+            warnings: list[str] = []
+            if message and request.query_params.get("msg") in _POLICY_MESSAGES - {"policy-current"}:
+                row = s.get(PolicyVersion, int(request.query_params["version"]))
+                if row is not None:
+                    pol, text = policies.parse_policy(row.toml_text.encode())
+                    warnings = policies.floor_warnings(pol, text)
+        return render("admin.html", status, devices=fleet.devices(c), health=c.fleet_health(),
                       backlog=fleet.backlog(c), groups=c.stats(), policies=pols,
-                      message=request.query_params.get("msg"),
-                      error=request.query_params.get("err"),
-                      warnings=request.query_params.getlist("warn"))
+                      message=message, error=error, warnings=warnings)
 
     @app.post("/portal/admin/policies")
     async def admin_policy_upload(request: Request, p: auth.Principal = Depends(admin)) -> Response:
@@ -342,12 +391,12 @@ def register(app: FastAPI, c: Any) -> None:
         try:
             r = await run_in_threadpool(store)
         except (policies.PolicyRejected, ConflictError) as exc:
-            return RedirectResponse("/portal/admin?" + urlencode({"err": str(exc)}), 303)
-        verb = "stored" if r["created"] else "already stored"
+            # answered directly (no redirect): the refusal's text never travels in a URL
+            return _admin_page(request, exc.status, error=str(exc))
+        key = ("policy-stored" if r["created"] else "policy-already-stored") + (
+            "-current" if r["is_current"] else "")
         return RedirectResponse("/portal/admin?" + urlencode(
-            {"msg": f"Policy version {r['version']} {verb}"
-                    + (" and made current" if r["is_current"] else ""),
-             "warn": r["warnings"]}, doseq=True), 303)
+            {"msg": key, "version": r["version"]}), 303)
 
     @app.post("/portal/admin/policies/{version}/current")
     def admin_policy_current(version: int, request: Request,
@@ -357,7 +406,7 @@ def register(app: FastAPI, c: Any) -> None:
         with c.db.session() as s:
             policies.set_current(s, version)
         return RedirectResponse("/portal/admin?" + urlencode(
-            {"msg": f"Policy version {version} is now current"}), 303)
+            {"msg": "policy-current", "version": version}), 303)
 
     @app.post("/portal/admin/devices/{credential_id}/revoke")
     def admin_revoke(credential_id: str, request: Request,

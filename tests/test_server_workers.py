@@ -3,19 +3,22 @@ PostgreSQL: two devices enroll and upload concurrently (one bundle of each devic
 same time), every bundle is stored and committed exactly once, the hash-chained access log
 written by both worker processes verifies with ``demotrace audit verify`` (with a short
 checkpoint cadence, so both workers sign checkpoints), both worker processes answered upload
-requests, and SIGTERM stops the supervisor and every worker (no orphans).
+requests, and SIGTERM stops the supervisor and every worker (no orphans). A worker killed with
+SIGKILL is replaced (one stderr line names both pids); a supervisor killed with SIGKILL takes its
+workers with it (they get SIGTERM from the kernel), so the port can be bound again at once.
 """
 
 from __future__ import annotations
 
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import httpx
@@ -55,40 +58,61 @@ def _alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
+def _workers(pid: int) -> set[int]:
+    """The uvicorn worker processes (multiprocessing spawn children) of supervisor ``pid``."""
+    return {p for p in _children(pid) if "multiprocessing.spawn" in _cmdline(p)}
+
+
+def _start(data: Path, db_url: str, port: int) -> subprocess.Popen[bytes]:
+    """Start ``demotrace server --workers 2`` (stderr piped, not yet answering)."""
+    return subprocess.Popen(
+        [EXE, "server", "--data-dir", str(data), "--database-url", db_url, "--port", str(port),
+         "--workers", "2", "--checkpoint-every", str(EVERY), "--rate", "100000",
+         "--debug-worker-header"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def _wait_healthz(proc: subprocess.Popen[bytes], url: str) -> None:
+    """Poll ``url``/healthz until 200 (fails if the server exits or 60 s pass)."""
+    deadline = time.monotonic() + 60
+    while True:
+        if proc.poll() is not None:
+            pytest.fail(f"server exited {proc.returncode}: {proc.stderr.read().decode()}")  # type: ignore[union-attr]
+        try:
+            if httpx.get(url + "/healthz", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline:
+            pytest.fail("server --workers 2 did not answer /healthz within 60 s")
+        time.sleep(0.1)
+
+
+def _cleanup(proc: subprocess.Popen[bytes], extra: Iterable[int] = ()) -> None:
+    """SIGKILL a server still running, its workers and the pids in ``extra`` (test teardown)."""
+    kids = set(extra)
+    if proc.poll() is None:
+        kids |= _children(proc.pid)
+        proc.kill()
+        proc.wait(10)
+    for k in kids:
+        if _alive(k):
+            os.kill(k, signal.SIGKILL)
+    proc.stderr.close()  # type: ignore[union-attr]
+
+
 @pytest.fixture
 def server(tmp_path: Path, db_url: str) -> Iterator[tuple[subprocess.Popen[bytes], str, Path, str]]:
     """``demotrace server --workers 2`` on a free port; yields (process, url, data dir, db)."""
     data = tmp_path / "srv"
     port = free_port()
-    proc = subprocess.Popen(
-        [EXE, "server", "--data-dir", str(data), "--database-url", db_url, "--port", str(port),
-         "--workers", "2", "--checkpoint-every", str(EVERY), "--rate", "100000",
-         "--debug-worker-header"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = _start(data, db_url, port)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"server exited {proc.returncode}: {proc.stderr.read().decode()}")  # type: ignore[union-attr]
-            try:
-                if httpx.get(url + "/healthz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail("server --workers 2 did not answer /healthz within 60 s")
-            time.sleep(0.1)
+        _wait_healthz(proc, url)
         yield proc, url, data, db_url
     finally:
-        if proc.poll() is None:
-            kids = _children(proc.pid)
-            proc.kill()
-            proc.wait(10)
-            for k in kids:
-                if _alive(k):
-                    os.kill(k, signal.SIGKILL)
-        proc.stderr.close()  # type: ignore[union-attr]
+        _cleanup(proc)
 
 
 class _Recorder(httpx.HTTPTransport):
@@ -115,7 +139,7 @@ def test_two_workers_ingest_audit_and_sigterm(server: tuple[subprocess.Popen[byt
                                               tmp_path: Path) -> None:
     proc, url, data, db_url = server
     workers = _children(proc.pid)
-    spawned = {p for p in workers if "multiprocessing.spawn" in _cmdline(p)}
+    spawned = _workers(proc.pid)
     assert len(spawned) == 2, f"expected 2 worker processes under {proc.pid}, got {workers}"
 
     tokens = []
@@ -229,3 +253,116 @@ def test_worker_config_hand_over(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     monkeypatch.delenv(CONFIG_ENV, raising=False)
     with pytest.raises(ConfigError, match=f"{CONFIG_ENV} is not set"):
         create_app_from_env()
+
+
+def test_worker_replaced_and_supervisor_kill_takes_the_workers(tmp_path: Path) -> None:
+    """SIGKILL of one worker: the supervisor replaces it and says so on stderr (both pids).
+    SIGKILL of the supervisor: both workers are gone within 10 s, and a new server can bind the
+    port and answer /healthz."""
+    data, db_url = tmp_path / "srv", f"sqlite:///{tmp_path / 'meta.db'}"
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    proc = _start(data, db_url, port)
+    lines: list[str] = []
+
+    def read_stderr() -> None:  # until every writer (supervisor and workers) has closed it
+        for raw in proc.stderr:  # type: ignore[union-attr]
+            lines.append(raw.decode(errors="replace"))
+
+    reader = threading.Thread(target=read_stderr, daemon=True)
+    second: subprocess.Popen[bytes] | None = None
+    seen: set[int] = set()
+    try:
+        reader.start()
+        _wait_healthz(proc, url)
+        first = _workers(proc.pid)
+        seen |= first
+        assert len(first) == 2, f"expected 2 worker processes under {proc.pid}, got {first}"
+
+        victim = min(first)
+        os.kill(victim, signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while len(_workers(proc.pid) - first) < 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        now = _workers(proc.pid)
+        seen |= now
+        new = now - first
+        assert len(new) == 1 and now == (first - {victim}) | new, (first, now)
+        (replacement,) = new
+        want = f"worker {victim} stopped (killed by SIGKILL); replaced by worker {replacement}"
+        while not any(want in ln for ln in lines) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert any(want in ln for ln in lines), lines
+
+        # the replacement serves (so it has run the app factory, where it ties itself to the
+        # supervisor): fresh connections until one is answered by it
+        answered: set[int] = set()
+        while replacement not in answered and time.monotonic() < deadline:
+            r = httpx.get(url + "/healthz", timeout=5, headers={"connection": "close"})
+            assert r.status_code == 200
+            answered.add(int(r.headers["x-demotrace-worker"]))
+        assert replacement in answered, f"answered by {answered}, replacement {replacement}"
+
+        proc.kill()  # the supervisor, SIGKILL: it cannot stop its workers itself
+        proc.wait(10)
+        deadline = time.monotonic() + 10
+        while any(_alive(p) for p in now) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert [p for p in now if _alive(p)] == [], "workers outlived their supervisor"
+        reader.join(10)  # stderr closes once the last worker has exited
+        assert not reader.is_alive()
+        assert not any("Traceback" in ln for ln in lines), "".join(lines)
+
+        # the port is free again: a new server binds it and answers
+        second = _start(data, db_url, port)
+        _wait_healthz(second, url)
+        assert httpx.get(url + "/healthz", timeout=5).status_code == 200
+        second_workers = _workers(second.pid)
+        seen |= second_workers
+        assert len(second_workers) == 2
+        second.send_signal(signal.SIGTERM)
+        assert second.wait(30) == 0
+        assert [p for p in second_workers if _alive(p)] == []
+    finally:
+        _cleanup(proc, seen)
+        if second is not None:
+            _cleanup(second, seen)
+
+
+def test_worker_ties_itself_to_the_supervisor(tmp_path: Path) -> None:
+    """In a worker (``$DEMOTRACE_SERVER_SUPERVISOR_PID`` set): the parent-death signal is
+    SIGTERM (15 on Linux, signal(7)) when the parent is the named supervisor; when the parent
+    is not (the supervisor died before the worker got going), the factory exits at once with
+    status 0 before it reads any config; a malformed pid is a named error."""
+    from demotrace.errors import ConfigError
+    from demotrace.server.app import SUPERVISOR_PID_ENV, create_app_from_env
+    from demotrace.server.config import CONFIG_ENV
+
+    env = {k: v for k, v in os.environ.items() if k != CONFIG_ENV}
+    probe = ("import ctypes, sys\n"
+             "from demotrace.server.app import _die_with_supervisor\n"
+             "_die_with_supervisor()\n"
+             "sig = ctypes.c_int(-1)\n"
+             "assert ctypes.CDLL(None).prctl(2, ctypes.byref(sig), 0, 0, 0) == 0\n"  # PR_GET_PDEATHSIG
+             "print(sig.value)\n")
+    r = subprocess.run([sys.executable, "-c", probe], env={**env, SUPERVISOR_PID_ENV: str(os.getpid())},
+                       capture_output=True, text=True, timeout=60, check=False)
+    assert (r.returncode, r.stdout.strip()) == (0, "15"), r.stderr
+
+    dead = subprocess.Popen(["true"])  # a pid that was a process and is no more
+    dead.wait()
+    factory = ("from demotrace.server.app import create_app_from_env\n"
+               "create_app_from_env()\n"
+               "print('app built')\n")
+    r = subprocess.run([sys.executable, "-c", factory], env={**env, SUPERVISOR_PID_ENV: str(dead.pid)},
+                       capture_output=True, text=True, timeout=60, check=False)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == ""  # neither an app nor the "$DEMOTRACE_SERVER_CONFIG is not set" error
+    assert f"supervisor {dead.pid} is gone (parent is now {os.getpid()}); exiting" in r.stderr
+
+    for bad in ("", "abc", "-3", "0"):
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv(SUPERVISOR_PID_ENV, bad)
+            with pytest.raises(ConfigError,
+                               match=re.escape(f"{SUPERVISOR_PID_ENV}: not a process id: '{bad}'")):
+                create_app_from_env()

@@ -62,7 +62,8 @@ def server(
     (:func:`demotrace.server.app.create_app_from_env`). This process first runs the database
     migrations, creates the key files, audit head and built-in policy and sweeps pending blob
     deletes — once, before any worker starts — then supervises the workers (a dead worker is
-    replaced; SIGTERM/SIGINT stops them all and waits for them)."""
+    replaced, with one line on stderr naming both pids; SIGTERM/SIGINT stops them all and waits
+    for them; if this process is killed outright, every worker gets SIGTERM from the kernel)."""
     import uvicorn
 
     if workers > 1:
@@ -115,7 +116,7 @@ def _serve_workers(data_dir: str | None, database_url: str | None, blob_url: str
     import uvicorn
     from uvicorn.supervisors import Multiprocess
 
-    from ..server.app import WORKER_HEADER_ENV
+    from ..server.app import SUPERVISOR_PID_ENV, WORKER_HEADER_ENV
     from ..server.config import CONFIG_ENV
     from ..server.service import Collector
 
@@ -136,6 +137,8 @@ def _serve_workers(data_dir: str | None, database_url: str | None, blob_url: str
         # once, in this process: migrations, key files, audit head, built-in policy, sweep
         Collector(cfg).close()
         os.environ[CONFIG_ENV] = cfg.to_json()
+        # workers die with this process (prctl PDEATHSIG) and exit if it is already gone
+        os.environ[SUPERVISOR_PID_ENV] = str(os.getpid())
         if debug_worker_header:
             os.environ[WORKER_HEADER_ENV] = "1"
         ucfg = uvicorn.Config("demotrace.server.app:create_app_from_env", factory=True,
@@ -149,9 +152,47 @@ def _serve_workers(data_dir: str | None, database_url: str | None, blob_url: str
                       f"(database {cfg.db_url.split(':')[0]}, blobs {cfg.blobs_url.split(':')[0]}, "
                       f"{workers} worker processes; supervisor pid {os.getpid()})")
     try:
-        Multiprocess(ucfg, sockets=[sock]).run()
+        _noticing_supervisor(Multiprocess)(ucfg, sockets=[sock]).run()
     finally:
         sock.close()
+
+
+def _noticing_supervisor(base: type) -> type:
+    """uvicorn's process supervisor ``base`` (``uvicorn.supervisors.Multiprocess``, passed in so
+    uvicorn is imported only by ``server``) that prints one line on stderr when it replaces a
+    dead worker: ``worker <old pid> stopped (<how>); replaced by worker <new pid>``.
+
+    It wraps ``keep_subprocess_alive`` (uvicorn 0.54: called every 0.5 s, it replaces each
+    worker that is dead or does not answer its health-check ping within
+    ``timeout_worker_healthcheck``) and compares the worker list before and after; uvicorn
+    itself logs "Child process [pid] died" only at INFO, below the ``warning`` level used here.
+    A worker that failed at start-up is not replaced (uvicorn stops instead), so no line.
+    """
+
+    class Noticing(base):  # type: ignore[misc, valid-type]
+        def keep_subprocess_alive(self) -> None:
+            before = list(self.processes)
+            super().keep_subprocess_alive()
+            for old, new in zip(before, self.processes, strict=False):
+                if new is not old:
+                    err_console.print(f"worker {old.pid} stopped ({_how(old.exitcode)}); "
+                                      f"replaced by worker {new.pid}", highlight=False,
+                                      soft_wrap=True)
+
+    return Noticing
+
+
+def _how(exitcode: int | None) -> str:
+    """A multiprocessing exit code in words: ``-9`` → ``killed by SIGKILL``, ``1`` → ``exit
+    status 1``."""
+    import signal
+
+    if exitcode is not None and exitcode < 0:
+        try:
+            return f"killed by {signal.Signals(-exitcode).name}"
+        except ValueError:
+            return f"killed by signal {-exitcode}"
+    return f"exit status {exitcode}"
 
 
 def _warn_if_exposed(host: str, cert: Path | None) -> None:

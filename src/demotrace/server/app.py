@@ -576,6 +576,66 @@ WORKER_HEADER_ENV = "DEMOTRACE_SERVER_WORKER_HEADER"
 <pid>`` to every response — a debugging aid showing which worker process answered."""
 
 
+SUPERVISOR_PID_ENV = "DEMOTRACE_SERVER_SUPERVISOR_PID"
+"""Set by ``demotrace server --workers N`` to its own pid (decimal) before it starts the
+workers; a worker whose parent pid differs at start-up exits at once (see
+:func:`_die_with_supervisor`)."""
+
+PR_SET_PDEATHSIG = 1
+"""``prctl`` option: the signal this process gets when the thread that created it exits
+(``<linux/prctl.h>``; prctl(2))."""
+
+
+def _die_with_supervisor() -> None:
+    """Tie this worker process's life to its supervisor's (Linux): ask the kernel for SIGTERM
+    when the parent dies (``prctl(PR_SET_PDEATHSIG, SIGTERM)`` through libc), then — to close
+    the race where the parent died before that call — exit at once (status 0, one line on
+    stderr) if ``os.getppid()`` is no longer the pid in ``$DEMOTRACE_SERVER_SUPERVISOR_PID``
+    (:data:`SUPERVISOR_PID_ENV`; a re-parented orphan has the init or subreaper pid).
+
+    Why: a ``kill -9`` of the supervisor otherwise leaves the workers serving the port as
+    orphans, and a new ``demotrace server`` on that port fails "Address already in use".
+    SIGTERM (not SIGKILL) so uvicorn shuts the worker down cleanly (it stops accepting, lets
+    requests in flight finish, runs the shutdown handlers); uvicorn's handler is installed
+    before the app factory runs, so a SIGTERM that arrives during start-up is also graceful.
+    The kernel sends the signal when the parent *thread* that forked the worker ends; uvicorn's
+    supervisor starts its workers from its main thread.
+
+    Does nothing when the variable is unset (the app run by plain uvicorn, or in-process).
+    Elsewhere than Linux only the parent-pid check is done. If prctl fails, a warning is
+    printed and the worker runs on without the tie.
+
+    Raises:
+        ConfigError: the variable is set but is not a positive decimal pid.
+    """
+    import os
+    import signal
+    import sys
+
+    text = os.environ.get(SUPERVISOR_PID_ENV)
+    if text is None:
+        return
+    try:
+        supervisor = int(text)
+    except ValueError:
+        supervisor = 0
+    if supervisor <= 0:
+        raise ConfigError(f"${SUPERVISOR_PID_ENV}: not a process id: {text!r}")
+    if sys.platform == "linux":
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0) != 0:
+            err = ctypes.get_errno()
+            print(f"warning: worker {os.getpid()}: prctl(PR_SET_PDEATHSIG) failed: "
+                  f"{os.strerror(err)}; it will not stop if its supervisor is killed",
+                  file=sys.stderr, flush=True)
+    if os.getppid() != supervisor:
+        print(f"worker {os.getpid()}: supervisor {supervisor} is gone (parent is now "
+              f"{os.getppid()}); exiting", file=sys.stderr, flush=True)
+        os._exit(0)
+
+
 def create_app_from_env() -> FastAPI:
     """Factory for uvicorn worker processes (``demotrace.server.app:create_app_from_env``,
     ``factory=True``): builds this process's own :class:`Collector` from the config JSON in
@@ -585,14 +645,19 @@ def create_app_from_env() -> FastAPI:
     key files, the audit head and the built-in policy, and swept pending blob deletes, so a
     worker runs none of them again: no two processes migrate at once and the sweep happens once.
 
+    First of all, the worker ties its life to the supervisor's (:func:`_die_with_supervisor`):
+    it gets SIGTERM when the supervisor dies, and exits at once if that already happened.
+
     Raises:
-        ConfigError: the variable is unset or does not hold a valid config.
+        ConfigError: the variable is unset or does not hold a valid config;
+            ``$DEMOTRACE_SERVER_SUPERVISOR_PID`` is set but not a pid.
     """
     import os
 
     from .config import CONFIG_ENV
     from .db import Database
 
+    _die_with_supervisor()
     text = os.environ.get(CONFIG_ENV)
     if not text:
         raise ConfigError(f"${CONFIG_ENV} is not set: worker processes are started by "

@@ -253,6 +253,19 @@ def test_credential_cache_expires_and_clears() -> None:
     assert cache.get("dtc_x_y", now=20.1) is None
 
 
+def test_a_device_code_pasted_into_the_portal_is_refused_and_not_spent(stack: Stack) -> None:
+    """Bug bash 3: the portal redeemed a device enrollment code, then refused the device role —
+    the code was spent and an orphan credential existed. Now it is refused before spending."""
+    h = stack.h(stack.token("admin"))
+    code = stack.client.post("/v1/admin/enrollment-codes", headers=h,
+                             json={"role": "device", "person": "dee@example.org"}).json()["code"]
+    r = stack.client.post("/portal/login", data={"code": code}, follow_redirects=False)
+    assert r.status_code == 401 and "device enrollment code" in r.text and "not spent" in r.text
+    assert stack.client.get("/v1/admin/devices", headers=h).json() == []  # no orphan credential
+    r = stack.client.post("/v1/enroll", json={"code": code, "label": "dee-laptop"})
+    assert r.status_code == 200, r.text  # the device can still enroll with it
+
+
 def _login(client: object, token: str) -> str:
     """Sign in to the portal with ``token``; the Set-Cookie header of the answer."""
     r = client.post("/portal/login", data={"code": token}, follow_redirects=False)  # type: ignore[attr-defined]

@@ -313,6 +313,39 @@ def test_cli_upload_reports_a_deleted_session_and_keeps_the_bundle(tmp_path: Pat
         assert (b.root / "manifest.json").exists()  # the device keeps its copy
 
 
+def test_cli_uploads_of_one_home_run_one_at_a_time(tmp_path: Path) -> None:
+    """Bug bash 3: two `demotrace upload` of one home at once raced for the same bundles (the
+    loser failed with "No such file or directory" although its bundle was committed). An
+    upload waits while another holds ``<home>/upload.lock`` (held here by the test itself with
+    flock, as a running upload would), says so, and then runs."""
+    import fcntl
+
+    data, home = tmp_path / "d", tmp_path / "home"
+    env = {**os.environ, "DEMOTRACE_HOME": str(home), "COLUMNS": "200"}
+    with served(data) as url:
+        code = subprocess.run([*DT, "admin", "enroll-code", "--person", "hal@example.org",
+                               "--data-dir", str(data)], capture_output=True, text=True,
+                              env=env, check=True).stdout.strip()
+        subprocess.run([*DT, "device", "enroll", "--server", url, "--code", code], env=env,
+                       check=True, capture_output=True)
+        b = write_local_bundle(tmp_path / "b", {"events/0.msgpack": b"hal events"},
+                               session_id="hal-1", platform="linux-x11")
+        fd = os.open(home / "upload.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        p = subprocess.Popen([*DT, "upload", str(b.root)], env=env, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+        try:
+            time.sleep(1.5)
+            assert p.poll() is None  # waiting for the lock
+            assert (b.root / "manifest.json").exists()
+        finally:
+            os.close(fd)  # releases the lock
+        out, err = p.communicate(timeout=60)
+        assert p.returncode == 0, err
+        assert "another `demotrace upload` is running for this home; waiting" in " ".join(err.split())
+        assert "committed" in out and not b.root.exists()
+
+
 def test_unreadable_tls_files_are_reported_before_announcing(tmp_path: Path) -> None:
     bad = tmp_path / "bad.pem"
     bad.write_text("not a PEM certificate\n")

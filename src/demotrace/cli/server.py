@@ -8,11 +8,14 @@ commands (``device enroll``, ``upload``) on the device's home (``$DEMOTRACE_HOME
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import json
+import os
 import socket
 import ssl
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -376,10 +379,38 @@ def upload(
     """Upload sealed bundles (resumable, retried; each is deleted locally only after the server
     acknowledged its commit)."""
     from ..paths import Paths
-    from ..upload import Enrollment, SessionRefused, UploadClient
+    from ..upload import Enrollment
 
     paths = Paths.from_env(home)
     enr = Enrollment.load(paths.home)
+    with _upload_lock(paths.home):
+        _upload_all(paths, enr, bundles, keep, home)
+
+
+@contextlib.contextmanager
+def _upload_lock(home: Path) -> Iterator[None]:
+    """One ``demotrace upload`` per home at a time (``<home>/upload.lock``, flock): a second one
+    waits, then finds only what is still to upload (bug bash 3: two at once uploaded the same
+    bundle and the one that lost the race failed with "No such file or directory")."""
+    import fcntl
+
+    home.mkdir(parents=True, exist_ok=True)
+    fd = os.open(home / "upload.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            err_console.print("another `demotrace upload` is running for this home; waiting for it")
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _upload_all(paths: Any, enr: Any, bundles: list[Path] | None, keep: bool,
+                home: str | None) -> None:
+    from ..upload import SessionRefused, UploadClient
+
     if not bundles:
         from ..privacy.bundle import bundle_ids, sealed_root
 

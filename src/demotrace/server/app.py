@@ -421,8 +421,9 @@ def create_app(config: ServerConfig, *, collector: Collector | None = None) -> F
         if body is None or body.confirm != ERASE_CONFIRMATION:
             raise ApiError(422, "erasure is irreversible: send the JSON body "
                                 f'{{"confirm": "{ERASE_CONFIRMATION}"}} to confirm it')
-        _log(request, "person.erase", p.subject_id, "all")
-        return c.erase(p.subject_id)
+        out = c.erase(p.subject_id, audit_as=(p.role, p.credential_id, "person.erase"))
+        request.state.audited = True  # its entry was written in the erasure's transaction
+        return out
 
     # -- curator: pseudonymised, purpose-bound --------------------------------------------------
     curator = allow("curator")

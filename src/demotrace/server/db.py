@@ -61,7 +61,8 @@ collector's user only (they hold wrapped keys and personal metadata; DESIGN.md s
 
 def restrict_sqlite_files(path: str | os.PathLike[str]) -> None:
     """Create the SQLite file ``path`` (empty, which SQLite accepts as a new database) with mode
-    :data:`SQLITE_FILE_MODE` when it does not exist, and chmod it and any existing ``-wal`` /
+    :data:`SQLITE_FILE_MODE` when it does not exist (an existing file is never opened here), and
+    chmod it and any existing ``-wal`` /
     ``-shm`` / ``-journal`` file to that mode. SQLite creates its ``-wal``/``-shm`` files with
     the mode of the database file (sqlite.org/tempfiles.html; ``robust_open`` in os_unix.c), so
     they follow.
@@ -71,7 +72,14 @@ def restrict_sqlite_files(path: str | os.PathLike[str]) -> None:
     """
     base = os.fspath(path)
     try:
-        os.close(os.open(base, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, SQLITE_FILE_MODE))
+        try:
+            os.close(os.open(base, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC,
+                             SQLITE_FILE_MODE))
+        except FileExistsError:
+            # never open an EXISTING database here: closing any descriptor of it drops every
+            # POSIX lock this process holds on it, under its open SQLite connections — that
+            # corrupted the database with --workers 2 (sqlite.org/howtocorrupt.html §2.2)
+            pass
         for name in (base, base + "-wal", base + "-shm", base + "-journal"):
             try:
                 if os.stat(name).st_mode & 0o777 != SQLITE_FILE_MODE:

@@ -208,7 +208,8 @@ def register(app: FastAPI, c: Any) -> None:
         def resolve() -> tuple[auth.Principal, str]:
             with c.db.session() as s:
                 if secret.startswith(auth.CODE_PREFIX + "_"):
-                    p = auth.enroll(s, secret, "portal sign-in")[0]
+                    p = auth.enroll(s, secret, "portal sign-in",
+                                    roles=("person", "admin", "auditor"))[0]
                 else:
                     p = auth.authenticate(s, secret)
                 if p.role not in ("person", "admin", "auditor"):
@@ -347,8 +348,9 @@ def register(app: FastAPI, c: Any) -> None:
             return RedirectResponse("/portal/?msg=erase-unconfirmed", 303)
         from starlette.concurrency import run_in_threadpool
 
-        _log(request, "portal.erase", p.subject_id, "all")
-        await run_in_threadpool(c.erase, p.subject_id)
+        await run_in_threadpool(lambda: c.erase(p.subject_id, audit_as=(
+            p.role, p.credential_id, "portal.erase")))
+        request.state.audited = True  # its entry was written in the erasure's transaction
         return RedirectResponse("/portal/?msg=erased", 303)
 
     @app.get("/portal/admin", response_class=HTMLResponse)

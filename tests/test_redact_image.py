@@ -236,8 +236,11 @@ def test_typed_secrets_never_readable_at_default_frame_scale(xvfb, dt_home) -> N
     for _attempt in range(5):
         with open_bundle(paths, sid) as b:
             blobs_before = sorted(b.blob_ids())
+        # SIGINT at its default in the child: a suite started in the background (`cmd &` in a
+        # script) inherits it IGNORED, and Python then installs no KeyboardInterrupt handler
         q = subprocess.Popen([exe, "seal", "--replace", sid], env=env, stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True)
+                             stderr=subprocess.PIPE, text=True,
+                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         deadline = time.monotonic() + 60
         while not list((paths.home / "sealed").glob(f".{sid}.sealing-*")):  # being written
             if q.poll() is not None:

@@ -140,45 +140,45 @@ def _pg_cpu(pg: Any) -> float | None:
     return _cpu_of(procs)
 
 
-def _cpu_of(procs: list[psutil.Process]) -> float:
-    """User+sys CPU seconds summed over ``procs`` (processes gone meanwhile count 0)."""
+def _cpu_of(procs: list[psutil.Process], fields: tuple[str, ...] = ("user", "system")) -> float:
+    """CPU seconds (``fields`` of ``cpu_times``: user+sys by default) summed over ``procs``
+    (processes gone meanwhile count 0)."""
     total = 0.0
     for p in procs:
         try:
             t = p.cpu_times()
-            total += t.user + t.system
+            total += sum(getattr(t, f) for f in fields)
         except psutil.Error:
             pass
     return total
 
 
+def _tree(proc: psutil.Process) -> list[psutil.Process]:
+    """``proc`` and its live descendants (the uvicorn workers)."""
+    return [proc, *proc.children(recursive=True)]
+
+
 def _tree_cpu(proc: psutil.Process) -> float:
-    """User+sys CPU seconds of ``proc`` and its live descendants (the uvicorn workers)."""
-    return _cpu_of([proc, *proc.children(recursive=True)])
+    """User+sys CPU seconds of ``proc`` and its live descendants."""
+    return _cpu_of(_tree(proc))
 
 
 def _sys_cpu(proc: psutil.Process) -> float:
     """Kernel (sys) CPU seconds of ``proc`` and its live descendants: file writes, fsyncs and
     socket reads are spent here, outside the interpreter."""
-    total = 0.0
-    for p in [proc, *proc.children(recursive=True)]:
-        try:
-            total += p.cpu_times().system
-        except psutil.Error:
-            pass
-    return total
+    return _cpu_of(_tree(proc), ("system",))
 
 
 def _per_process_cpu(proc: psutil.Process) -> dict[int, float]:
     """User+sys CPU seconds of ``proc`` and each live descendant, by pid (how the load spreads
     over the uvicorn workers)."""
-    return {p.pid: _cpu_of([p]) for p in [proc, *proc.children(recursive=True)]}
+    return {p.pid: _cpu_of([p]) for p in _tree(proc)}
 
 
 def _tree_rss(proc: psutil.Process) -> int:
     """Resident bytes of ``proc`` and its live descendants."""
     total = 0
-    for p in [proc, *proc.children(recursive=True)]:
+    for p in _tree(proc):
         try:
             total += p.memory_info().rss
         except psutil.Error:
@@ -248,7 +248,7 @@ def run_once(a: argparse.Namespace, url_db: str, pg: Any, data: Path, plan: list
         perf = None
         if a.perf:
             perf = subprocess.Popen(["perf", "record", "-g", "-o", str(a.perf), "-p",
-                                     ",".join(str(p.pid) for p in [proc, *proc.children(recursive=True)])],
+                                     ",".join(str(p.pid) for p in _tree(proc))],
                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         results = [q.get(timeout=3600) for _ in procs]
         if perf is not None:

@@ -31,6 +31,14 @@ def _manifest(files: dict[str, bytes], session_id: str) -> BundleManifest:
                           blobs=[BlobRef(sha256=sha(d), size=len(d), path=p) for p, d in files.items()])
 
 
+def _stored(c: Collector, sid: str, session_id: str, files: dict[str, bytes]) -> BundleManifest:
+    """Upload and commit one bundle of ``files`` for subject ``sid`` through collector ``c``."""
+    m = _manifest(files, session_id)
+    c.begin(sid, "dev", m)
+    c.put_blobs_and_commit(sid, m.bundle_id, [(sha(d), d) for d in files.values()], actor_id="dev")
+    return m
+
+
 def test_a_key_replaced_after_erasure_is_not_used_from_another_workers_cache(
         tmp_path: Path, db_url: str) -> None:
     cfg = ServerConfig(data_dir=tmp_path / "srv", database_url=db_url)
@@ -38,10 +46,7 @@ def test_a_key_replaced_after_erasure_is_not_used_from_another_workers_cache(
     try:
         sid = a.pseudonyms.subject_id("zed@example.org")
         first = {f"frames/{i}.png": f"zed frame {i}".encode() * 30 for i in range(3)}
-        m1 = _manifest(first, "zed-1")
-        a.begin(sid, "dev", m1)
-        a.put_blobs_and_commit(sid, m1.bundle_id, [(sha(d), d) for d in first.values()],
-                               actor_id="dev")  # a now caches zed's first key
+        m1 = _stored(a, sid, "zed-1", first)  # a now caches zed's first key
         assert a.read_blob(sid, m1.bundle_id, sha(first["frames/0.png"])) == first["frames/0.png"]
 
         b.erase(sid)  # through the other worker: the first key is destroyed
@@ -70,10 +75,7 @@ def test_a_manifest_that_does_not_decrypt_does_not_block_erasure(tmp_path: Path,
     try:
         c = st.collector
         sid = st.subject("yan@example.org")
-        files = {"frames/0.png": b"yan" * 100}
-        m = _manifest(files, "yan-1")
-        c.begin(sid, "dev", m)
-        c.put_blobs_and_commit(sid, m.bundle_id, [(sha(d), d) for d in files.values()], actor_id="dev")
+        m = _stored(c, sid, "yan-1", {"frames/0.png": b"yan" * 100})
         with c.db.session() as s:  # damage the stored (encrypted) manifest
             s.execute(update(Bundle).where(Bundle.bundle_id == m.bundle_id)
                       .values(manifest_ct=b"\0" * 60))
@@ -94,10 +96,7 @@ def test_erasure_and_its_log_entry_commit_together(tmp_path: Path, db_url: str) 
     try:
         c = st.collector
         sid = st.subject("xia@example.org")
-        files = {"frames/0.png": b"xia" * 100}
-        m = _manifest(files, "xia-1")
-        c.begin(sid, "dev", m)
-        c.put_blobs_and_commit(sid, m.bundle_id, [(sha(d), d) for d in files.values()], actor_id="dev")
+        _stored(c, sid, "xia-1", {"frames/0.png": b"xia" * 100})
 
         # the log cannot be written (its head row is gone): the erasure must not happen
         with c.db.session() as s:

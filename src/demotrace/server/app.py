@@ -666,44 +666,47 @@ def create_app_from_env() -> FastAPI:
     cfg = ServerConfig.from_json(text)
     c = Collector(cfg, db=Database(cfg.db_url, run_migrations=False), sweep_pending=False)
     app = create_app(cfg, collector=c)
-    app.add_middleware(_CloseAfterCommit)
+    app.add_middleware(_ResponseHeader, header=(b"connection", b"close"), when=_is_commit)
     if os.environ.get(WORKER_HEADER_ENV) == "1":
-        app.add_middleware(_WorkerHeader, pid=os.getpid())
+        app.add_middleware(_ResponseHeader, header=(b"x-demotrace-worker", str(os.getpid()).encode()))
     return app
 
 
-class _CloseAfterCommit:
-    """ASGI middleware of worker processes: the answer to a bundle commit (``POST
-    /v1/bundles/{id}/commit``, or a blob batch with ``commit=true``) carries ``Connection:
-    close``, so a device's next upload opens a new connection, which whichever worker is free
-    to accept it takes.
+class _ResponseHeader:
+    """ASGI middleware adding one ``header`` (``(name, value)`` bytes) to every HTTP response
+    whose request ``when(scope)`` accepts (all of them by default)."""
 
-    Why: workers share one listening socket, and a connection stays with the worker that
-    accepted it. A device keeps its connection for every bundle it uploads in a row, so a few
-    busy devices could all sit on one worker while another idles — in ``bench/ingest.py``
-    (4 devices, 2 workers) the split was 0.73 / 0.25 cores in one run (34.4 MB/s) and
-    0.56 / 0.56 in the next (45.7 MB/s). Reconnecting once per bundle costs one TCP (and, with
-    TLS, one handshake) per bundle of megabytes."""
-
-    def __init__(self, app: Any) -> None:
+    def __init__(self, app: Any, header: tuple[bytes, bytes], when: Any = None) -> None:
         self.app = app
+        self.header = header
+        self.when = when
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if not _is_commit(scope):
+        if scope.get("type") != "http" or (self.when is not None and not self.when(scope)):
             await self.app(scope, receive, send)
             return
 
-        async def send_close(msg: Any) -> None:
+        async def send_with_header(msg: Any) -> None:
             if msg["type"] == "http.response.start":
-                msg["headers"] = [*msg.get("headers", []), (b"connection", b"close")]
+                msg["headers"] = [*msg.get("headers", []), self.header]
             await send(msg)
 
-        await self.app(scope, receive, send_close)
+        await self.app(scope, receive, send_with_header)
 
 
 def _is_commit(scope: Any) -> bool:
-    """Whether an ASGI ``scope`` is a bundle commit request."""
-    if scope.get("type") != "http" or scope.get("method") != "POST":
+    """Whether an ASGI ``scope`` is a bundle commit request (``POST /v1/bundles/{id}/commit``, or
+    a blob batch with ``commit=true``).
+
+    In worker processes the answer to it carries ``Connection: close``, so a device's next upload
+    opens a new connection, which whichever worker is free to accept it takes. Why: workers share
+    one listening socket, and a connection stays with the worker that accepted it. A device keeps
+    its connection for every bundle it uploads in a row, so a few busy devices could all sit on
+    one worker while another idles — in ``bench/ingest.py`` (4 devices, 2 workers) the split was
+    0.73 / 0.25 cores in one run (34.4 MB/s) and 0.56 / 0.56 in the next (45.7 MB/s).
+    Reconnecting once per bundle costs one TCP (and, with TLS, one handshake) per bundle of
+    megabytes."""
+    if scope.get("method") != "POST":
         return False
     path = scope.get("path", "")
     if not path.startswith("/v1/bundles/"):
@@ -711,22 +714,6 @@ def _is_commit(scope: Any) -> bool:
     if path.endswith("/commit"):
         return True
     return path.endswith("/blobs") and b"commit=true" in scope.get("query_string", b"")
-
-
-class _WorkerHeader:
-    """ASGI middleware adding ``X-Demotrace-Worker: <pid>`` to every HTTP response."""
-
-    def __init__(self, app: Any, pid: int) -> None:
-        self.app = app
-        self.header = (b"x-demotrace-worker", str(pid).encode())
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        async def send_pid(msg: Any) -> None:
-            if msg["type"] == "http.response.start":
-                msg["headers"] = [*msg.get("headers", []), self.header]
-            await send(msg)
-
-        await self.app(scope, receive, send_pid)
 
 
 def route_roles(app: FastAPI) -> dict[tuple[str, str], tuple[str, ...] | None]:

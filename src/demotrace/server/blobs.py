@@ -269,11 +269,9 @@ class FileBlobStore(BlobStore):
             finally:
                 for fd, *_ in opened:
                     os.close(fd)
-            renamed = 0
             for (_fd, tmp, _folder, path), (name, _d) in zip(opened, items):
                 current = name
                 os.replace(tmp, path)
-                renamed += 1
             current = "(folder fsync of the batch)"
             _in_chunks(_fsync_dir, sorted({o[2] for o in opened}))
         except OSError as exc:

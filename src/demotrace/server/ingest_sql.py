@@ -73,8 +73,11 @@ class IngestSql:
         def t(sql: str, *types: Any) -> TextClause:
             return text(sql).bindparams(*types) if types else text(sql)
 
-        self._bundle = t(f"SELECT {_BUNDLE_COLS} FROM bundles b "
-                         "WHERE b.subject_id = :sid AND b.bundle_id = :bid")
+        # typed result columns (SQLite hands DATETIME back as text)
+        self._bundle = t(f"SELECT {_BUNDLE_COLS} FROM bundles b WHERE b.subject_id = :sid "
+                         "AND b.bundle_id = :bid").columns(
+            pk=Integer, bundle_id=String, device_id=String, state=String, n_blobs=Integer,
+            total_bytes=BigInteger, committed_at=_TS)
         self._tombstone = t("SELECT 1 FROM session_tombstones WHERE subject_id = :sid "
                             "AND session_key = :key")
         self._stored_sizes = t(f"SELECT sha256, size FROM blobs WHERE subject_id = :sid "
@@ -123,10 +126,6 @@ class IngestSql:
                              "AND (last_upload_day IS NULL OR last_upload_day < :day)",
                              bindparam("day", type_=Date))
         self._sync_off = text("SET LOCAL synchronous_commit = off") if self.pg else None
-        # typed result columns (SQLite hands DATETIME back as text)
-        self._bundle = self._bundle.columns(
-            pk=Integer, bundle_id=String, device_id=String, state=String, n_blobs=Integer,
-            total_bytes=BigInteger, committed_at=_TS)
 
     def _list(self, values: Sequence[Any]) -> Any:
         return list(values) if self.pg else json.dumps(list(values))

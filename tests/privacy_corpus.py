@@ -175,16 +175,25 @@ def render_bitmap(lines: list[str], size: tuple[int, int] = (1280, 800)) -> tupl
     return img, boxes
 
 
+#: Desktop rectangle of the windows :func:`planted_session` types into (bottom of a 1280x800
+#: screen; :func:`render` draws no text there at the corpus font sizes).
+TYPED_STRIP = Rect(0, 720, 1280, 80)
+
+
 def planted_session(key: DataKey) -> Builder:
     """A session typing every planted value, showing them on frames at 8/10/12/16 px, with a
     password field, a denied app and planted values in titles and URLs."""
     b = Builder(key)
     b.add(Marker, name="session_start")
-    b.focus("XTerm", f"xterm — mail {PLANTED['email'][0]}", None)
+    # the windows typed into sit in the bottom strip, below the frames' text: the seal blacks
+    # out a window that received a flagged value in every later frame (typed-secret rule), and
+    # the frames here test the OCR layer on the text above
+    b.focus("XTerm", f"xterm — mail {PLANTED['email'][0]}", None, TYPED_STRIP)
     b.field("terminal", "terminal")
     for kind, (value, _) in PLANTED.items():
         b.type_text(f"note {value} ok\n" if kind != "password_label" else f"{value}\n")
-    b.focus("Chromium", "Account settings", "https://bob:Blue7Otter!Sky@intranet.example.org/account?ip=198.51.100.23")
+    b.focus("Chromium", "Account settings", "https://bob:Blue7Otter!Sky@intranet.example.org/account?ip=198.51.100.23",
+            TYPED_STRIP)
     b.field("password text", "Password")
     b.type_text(PASSWORD_FIELD_VALUE)
     b.field("entry", "Comment")

@@ -1,8 +1,11 @@
-"""The typed-secret image rule is per VALUE, not per kind (tester issue #4, leak 3).
+"""Two typed values of one kind, each on screen twice, are all unreadable after sealing (tester
+issue #4, leak 3).
 
 At the recorder's default frame scale (0.5) OCR reads some typed values on screen and not
 others. The seal used to count any located card as covering every typed card, so a second card
-typed into the same xterm stayed readable. Here two cards and two e-mail addresses (two values
+typed into the same xterm stayed readable; later a value OCR located once counted as covered,
+and its echoed copy stayed readable in a full-suite run (the window is now blacked out
+whatever OCR read: tests/test_seal_typed_copies.py). Here two cards and two e-mail addresses (two values
 of each kind) are typed into a real xterm on Xvfb, recorded at the default scale, sealed, and
 every sealed frame is read by the test's own tesseract run (x2 upscale, as the tester did):
 none of the four values may be readable. The raw frames are read the same way first, so the

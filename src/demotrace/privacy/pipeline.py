@@ -162,34 +162,24 @@ class RedactionPipeline:
         """Redact one frame (see :meth:`frames_batch`)."""
         return self.frames_batch([image], stream)[0]
 
-    def frames_batch(self, images: Sequence[Image.Image], stream: object = 0, scale: float = 1.0,
-                     located: list[tuple[set[str], bool, list[str]]] | None = None) -> list[Image.Image | None]:
+    def frames_batch(self, images: Sequence[Image.Image], stream: object = 0, scale: float = 1.0) -> list[Image.Image | None]:
         """Redact consecutive frames of one stream (OCR of changed regions in one stacked
         tesseract run, boxes, re-scan). Returns the painted images; ``None`` for a frame that is
         dropped — when OCR is missing / failed / timed out or a text layer failed, the whole
         batch is dropped (nothing of it was redacted), each frame counted. After a drop the next
         frame of ``stream`` is OCR'd whole. ``scale``: ``Frame.scale`` of these frames (see
-        :meth:`~demotrace.privacy.redact_image.FrameRedactor.redact_batch`). ``located``: when
-        given, one ``(entity kinds painted, boxes carried from the previous frame?, text of the
-        painted words per row)`` per image is appended (``(set(), False, [])`` for a dropped one)
-        — the seal's typed-secret rule uses it (per typed value, issue #4)."""
+        :meth:`~demotrace.privacy.redact_image.FrameRedactor.redact_batch`)."""
         self.counts.items_in["frame"] += len(images)
         if self.frames is None:
             self.counts.dropped["frame:ocr:disabled"] += len(images)
-            if located is not None:
-                located.extend((set(), False, []) for _ in images)
             return [None] * len(images)
         try:
             results = self.frames.redact_batch(images, stream, scale)
         except Exception as exc:  # noqa: BLE001 - fail closed on anything
             self.frames.forget(stream)
             self.counts.dropped[f"frame:{_layer_of(exc)}:{_cause(exc)}"] += len(images)
-            if located is not None:
-                located.extend((set(), False, []) for _ in images)
             return [None] * len(images)
         for res in results:
-            if located is not None:
-                located.append((set(res.entities), res.carried > 0, list(res.texts)))
             for ent, n in res.entities.items():
                 self.counts.entities[ent] += n
         self.counts.items_out["frame"] += len(results)

@@ -525,21 +525,6 @@ def changed_regions(prev: np.ndarray | None, cur: np.ndarray, pad: int = 16) -> 
     return bands
 
 
-def word_rows(flagged: Sequence[tuple[Word, str]]) -> list[str]:
-    """Texts of ``flagged`` words (``(word, entity)`` as from :func:`flag_words`) grouped into
-    rows by geometry (centres closer than half a word's height, as in :func:`flag_words`), each
-    row's words joined by a space left to right; words without text (SMALL_TEXT) are skipped.
-    The seal's typed-secret rule compares typed values against these (issue #4)."""
-    rows: list[list[Word]] = []
-    for w in sorted((w for w, _ in flagged if w.text), key=lambda w: (w.box[1] + w.box[3]) / 2):
-        cy, h = (w.box[1] + w.box[3]) / 2, max(1, w.box[3] - w.box[1])
-        if rows and abs(cy - sum((x.box[1] + x.box[3]) / 2 for x in rows[-1]) / len(rows[-1])) < 0.5 * h:
-            rows[-1].append(w)
-        else:
-            rows.append([w])
-    return [" ".join(w.text for w in sorted(r, key=lambda w: w.box[0])) for r in rows]
-
-
 @dataclass
 class FrameResult:
     """Outcome of redacting one frame: the painted ``image`` (RGB), the ``boxes`` painted,
@@ -553,13 +538,6 @@ class FrameResult:
     ocr_regions: list[Box] = field(default_factory=list)
     carried: int = 0
     rescan_hits: int = 0
-    #: the painted words with their entity, re-scan finds included
-    painted: list[tuple[Word, str]] = field(default_factory=list)
-
-    @property
-    def texts(self) -> list[str]:
-        """Text of the painted words, one string per row, top to bottom (:func:`word_rows`)."""
-        return word_rows(self.painted)
 
 
 #: Rows of OCR'd text at most this tall, in stored-image pixels, are painted whole
@@ -784,7 +762,6 @@ class FrameRedactor:
             boxes = list(dict.fromkeys(carried + fresh))
             new_boxes.append([b for b in fresh if b not in carried])
             results.append(FrameResult(fill_boxes(im, boxes), boxes, entities, plans[k], len(carried), 0))
-            results[-1].painted = flagged
             prev_boxes, prev_arr = boxes, arr
         if rescan_up:
             strips: list[tuple[Image.Image, Box]] = []
@@ -808,7 +785,6 @@ class FrameRedactor:
                 for _, ent in hits:
                     r.entities[ent] = r.entities.get(ent, 0) + 1
                 r.rescan_hits = len(hits)
-                r.painted += hits
                 extra += [w.box for w, _ in hits]
                 new = [b for b in extra if b not in r.boxes]
                 if new:

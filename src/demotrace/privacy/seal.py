@@ -78,7 +78,6 @@ from .redact_image import TITLE_BAR_PX, fill_boxes, paint_title_bars, title_bar_
 from .redact_text import merge_findings
 from .scope import Exclusions, ScopeDecision, ScopeFilter
 from .uploads import refuse_if_uploaded, uploaded_ids
-from .secret_detect import approx_find, edit_distance, value_key
 from .secrets import HOTKEY_MODIFIERS, SecretKeyFilter, element_is_secret
 
 #: Keys that move the caret: they end a typing run (the buffer would no longer be linear).
@@ -464,21 +463,15 @@ def seal_session(
         def flush() -> None:
             if not pending:
                 return
-            located: list[tuple[set[str], bool, list[str]]] = []
             outs = pipe.frames_batch([im for _, im in pending], stream=pending_stream,
-                                     scale=pending_stream[3], located=located)  # type: ignore[index]
-            for k, ((i, _), red) in enumerate(zip(pending, outs)):
+                                     scale=pending_stream[3])  # type: ignore[index]
+            for (i, _), red in zip(pending, outs):
                 if red is None:
-                    located_prev.pop(pending_stream, None)
                     done[i] = None
                     continue
                 f = events[i]
                 assert isinstance(f, Frame)
-                _, carried, texts = located[k]
-                keys = [value_key(t) for t in texts]  # rows top to bottom; joined: values wrapped over rows
-                here = {*keys, "".join(keys)} | (located_prev.get(pending_stream, set()) if carried else set())
-                located_prev[pending_stream] = here
-                red = _typed_secret_rule(red, f, flagged, here, bounds_at[i], pipe.counts, typed)
+                red = _typed_secret_rule(red, f, flagged, bounds_at[i], pipe.counts, typed)
                 if red is None:
                     done[i] = None
                     continue
@@ -494,15 +487,14 @@ def seal_session(
 
         # Fail closed for typed secrets: the image layer cannot be trusted to find them (at the
         # recorder's default 0.5 scale an xterm's 6x13 bitmap font is 3 px wide and tesseract
-        # reads "4111" as "ALLL"). Each frame grabbed after a flagged value was typed must have
-        # OCR locate and paint THAT value (compared by value_key, or carry the boxes of a frame
-        # that did); otherwise the window it was typed into is blacked out (latest known bounds)
-        # or, bounds unknown, the frame is dropped. See _typed_secret_rule.
+        # reads "4111" as "ALLL"), nor to find every copy of one it did read (a terminal shows a
+        # typed line twice under `cat`). Every frame grabbed after (or just before, see
+        # TYPED_LAG_NS) a flagged value was typed has the window it was typed into blacked out
+        # (latest known bounds) or, bounds unknown, is dropped. See _typed_secret_rule.
         flagged = sorted(s.flagged_typing)
         win_bounds: dict[int, Rect] = {}
         bounds_at: dict[int, dict[int, Rect]] = {}
         typed = {"masked": 0, "dropped": 0}
-        located_prev: dict[object, set[str]] = {}
         for i, ev in enumerate(events):
             if isinstance(ev, FocusChange) and ev.window_id is not None and ev.bounds is not None:
                 win_bounds[ev.window_id] = ev.bounds
@@ -638,67 +630,34 @@ def _covers(top: tuple[float, float, float, float], other: tuple[float, float, f
     return x <= ox and y <= oy and ox + ow <= x + w and oy + min(oh, TITLE_BAR_PX) <= y + h
 
 
-#: Shortest value key (:func:`~.secret_detect.value_key`) that may count as located on screen:
-#: a shorter one (a 3-character password) is found inside too many unrelated painted words, so
-#: its window is always blacked out.
-MIN_LOCATED_KEY = 4
-#: Edits allowed per character of a value key when matching it with OCR'd painted text: OCR
-#: misreads characters of what it paints (bench corpus at 10-16 px: "Blue7Otter!Sky" read
-#: "Blue7Orter!Sky", "DE89 3704…" read "DE55 3704…", a 150-character JWT painted whole but
-#: read with about 35 characters missing), while two different values of one kind usually
-#: differ in far more (two cards of one issuer share the 6-8 digit BIN; 8+ of 16 digits differ).
-#: Values closer than that are told apart by :func:`_value_located`'s nearest-value test.
-LOCATED_EDIT_RATE = 0.3
+#: How long before a frame's grab a flagged value's first key may carry its ``t_ns`` and still
+#: count as possibly shown in it, in nanoseconds (2 s). A key's ``t_ns`` is when the recorder's
+#: input thread read it from the X RECORD connection (capture/x11.py), not when the X server
+#: delivered it to the application, which may already have painted it into a frame grabbed in
+#: between: under load that lag reaches hundreds of milliseconds. A frame grabbed up to this much
+#: earlier than the key is treated as showing the value (fail closed; the cost is a few frames
+#: of the window blacked out before typing began).
+TYPED_LAG_NS = 2_000_000_000
 
 
-def _value_located(value: str, rows: set[str], others: set[str] = frozenset()) -> bool:  # type: ignore[assignment]
-    """True if the typed ``value`` is, by :func:`~.secret_detect.value_key`, in the painted
-    text of this frame (``rows``: value keys of each row of painted words and of all rows joined
-    top to bottom, for values wrapped over two rows): within ``LOCATED_EDIT_RATE`` edits per
-    character (:func:`~.secret_detect.approx_find`), AND strictly nearer (Levenshtein) to the
-    matched text than every other typed value (``others``: their value keys) — so a painted
-    card never counts for another typed card however OCR misread it; a tie locates neither
-    (fail closed)."""
-    key = value_key(value)
-    if len(key) < MIN_LOCATED_KEY:
-        return False
-    k = int(len(key) * LOCATED_EDIT_RATE)
-    for r in rows:
-        if len(r) < len(key) - k:
-            continue
-        d, end = approx_find(key, r)
-        if d > k:
-            continue
-        if d == 0:
-            return True  # the value itself was read and painted
-        span = r[max(0, end - len(key)):end]
-        own = edit_distance(key, span)
-        if all(abs(len(o) - len(span)) > own or edit_distance(o, span) > own
-               for o in others if o != key and len(o) >= MIN_LOCATED_KEY):
-            return True
-    return False
-
-
-def _typed_secret_rule(img: Image.Image, f: Frame, flagged: list[tuple[int, int | None, str, str]], located: set[str],
+def _typed_secret_rule(img: Image.Image, f: Frame, flagged: list[tuple[int, int | None, str, str]],
                        bounds: dict[int, Rect], counts: RedactionCounts, tally: dict[str, int]) -> Image.Image | None:
     """Fail-closed image rule for typed secrets (tester issue: at ``--frame-scale 0.5`` OCR read
     nothing in an xterm and every typed value stayed readable).
 
     ``flagged``: ``(t_ns, window_id, entity, value)`` of every finding in typed text (``"*"`` =
-    a run dropped whole, never located); those typed at or before ``f.captured_t_ns`` may be on
-    screen. A value that OCR located and painted in this frame (``located``: value keys of the
-    rows of painted words, or carried from the previous frame of the stream) is taken as covered
-    by its boxes — per VALUE (issue #4: per kind, OCR boxing one card counted as covering a
-    second typed card it could not read); for every other one the window it was
-    typed into is painted black (``bounds``: latest ``FocusChange.bounds`` per window id,
-    desktop pixels, mapped to image pixels with ``Frame.bounds`` / ``Frame.scale``). When such a
-    window's bounds are unknown the frame is dropped (counted ``frame:typed_secret:window_unknown``).
-    The rule never expires: a value typed once may stay on screen (terminal scroll-back).
-    Returns the image (painted when needed) or ``None`` to drop; ``tally`` counts ``masked`` /
-    ``dropped`` frames."""
-    others = {value_key(v) for _, _, _, v in flagged}
-    wins = {w for t, w, ent, value in flagged
-            if t <= f.captured_t_ns and (ent == "*" or not _value_located(value, located, others))}
+    a run dropped whole); every one typed before ``f.captured_t_ns + TYPED_LAG_NS`` may be on
+    screen, and the window it was typed into is painted black (``bounds``: latest
+    ``FocusChange.bounds`` per window id, desktop pixels, mapped to image pixels with
+    ``Frame.bounds`` / ``Frame.scale``). OCR finding and painting the value does not lift this:
+    the value may be on screen more than once (a terminal under ``cat`` shows each typed line
+    twice) and OCR boxing one copy says nothing about a copy it could not read (issue #4: a full
+    suite run read the second copy of a typed card in two sealed frames after OCR had located
+    the first). When such a window's bounds are unknown the frame is dropped (counted
+    ``frame:typed_secret:window_unknown``). The rule never expires: a value typed once may stay
+    on screen (terminal scroll-back). Returns the image (painted when needed) or ``None`` to
+    drop; ``tally`` counts ``masked`` / ``dropped`` frames."""
+    wins = {w for t, w, _, _ in flagged if t - TYPED_LAG_NS <= f.captured_t_ns}
     if not wins:
         return img
     if None in wins or any(w not in bounds for w in wins):

@@ -147,65 +147,6 @@ def _high_entropy(tok: str) -> bool:
     )
 
 
-#: OCR confusions mapped to one character on both sides of a value comparison (the same pairs
-#: the image layer maps before matching digits: O/o/D→0, l/I/i/|→1, S/s→5, B→8, Z/z→2, g/q→9).
-_VALUE_CONFUSABLE = str.maketrans({"O": "0", "o": "0", "D": "0", "l": "1", "I": "1", "|": "1", "i": "1",
-                                   "S": "5", "s": "5", "B": "8", "Z": "2", "z": "2", "g": "9", "q": "9"})
-_NOT_KEY = re.compile(r"[^a-z0-9]")
-
-
-def value_key(text: str) -> str:
-    """A secret value in the form used to compare it with what OCR read on screen: OCR
-    confusables mapped (``_VALUE_CONFUSABLE``), lower-cased, everything but ``a-z0-9`` removed
-    (separators, spaces OCR inserted, ``@``/``.``). ``"5203-8401-7362-1957"`` →
-    ``"5203840173621957"``; ``"Zelda@example.net"`` → ``"2e1daexamp1enet"``."""
-    return _NOT_KEY.sub("", text.translate(_VALUE_CONFUSABLE).lower())
-
-
-def approx_find(pattern: str, text: str) -> tuple[int, int]:
-    """Approximate substring search: ``(d, end)`` where ``d`` is the fewest edits (insertions,
-    deletions, substitutions) turning ``pattern`` into some substring of ``text`` and ``end`` the
-    index just past the first such substring (``(len(pattern), 0)`` for an empty ``text``).
-    Myers' bit-vector algorithm ("A fast bit-vector algorithm for approximate string matching
-    based on dynamic programming", J. ACM 46(3), 1999): O(len(text)) big-integer steps.
-    ``approx_find("5203840173621957", "pay5203840173621951")`` is ``(1, 18)`` (the last "7"
-    deleted)."""
-    m = len(pattern)
-    if m == 0:
-        return 0, 0
-    mask = (1 << m) - 1
-    high = 1 << (m - 1)
-    peq: dict[str, int] = {}
-    for i, c in enumerate(pattern):
-        peq[c] = peq.get(c, 0) | (1 << i)
-    pv, mv, score, best, best_end = mask, 0, m, m, 0
-    for j, c in enumerate(text):
-        eq = peq.get(c, 0)
-        xv = eq | mv
-        xh = ((((eq & pv) + pv) & mask) ^ pv) | eq
-        ph = mv | (~(xh | pv) & mask)
-        mh = pv & xh
-        if ph & high:
-            score += 1
-        elif mh & high:
-            score -= 1
-        ph = (ph << 1) & mask
-        mh = (mh << 1) & mask
-        pv = mh | (~(xv | ph) & mask)
-        mv = ph & xv
-        if score < best:
-            best, best_end = score, j + 1
-            if best == 0:
-                break
-    return best, best_end
-
-
-def approx_distance(pattern: str, text: str) -> int:
-    """The ``d`` of :func:`approx_find`: fewest edits turning ``pattern`` into a substring of
-    ``text``."""
-    return approx_find(pattern, text)[0]
-
-
 def edit_distance(a: str, b: str) -> int:
     """Levenshtein distance between ``a`` and ``b`` (insertions, deletions, substitutions;
     Wagner-Fischer dynamic programming, O(len(a)·len(b)))."""

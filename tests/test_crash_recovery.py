@@ -33,7 +33,7 @@ def test_sigkilled_recorder_session_is_sealed_and_listed_as_recovered(xvfb, tmp_
         sid = recorder_status(home)["session_id"]
         term = subprocess.Popen(["xterm", "-T", "crashterm", "-geometry", "60x8+40+40", "-e", "cat"], env=env)
         try:
-            wid = subprocess.run(["xdotool", "search", "--sync", "--name", "^crashterm$"], env=env,
+            wid = subprocess.run(["xdotool", "search", "--onlyvisible", "--sync", "--name", "^crashterm$"], env=env,
                                  capture_output=True, text=True, timeout=15, check=True).stdout.split()[0]
             subprocess.run(["xdotool", "windowfocus", "--sync", wid], env=env, timeout=10, check=True)
             subprocess.run(["xdotool", "type", "--delay", "30", "hello"], env=env, timeout=10, check=True)

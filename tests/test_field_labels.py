@@ -71,7 +71,7 @@ def test_tk_password_and_masked_fields_dropped_name_kept(xvfb, dt_home: Path) ->
         def xdo(*args: str) -> None:
             subprocess.run(["xdotool", *args], env=env, check=True, timeout=60)
 
-        wid = subprocess.run(["xdotool", "search", "--name", "^labelform$"], env=env, capture_output=True,
+        wid = subprocess.run(["xdotool", "search", "--onlyvisible", "--name", "^labelform$"], env=env, capture_output=True,
                              text=True, check=True).stdout.split()[0]
         xdo("windowfocus", "--sync", wid)
         spool = Spool(paths.spool, DataKey.load(paths.key_file))
@@ -308,7 +308,7 @@ def test_tk_tab_reached_fields_labels_left_and_above(xvfb, dt_home: Path) -> Non
         cx, cy = json.loads(read_line(app, "READY ", timeout=15).split(" ", 1)[1])
 
         def drive(xdo, spool: Spool) -> None:  # type: ignore[no-untyped-def]
-            wid = subprocess.run(["xdotool", "search", "--name", "^labelform2$"], env=xvfb.env, capture_output=True,
+            wid = subprocess.run(["xdotool", "search", "--onlyvisible", "--name", "^labelform2$"], env=xvfb.env, capture_output=True,
                                  text=True, check=True).stdout.split()[0]
             xdo("windowfocus", "--sync", wid)
             _wait_focus(spool, "labelform2")

@@ -292,7 +292,7 @@ def test_recorder_masks_a_denied_window_from_the_next_frame_on(xvfb, dt_home: Pa
     env = dict(xvfb.env, COLUMNS="200")
     try:
         g_work, g_other = _geometry(xvfb, "cachework"), _geometry(xvfb, "cacheother")
-        subprocess.run(["xdotool", "search", "--name", "^cachework$", "windowfocus", "--sync"], env=env,
+        subprocess.run(["xdotool", "search", "--onlyvisible", "--name", "^cachework$", "windowfocus", "--sync"], env=env,
                        check=True, timeout=30)
         rec = subprocess.Popen([*DEMOTRACE, "record", "--home", str(dt_home), "--no-indicator"], env=env,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

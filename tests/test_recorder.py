@@ -247,7 +247,7 @@ def test_record_click_type_task_and_show(xvfb, dt_home: Path) -> None:
     try:
         # no window manager on this display: give the app the input focus explicitly (a WM would),
         # so the recorder's first focus_change names it whatever an earlier test left focused
-        _xdo(xvfb, "search", "--sync", "--name", "^Quarterly ", "windowfocus", "--sync", "%1")
+        _xdo(xvfb, "search", "--onlyvisible", "--sync", "--name", "^Quarterly ", "windowfocus", "--sync", "%1")
         t_begin = time.monotonic()
         rec = start_recorder(_env(xvfb), dt_home, enroll=True)  # with the REC indicator
         _cli(dt_home, "task", "start", instruction)

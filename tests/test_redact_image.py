@@ -175,7 +175,7 @@ def test_typed_secrets_never_readable_at_default_frame_scale(xvfb, dt_home) -> N
         deadline = time.monotonic() + 15
         wid = ""
         while not wid and time.monotonic() < deadline:
-            wid = subprocess.run(["xdotool", "search", "--name", "^plainterm$"], env=env, capture_output=True,
+            wid = subprocess.run(["xdotool", "search", "--onlyvisible", "--name", "^plainterm$"], env=env, capture_output=True,
                                  text=True).stdout.strip().split("\n")[0]
             time.sleep(0.1)
         assert wid, "xterm did not appear"

@@ -74,7 +74,7 @@ def _found(text: str) -> set[str]:
 def _geometry(env: dict[str, str], title: str) -> tuple[int, int, int, int]:
     """(x, y, width, height) of the window named ``title``, desktop pixels, from xwininfo."""
     def find() -> str:
-        p = subprocess.run(["xdotool", "search", "--name", f"^{title}$"], env=env, capture_output=True, text=True,
+        p = subprocess.run(["xdotool", "search", "--onlyvisible", "--name", f"^{title}$"], env=env, capture_output=True, text=True,
                            check=False)
         return p.stdout.split()[0] if p.stdout.split() else ""
     def mapped() -> tuple[int, int, int, int] | None:

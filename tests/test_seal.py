@@ -295,7 +295,7 @@ def test_real_recording_sealed_end_to_end(xvfb, dt_home: Path) -> None:  # type:
     def wid(title: str) -> str:
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
-            p = subprocess.run(["xdotool", "search", "--name", f"^{title}$"], env=xvfb.env, capture_output=True, text=True)
+            p = subprocess.run(["xdotool", "search", "--onlyvisible", "--name", f"^{title}$"], env=xvfb.env, capture_output=True, text=True)
             if p.stdout.strip():
                 return p.stdout.split()[0]
             time.sleep(0.1)

@@ -95,7 +95,7 @@ def test_two_typed_values_of_one_kind_both_unreadable_at_default_scale(xvfb, dt_
         deadline = time.monotonic() + 15
         wid = ""
         while not wid and time.monotonic() < deadline:
-            wid = subprocess.run(["xdotool", "search", "--name", "^typedvalues$"], env=env, capture_output=True, check=False,
+            wid = subprocess.run(["xdotool", "search", "--onlyvisible", "--name", "^typedvalues$"], env=env, capture_output=True, check=False,
                                  text=True).stdout.split("\n")[0].strip()
             time.sleep(0.05)
         assert wid, "xterm window did not appear"

@@ -80,6 +80,8 @@ class IngestSql:
             total_bytes=BigInteger, committed_at=_TS)
         self._tombstone = t("SELECT 1 FROM session_tombstones WHERE subject_id = :sid "
                             "AND session_key = :key")
+        self._open_count = t("SELECT count(*) FROM bundles WHERE subject_id = :sid "
+                             "AND device_id = :dev AND state = 'open'")
         self._stored_sizes = t(f"SELECT sha256, size FROM blobs WHERE subject_id = :sid "
                                f"AND sha256 {any_of('shas')}")
         self._insert_bundle = t(
@@ -139,6 +141,10 @@ class IngestSql:
     def tombstoned(self, conn: Connection, subject_id: str, session_key: str) -> bool:
         """Whether a session tombstone with this keyed hash exists for the person."""
         return conn.execute(self._tombstone, {"sid": subject_id, "key": session_key}).first() is not None
+
+    def open_uploads(self, conn: Connection, subject_id: str, device_id: str) -> int:
+        """How many of the person's bundles registered by ``device_id`` are still open."""
+        return int(conn.execute(self._open_count, {"sid": subject_id, "dev": device_id}).scalar_one())
 
     def stored_sizes(self, conn: Connection, subject_id: str, shas: Sequence[str]) -> dict[str, int]:
         """``{sha256: size}`` of the person's stored blobs among ``shas``."""

@@ -23,7 +23,7 @@ import json
 import logging
 import zipfile
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import delete, func, select
@@ -68,6 +68,15 @@ log = logging.getLogger(__name__)
 #: leaves the rest queued: an unreachable store then costs a few client retry rounds, not one
 #: per object (the S3 client's own retries come first, see :class:`.blobs.S3BlobStore`).
 DELETE_GIVE_UP_AFTER = 3
+#: Open (unfinished) uploads one device may have at a time; registering another bundle beyond
+#: it is refused (409). A device resumes an interrupted upload of the same bundle (found again,
+#: not counted twice) and uploads one bundle after another, so only a broken or hostile client
+#: comes near it: the bound keeps such a client from filling the server with half uploads.
+MAX_OPEN_UPLOADS_PER_DEVICE = 100
+#: An upload still unfinished this long after it began is removed at the next start-up
+#: (:meth:`Collector.expire_open_uploads`): 7 days, the device's default raw-data retention
+#: (docs/privacy.md) — a device that has not finished by then is not coming back for it.
+OPEN_UPLOAD_TTL = timedelta(days=7)
 
 def _manifest_aad(subject_id: str, bundle_id: str) -> bytes:
     return f"manifest:{subject_id}:{bundle_id}".encode()
@@ -110,6 +119,7 @@ class Collector:
             AuditLog.ensure_head(s)
             policies.ensure_builtin(s)
         if sweep_pending:
+            self.expire_open_uploads()
             self.retry_pending_deletes()
 
     def close(self) -> None:
@@ -129,7 +139,8 @@ class Collector:
 
         Raises:
             IntegrityError / ConflictError: as :meth:`_check_new_bundle`; ConflictError also
-                when three concurrent registrations of the same bundle kept colliding.
+                when three concurrent registrations of the same bundle kept colliding, or
+                when the device already has :data:`MAX_OPEN_UPLOADS_PER_DEVICE` open bundles.
         """
         bid = manifest.bundle_id
         q = self.sql
@@ -143,6 +154,12 @@ class Collector:
                     if b is not None:
                         return BeginResult(bid, b.state, q.missing(conn, subject_id, b.pk))
                     stored = self._check_new_bundle(s, subject_id, manifest)
+                    if q.open_uploads(conn, subject_id, device_id) >= MAX_OPEN_UPLOADS_PER_DEVICE:
+                        raise ConflictError(
+                            f"device {device_id} has {MAX_OPEN_UPLOADS_PER_DEVICE} unfinished "
+                            "uploads: finish them (`demotrace upload` resumes each) before "
+                            "starting another; unfinished uploads are removed "
+                            f"{OPEN_UPLOAD_TTL.days} days after they began")
                     policies.check_consent(s, manifest.meta, subject_id)
                     q.async_commit(conn)
                     cipher = self.keyring.get(s, subject_id, create=True)
@@ -623,6 +640,53 @@ class Collector:
                                                    "retry (blob store failed)")
                                             for sid, n in sorted(left.items())])
         return left
+
+    def expire_open_uploads(self, now: datetime | None = None) -> dict[str, int]:
+        """Remove every bundle still open :data:`OPEN_UPLOAD_TTL` after it was registered: its
+        rows, and the blobs no other bundle of the same person names (rows first, then the
+        objects, as :meth:`delete_bundle`). No tombstone: the device may upload the session
+        again. Run at start-up only (``sweep_pending``; with ``--workers N`` once, in the
+        parent, before any worker serves), so no upload races it for a shared blob. Logged as
+        one system access-log entry per person. Returns ``{"bundles": n, "blobs": m}``.
+
+        Raises:
+            BlobStoreError: an object could not be deleted (its row is already gone; the
+                next start-up does not see it again — logged, not retried).
+        """
+        cutoff = (now or datetime.now(UTC)) - OPEN_UPLOAD_TTL
+        names: list[str] = []
+        n_bundles = 0
+        with self.db.session() as s:
+            old = s.scalars(select(Bundle).where(Bundle.state == "open",
+                                                 Bundle.created_at < cutoff)).all()
+            per_person: dict[str, list[str]] = {}
+            for b in old:
+                per_person.setdefault(b.subject_id, []).append(b.bundle_id)
+                shas = set(s.scalars(select(BundleBlob.sha256).where(BundleBlob.bundle_pk == b.pk)))
+                s.execute(delete(BundleBlob).where(BundleBlob.bundle_pk == b.pk))
+                s.delete(b)
+                s.flush()
+                still = set(s.scalars(select(BundleBlob.sha256).join(Bundle).where(
+                    Bundle.subject_id == b.subject_id, BundleBlob.sha256.in_(shas))))
+                gone = s.scalars(select(Blob).where(Blob.subject_id == b.subject_id,
+                                                    Blob.sha256.in_(shas - still))).all()
+                names += [g.stored_name for g in gone]
+                for g in gone:
+                    s.delete(g)
+                n_bundles += 1
+            if per_person:
+                self.audit.append(s, actor_role="system", actor_id="collector", status=200,
+                                  accesses=[Access("upload.expire", sid, f"unfinished bundles:{len(ids)}")
+                                            for sid, ids in sorted(per_person.items())])
+        for n in names:
+            try:
+                self.blobs.delete(n)
+            except BlobStoreError as exc:
+                log.warning("expired upload: blob object %s not deleted: %s", n, exc)
+        if n_bundles:
+            log.info("removed %d upload(s) left unfinished for %d days (%d blob objects)",
+                     n_bundles, OPEN_UPLOAD_TTL.days, len(names))
+        return {"bundles": n_bundles, "blobs": len(names)}
 
     def retry_pending_deletes(self, limit: int = 10_000) -> dict[str, int]:
         """Retry deleting queued objects of erased persons (up to ``limit``, oldest first).

@@ -200,6 +200,7 @@ def planted_session(key: DataKey) -> Builder:
     b.type_text("fine thanks")
     b.focus("KeePassXC", f"Database — {DENIED_VALUE}", None, Rect(700, 450, 560, 330))  # bottom right
     b.type_text(DENIED_VALUE)
+    b.t += 3_000_000_000  # a person's pause: this focus change is not one the keys above went to
     b.focus("XTerm", "xterm", None)
     for px in FONT_SIZES:
         b.frame(render([(f"{k}: {v}", px) for k, (v, _) in PLANTED.items() if k != "jwt"]

@@ -88,8 +88,9 @@ def test_password_field_and_denied_app(sealed: Sealed) -> None:
     assert rep.secret_keys_dropped == {"secret_field": 14, "secret_field_release": 14}
     assert not any(isinstance(e, FocusChange) and e.app_id == "KeePassXC" for e in sealed.events)
     gaps = [e for e in sealed.events if isinstance(e, Marker) and e.name == "private_gap"]
-    # the KeePassXC focus event + 18 characters x 2 key events, 1 ms apart → 37 ms
-    assert [(g.reason, g.duration_ns) for g in gaps] == [("deny:password_manager:app", 37_000_000)]
+    # the KeePassXC focus event + 18 characters x 2 key events, 1 ms apart → 37 ms, then the
+    # corpus's 3 s pause before the next focus change
+    assert [(g.reason, g.duration_ns) for g in gaps] == [("deny:password_manager:app", 3_037_000_000)]
     assert rep.scope_dropped == {"deny:password_manager:app": 37}
     # the KeePassXC window (700, 450, 560x330) is painted in the 4 frames recorded after it
     assert rep.windows_masked == 4

@@ -231,10 +231,12 @@ class _Sealer:
         remove: set[int] = set()
         insert: dict[int, Event] = {}
         run: list[int] = []
+        runs: list[tuple[list[int], int | None]] = []
 
         def flush() -> None:
             if run:
                 self._redact_run(events, list(run), remove, insert)
+                runs.append((list(run), self._focus_win))
                 run.clear()
 
         for i, ev in enumerate(events):
@@ -250,6 +252,7 @@ class _Sealer:
                 elif ev.text or ev.key in ("Backspace", "Enter", "Tab"):
                     run.append(i)
         flush()
+        self._redact_joints(events, runs, remove, insert)
         # the release of each removed press goes too
         removed_codes: Counter[str] = Counter()
         out: list[Event] = []
@@ -265,6 +268,64 @@ class _Sealer:
                 continue
             out.append(ev)
         return out
+
+    def _redact_joints(self, events: list[Event], runs: list[tuple[list[int], int | None]],
+                       remove: set[int], insert: dict[int, Event]) -> None:
+        """Findings that span two or more typing runs (bug bash 4: a focus change the recorder
+        stamped a few keys late split a typed card into "pay 49" and "29 7314 5028 2736",
+        neither a card; a cursor key pressed mid-address split an e-mail). The kept characters
+        of all runs are laid end to end; around every boundary between two runs
+        :data:`JOINT_CHARS` characters on each side are analysed, and a finding that crosses the
+        boundary is removed from every run it touches (one placeholder at its first key; both
+        windows flagged for the typed-secret image rule). A layer failure removes the
+        characters around that boundary (fail closed)."""
+        chars: list[tuple[str, int, int]] = []  # (char, event index, run number) still kept
+        starts: list[int] = []
+        for r, (idx, _win) in enumerate(runs):
+            starts.append(len(chars))
+            buf: list[tuple[str, int, int]] = []
+            for i in idx:
+                ev = events[i]
+                if isinstance(ev, KeyDown) and ev.key == "Backspace":
+                    if buf:
+                        buf.pop()
+                    continue
+                for ch in self._char(ev) or "":
+                    buf.append((ch, i, r))
+            chars += [c for c in buf if c[1] not in remove]
+        counts = self.pipe.counts
+        done: set[frozenset[int]] = set()
+        for p in starts[1:]:
+            lo, hi = max(0, p - JOINT_CHARS), min(len(chars), p + JOINT_CHARS)
+            if lo == p or hi == p:
+                continue
+            window = chars[lo:hi]
+            text = "".join(c for c, _, _ in window)
+            try:
+                findings = merge_findings(self.pipe.find(text))
+            except RedactionError as exc:
+                counts.dropped[f"typed_joint:{_layer(exc)}:{_cause(exc)}"] += 1
+                srcs = {i for _, i, _ in window}
+                remove |= srcs
+                for r in {r for _, _, r in window}:
+                    self.flagged_typing.append((events[runs[r][0][0]].t_ns, runs[r][1], "*", ""))
+                continue
+            for f in findings:
+                if not (f.start < p - lo < f.end):
+                    continue  # inside one run: that run's own pass decided it
+                part = window[f.start:f.end]
+                srcs = sorted({i for _, i, _ in part})
+                if frozenset(srcs) in done:
+                    continue
+                done.add(frozenset(srcs))
+                remove |= set(srcs) | self._case_keys(events, srcs[0], srcs[-1])
+                first = events[srcs[0]]
+                insert[srcs[0]] = TextInput(seq=0, t_ns=first.t_ns, text=f"<{f.entity}>")
+                counts.entities[f.entity] += 1
+                counts.items_out["typed_joint"] += 1
+                value = text[f.start:f.end]
+                for r in sorted({r for _, _, r in part}):
+                    self.flagged_typing.append((first.t_ns, runs[r][1], f.entity, value))
 
     @staticmethod
     def _char(ev: Event) -> str | None:
@@ -491,7 +552,7 @@ def seal_session(
         # typed line twice under `cat`). Every frame grabbed after (or just before, see
         # TYPED_LAG_NS) a flagged value was typed has the window it was typed into blacked out
         # (latest known bounds) or, bounds unknown, is dropped. See _typed_secret_rule.
-        flagged = sorted(s.flagged_typing)
+        flagged = _late_focus(s.flagged_typing, events)
         win_bounds: dict[int, Rect] = {}
         bounds_at: dict[int, dict[int, Rect]] = {}
         typed = {"masked": 0, "dropped": 0}
@@ -630,6 +691,11 @@ def _covers(top: tuple[float, float, float, float], other: tuple[float, float, f
     return x <= ox and y <= oy and ox + ow <= x + w and oy + min(oh, TITLE_BAR_PX) <= y + h
 
 
+#: Characters on each side of a boundary between two typing runs that
+#: :meth:`_Sealer._redact_joints` analyses together: longer than any structured value the text
+#: layers find in one piece (an IBAN has at most 34 characters plus spaces, a JWT is matched
+#: as one token and a 64-character window holds its header).
+JOINT_CHARS = 64
 #: How long before a frame's grab a flagged value's first key may carry its ``t_ns`` and still
 #: count as possibly shown in it, in nanoseconds (2 s). A key's ``t_ns`` is when the recorder's
 #: input thread read it from the X RECORD connection (capture/x11.py), not when the X server
@@ -638,6 +704,31 @@ def _covers(top: tuple[float, float, float, float], other: tuple[float, float, f
 #: earlier than the key is treated as showing the value (fail closed; the cost is a few frames
 #: of the window blacked out before typing began).
 TYPED_LAG_NS = 2_000_000_000
+#: How long after the first key of a flagged value a focus change may come and still count as
+#: the window that value went to (:func:`_late_focus`), when the keys carry a known window:
+#: 0.5 s — the recorder stamped a focus change 130 ms after keys the X server had already sent
+#: to the new window (bug bash 4); longer would black out windows a person switches to just
+#: after typing a secret elsewhere.
+FOCUS_LAG_NS = 500_000_000
+
+
+def _late_focus(flagged: list[tuple[int, int | None, str, str]], events: list[Event]) -> list[tuple[int, int | None, str, str]]:
+    """``flagged`` (see :func:`_typed_secret_rule`) sorted by time, each entry also standing for
+    every window a ``FocusChange`` names up to :data:`FOCUS_LAG_NS` after its first key (up to
+    :data:`TYPED_LAG_NS` for an entry with no window): the recorder stamps a focus change when
+    its thread learns of it, so keys typed right after a focus switch can carry the previous
+    (or no) window (bug bash 4: "pay 49" carried no window, the rest of the card the xterm,
+    whose focus change came 130 ms after the first key). An entry with no window keeps that
+    only if no focus change follows in time (then :func:`_typed_secret_rule` drops the
+    frames: position unknown)."""
+    focus = [(ev.t_ns, ev.window_id) for ev in events if isinstance(ev, FocusChange) and ev.window_id is not None]
+    out: list[tuple[int, int | None, str, str]] = []
+    for t, w, ent, value in flagged:
+        lag = TYPED_LAG_NS if w is None else FOCUS_LAG_NS
+        later = list(dict.fromkeys(wid for ft, wid in focus if t < ft <= t + lag))
+        wins: list[int | None] = ([w] if w is not None or not later else []) + [x for x in later if x != w]
+        out += [(t, x, ent, value) for x in wins]
+    return sorted(out, key=lambda x: x[0])
 
 
 def _typed_secret_rule(img: Image.Image, f: Frame, flagged: list[tuple[int, int | None, str, str]],
@@ -647,27 +738,38 @@ def _typed_secret_rule(img: Image.Image, f: Frame, flagged: list[tuple[int, int 
 
     ``flagged``: ``(t_ns, window_id, entity, value)`` of every finding in typed text (``"*"`` =
     a run dropped whole); every one typed before ``f.captured_t_ns + TYPED_LAG_NS`` may be on
-    screen, and the window it was typed into is painted black (``bounds``: latest
-    ``FocusChange.bounds`` per window id, desktop pixels, mapped to image pixels with
-    ``Frame.bounds`` / ``Frame.scale``). OCR finding and painting the value does not lift this:
+    screen, and the window it was typed into is painted black wherever it may be: its latest
+    ``FocusChange.bounds`` (``bounds``, per window id) and every position ``f.windows`` (the
+    recorder's window list at the grab) gives for it, desktop pixels mapped to image pixels
+    with ``Frame.bounds`` / ``Frame.scale``. OCR finding and painting the value does not lift this:
     the value may be on screen more than once (a terminal under ``cat`` shows each typed line
     twice) and OCR boxing one copy says nothing about a copy it could not read (issue #4: a full
     suite run read the second copy of a typed card in two sealed frames after OCR had located
-    the first). When such a window's bounds are unknown the frame is dropped (counted
+    the first). When such a window's position is unknown the frame is dropped (counted
     ``frame:typed_secret:window_unknown``). The rule never expires: a value typed once may stay
     on screen (terminal scroll-back). Returns the image (painted when needed) or ``None`` to
     drop; ``tally`` counts ``masked`` / ``dropped`` frames."""
     wins = {w for t, w, _, _ in flagged if t - TYPED_LAG_NS <= f.captured_t_ns}
     if not wins:
         return img
-    if None in wins or any(w not in bounds for w in wins):
-        counts.dropped["frame:typed_secret:window_unknown"] += 1
-        counts.items_out["frame"] -= 1
-        tally["dropped"] += 1
-        return None
-    boxes = []
+    # where each window may be in this frame: every position the recorder's window list gave
+    # for it at the grab (Frame.windows: it may have moved since its last focus change — bug
+    # bash 4 moved a terminal after typing and the black box stayed behind), and its last
+    # focus bounds as well (fail closed if the two name it differently)
+    seen: dict[int, list[Rect]] = {}
+    for fw in f.windows:
+        seen.setdefault(fw.window, []).append(fw.bounds)
+    rects: list[Rect] = []
     for w in wins:
-        b = bounds[w]  # type: ignore[index]
+        at = (([bounds[w]] if w in bounds else []) + seen.get(w, [])) if w is not None else []
+        if not at:
+            counts.dropped["frame:typed_secret:window_unknown"] += 1
+            counts.items_out["frame"] -= 1
+            tally["dropped"] += 1
+            return None
+        rects += at
+    boxes = []
+    for b in dict.fromkeys(rects):
         boxes.append((int((b.x - f.bounds.x) * f.scale), int((b.y - f.bounds.y) * f.scale),
                       math.ceil((b.x + b.width - f.bounds.x) * f.scale), math.ceil((b.y + b.height - f.bounds.y) * f.scale)))
     tally["masked"] += 1

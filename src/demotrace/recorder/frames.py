@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from PIL import Image
 
 from ..capture._base import CaptureBackend, RawFrame
-from ..schema.events import MODIFIER_KEYS, Event, Frame, Rect
+from ..schema.events import MODIFIER_KEYS, Event, Frame, FrameWindow, Rect
 from ..spool.store import SessionWriter
 from .ring import FrameRing
 from .settings import JPEG_SUBSAMPLING, RecorderSettings
@@ -511,5 +511,8 @@ class FramePipeline:
             "reason": reason,
             "format": self.s.frame_format,
         }
+        if view is not _NO_VIEW and view is not None:  # the guard's window list at the grab
+            fields["windows"] = tuple(dict.fromkeys(
+                FrameWindow(d.client or d.window, d.bounds) for d in view.windows))
         self.stats.emitted += 1
         self.emit(Frame, time.monotonic_ns(), fields)

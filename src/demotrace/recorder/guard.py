@@ -79,12 +79,16 @@ def local_now() -> dt.datetime:
 @dataclass(frozen=True)
 class WindowDesc:
     """One visible top-level window: X ``window`` id, ``app_id`` (WM_CLASS class), ``title``,
-    ``bounds`` in physical root-window pixels."""
+    ``bounds`` in physical root-window pixels (the top-level's, window-manager decorations
+    included), ``client``: the id of the window holding ``WM_CLASS`` (the top-level itself, or
+    under a reparenting window manager its client child — the id ``FocusChange.window_id``
+    names; 0 when neither has ``WM_CLASS``)."""
 
     window: int
     app_id: str | None
     title: str | None
     bounds: Rect
+    client: int = 0
 
 
 @dataclass(frozen=True)
@@ -145,7 +149,8 @@ def visible_windows(dpy: Any) -> Snapshot:
                         break
             title = _text(client, dpy)
             bw = g.border_width
-            out.append(WindowDesc(w.id, app, title, Rect(g.x, g.y, g.width + 2 * bw, g.height + 2 * bw)))
+            out.append(WindowDesc(w.id, app, title, Rect(g.x, g.y, g.width + 2 * bw, g.height + 2 * bw),
+                                  client.id if app is not None else 0))
         except (xerror.BadWindow, xerror.BadDrawable, xerror.BadMatch):
             continue
     focused = None
@@ -293,7 +298,8 @@ class WindowCache:
                     client, app = ch, a
         title = _text(client, self.dpy)
         bw = g.border_width
-        return WindowDesc(wid, app, title, Rect(g.x, g.y, g.width + 2 * bw, g.height + 2 * bw))
+        return WindowDesc(wid, app, title, Rect(g.x, g.y, g.width + 2 * bw, g.height + 2 * bw),
+                          client.id if app is not None else 0)
 
     def _refresh(self, wid: int) -> None:
         from Xlib import error as xerror
@@ -445,7 +451,7 @@ class WindowCache:
             for wid, bounds in moved.items():
                 desc = self._tops.get(wid)
                 if desc is not None:
-                    self._tops[wid] = WindowDesc(wid, desc.app_id, desc.title, bounds)
+                    self._tops[wid] = WindowDesc(wid, desc.app_id, desc.title, bounds, desc.client)
             if full:
                 self._read_all()
             else:
@@ -468,7 +474,7 @@ class WindowCache:
             for wid, bounds in configured:
                 desc = self._tops.get(wid) or before.get(wid)
                 if desc is not None:
-                    extra.append(WindowDesc(wid, desc.app_id, desc.title, bounds))
+                    extra.append(WindowDesc(wid, desc.app_id, desc.title, bounds, desc.client))
             if full or dirty or gone or focus_moved or fid != self._focus_win:
                 self._focus_win, self._focused = self._read_focus(focus)
             elif self._focused is not None:  # only moved: the same window, new bounds

@@ -9,6 +9,7 @@ from .events import (
     Event,
     FocusChange,
     Frame,
+    FrameWindow,
     KeyDown,
     KeyEvent,
     KeyUp,
@@ -31,7 +32,7 @@ from .manifest import SessionManifest
 
 __all__ = [
     "Action", "AnyEvent", "Context", "EVENT_TYPES", "Element", "Episode", "Event",
-    "FocusChange", "Frame", "KeyDown", "KeyEvent", "KeyUp", "Marker", "Monitor", "Observation",
+    "FocusChange", "Frame", "FrameWindow", "KeyDown", "KeyEvent", "KeyUp", "Marker", "Monitor", "Observation",
     "Point", "PointerDown", "PointerMove", "PointerUp", "Rect", "SCHEMA_VERSION", "ScreenConfig",
     "SessionManifest", "Step", "Target", "TextInput", "Wheel", "decode_batch", "encode_batch",
     "event_from_json", "event_to_json", "sort_key",

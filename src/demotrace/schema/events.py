@@ -181,6 +181,16 @@ class ScreenConfig(Event, frozen=True, tag="screen_config"):
     desktop: Rect
 
 
+class FrameWindow(msgspec.Struct, frozen=True, array_like=True):
+    """A top-level window that may have been on screen when a frame was grabbed: ``window``,
+    the X id ``FocusChange.window_id`` names (the client window under a reparenting window
+    manager), and its ``bounds`` (physical desktop pixels, window-manager decorations
+    included). One window may appear several times (it moved between two window-list checks)."""
+
+    window: int
+    bounds: Rect
+
+
 class Frame(Event, frozen=True, tag="frame"):
     """A stored screen image.
 
@@ -193,6 +203,10 @@ class Frame(Event, frozen=True, tag="frame"):
     ``format``: the blob's encoding, "jpeg", "webp" or "png" (the recorder stores "jpeg" since
     2026-11-30, "webp" before; a missing field reads as "webp"). Consumers decode by this field
     (or by the bytes' signature), never by assuming one format.
+    ``windows``: the top-level windows the recorder's capture guard saw as possibly visible at
+    the grab (:class:`FrameWindow`; empty when unknown — older recordings, imports, or the
+    guard's per-frame snapshot mode); the seal uses them to black out a window a secret was
+    typed into wherever it has moved since (issue #4 bug bash 4).
     """
 
     blob: str
@@ -204,6 +218,7 @@ class Frame(Event, frozen=True, tag="frame"):
     captured_t_ns: int
     reason: str
     format: str = "webp"
+    windows: tuple[FrameWindow, ...] = ()
 
 
 class Element(Event, frozen=True, tag="element"):

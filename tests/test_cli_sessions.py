@@ -186,6 +186,16 @@ def test_stale_sealing_folders_are_removed_and_never_listed(tmp_path: Path) -> N
         res = _cli(home, "seal")
         assert res.returncode == 0, res.stderr
         assert sorted(p.name for p in sealed.iterdir()) == [f".{sid}.sealing-{live.pid}", sid]
+        # bug bash 4: a seal killed while re-sealing an already sealed session; the next
+        # `seal` has nothing to seal, yet removes it; so does `review delete` of the session
+        (sealed / f".{sid}.sealing-{dead.pid}").mkdir()
+        res = _cli(home, "seal")
+        assert res.returncode == 0 and "nothing to seal" in res.stderr, res.stderr
+        assert sorted(p.name for p in sealed.iterdir()) == [f".{sid}.sealing-{live.pid}", sid]
+        (sealed / f".{sid}.sealing-{dead.pid}").mkdir()
+        res = _cli(home, "review", "delete", sid)
+        assert res.returncode == 0, res.stdout + res.stderr
+        assert sorted(p.name for p in sealed.iterdir()) == [f".{sid}.sealing-{live.pid}"]
     finally:
         live.kill()
         live.wait()

@@ -147,6 +147,23 @@ def test_blob_shard_folders_are_owner_only(tmp_path: Path) -> None:
     assert stat.S_IMODE((shard / blob_id).stat().st_mode) == 0o600
 
 
+def test_session_database_and_its_wal_files_are_owner_only_while_written(tmp_path: Path) -> None:
+    """Bug bash 4: session.db-wal / -shm were 0644 (umask 022) while recording. Checked with a
+    permissive umask, while the writer is open (the WAL exists)."""
+    old = os.umask(0o022)
+    try:
+        w = Spool(tmp_path / "s", DataKey.create(tmp_path / "key")).create(_manifest("m"))
+        w.append([Marker(seq=0, t_ns=0, name="session_start")])
+        folder = tmp_path / "s" / "m"
+        files = sorted(p.name for p in folder.iterdir() if p.name.startswith("session.db"))
+        assert files == ["session.db", "session.db-shm", "session.db-wal"], files
+        modes = {name: stat.S_IMODE((folder / name).stat().st_mode) for name in files}
+        assert modes == dict.fromkeys(files, 0o600), modes
+        w.close(duration_ns=0)
+    finally:
+        os.umask(old)
+
+
 def test_missing_key_with_existing_sessions_is_never_replaced(tmp_path: Path) -> None:
     """Deleting the key must not lead `record` to make a new one (that would orphan the data)."""
     from typer.testing import CliRunner

@@ -35,6 +35,8 @@ raw spool (DESIGN.md §2.3).
 from __future__ import annotations
 
 import json
+import os
+import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -217,3 +219,31 @@ def delete_bundle(paths: Paths, session_id: str) -> bool:
         shutil.rmtree(folder)
         return True
     return False
+
+
+_SEALING_RE = re.compile(r"^\.(?P<sid>.+)\.sealing-(?P<pid>\d+)$")
+
+
+def clean_stale_sealing(paths: Paths) -> list[str]:
+    """Remove the temporary folders ``<home>/sealed/.<session_id>.sealing-<pid>`` that a
+    killed seal left behind — those whose ``pid`` is no longer a live process (checked with
+    ``os.kill(pid, 0)``; a live pid, even another program's, is left alone: fail safe). Listings
+    never show them (:func:`~.bundle.bundle_ids` skips dot-folders). Returns the removed names."""
+    root = sealed_root(paths)
+    if not root.is_dir():
+        return []
+    gone = []
+    for p in root.iterdir():
+        m = _SEALING_RE.match(p.name)
+        if m is None or not p.is_dir() or int(m.group("pid")) == os.getpid():
+            continue
+        try:
+            os.kill(int(m.group("pid")), 0)
+            continue  # alive (or EPERM below): a seal may still be writing it
+        except ProcessLookupError:
+            pass
+        except (PermissionError, OverflowError, ValueError):
+            continue
+        shutil.rmtree(p, ignore_errors=True)
+        gone.append(p.name)
+    return gone

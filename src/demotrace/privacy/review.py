@@ -22,7 +22,7 @@ from ..schema.events import Event, Frame
 from ..schema.manifest import SessionManifest
 from ..spool import Spool
 from ..spool.store import DB_NAME
-from .bundle import delete_bundle, sealed_root
+from .bundle import clean_stale_sealing, delete_bundle, sealed_root
 from .policy import Policy
 
 
@@ -133,6 +133,7 @@ def delete_session(paths: Paths, spool: Spool, session_id: str, *, sealed_too: b
     spool.delete(session_id)
     if sealed_too:
         delete_bundle(paths, session_id)
+    clean_stale_sealing(paths)  # a killed seal's partial bundle of it (bug bash 4) goes too
 
 
 @dataclass(frozen=True)
@@ -218,6 +219,7 @@ def purge_expired(paths: Paths, spool: Spool, policy: Policy, now: dt.datetime |
     commands (DESIGN.md §8.7: a person must see what is destroyed when it is destroyed)."""
     now = now or dt.datetime.now(dt.timezone.utc)
     limit = now - dt.timedelta(days=policy.raw_retention_days)
+    clean_stale_sealing(paths)  # partial bundles of killed seals (bug bash 4)
     gone = []
     for sid in spool.session_ids():
         if sid in keep:

@@ -67,7 +67,7 @@ from ..schema.events import (
 from ..schema.manifest import SessionManifest
 from ..spool import Spool
 from ..spool.store import SessionReader, SessionWriter
-from .bundle import MARKER, MARKER_TEXT, REPORT, bundle_key, consent_extra, report_aad, sealed_root
+from .bundle import MARKER, MARKER_TEXT, REPORT, bundle_key, clean_stale_sealing, consent_extra, report_aad, sealed_root
 from .consent import read_consent
 from .errors import RedactionError
 from .field_labels import infer_secret_fields, tesseract_ocr
@@ -786,34 +786,6 @@ def _private_tree(root: Path) -> None:
             os.chmod(os.path.join(dirpath, d), 0o700)
         for f in filenames:
             os.chmod(os.path.join(dirpath, f), 0o600)
-
-
-_SEALING_RE = re.compile(r"^\.(?P<sid>.+)\.sealing-(?P<pid>\d+)$")
-
-
-def clean_stale_sealing(paths: Paths) -> list[str]:
-    """Remove the temporary folders ``<home>/sealed/.<session_id>.sealing-<pid>`` that a
-    killed seal left behind — those whose ``pid`` is no longer a live process (checked with
-    ``os.kill(pid, 0)``; a live pid, even another program's, is left alone: fail safe). Listings
-    never show them (:func:`~.bundle.bundle_ids` skips dot-folders). Returns the removed names."""
-    root = sealed_root(paths)
-    if not root.is_dir():
-        return []
-    gone = []
-    for p in root.iterdir():
-        m = _SEALING_RE.match(p.name)
-        if m is None or not p.is_dir() or int(m.group("pid")) == os.getpid():
-            continue
-        try:
-            os.kill(int(m.group("pid")), 0)
-            continue  # alive (or EPERM below): a seal may still be writing it
-        except ProcessLookupError:
-            pass
-        except (PermissionError, OverflowError, ValueError):
-            continue
-        shutil.rmtree(p, ignore_errors=True)
-        gone.append(p.name)
-    return gone
 
 
 def sessions_to_seal(paths: Paths, spool: Spool, ids: Sequence[str] = ()) -> list[str]:

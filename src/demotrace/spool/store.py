@@ -134,9 +134,18 @@ class SessionWriter(_SessionBase):
         os.chmod(folder, 0o700)
         self._blob_root.mkdir(exist_ok=True)
         os.chmod(self._blob_root, 0o700)
-        self._con = _connect(folder / DB_NAME)
+        db = folder / DB_NAME
+        try:  # created 0600 before SQLite opens it: its -wal / -shm files take the database
+            # file's mode (bug bash 4: they were 0644 while recording). Never open an existing
+            # database here: closing a descriptor drops this process's POSIX locks on it.
+            os.close(os.open(db, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        except FileExistsError:
+            pass
+        self._con = _connect(db)
         self._con.executescript(_SCHEMA)
-        os.chmod(folder / DB_NAME, 0o600)
+        for f in (db, folder / f"{DB_NAME}-wal", folder / f"{DB_NAME}-shm"):
+            if f.exists():
+                os.chmod(f, 0o600)
         self._write_manifest()
         row = self._con.execute("SELECT MAX(last_seq) FROM batches").fetchone()
         self.next_seq = 0 if row[0] is None else row[0] + 1

@@ -320,3 +320,27 @@ def test_policy_show_warns_about_the_weakening(tmp_path: Path) -> None:
     assert "warning:" in out.stderr and "redaction.score_threshold 1 is above the built-in 0.35" in out.stderr
     assert "redaction.entities leaves out built-in entities EMAIL_ADDRESS" in out.stderr
     assert "email address, phone number, credit card" in out.stdout
+
+
+def test_a_policy_file_cannot_weaken_frame_ocr(tmp_path: Path) -> None:
+    """Bug bash 4: `ocr_upscale = 1`, `ocr_rescan_upscale = 0`, `ocr_region_pad_px = 0` in a home
+    policy let an IBAN and an SSN through sealing, with no warning. The built-in values (read
+    from default_policy.toml here) stay in force and a note names each."""
+    import tomllib
+
+    rd = tomllib.loads(DEFAULT_TEXT)["redaction"]
+    (tmp_path / "policy.toml").write_text(
+        MINIMAL + "[redaction]\nocr_upscale = 1\nocr_rescan_upscale = 0\nocr_region_pad_px = 0\n", "utf-8")
+    p = load_policy(Paths(tmp_path))
+    r = p.redaction
+    assert (r.ocr_upscale, r.ocr_rescan_upscale, r.ocr_region_pad_px) == (
+        rd["ocr_upscale"], rd["ocr_rescan_upscale"], rd["ocr_region_pad_px"])
+    src = str(tmp_path / "policy.toml")
+    assert [n.split(";")[0] for n in p.notes] == [
+        f"{src}: redaction.ocr_upscale 1 is below the built-in {rd['ocr_upscale']}",
+        f"{src}: redaction.ocr_rescan_upscale 0 is below the built-in {rd['ocr_rescan_upscale']}",
+        f"{src}: redaction.ocr_region_pad_px 0 is below the built-in {rd['ocr_region_pad_px']}"]
+    # raising them is allowed and kept
+    (tmp_path / "policy.toml").write_text(MINIMAL + "[redaction]\nocr_upscale = 4\n", "utf-8")
+    p = load_policy(Paths(tmp_path))
+    assert p.redaction.ocr_upscale == 4 and p.notes == ()

@@ -395,14 +395,15 @@ def with_builtin_floor(policy: Policy, builtin: Policy | None = None,
     plus whatever ``policy`` adds (its own categories after the built-in ones), whose secret
     markers are the built-in ones plus ``policy``'s, and whose ``strictness`` is the stricter
     of the two, whose ``redaction.entities`` are the built-in ones plus ``policy``'s and whose
-    ``redaction.score_threshold`` is the lower (stricter) of the two. ``builtin``: the floor (default :func:`default_policy`). ``declared``: the
+    ``redaction.score_threshold`` is the lower (stricter) of the two, and whose OCR settings
+    (``ocr_upscale``, ``ocr_rescan_upscale``, ``ocr_region_pad_px``) are the higher of the two. ``builtin``: the floor (default :func:`default_policy`). ``declared``: the
     parsed TOML document of ``policy``, used to word the notes in :attr:`Policy.notes`: a
     note for each built-in list that the document gives with some but not all of its built-in
     entries, for built-in categories left out of a ``[scope.deny]`` that names other built-in
     ones (both: a copy of the default with parts deleted), for a built-in deny field the document
     sets to ``[]``, for an emptied secret-field list,
     a lowered strictness, a ``redaction.entities`` list without some built-in entity (``[]``
-    included) and a ``score_threshold`` above the built-in one. The left-out entries are kept in every case (the attempt to remove
+    included), a ``score_threshold`` above the built-in one and an OCR setting below it. The left-out entries are kept in every case (the attempt to remove
     them is ignored); a document that only adds names nothing.
 
     Decision (issue #4): ignoring with a warning, not an error, so that a policy copied from
@@ -466,8 +467,18 @@ def with_builtin_floor(policy: Policy, builtin: Policy | None = None,
             notes.append(f"{policy.source}: redaction.score_threshold {pr.score_threshold:g} is above the built-in"
                          f" {br.score_threshold:g}; {br.score_threshold:g} stays in force (a higher threshold"
                          " would redact less)")
+        for fld, what in (("ocr_upscale", "would make small text unreadable to OCR"),
+                          ("ocr_rescan_upscale", "would weaken or skip the re-scan of painted frames"),
+                          ("ocr_region_pad_px", "would OCR less around changed regions")):
+            if getattr(pr, fld) < getattr(br, fld) and fld in doc_red:
+                notes.append(f"{policy.source}: redaction.{fld} {getattr(pr, fld)} is below the built-in"
+                             f" {getattr(br, fld)}; {getattr(br, fld)} stays in force (a lower value {what})")
     redaction = replace(pr, entities=_union(br.entities, pr.entities),
-                        score_threshold=min(pr.score_threshold, br.score_threshold))
+                        score_threshold=min(pr.score_threshold, br.score_threshold),
+                        # bug bash 4: ocr_upscale = 1 / rescan 0 / pad 0 let an IBAN and an SSN through
+                        ocr_upscale=max(pr.ocr_upscale, br.ocr_upscale),
+                        ocr_rescan_upscale=max(pr.ocr_rescan_upscale, br.ocr_rescan_upscale),
+                        ocr_region_pad_px=max(pr.ocr_region_pad_px, br.ocr_region_pad_px))
     secrets = SecretsPolicy(
         strictness=max(ps.strictness, bs.strictness, key=STRICTNESS.index),
         roles=_union(bs.roles, ps.roles), dom_types=_union(bs.dom_types, ps.dom_types),

@@ -56,6 +56,8 @@ from typing import Any
 
 from ..capture._base import RawFrame
 from ..paths import Paths
+from ..privacy.private_process import is_private_process
+from ..privacy.scope import ScopeDecision
 from ..schema.events import Event, FocusChange, Marker, Rect
 from ..spool.store import SessionWriter
 
@@ -89,6 +91,9 @@ class WindowDesc:
     title: str | None
     bounds: Rect
     client: int = 0
+    #: ``_NET_WM_PID`` of the client (0 unknown): a browser started in private mode is excluded
+    #: by its command line (:mod:`~demotrace.privacy.private_process`)
+    pid: int = 0
 
 
 @dataclass(frozen=True)
@@ -118,6 +123,14 @@ def _text(win: Any, dpy: Any) -> str | None:
 def _wm_class(win: Any) -> str | None:
     c = win.get_wm_class()
     return c[1] if c else None
+
+
+def _wm_pid(win: Any, dpy: Any) -> int:
+    """``_NET_WM_PID`` of ``win`` (0 when absent)."""
+    from Xlib import X
+
+    prop = win.get_full_property(dpy.intern_atom("_NET_WM_PID"), X.AnyPropertyType)
+    return int(prop.value[0]) if prop is not None and len(prop.value) else 0
 
 
 def visible_windows(dpy: Any) -> Snapshot:
@@ -150,7 +163,7 @@ def visible_windows(dpy: Any) -> Snapshot:
             title = _text(client, dpy)
             bw = g.border_width
             out.append(WindowDesc(w.id, app, title, Rect(g.x, g.y, g.width + 2 * bw, g.height + 2 * bw),
-                                  client.id if app is not None else 0))
+                                  client.id if app is not None else 0, _wm_pid(client, dpy)))
         except (xerror.BadWindow, xerror.BadDrawable, xerror.BadMatch):
             continue
     focused = None
@@ -299,7 +312,7 @@ class WindowCache:
         title = _text(client, self.dpy)
         bw = g.border_width
         return WindowDesc(wid, app, title, Rect(g.x, g.y, g.width + 2 * bw, g.height + 2 * bw),
-                          client.id if app is not None else 0)
+                          client.id if app is not None else 0, _wm_pid(client, self.dpy))
 
     def _refresh(self, wid: int) -> None:
         from Xlib import error as xerror
@@ -451,7 +464,7 @@ class WindowCache:
             for wid, bounds in moved.items():
                 desc = self._tops.get(wid)
                 if desc is not None:
-                    self._tops[wid] = WindowDesc(wid, desc.app_id, desc.title, bounds, desc.client)
+                    self._tops[wid] = WindowDesc(wid, desc.app_id, desc.title, bounds, desc.client, desc.pid)
             if full:
                 self._read_all()
             else:
@@ -474,7 +487,7 @@ class WindowCache:
             for wid, bounds in configured:
                 desc = self._tops.get(wid) or before.get(wid)
                 if desc is not None:
-                    extra.append(WindowDesc(wid, desc.app_id, desc.title, bounds, desc.client))
+                    extra.append(WindowDesc(wid, desc.app_id, desc.title, bounds, desc.client, desc.pid))
             if full or dirty or gone or focus_moved or fid != self._focus_win:
                 self._focus_win, self._focused = self._read_focus(focus)
             elif self._focused is not None:  # only moved: the same window, new bounds
@@ -626,6 +639,8 @@ class CaptureGuard:
         self._gap_start = self._gap_reason = None
 
     def _decide(self, fields: dict[str, Any]) -> Any:
+        if is_private_process(fields.get("pid")):
+            return ScopeDecision.excluded("deny:private_browsing:process")
         return self.scope.decide(app_id=fields.get("app_id"), title=fields.get("title"),
                                  url=fields.get("url"), now=self.clock())
 
@@ -772,10 +787,12 @@ class CaptureGuard:
         for s in snaps:
             by_id = {w.window: w for w in s.windows}
             f = by_id.get(s.focused) if s.focused is not None else None
-            if f is not None and not self.scope.decide(app_id=f.app_id, title=f.title, now=now).allowed:
+            if f is not None and (is_private_process(f.pid)
+                                  or not self.scope.decide(app_id=f.app_id, title=f.title, now=now).allowed):
                 self.stats.frames_withheld += 1
                 return None
             rects += self.scope.excluded_rects([(w.app_id, w.title, None, w.bounds) for w in s.windows], now)
+            rects += [w.bounds for w in s.windows if is_private_process(w.pid)]
         if self.excluded_at(frame.captured_ns):  # the writer learned of it meanwhile
             self.stats.frames_withheld += 1
             return None
@@ -792,10 +809,12 @@ class CaptureGuard:
             return None
         now = self.clock()
         for f in view.focused:
-            if f is not None and not self.scope.decide(app_id=f.app_id, title=f.title, now=now).allowed:
+            if f is not None and (is_private_process(f.pid)
+                                  or not self.scope.decide(app_id=f.app_id, title=f.title, now=now).allowed):
                 self.stats.frames_withheld += 1
                 return None
         rects = self.scope.excluded_rects([(w.app_id, w.title, None, w.bounds) for w in view.windows], now)
+        rects += [w.bounds for w in view.windows if is_private_process(w.pid)]
         if self.excluded_at(frame.captured_ns):  # the writer learned of it meanwhile
             self.stats.frames_withheld += 1
             return None

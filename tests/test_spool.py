@@ -186,3 +186,45 @@ def test_missing_key_with_existing_sessions_is_never_replaced(tmp_path: Path) ->
     empty = tmp_path / "empty"
     result = CliRunner().invoke(app, ["sessions", "list", "--home", str(empty)])
     assert result.exit_code == 0 and "no sessions yet" in result.output
+
+
+def test_close_on_a_full_disk_is_a_clear_error_and_keeps_what_was_stored(tmp_path: Path) -> None:
+    """Bug bash 4 (disk full while recording): `demotrace stop` ended in a bare
+    sqlite3.OperationalError from the WAL checkpoint. A full disk is made real for one process
+    with RLIMIT_FSIZE (no file may grow past its current size; SIGXFSZ ignored, so writes fail
+    with EFBIG): close raises SpoolError naming the session and the cause, and the 10 events
+    committed before read back from a new reader (the session reads as not ended)."""
+    script = textwrap.dedent(f"""
+        import resource, signal, sqlite3
+        from pathlib import Path
+        from demotrace.errors import SpoolError
+        from demotrace.schema import Marker, SessionManifest
+        from demotrace.spool import DataKey, Spool
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        tmp = Path({str(tmp_path)!r})
+        w = Spool(tmp / "s", DataKey.create(tmp / "key")).create(
+            SessionManifest(session_id="m", started_utc="2026-11-30T01:00:00Z", timezone="UTC",
+                            platform="test", backend="synthetic", recorder_version="0"))
+        w.append([Marker(seq=i, t_ns=i, name="session_start") for i in range(10)])
+        folder = tmp / "s" / "m"
+        limit = max(f.stat().st_size for f in folder.iterdir() if f.is_file())
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+        try:
+            w.append([Marker(seq=10 + i, t_ns=10 + i, name="pause", reason="x" * 4000) for i in range(50)])
+            print("append stored")
+        except sqlite3.Error as exc:
+            print("append failed", type(exc).__name__)
+        try:
+            w.close(duration_ns=5)
+            print("closed")
+        except SpoolError as exc:
+            print("SpoolError:", exc)
+    """)
+    p = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    assert "append failed" in p.stdout, p.stdout
+    line = next(x for x in p.stdout.splitlines() if x.startswith("SpoolError:"))
+    assert "session m: could not finish its database" in line and "disk full?" in line, line
+    r = Spool(tmp_path / "s", DataKey.load(tmp_path / "key")).open("m")
+    assert [e.seq for e in r.iter_events()] == list(range(10))
+    assert r.manifest.ended is False

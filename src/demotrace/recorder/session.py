@@ -42,7 +42,7 @@ from typing import Any
 
 from .. import __version__
 from ..capture._base import CaptureBackend
-from ..errors import ControlError
+from ..errors import ControlError, SpoolError
 from ..schema.events import EVENT_TYPES, MODIFIER_KEYS, Event, Marker
 from ..schema.manifest import SessionManifest
 from ..spool.store import SessionWriter
@@ -259,9 +259,13 @@ class Recorder:
                     try:
                         self.batch.flush()
                     except Exception as exc:  # noqa: BLE001
-                        self._writer_error = f"final flush failed: {exc!r}"
+                        self._writer_error = (f"{self.batch.pending} events could not be stored and are lost"
+                                              f" (final write failed: {exc}; disk full?)")
                 duration = self.batch.last_t_ns if self.batch else 0
-                self.spool.close(duration_ns=duration)
+                try:
+                    self.spool.close(duration_ns=duration)
+                except SpoolError as exc:  # what was stored stays; seal recovers it
+                    self._writer_error = (self._writer_error + "; " if self._writer_error else "") + str(exc)
         return self.summary()
 
     def summary(self) -> RecorderSummary:

@@ -202,14 +202,27 @@ class SessionWriter(_SessionBase):
         return True
 
     def close(self, duration_ns: int | None = None) -> None:
-        """Mark the session ended cleanly and close the database (checkpointing the WAL)."""
+        """Mark the session ended cleanly and close the database (checkpointing the WAL).
+
+        Raises:
+            SpoolError: the database could not be updated (e.g. the disk is full — bug bash 4
+                got a bare ``sqlite3.OperationalError``); the connection is closed anyway, and
+                every batch committed before stays readable (the session then reads as not
+                ended, which ``seal`` recovers as a crashed session).
+        """
         with self._lock:
             self.manifest.ended = True
             if duration_ns is not None:
                 self.manifest.duration_ns = duration_ns
-            self._write_manifest()
-            self._con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-            self._con.close()
+            try:
+                self._write_manifest()
+                self._con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            except sqlite3.Error as exc:
+                raise SpoolError(f"session {self.session_id}: could not finish its database in {self.folder}"
+                                 f" ({exc}; disk full?). What was stored before is kept: free space, then"
+                                 " `demotrace seal` recovers it") from exc
+            finally:
+                self._con.close()
 
 
 class SessionReader(_SessionBase):

@@ -101,6 +101,22 @@ def test_forget_spans_sessions_and_leaves_older_ones(home: tuple[Paths, Spool]) 
         assert list(r.iter_events()) == [e for e in new if e.t_ns < 60 * S]
 
 
+def test_forget_removes_a_session_that_started_in_the_window_whole(home: tuple[Paths, Spool]) -> None:
+    """Bug bash 4: `forget --last 1d` left 0-event sessions with their start times, and `seal`
+    turned them into empty bundles. A session that started inside the window is deleted with
+    its manifest and bundle; one that started before it keeps its earlier part."""
+    paths, spool = home
+    _write(spool, "inside", T0, 3)  # 3 minutes: 18 moves + 3 frames (see test_delete_and_list)
+    (paths.home / "sealed" / "inside").mkdir(parents=True)
+    before, _ = _write(spool, "before", T0 - dt.timedelta(minutes=30), 2)
+    res = forget_last(paths, spool, dt.timedelta(minutes=5), now=T0 + dt.timedelta(minutes=4))
+    assert spool.session_ids() == ["before"]
+    assert not (paths.home / "sealed" / "inside").exists()
+    assert res.removed == {"inside": (21, 3)}
+    with spool.open("before") as r:
+        assert list(r.iter_events()) == before
+
+
 def test_retention_purge(home: tuple[Paths, Spool]) -> None:
     paths, spool = home
     _write(spool, "eight-days", T0 - dt.timedelta(days=8), 1)

@@ -159,6 +159,9 @@ def forget_last(paths: Paths, spool: Spool, window: dt.timedelta, now: dt.dateti
     redacted copies of the forgotten data; re-seal to get a bundle without it).
 
     The cut in each session is ``t_ns = (now - window - started_utc)``; events at or after it go.
+    A session that started inside the window goes whole — its manifest too (bug bash 4: an empty
+    shell kept its start time, and ``seal`` made an empty bundle of it that upload would send:
+    *when* someone worked is itself personal data).
     """
     now = now or dt.datetime.now(dt.timezone.utc)
     cut_wall = now - window
@@ -166,7 +169,13 @@ def forget_last(paths: Paths, spool: Spool, window: dt.timedelta, now: dt.dateti
     for sid in spool.session_ids():
         with spool.open(sid) as r:
             start = session_start(r.manifest.started_utc)
-            t_last = r.stats().t_last_ns
+            st = r.stats()
+            t_last = st.t_last_ns
+        if start >= cut_wall:
+            spool.delete(sid)
+            delete_bundle(paths, sid)
+            removed[sid] = (st.events, st.blobs)
+            continue
         if t_last is None:
             continue
         cut_ns = max(0, int((cut_wall - start) / dt.timedelta(microseconds=1)) * 1000)

@@ -298,7 +298,10 @@ def register(app: typer.Typer) -> None:
         console.print(t)
         for s in bad:
             err_console.print(f"session {s.session_id} is unreadable ({s.error}); check it with `demotrace sessions"
-                              f" show {s.session_id}` or remove it with `demotrace review delete {s.session_id}`",
+                              f" show {s.session_id}`. If the data key file was replaced, restore the original:"
+                              " nothing can be read without it. If only some batches are damaged,"
+                              " `demotrace seal` seals the rest (counted as events:batch_unreadable)."
+                              f" To destroy it: `demotrace review delete {s.session_id}`",
                               highlight=False, markup=False)
 
     @review_app.command("purge")

@@ -48,7 +48,7 @@ from zoneinfo import ZoneInfo
 import msgspec
 from PIL import Image
 
-from ..errors import SpoolError
+from ..errors import SpoolCorrupt, SpoolError
 from ..paths import Paths
 from ..schema.events import (
     Element,
@@ -482,10 +482,16 @@ def seal_session(
     reader: SessionReader = spool.open(session_id)
     tmp = sealed_root(paths) / f".{session_id}.sealing-{os.getpid()}"
     try:
-        events = sorted(reader.iter_events(), key=sort_key)
+        events = sorted(reader.iter_events(skip_corrupt=True), key=sort_key)
         start, tz = _session_clock(reader.manifest)
         s = _Sealer(policy, pipe, scope)
-        n_in = len(events)
+        if reader.skipped and not events:  # nothing decrypts: a wrong key, not damage to keep going past
+            first, last, err = reader.skipped[0]
+            raise SpoolCorrupt(f"session {session_id}: no batch can be read (batch seq {first}..{last}: {err});"
+                               " was the data key replaced?")
+        for first, last, _err in reader.skipped:  # damaged batches: the rest is sealed (bug bash 4)
+            pipe.counts.dropped["events:batch_unreadable"] += last - first + 1
+        n_in = len(events) + sum(last - first + 1 for first, last, _ in reader.skipped)
         frames_in = sum(isinstance(e, Frame) for e in events)
         events = s.apply_scope(events, start, tz)
 

@@ -45,7 +45,9 @@ def test_notice_digest_is_sha256_of_the_text() -> None:
         ('version = 0\nnotice = "x"\n', "version must be >= 1"),
         ('version = 1\nnotice = "  "\n', "notice must not be empty"),
         (MINIMAL + '[scope.deny.x]\ntitle_patterns = ["(unclosed"]\n', "scope.deny.x.title_patterns[0]: bad regex"),
-        (MINIMAL + '[[scope.time_windows]]\ndays = ["funday"]\nstart = "08:00"\nend = "09:00"\n', "unknown day"),
+        (MINIMAL + '[[scope.time_windows]]\ndays = ["funday"]\nstart = "08:00"\nend = "09:00"\n', "unknown day 'funday'"),
+        (MINIMAL + '[[scope.time_windows]]\ndays = ["mond"]\nstart = "08:00"\nend = "09:00"\n', "unknown day 'mond'"),
+        (MINIMAL + '[[scope.time_windows]]\nstart = "10:00"\nend = "10:00"\n', "start and end are both 10:00"),
         (MINIMAL + '[[scope.time_windows]]\nstart = "8am"\nend = "09:00"\n', "scope.time_windows[0].start"),
         (MINIMAL + '[secrets]\nstrictness = "paranoid"\n', "secrets.strictness"),
         (MINIMAL + '[retention]\nraw_days = 0\n', "retention.raw_days must be > 0"),
@@ -59,6 +61,13 @@ def test_invalid_policy_names_the_field(text: str, needle: str) -> None:
         Policy.from_toml(text, "my-policy.toml")
     assert needle in str(ei.value)
     assert "my-policy.toml" in str(ei.value)
+
+
+def test_time_window_days_take_full_names() -> None:
+    """Bug bash 4: "monday" was silently cut to "mon" (fine) but "mondxy" too; full names are
+    accepted, anything else names the value as written."""
+    p = Policy.from_toml(MINIMAL + '[[scope.time_windows]]\ndays = ["Monday", "sun"]\nstart = "08:00"\nend = "09:00"\n')
+    assert p.scope.time_windows[0].days == ("mon", "sun")
 
 
 def test_load_policy_prefers_the_home_file(tmp_path: Path) -> None:

@@ -46,6 +46,9 @@ from .errors import PolicyError
 POLICY_FILE = "policy.toml"
 
 _DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+#: Day names a time window accepts: the three-letter form and the full English name.
+_DAY_NAMES = {**{d: d for d in _DAYS},
+              **dict(zip(("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"), _DAYS))}
 _TIME_RE = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
 STRICTNESS = ("standard", "strict")
 #: Every entity the offline pattern layer can detect (``redact_text.PresidioPatternLayer``:
@@ -239,14 +242,19 @@ class Policy:
             where = f"scope.time_windows[{i}]"
             if not isinstance(w, dict):
                 raise PolicyError(f"{source}: {where} must be a table")
-            days = tuple(str(d).lower()[:3] for d in v.get(w, "days", list, list(_DAYS), where))
-            for d in days:
-                if d not in _DAYS:
-                    raise PolicyError(f"{source}: {where}.days: unknown day {d!r} (use mon..sun)")
+            days = []
+            for d in v.get(w, "days", list, list(_DAYS), where):
+                key = str(d).strip().lower()
+                if key not in _DAY_NAMES:  # bug bash 4: "funday" was reported as 'fun'
+                    raise PolicyError(f"{source}: {where}.days: unknown day {d!r} (use mon..sun or monday..sunday)")
+                days.append(_DAY_NAMES[key])
             start, end = v.get(w, "start", str, where=where), v.get(w, "end", str, where=where)
             for name, t in (("start", start), ("end", end)):
                 if not _TIME_RE.match(t):
                     raise PolicyError(f"{source}: {where}.{name}: {t!r} is not HH:MM")
+            if start == end:
+                raise PolicyError(f"{source}: {where}: start and end are both {start}: the window would be empty")
+            days = tuple(days)
             windows.append(TimeWindow(days, start, end))
         deny = []
         for name, cat in v.get(sc, "deny", dict, {}, "scope").items():

@@ -161,3 +161,13 @@ def test_damaged_record_says_damaged_and_where(dt_home: Path, content: bytes, wh
     shown = CliRunner().invoke(app, ["policy", "show"], env={"COLUMNS": "400"})
     assert shown.exit_code == 0 and "Recording will not start: your consent record" in shown.output
     assert "is damaged" in shown.output
+
+
+def test_enroll_shows_the_notice_as_written(dt_home: Path) -> None:
+    """Bug bash 4: the hard-wrapped notice was wrapped again at the terminal width (ragged
+    lines). In a 40-column terminal every line of the notice appears whole."""
+    out = CliRunner().invoke(app, ["enroll"], input="n\n", env={"COLUMNS": "40"}).output
+    lines = [ln for ln in default_policy().notice.strip().splitlines() if ln.strip()]
+    assert max(len(ln) for ln in lines) > 40  # the check could fail
+    shown = out.splitlines()
+    assert all(ln in shown for ln in lines), [ln for ln in lines if ln not in shown]

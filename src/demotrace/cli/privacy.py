@@ -138,7 +138,8 @@ def register(app: typer.Typer) -> None:
         # nothing is created before the person accepts: declining leaves no folder behind
         paths = Paths.from_env(home)
         policy = load_policy(paths, policy_file)
-        console.print(policy.notice, highlight=False, markup=False)
+        # as written: the notice is hard-wrapped by its author, re-wrapping it made ragged lines
+        console.print(policy.notice, highlight=False, markup=False, soft_wrap=True)
         console.print("\nWhat this policy captures (`demotrace policy show`):", highlight=False)
         for line in policy.describe():
             console.print("• " + line, highlight=False, markup=False)

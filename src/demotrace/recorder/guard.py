@@ -572,6 +572,10 @@ class CaptureGuard:
 
         self.paths = paths
         self.policy = policy if policy is not None else load_policy(paths)
+        #: the home's exclusions file is re-read when it changes (bug bash 4: `demotrace
+        #: exclusions add` during a recording applied only at seal time); not when given
+        self._follow_exclusions = exclusions is None
+        self._excl_stamp = self._exclusions_stamp()
         self.exclusions = exclusions if exclusions is not None else Exclusions.load(paths)
         self.scope = ScopeFilter(self.policy, self.exclusions)
         self.display = display
@@ -644,6 +648,34 @@ class CaptureGuard:
         return self.scope.decide(app_id=fields.get("app_id"), title=fields.get("title"),
                                  url=fields.get("url"), now=self.clock())
 
+    def _exclusions_stamp(self) -> tuple[int, int] | None:
+        from ..privacy.scope import EXCLUSIONS_FILE
+
+        try:
+            st = (self.paths.home / EXCLUSIONS_FILE).stat()
+        except OSError:
+            return None
+        return (st.st_mtime_ns, st.st_size)
+
+    def _reload_exclusions(self) -> None:
+        """Re-read the exclusions file if it changed since last read (writer thread, at focus
+        changes and at most once a second otherwise). A file that cannot be read keeps the
+        exclusions in force (the CLI that wrote it reports its errors)."""
+        if not self._follow_exclusions:
+            return
+        stamp = self._exclusions_stamp()
+        if stamp == self._excl_stamp:
+            return
+        from ..privacy import Exclusions, ScopeFilter
+
+        try:
+            excl = Exclusions.load(self.paths)
+        except Exception:  # noqa: BLE001 - keep the rules in force
+            return
+        self._excl_stamp = stamp
+        self.exclusions = excl
+        self.scope = ScopeFilter(self.policy, excl)  # one reference swap: the encoder thread reads it
+
     def admit(self, batch: Any, cls: type[Event], t_ns: int, fields: dict[str, Any]) -> bool:
         """Decide whether one queued event may be stored (writer thread). ``batch`` is the
         recorder's :class:`~demotrace.recorder.writer.BatchWriter` (the ``private_gap`` marker
@@ -653,6 +685,7 @@ class CaptureGuard:
         if kind == "focus_change":
             self._last_focus = dict(fields)
             self._last_check_ns = t_ns
+            self._reload_exclusions()
             d = self._decide(fields)
             if not d.allowed:
                 if self._gap_start is None:
@@ -666,6 +699,7 @@ class CaptureGuard:
             return True
         if self._last_focus is not None and t_ns - self._last_check_ns >= RECHECK_NS:
             self._last_check_ns = t_ns
+            self._reload_exclusions()
             d = self._decide(self._last_focus)
             if not d.allowed and self._gap_start is None:
                 self._enter(t_ns, str(d.reason))

@@ -336,3 +336,18 @@ def test_contact_row_at_half_scale_not_readable(redactor: TextRedactor) -> None:
             after = _tesseract_high(res.image.crop(row))
             for part in ("maria", "kowal", "walsk", "olaf", "berg", "example"):
                 assert part not in after, (part, after)
+
+
+def test_text_height_of_dense_lines_beside_a_scrollbar() -> None:
+    """Bug bash 4: an xterm stored at scale 0.5 (lines 1-2 blank rows apart, a scrollbar inked
+    on every row) measured as ONE 75 px row, so it was OCR'd at the minimum upscale and misread.
+    Built by hand: 6 lines of 6 inked rows, 1 blank row between them, a 4 px bar down the right
+    edge; the typical row height is 6."""
+    from demotrace.privacy.redact_image import text_height
+
+    arr = np.full((60, 120, 3), 255, np.uint8)
+    for k in range(6):
+        y = 4 + 7 * k
+        arr[y:y + 6, 10:90:3] = 0  # glyph-like ink: every third column
+    arr[:, 114:118] = 40  # the scrollbar, every row
+    assert text_height(arr, (0, 0, 120, 60)) == 6

@@ -166,6 +166,7 @@ def forget_last(paths: Paths, spool: Spool, window: dt.timedelta, now: dt.dateti
     now = now or dt.datetime.now(dt.timezone.utc)
     cut_wall = now - window
     removed: dict[str, tuple[int, int]] = {}
+    clean_stale_sealing(paths)  # partial bundles of killed seals (bug bash 5)
     for sid in spool.session_ids():
         with spool.open(sid) as r:
             start = session_start(r.manifest.started_utc)

@@ -48,7 +48,7 @@ from zoneinfo import ZoneInfo
 import msgspec
 from PIL import Image
 
-from ..errors import SpoolCorrupt, SpoolError
+from ..errors import SessionNotFound, SpoolCorrupt, SpoolError
 from ..paths import Paths
 from ..schema.events import (
     Element,
@@ -480,6 +480,7 @@ def seal_session(
     scope = ScopeFilter(policy, exclusions if exclusions is not None else Exclusions.load(paths))
     key = bundle_key(paths)
     reader: SessionReader = spool.open(session_id)
+    shape_before = _shape(spool, session_id, reader)
     tmp = sealed_root(paths) / f".{session_id}.sealing-{os.getpid()}"
     try:
         events = sorted(reader.iter_events(skip_corrupt=True), key=sort_key)
@@ -629,6 +630,11 @@ def seal_session(
         finally:
             os.close(fd)
         _private_tree(tmp)
+        if session_id not in spool.session_ids() or _shape(spool, session_id) != shape_before:
+            # deleted or forgotten while this seal ran (bug bash 5: the finished seal put back a
+            # bundle the person had just removed, unlisted but built and uploaded)
+            raise SessionNotFound(f"session {session_id} was deleted or changed (review delete / forget) while"
+                                  " it was being sealed; this bundle is not kept — seal it again if it still exists")
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
@@ -716,6 +722,19 @@ TYPED_LAG_NS = 2_000_000_000
 #: to the new window (bug bash 4); longer would black out windows a person switches to just
 #: after typing a secret elsewhere.
 FOCUS_LAG_NS = 500_000_000
+
+
+def _shape(spool: Spool, session_id: str, reader: SessionReader | None = None) -> tuple[int, int, int]:
+    """``(events, batches, blobs)`` of a raw session: changes when ``forget`` cuts it."""
+    if reader is not None:
+        st = reader.stats()
+        return st.events, st.batches, st.blobs
+    try:
+        with spool.open(session_id) as r:
+            st = r.stats()
+    except SpoolError:
+        return -1, -1, -1
+    return st.events, st.batches, st.blobs
 
 
 def _late_focus(flagged: list[tuple[int, int | None, str, str]], events: list[Event]) -> list[tuple[int, int | None, str, str]]:

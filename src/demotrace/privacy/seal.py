@@ -153,10 +153,9 @@ class _Sealer:
         self.excluded_windows: dict[int, Rect] = {}
         #: raw frame seq -> excluded window rectangles to paint before OCR
         self.frame_masks: dict[int, list[Rect]] = {}
-        #: (t_ns of the first flagged key, window id or None, entity or "*" when the run was
-        #: dropped whole, the value as typed or "" for "*") for every finding in typed text: from
-        #: then on the value may be on screen
-        self.flagged_typing: list[tuple[int, int | None, str, str]] = []
+        #: (t_ns of the first flagged key, window id or None) for every finding in typed text
+        #: and every run dropped whole: from then on the value may be on screen in that window
+        self.flagged_typing: list[tuple[int, int | None]] = []
         self._focus_win: int | None = None
 
     # 1. scope -------------------------------------------------------------------------------
@@ -283,16 +282,7 @@ class _Sealer:
         starts: list[int] = []
         for r, (idx, _win) in enumerate(runs):
             starts.append(len(chars))
-            buf: list[tuple[str, int, int]] = []
-            for i in idx:
-                ev = events[i]
-                if isinstance(ev, KeyDown) and ev.key == "Backspace":
-                    if buf:
-                        buf.pop()
-                    continue
-                for ch in self._char(ev) or "":
-                    buf.append((ch, i, r))
-            chars += [c for c in buf if c[1] not in remove]
+            chars += [(c, i, r) for c, i in self._typed(events, idx)[0] if i not in remove]
         counts = self.pipe.counts
         done: set[frozenset[int]] = set()
         for p in starts[1:]:
@@ -308,7 +298,7 @@ class _Sealer:
                 srcs = {i for _, i, _ in window}
                 remove |= srcs
                 for r in {r for _, _, r in window}:
-                    self.flagged_typing.append((events[runs[r][0][0]].t_ns, runs[r][1], "*", ""))
+                    self.flagged_typing.append((events[runs[r][0][0]].t_ns, runs[r][1]))
                 continue
             for f in findings:
                 if not (f.start < p - lo < f.end):
@@ -323,9 +313,8 @@ class _Sealer:
                 insert[srcs[0]] = TextInput(seq=0, t_ns=first.t_ns, text=f"<{f.entity}>")
                 counts.entities[f.entity] += 1
                 counts.items_out["typed_joint"] += 1
-                value = text[f.start:f.end]
                 for r in sorted({r for _, _, r in part}):
-                    self.flagged_typing.append((first.t_ns, runs[r][1], f.entity, value))
+                    self.flagged_typing.append((first.t_ns, runs[r][1]))
 
     @staticmethod
     def _char(ev: Event) -> str | None:
@@ -357,8 +346,10 @@ class _Sealer:
                 break
         return found
 
-    def _redact_run(self, events: list[Event], idx: list[int], remove: set[int], insert: dict[int, Event]) -> None:
-        buf: list[tuple[str, int]] = []  # (char, event index)
+    def _typed(self, events: list[Event], idx: list[int]) -> tuple[list[tuple[str, int]], list[int]]:
+        """The text typing run ``idx`` (event indices) leaves, as ``(char, event index)`` pairs,
+        Backspace applied; and the indices of the keys Backspace deleted."""
+        buf: list[tuple[str, int]] = []
         deleted: list[int] = []
         for i in idx:
             ev = events[i]
@@ -368,6 +359,10 @@ class _Sealer:
                 continue
             for ch in self._char(ev) or "":
                 buf.append((ch, i))
+        return buf, deleted
+
+    def _redact_run(self, events: list[Event], idx: list[int], remove: set[int], insert: dict[int, Event]) -> None:
+        buf, deleted = self._typed(events, idx)
         text = "".join(c for c, _ in buf)
         counts = self.pipe.counts
         counts.items_in["typed_run"] += 1
@@ -376,10 +371,10 @@ class _Sealer:
         except RedactionError as exc:
             remove.update(idx)
             counts.dropped[f"typed_run:{_layer(exc)}:{_cause(exc)}"] += 1
-            self.flagged_typing.append((events[idx[0]].t_ns, self._focus_win, "*", ""))
+            self.flagged_typing.append((events[idx[0]].t_ns, self._focus_win))
             return
         for f in findings:
-            self.flagged_typing.append((events[buf[f.start][1]].t_ns, self._focus_win, f.entity, text[f.start:f.end]))
+            self.flagged_typing.append((events[buf[f.start][1]].t_ns, self._focus_win))
         local_remove: set[int] = set()
         local_insert: dict[int, Event] = {}
         for f in findings:
@@ -413,7 +408,7 @@ class _Sealer:
         if again:
             remove.update(idx)
             counts.dropped["typed_run:rescan:found"] += 1
-            self.flagged_typing.append((events[idx[0]].t_ns, self._focus_win, "*", ""))
+            self.flagged_typing.append((events[idx[0]].t_ns, self._focus_win))
             return
         for f in findings:
             counts.entities[f.entity] += 1
@@ -630,7 +625,7 @@ def seal_session(
         finally:
             os.close(fd)
         _private_tree(tmp)
-        if session_id not in spool.session_ids() or _shape(spool, session_id) != shape_before:
+        if _shape(spool, session_id) != shape_before:  # (-1, -1, -1) once it is gone
             # deleted or forgotten while this seal ran (bug bash 5: the finished seal put back a
             # bundle the person had just removed, unlisted but built and uploaded)
             raise SessionNotFound(f"session {session_id} was deleted or changed (review delete / forget) while"
@@ -737,7 +732,7 @@ def _shape(spool: Spool, session_id: str, reader: SessionReader | None = None) -
     return st.events, st.batches, st.blobs
 
 
-def _late_focus(flagged: list[tuple[int, int | None, str, str]], events: list[Event]) -> list[tuple[int, int | None, str, str]]:
+def _late_focus(flagged: list[tuple[int, int | None]], events: list[Event]) -> list[tuple[int, int | None]]:
     """``flagged`` (see :func:`_typed_secret_rule`) sorted by time, each entry also standing for
     every window a ``FocusChange`` names up to :data:`FOCUS_LAG_NS` after its first key (up to
     :data:`TYPED_LAG_NS` for an entry with no window): the recorder stamps a focus change when
@@ -747,22 +742,22 @@ def _late_focus(flagged: list[tuple[int, int | None, str, str]], events: list[Ev
     only if no focus change follows in time (then :func:`_typed_secret_rule` drops the
     frames: position unknown)."""
     focus = [(ev.t_ns, ev.window_id) for ev in events if isinstance(ev, FocusChange) and ev.window_id is not None]
-    out: list[tuple[int, int | None, str, str]] = []
-    for t, w, ent, value in flagged:
+    out: list[tuple[int, int | None]] = []
+    for t, w in flagged:
         lag = TYPED_LAG_NS if w is None else FOCUS_LAG_NS
         later = list(dict.fromkeys(wid for ft, wid in focus if t < ft <= t + lag))
         wins: list[int | None] = ([w] if w is not None or not later else []) + [x for x in later if x != w]
-        out += [(t, x, ent, value) for x in wins]
+        out += [(t, x) for x in wins]
     return sorted(out, key=lambda x: x[0])
 
 
-def _typed_secret_rule(img: Image.Image, f: Frame, flagged: list[tuple[int, int | None, str, str]],
+def _typed_secret_rule(img: Image.Image, f: Frame, flagged: list[tuple[int, int | None]],
                        bounds: dict[int, Rect], counts: RedactionCounts, tally: dict[str, int]) -> Image.Image | None:
     """Fail-closed image rule for typed secrets (tester issue: at ``--frame-scale 0.5`` OCR read
     nothing in an xterm and every typed value stayed readable).
 
-    ``flagged``: ``(t_ns, window_id, entity, value)`` of every finding in typed text (``"*"`` =
-    a run dropped whole); every one typed before ``f.captured_t_ns + TYPED_LAG_NS`` may be on
+    ``flagged``: ``(t_ns, window_id)`` of every finding in typed text and every run dropped
+    whole; every one typed before ``f.captured_t_ns + TYPED_LAG_NS`` may be on
     screen, and the window it was typed into is painted black wherever it may be: its latest
     ``FocusChange.bounds`` (``bounds``, per window id) and every position ``f.windows`` (the
     recorder's window list at the grab) gives for it, desktop pixels mapped to image pixels
@@ -774,7 +769,7 @@ def _typed_secret_rule(img: Image.Image, f: Frame, flagged: list[tuple[int, int 
     ``frame:typed_secret:window_unknown``). The rule never expires: a value typed once may stay
     on screen (terminal scroll-back). Returns the image (painted when needed) or ``None`` to
     drop; ``tally`` counts ``masked`` / ``dropped`` frames."""
-    wins = {w for t, w, _, _ in flagged if t - TYPED_LAG_NS <= f.captured_t_ns}
+    wins = {w for t, w in flagged if t - TYPED_LAG_NS <= f.captured_t_ns}
     if not wins:
         return img
     # where each window may be in this frame: every position the recorder's window list gave

@@ -91,9 +91,9 @@ class WindowDesc:
     title: str | None
     bounds: Rect
     client: int = 0
-    #: ``_NET_WM_PID`` of the client (0 unknown): a browser started in private mode is excluded
-    #: by its command line (:mod:`~demotrace.privacy.private_process`)
-    pid: int = 0
+    #: the client's process (``_NET_WM_PID``) is a browser started in private mode
+    #: (:mod:`~demotrace.privacy.private_process`): decided once, when the window is read
+    private: bool = False
 
 
 @dataclass(frozen=True)
@@ -125,12 +125,12 @@ def _wm_class(win: Any) -> str | None:
     return c[1] if c else None
 
 
-def _wm_pid(win: Any, dpy: Any) -> int:
-    """``_NET_WM_PID`` of ``win`` (0 when absent)."""
+def _wm_private(win: Any, dpy: Any) -> bool:
+    """Whether ``win``'s ``_NET_WM_PID`` names a browser started in private mode."""
     from Xlib import X
 
     prop = win.get_full_property(dpy.intern_atom("_NET_WM_PID"), X.AnyPropertyType)
-    return int(prop.value[0]) if prop is not None and len(prop.value) else 0
+    return prop is not None and len(prop.value) > 0 and is_private_process(int(prop.value[0]))
 
 
 def visible_windows(dpy: Any) -> Snapshot:
@@ -163,7 +163,7 @@ def visible_windows(dpy: Any) -> Snapshot:
             title = _text(client, dpy)
             bw = g.border_width
             out.append(WindowDesc(w.id, app, title, Rect(g.x, g.y, g.width + 2 * bw, g.height + 2 * bw),
-                                  client.id if app is not None else 0, _wm_pid(client, dpy)))
+                                  client.id if app is not None else 0, _wm_private(client, dpy)))
         except (xerror.BadWindow, xerror.BadDrawable, xerror.BadMatch):
             continue
     focused = None
@@ -312,7 +312,7 @@ class WindowCache:
         title = _text(client, self.dpy)
         bw = g.border_width
         return WindowDesc(wid, app, title, Rect(g.x, g.y, g.width + 2 * bw, g.height + 2 * bw),
-                          client.id if app is not None else 0, _wm_pid(client, self.dpy))
+                          client.id if app is not None else 0, _wm_private(client, self.dpy))
 
     def _refresh(self, wid: int) -> None:
         from Xlib import error as xerror
@@ -464,7 +464,7 @@ class WindowCache:
             for wid, bounds in moved.items():
                 desc = self._tops.get(wid)
                 if desc is not None:
-                    self._tops[wid] = WindowDesc(wid, desc.app_id, desc.title, bounds, desc.client, desc.pid)
+                    self._tops[wid] = WindowDesc(wid, desc.app_id, desc.title, bounds, desc.client, desc.private)
             if full:
                 self._read_all()
             else:
@@ -487,7 +487,7 @@ class WindowCache:
             for wid, bounds in configured:
                 desc = self._tops.get(wid) or before.get(wid)
                 if desc is not None:
-                    extra.append(WindowDesc(wid, desc.app_id, desc.title, bounds, desc.client, desc.pid))
+                    extra.append(WindowDesc(wid, desc.app_id, desc.title, bounds, desc.client, desc.private))
             if full or dirty or gone or focus_moved or fid != self._focus_win:
                 self._focus_win, self._focused = self._read_focus(focus)
             elif self._focused is not None:  # only moved: the same window, new bounds
@@ -821,12 +821,12 @@ class CaptureGuard:
         for s in snaps:
             by_id = {w.window: w for w in s.windows}
             f = by_id.get(s.focused) if s.focused is not None else None
-            if f is not None and (is_private_process(f.pid)
+            if f is not None and (f.private
                                   or not self.scope.decide(app_id=f.app_id, title=f.title, now=now).allowed):
                 self.stats.frames_withheld += 1
                 return None
             rects += self.scope.excluded_rects([(w.app_id, w.title, None, w.bounds) for w in s.windows], now)
-            rects += [w.bounds for w in s.windows if is_private_process(w.pid)]
+            rects += [w.bounds for w in s.windows if w.private]
         if self.excluded_at(frame.captured_ns):  # the writer learned of it meanwhile
             self.stats.frames_withheld += 1
             return None
@@ -843,12 +843,12 @@ class CaptureGuard:
             return None
         now = self.clock()
         for f in view.focused:
-            if f is not None and (is_private_process(f.pid)
+            if f is not None and (f.private
                                   or not self.scope.decide(app_id=f.app_id, title=f.title, now=now).allowed):
                 self.stats.frames_withheld += 1
                 return None
         rects = self.scope.excluded_rects([(w.app_id, w.title, None, w.bounds) for w in view.windows], now)
-        rects += [w.bounds for w in view.windows if is_private_process(w.pid)]
+        rects += [w.bounds for w in view.windows if w.private]
         if self.excluded_at(frame.captured_ns):  # the writer learned of it meanwhile
             self.stats.frames_withheld += 1
             return None

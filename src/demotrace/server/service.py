@@ -486,25 +486,32 @@ class Collector:
         with self.db.session() as s:
             b = self._bundle(s, subject_id, bundle_id)
             self._tombstone(s, subject_id, self._session_ids(s, [b]))
-            shas = set(s.scalars(select(BundleBlob.sha256).where(BundleBlob.bundle_pk == b.pk)))
-            s.execute(delete(BundleBlob).where(BundleBlob.bundle_pk == b.pk))
-            s.delete(b)
             s.execute(delete(DeletedEpisode).where(DeletedEpisode.subject_id == subject_id,
                                                    DeletedEpisode.bundle_id == bundle_id))
-            s.flush()
-            still = set(s.scalars(select(BundleBlob.sha256).join(Bundle).where(
-                Bundle.subject_id == subject_id, BundleBlob.sha256.in_(shas))))
-            gone = s.scalars(select(Blob).where(Blob.subject_id == subject_id,
-                                                Blob.sha256.in_(shas - still))).all()
-            names = [g.stored_name for g in gone]
-            for g in gone:
-                s.delete(g)
+            names = self._drop_bundle(s, b)
             marked = self._mark_datasets(s, subject_id, bundle_id,
                                          f"bundle {bundle_id[:12]} deleted by its person")
         for n in names:
             self.blobs.delete(n)
         return {"bundle_id": bundle_id, "deleted": True, "blobs_deleted": len(names),
                 "datasets_marked": marked}
+
+    @staticmethod
+    def _drop_bundle(s: Session, b: Bundle) -> list[str]:
+        """Delete bundle ``b``'s rows and the rows of its blobs no other bundle of the same
+        person names; return those blobs' object names (the caller deletes the objects once the
+        transaction has committed)."""
+        shas = set(s.scalars(select(BundleBlob.sha256).where(BundleBlob.bundle_pk == b.pk)))
+        s.execute(delete(BundleBlob).where(BundleBlob.bundle_pk == b.pk))
+        s.delete(b)
+        s.flush()
+        still = set(s.scalars(select(BundleBlob.sha256).join(Bundle).where(
+            Bundle.subject_id == b.subject_id, BundleBlob.sha256.in_(shas))))
+        gone = s.scalars(select(Blob).where(Blob.subject_id == b.subject_id,
+                                            Blob.sha256.in_(shas - still))).all()
+        for g in gone:
+            s.delete(g)
+        return [g.stored_name for g in gone]
 
     def export_person(self, subject_id: str) -> bytes:
         """A zip of everything stored about the person: ``bundles/<id>/manifest.json``,
@@ -662,17 +669,7 @@ class Collector:
             per_person: dict[str, list[str]] = {}
             for b in old:
                 per_person.setdefault(b.subject_id, []).append(b.bundle_id)
-                shas = set(s.scalars(select(BundleBlob.sha256).where(BundleBlob.bundle_pk == b.pk)))
-                s.execute(delete(BundleBlob).where(BundleBlob.bundle_pk == b.pk))
-                s.delete(b)
-                s.flush()
-                still = set(s.scalars(select(BundleBlob.sha256).join(Bundle).where(
-                    Bundle.subject_id == b.subject_id, BundleBlob.sha256.in_(shas))))
-                gone = s.scalars(select(Blob).where(Blob.subject_id == b.subject_id,
-                                                    Blob.sha256.in_(shas - still))).all()
-                names += [g.stored_name for g in gone]
-                for g in gone:
-                    s.delete(g)
+                names += self._drop_bundle(s, b)
                 n_bundles += 1
             if per_person:
                 self.audit.append(s, actor_role="system", actor_id="collector", status=200,

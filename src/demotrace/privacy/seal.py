@@ -71,6 +71,7 @@ from .bundle import MARKER, MARKER_TEXT, REPORT, bundle_key, clean_stale_sealing
 from .consent import read_consent
 from .errors import RedactionError
 from .field_labels import infer_secret_fields, tesseract_ocr
+from .line_edit import edited_lines
 from .pipeline import RedactionCounts, RedactionPipeline, _cause
 from .pipeline import _layer_of as _layer
 from .policy import Policy
@@ -252,6 +253,7 @@ class _Sealer:
                     run.append(i)
         flush()
         self._redact_joints(events, runs, remove, insert)
+        self._redact_edits(events, runs, remove, insert)
         # the release of each removed press goes too
         removed_codes: Counter[str] = Counter()
         out: list[Event] = []
@@ -315,6 +317,43 @@ class _Sealer:
                 counts.items_out["typed_joint"] += 1
                 for r in sorted({r for _, _, r in part}):
                     self.flagged_typing.append((first.t_ns, runs[r][1]))
+
+    def _redact_edits(self, events: list[Event], runs: list[tuple[list[int], int | None]],
+                      remove: set[int], insert: dict[int, Event]) -> None:
+        """Findings in the text a line editor holds once cursor keys moved its caret
+        (:func:`.line_edit.edited_lines`; bug bash 5: ``echo @example.net``, ArrowLeft ×12,
+        ``jon.insert`` spells an address no typing run and no time-ordered joint holds). A
+        finding with any key not removed yet has all its keys removed (one placeholder at the
+        earliest, Shift presses with it) and every window they were typed into flagged for the
+        typed-secret image rule. A layer failure removes the whole line (fail closed)."""
+        win = {i: w for idx, w in runs for i in idx}
+        chars = {i: c for idx, _w in runs for i in idx if (c := self._char(events[i])) is not None}
+        counts = self.pipe.counts
+        done: set[frozenset[int]] = set()
+        for line in edited_lines(events, chars):
+            text = "".join(c for c, _ in line)
+            try:
+                findings = merge_findings(self.pipe.find(text))
+            except RedactionError as exc:
+                counts.dropped[f"typed_edit:{_layer(exc)}:{_cause(exc)}"] += 1
+                srcs = {i for _, i in line}
+                remove |= srcs
+                for w in {win.get(i) for i in srcs}:
+                    self.flagged_typing.append((events[min(srcs)].t_ns, w))
+                continue
+            for f in findings:
+                srcs = sorted({i for _, i in line[f.start:f.end]})
+                if frozenset(srcs) in done or set(srcs) <= remove:
+                    continue
+                done.add(frozenset(srcs))
+                remove |= set(srcs) | self._case_keys(events, srcs[0], srcs[-1])
+                first = events[srcs[0]]
+                if srcs[0] not in insert:
+                    insert[srcs[0]] = TextInput(seq=0, t_ns=first.t_ns, text=f"<{f.entity}>")
+                counts.entities[f.entity] += 1
+                counts.items_out["typed_edit"] += 1
+                for w in dict.fromkeys(win.get(i) for i in srcs):
+                    self.flagged_typing.append((first.t_ns, w))
 
     @staticmethod
     def _char(ev: Event) -> str | None:

@@ -158,6 +158,8 @@ class _Sealer:
         #: and every run dropped whole: from then on the value may be on screen in that window
         self.flagged_typing: list[tuple[int, int | None]] = []
         self._focus_win: int | None = None
+        #: ``(first_seq, last_seq)`` of the raw batches that could not be read (SessionReader.skipped)
+        self.unreadable: list[tuple[int, int]] = []
 
     # 1. scope -------------------------------------------------------------------------------
     def apply_scope(self, events: list[Event], start: dt.datetime, tz: dt.tzinfo) -> list[Event]:
@@ -252,6 +254,7 @@ class _Sealer:
                 elif ev.text or ev.key in ("Backspace", "Enter", "Tab"):
                     run.append(i)
         flush()
+        self._redact_beside_gaps(events, runs, remove)
         self._redact_joints(events, runs, remove, insert)
         self._redact_edits(events, runs, remove, insert)
         # the release of each removed press goes too
@@ -269,6 +272,28 @@ class _Sealer:
                 continue
             out.append(ev)
         return out
+
+    def _redact_beside_gaps(self, events: list[Event], runs: list[tuple[list[int], int | None]],
+                            remove: set[int]) -> None:
+        """Typing runs next to an unreadable batch (:attr:`unreadable`) are removed whole and
+        their windows flagged (bug bash 5 D: a damaged batch in the middle of a typed card left
+        its other parts, which no layer recognises alone). Per damaged batch (a ``seq`` range):
+        the run with the last key before it and the run with the first key after it (one run
+        when typing went on across it) — what the batch held may have joined them into a value.
+        Counted ``typed_run:beside_unreadable_batch``."""
+        keyed = [(events[i].seq, n) for n, (idx, _w) in enumerate(runs) for i in idx]
+        for first, last in self.unreadable:
+            before = [k for k in keyed if k[0] < first]
+            after = [k for k in keyed if k[0] > last]
+            picked = {max(before)[1]} if before else set()
+            picked |= {min(after)[1]} if after else set()
+            near = [runs[n] for n in sorted(picked)]
+            for idx, w in near:
+                if set(idx) <= remove:
+                    continue
+                remove.update(idx)
+                self.pipe.counts.dropped["typed_run:beside_unreadable_batch"] += 1
+                self.flagged_typing.append((events[idx[0]].t_ns, w))
 
     def _redact_joints(self, events: list[Event], runs: list[tuple[list[int], int | None]],
                        remove: set[int], insert: dict[int, Event]) -> None:
@@ -526,6 +551,7 @@ def seal_session(
                                " was the data key replaced?")
         for first, last, _err in reader.skipped:  # damaged batches: the rest is sealed (bug bash 4)
             pipe.counts.dropped["events:batch_unreadable"] += last - first + 1
+            s.unreadable.append((first, last))
         n_in = len(events) + sum(last - first + 1 for first, last, _ in reader.skipped)
         frames_in = sum(isinstance(e, Frame) for e in events)
         events = s.apply_scope(events, start, tz)

@@ -338,13 +338,18 @@ def test_tk_tab_reached_fields_labels_left_and_above(xvfb, dt_home: Path) -> Non
 
 
 @pytest.mark.x11
-def test_xterm_silent_password_prompt(xvfb, dt_home: Path) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize("read_cmd", [
+    "read -s -p '[sudo] password for anna: ' PW; echo",
+    # bug bash 4 F14: a Spanish prompt ("Contraseña: ", printed by printf so that only ASCII is typed)
+    "read -s -p \"$(printf 'Contrase\\303\\261a: ')\" PW; echo",
+])
+def test_xterm_silent_password_prompt(xvfb, dt_home: Path, read_cmd: str) -> None:  # type: ignore[no-untyped-def]
     """Bug-bash 2, leak 2: in xterm, ``read -s -p '[sudo] password for anna: ' PW; echo``, then
     a password typed with no echo + Enter, then another command. The password's keys are
     dropped (the prompt row that appeared before them names a password), the next command is
     kept although the row above it says "password". Expected sealed keys (by hand): the read
-    command, then "echo done"; the 13 keys of "Tr0ub4dor&3zz" and its 2 Shift presses dropped."""
-    read_cmd = "read -s -p '[sudo] password for anna: ' PW; echo"
+    command, then "echo done"; the 13 keys of "Tr0ub4dor&3zz" and its 2 Shift presses dropped.
+    The same with a Spanish prompt, "Contraseña: " (bug bash 4 F14: it matched no pattern)."""
     password = "Tr0ub4dor&3zz"
     after = "echo done"
     env = {**xvfb.env, "PS1": "$ "}
@@ -389,6 +394,22 @@ def test_xterm_silent_password_prompt(xvfb, dt_home: Path) -> None:  # type: ign
     ("[sudo] password for anna:", True), ("Boarding pass", False), ("Passenger name", False),
 ])
 def test_label_patterns_bug_bash_2(text: str, secret: bool) -> None:
+    assert label_matches(default_policy(), text) is secret
+
+
+#: Bug bash 4 F14: prompts in other languages, as written and as tesseract's English model read
+#: them at scale 0.5 (DejaVu Sans 14 / 20 px, seen 2026-11-30: "Comrasetia:", "Hasto:", "Naponp:",
+#: "Seoret taken:"); and benign labels that must stay kept.
+@pytest.mark.parametrize(("text", "secret"), [
+    ("Contraseña:", True), ("Contrasena:", True), ("Comrasetia:", True), ("Passwort:", True),
+    ("Kennwort", True), ("Mot de passe :", True), ("Senha:", True), ("Wachtwoord", True), ("Hasło:", True),
+    ("Hasto:", True), ("Hasio:", True), ("Lösenord", True), ("Salasana", True), ("Пароль:", True),
+    ("Naponp:", True), ("Napons:", True), ("パスワード", True), ("密码", True), ("Secret token:", True),
+    ("Seoret taken:", True), ("API key", True), ("Private key:", True),
+    ("Contrato", False), ("Hashtag", False), ("Token count", False), ("Keyboard", False), ("Senhor", False),
+    ("Has long options", False), ("Tokenizer settings", False), ("Monkey", False),
+])
+def test_label_patterns_other_languages(text: str, secret: bool) -> None:
     assert label_matches(default_policy(), text) is secret
 
 

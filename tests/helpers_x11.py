@@ -241,6 +241,47 @@ def stop_recorder(proc: subprocess.Popen[str], timeout: float = 60.0) -> tuple[s
     return out, err
 
 
+@contextmanager
+def recording(env: dict[str, str], home: Path, *extra: str, enroll: bool = True) -> Iterator[subprocess.Popen[str]]:
+    """``demotrace record --home HOME *extra`` from :func:`start_recorder` (consent recorded
+    first unless ``enroll`` is false) for the ``with`` body; stopped with :func:`stop_recorder`
+    when the body ends normally (it must exit 0), killed when the body raised — never left
+    running."""
+    proc = start_recorder(env, home, *extra, enroll=enroll)
+    try:
+        yield proc
+    except BaseException:
+        proc.kill()
+        proc.communicate()
+        raise
+    if proc.poll() is None:
+        stop_recorder(proc)
+
+
+@contextmanager
+def killed_after(*procs: subprocess.Popen[Any]) -> Iterator[None]:
+    """Kill and reap ``procs`` (apps a test started) when the ``with`` body ends, however."""
+    try:
+        yield
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+            p.wait()
+
+
+def only_session(home: Path) -> tuple[Paths, Any, str]:
+    """``(paths, spool, session_id)`` of the one raw session in DEMOTRACE_HOME ``home`` (fails
+    if there is not exactly one)."""
+    from demotrace.spool import DataKey, Spool
+
+    paths = Paths(home)
+    spool = Spool(paths.spool, DataKey.load(paths.key_file))
+    ids = spool.session_ids()
+    assert len(ids) == 1, f"expected one recorded session in {home}, found {ids}"
+    return paths, spool, ids[0]
+
+
 class Collector:
     """A capture sink: ``(event_cls, t_ns, fields)`` appended under a lock, in call order."""
 

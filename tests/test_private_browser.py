@@ -20,12 +20,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers_x11 import geometry, search_window, start_recorder, stop_recorder
+from helpers_x11 import geometry, killed_after, only_session, recording, search_window
 from PIL import Image
 
-from demotrace.paths import Paths
 from demotrace.schema import FocusChange, Frame, KeyDown, Marker
-from demotrace.spool import DataKey, Spool
 
 
 def _chromium_window(env: dict[str, str], timeout: float = 60) -> int:
@@ -54,35 +52,27 @@ def test_incognito_chromium_is_never_recorded(xvfb, dt_home: Path) -> None:  # t
                                 f"--user-data-dir={profile}", "--window-position=640,80", "--window-size=560,420",
                                 page.as_uri()], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     term = subprocess.Popen(["xterm", "-T", "plainwork", "-geometry", "50x10+0+0", "-e", "cat"], env=env)
-    rec = None
     try:
-        twin = search_window(env, "plainwork", timeout=15)
-        cwin = _chromium_window(env)
-        # the title is the page's, like any normal window's: the title patterns cannot tell
-        deadline, name = time.monotonic() + 30, ""
-        while "Quarterly notes" not in name and time.monotonic() < deadline:
-            name = subprocess.run(["xdotool", "getwindowname", str(cwin)], env=env, capture_output=True,
-                                  text=True).stdout
-            time.sleep(0.2)
-        assert "incognito" not in name.lower() and "Quarterly notes" in name, name
-        cgeo, tgeo = geometry(env, cwin), geometry(env, twin)
-        rec = start_recorder(env, dt_home, "--no-indicator", enroll=True)
-        for wid, text in ((twin, "hello "), (cwin, "secretive words"), (twin, "bye ")):
-            subprocess.run(["xdotool", "windowfocus", "--sync", str(wid)], env=env, check=True, timeout=30)
-            time.sleep(0.5)
-            subprocess.run(["xdotool", "type", "--delay", "30", text], env=env, check=True, timeout=30)
-            time.sleep(0.5)
-        stop_recorder(rec)
+        with killed_after(browser, term):
+            twin = search_window(env, "plainwork", timeout=15)
+            cwin = _chromium_window(env)
+            # the title is the page's, like any normal window's: the title patterns cannot tell
+            deadline, name = time.monotonic() + 30, ""
+            while "Quarterly notes" not in name and time.monotonic() < deadline:
+                name = subprocess.run(["xdotool", "getwindowname", str(cwin)], env=env, capture_output=True,
+                                      text=True).stdout
+                time.sleep(0.2)
+            assert "incognito" not in name.lower() and "Quarterly notes" in name, name
+            cgeo, tgeo = geometry(env, cwin), geometry(env, twin)
+            with recording(env, dt_home, "--no-indicator"):
+                for wid, text in ((twin, "hello "), (cwin, "secretive words"), (twin, "bye ")):
+                    subprocess.run(["xdotool", "windowfocus", "--sync", str(wid)], env=env, check=True, timeout=30)
+                    time.sleep(0.5)
+                    subprocess.run(["xdotool", "type", "--delay", "30", text], env=env, check=True, timeout=30)
+                    time.sleep(0.5)
     finally:
-        if rec is not None and rec.poll() is None:
-            rec.kill()
-        for p in (browser, term):
-            p.kill()
-            p.wait()
         shutil.rmtree(profile, ignore_errors=True)
-    paths = Paths(dt_home)
-    spool = Spool(paths.spool, DataKey.load(paths.key_file))
-    (sid,) = spool.session_ids()
+    _paths, spool, sid = only_session(dt_home)
     with spool.open(sid) as r:
         events = list(r.iter_events())
         frames = [(e, np.asarray(Image.open(io.BytesIO(r.read_blob(e.blob))).convert("L")))

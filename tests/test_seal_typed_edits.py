@@ -12,8 +12,8 @@ import io
 from pathlib import Path
 
 import numpy as np
-from privacy_corpus import Builder
 from PIL import Image
+from privacy_corpus import Builder
 
 from demotrace.paths import Paths
 from demotrace.privacy.bundle import open_bundle

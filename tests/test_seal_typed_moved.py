@@ -21,15 +21,21 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers_x11 import geometry, search_window, start_recorder, stop_recorder, wait_for, recorder_status
+from helpers_x11 import (
+    geometry,
+    killed_after,
+    only_session,
+    recorder_status,
+    recording,
+    search_window,
+    wait_for,
+)
 from PIL import Image
 
-from demotrace.paths import Paths
 from demotrace.privacy.bundle import open_bundle
 from demotrace.privacy.policy import default_policy
 from demotrace.privacy.seal import seal_session
 from demotrace.schema import Frame
-from demotrace.spool import DataKey, Spool
 
 CARD = "4929 7314 5028 2736"  # synthetic, Luhn-valid (doubled-digit sum 70)
 
@@ -57,30 +63,22 @@ def test_typed_card_covered_after_the_window_moves(xvfb, dt_home: Path) -> None:
     env = xvfb.env
     term = subprocess.Popen(["xterm", "-T", "movedterm", "-geometry", "40x6+0+0", "-fa", "DejaVu Sans Mono",
                              "-fs", "16", "-e", "cat"], env=env)
-    rec = None
-    paths = Paths(dt_home)
-    try:
+    with killed_after(term):
         wid = search_window(env, "movedterm", timeout=15)
-        rec = start_recorder(env, dt_home, "--no-indicator", enroll=True)  # default frame scale 0.5
-        subprocess.run(["xdotool", "windowfocus", "--sync", str(wid)], env=env, check=True, timeout=30)
-        subprocess.run(["xdotool", "type", "--delay", "40", f"pay {CARD}\n"], env=env, check=True, timeout=60)
-        time.sleep(1.0)
-        subprocess.run(["xdotool", "windowmove", "--sync", str(wid), "560", "420"], env=env, check=True, timeout=30)
-        moved = geometry(env, wid)
-        assert moved[:2] == (560, 420), moved
-        before = recorder_status(dt_home)["frames_stored"]
-        # a click on the empty root far from both positions: the recorder grabs a frame
-        subprocess.run(["xdotool", "mousemove", "--sync", "300", "700", "click", "1"], env=env, check=True, timeout=30)
-        wait_for(lambda: recorder_status(dt_home)["frames_stored"] > before, 10, what="a frame after the move")
-        time.sleep(1.0)  # and the settle frame after it
-        stop_recorder(rec)
-    finally:
-        if rec is not None and rec.poll() is None:
-            rec.kill()
-        term.kill()
-        term.wait()
-    spool = Spool(paths.spool, DataKey.load(paths.key_file))
-    (sid,) = spool.session_ids()
+        with recording(env, dt_home, "--no-indicator"):  # default frame scale 0.5
+            subprocess.run(["xdotool", "windowfocus", "--sync", str(wid)], env=env, check=True, timeout=30)
+            subprocess.run(["xdotool", "type", "--delay", "40", f"pay {CARD}\n"], env=env, check=True, timeout=60)
+            time.sleep(1.0)
+            subprocess.run(["xdotool", "windowmove", "--sync", str(wid), "560", "420"], env=env, check=True, timeout=30)
+            moved = geometry(env, wid)
+            assert moved[:2] == (560, 420), moved
+            before = recorder_status(dt_home)["frames_stored"]
+            # a click on the empty root far from both positions: the recorder grabs a frame
+            subprocess.run(["xdotool", "mousemove", "--sync", "300", "700", "click", "1"], env=env, check=True,
+                           timeout=30)
+            wait_for(lambda: recorder_status(dt_home)["frames_stored"] > before, 10, what="a frame after the move")
+            time.sleep(1.0)  # and the settle frame after it
+    paths, spool, sid = only_session(dt_home)
     with spool.open(sid) as r:
         raw = [e for e in r.iter_events() if isinstance(e, Frame)]
         last_raw = Image.open(io.BytesIO(r.read_blob(raw[-1].blob)))

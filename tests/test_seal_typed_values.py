@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers_x11 import start_recorder, stop_recorder
+from helpers_x11 import killed_after, only_session, recording, search_window
 from PIL import Image
 
 from demotrace.paths import Paths
@@ -89,38 +89,24 @@ def test_two_typed_values_of_one_kind_both_unreadable_at_default_scale(xvfb, dt_
     # `cat` echoes each line: every value is on screen twice (as typed, and printed back)
     term = subprocess.Popen(["xterm", "-T", "typedvalues", "-geometry", "70x12+0+0", "-fa", "DejaVu Sans Mono",
                              "-fs", "12", "-e", "cat"], env=env)
-    rec = None
     paths = Paths(dt_home)
-    try:
-        deadline = time.monotonic() + 15
-        wid = ""
-        while not wid and time.monotonic() < deadline:
-            wid = subprocess.run(["xdotool", "search", "--onlyvisible", "--name", "^typedvalues$"], env=env, capture_output=True, check=False,
-                                 text=True).stdout.split("\n")[0].strip()
-            time.sleep(0.05)
-        assert wid, "xterm window did not appear"
-        rec = start_recorder(env, dt_home, "--no-indicator", enroll=True)  # default frame scale
-        subprocess.run(["xdotool", "windowfocus", "--sync", wid], env=env, check=True, timeout=30)
-        deadline = time.monotonic() + 20
-        spool = Spool(paths.spool, DataKey.load(paths.key_file))
-        focused = False
-        while not focused and time.monotonic() < deadline:
-            for sid in spool.session_ids():
-                with spool.open(sid) as r:
-                    focused = any(isinstance(e, FocusChange) and e.title == "typedvalues" for e in r.iter_events())
-            time.sleep(0.1)
-        assert focused, "the recorder did not store the focus change to the xterm"
-        for line in (f"pay {CARD_A} to {MAIL_A}", f"pay {CARD_B} to {MAIL_B}"):
-            subprocess.run(["xdotool", "type", "--delay", "40", line + "\n"], env=env, check=True, timeout=60)
-        time.sleep(1.0)  # the settle frame after typing (taken about 0.5 s after the last key)
-        stop_recorder(rec)
-    finally:
-        if rec is not None and rec.poll() is None:
-            rec.kill()
-        term.kill()
-        term.wait()
-    spool = Spool(paths.spool, DataKey.load(paths.key_file))
-    (sid,) = spool.session_ids()
+    with killed_after(term):
+        wid = str(search_window(env, "typedvalues", timeout=15))
+        with recording(env, dt_home, "--no-indicator"):  # default frame scale
+            subprocess.run(["xdotool", "windowfocus", "--sync", wid], env=env, check=True, timeout=30)
+            deadline = time.monotonic() + 20
+            spool = Spool(paths.spool, DataKey.load(paths.key_file))
+            focused = False
+            while not focused and time.monotonic() < deadline:
+                for sid in spool.session_ids():
+                    with spool.open(sid) as r:
+                        focused = any(isinstance(e, FocusChange) and e.title == "typedvalues" for e in r.iter_events())
+                time.sleep(0.1)
+            assert focused, "the recorder did not store the focus change to the xterm"
+            for line in (f"pay {CARD_A} to {MAIL_A}", f"pay {CARD_B} to {MAIL_B}"):
+                subprocess.run(["xdotool", "type", "--delay", "40", line + "\n"], env=env, check=True, timeout=60)
+            time.sleep(1.0)  # the settle frame after typing (taken about 0.5 s after the last key)
+    _paths, spool, sid = only_session(dt_home)
     seen_raw: set[str] = set()
     with spool.open(sid) as r:
         raw_frames = [e for e in r.iter_events() if isinstance(e, Frame)]

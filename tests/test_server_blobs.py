@@ -195,3 +195,48 @@ def test_pseudonyms_are_keyed_hmac_of_the_normalised_identity() -> None:
     assert Pseudonymiser(b"t" * 32).subject_id("alice@example.org") != expect
     with pytest.raises(ConfigError, match="empty"):
         ps.subject_id("   ")
+
+
+_KILLED_PUT = """
+import os, signal, sys
+from pathlib import Path
+from demotrace.server import blobs
+store = blobs.FileBlobStore(Path(sys.argv[1]))
+def die(*a, **k):
+    os.kill(os.getpid(), signal.SIGKILL)  # killed between writing the temporary file and its rename
+blobs.os.replace = die
+store.put("ab" + "0" * 62, b"partial frame bytes" * 1000)
+"""
+
+
+def test_a_killed_put_leaves_a_temporary_file_the_collector_removes_at_start_up(tmp_path: Path) -> None:
+    """kill -9 of a writer between its temporary file and the rename (the real put code, killed
+    from inside os.replace) leaves ``<shard>/.tmp-*``; a collector starting 10+ minutes later
+    removes it, keeps a younger one (another worker may be writing it) and every object."""
+    import signal
+    import subprocess
+    import sys
+
+    from demotrace.server.config import ServerConfig
+    from demotrace.server.service import Collector
+
+    cfg = ServerConfig(data_dir=tmp_path / "srv")
+    c = Collector(cfg)
+    root = Path(c.blobs.root)  # type: ignore[attr-defined]
+    c.blobs.put("cd" + "1" * 62, b"a stored object")
+    c.close()
+    p = subprocess.run([sys.executable, "-c", _KILLED_PUT, str(root)], capture_output=True, timeout=60)
+    assert p.returncode == -signal.SIGKILL, p.stderr
+    (left,) = list((root / "ab").glob(".tmp-*"))
+    young = root / "cd" / f".tmp-{'cd' + '2' * 62}-abcdef"
+    young.write_bytes(b"being written")
+    old = os.stat(left).st_mtime - 601
+    os.utime(left, (old, old))
+    c = Collector(cfg)
+    try:
+        assert not left.exists()
+        assert young.exists()
+        assert c.blobs.get("cd" + "1" * 62) == b"a stored object"
+        assert not c.blobs.exists("ab" + "0" * 62)
+    finally:
+        c.close()

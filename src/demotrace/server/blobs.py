@@ -21,6 +21,7 @@ import os
 import re
 import secrets
 import threading
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -43,6 +44,12 @@ def check_name(name: str) -> str:
     if not _NAME.match(name):
         raise BlobStoreError(f"invalid blob name {name!r}: expected 16-128 lowercase hex digits")
     return name
+
+
+#: Age in seconds after which a ``.tmp-*`` file of :class:`FileBlobStore` is a killed writer's
+#: leftover (10 minutes: a put of the largest allowed blob takes seconds; the start-up sweep of
+#: one worker must not remove a file another worker is writing right now).
+TMP_MAX_AGE_S = 600.0
 
 
 class BlobStore(ABC):
@@ -101,6 +108,12 @@ class BlobStore(ABC):
     def size_total(self) -> int:
         """Sum of object sizes in bytes (for fleet health; walks the whole store)."""
         return sum(len(self.get(n)) for n in self.names())
+
+    def sweep_temporaries(self, older_than_s: float = TMP_MAX_AGE_S) -> int:
+        """Remove partial objects a killed writer left behind, older than ``older_than_s``
+        seconds; return how many. No-op (0) for stores without such leftovers (S3: an
+        interrupted single PUT stores nothing)."""
+        return 0
 
 
 def _fsync_dir(d: str | Path) -> None:
@@ -192,6 +205,30 @@ class FileBlobStore(BlobStore):
         except FileExistsError:
             pass
         self._dirs.add(folder)
+
+    def sweep_temporaries(self, older_than_s: float = TMP_MAX_AGE_S) -> int:
+        """Remove ``<shard>/.tmp-*`` files (see :meth:`_open_tmp`) last modified more than
+        ``older_than_s`` seconds ago: a ``put`` killed (``kill -9``, power loss) between creating
+        its temporary file and renaming it leaves one, holding a partial copy of the object
+        (ciphertext); nothing refers to it. Returns how many were removed. Called at collector
+        start-up (:class:`~demotrace.server.service.Collector`)."""
+        cutoff = time.time() - older_than_s
+        removed = 0
+        with os.scandir(self._root_str) as shards:
+            for shard in shards:
+                if not shard.is_dir(follow_symlinks=False):
+                    continue
+                with os.scandir(shard.path) as files:
+                    for f in files:
+                        if not f.name.startswith(".tmp-"):
+                            continue
+                        try:
+                            if f.stat(follow_symlinks=False).st_mtime < cutoff:
+                                os.unlink(f.path)
+                                removed += 1
+                        except FileNotFoundError:
+                            pass
+        return removed
 
     def _open_tmp(self, folder: str, name: str) -> tuple[int, str]:
         """Create ``<folder>/.tmp-<name>-<random>`` (O_EXCL, 0600); creates the folder once."""

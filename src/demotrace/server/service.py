@@ -101,9 +101,10 @@ class Collector:
 
     def __init__(self, config: ServerConfig, *, db: Database | None = None,
                  blobs: BlobStore | None = None, sweep_pending: bool = True) -> None:
-        """``sweep_pending``: retry queued blob deletes now (:meth:`retry_pending_deletes`);
-        ``demotrace server --workers N`` sweeps once in the parent and passes ``False`` in
-        every worker."""
+        """``sweep_pending``: expire stale unfinished uploads (:meth:`expire_open_uploads`),
+        retry queued blob deletes (:meth:`retry_pending_deletes`) and remove partial blob files
+        of killed writers (:meth:`BlobStore.sweep_temporaries`) now; ``demotrace server
+        --workers N`` sweeps once in the parent and passes ``False`` in every worker."""
         config.ensure_dirs()
         self.config = config
         self.db = db or Database(config.db_url)
@@ -121,6 +122,9 @@ class Collector:
         if sweep_pending:
             self.expire_open_uploads()
             self.retry_pending_deletes()
+            left = self.blobs.sweep_temporaries()
+            if left:
+                log.info("removed %d partial blob files left by a killed writer", left)
 
     def close(self) -> None:
         """Release database connections."""

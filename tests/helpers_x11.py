@@ -270,6 +270,25 @@ def killed_after(*procs: subprocess.Popen[Any]) -> Iterator[None]:
             p.wait()
 
 
+def spool_events(spool: Any) -> list[Any]:
+    """Every event of every raw session in ``spool`` (a :class:`demotrace.spool.Spool`), in
+    session then ``seq`` order."""
+    out: list[Any] = []
+    for sid in spool.session_ids():
+        with spool.open(sid) as r:
+            out.extend(r.iter_events())
+    return out
+
+
+def wait_focus_stored(spool: Any, title: str, timeout: float = 20.0) -> None:
+    """Wait (up to ``timeout`` seconds) until the recorder has stored a ``FocusChange`` to the
+    window titled ``title`` in ``spool``: keys sent before it may carry the previous window."""
+    from demotrace.schema import FocusChange
+
+    wait_for(lambda: any(isinstance(e, FocusChange) and e.title == title for e in spool_events(spool)),
+             timeout, what=f"the recorder stored the focus change to {title!r}")
+
+
 def only_session(home: Path) -> tuple[Paths, Any, str]:
     """``(paths, spool, session_id)`` of the one raw session in DEMOTRACE_HOME ``home`` (fails
     if there is not exactly one)."""
@@ -309,7 +328,8 @@ class Collector:
 
 def fake_keys(display: str, *steps: tuple[int, bool]) -> None:
     """Send raw key presses/releases by X keycode through XTest (python-xlib), in order."""
-    from Xlib import X, display as xdisplay
+    from Xlib import X
+    from Xlib import display as xdisplay
     from Xlib.ext import xtest
 
     d = xdisplay.Display(display)

@@ -30,7 +30,7 @@ from demotrace.privacy.bundle import open_bundle
 from demotrace.privacy.field_labels import label_matches, mask_glyphs
 from demotrace.privacy.policy import default_policy
 from demotrace.privacy.seal import seal_session
-from demotrace.schema import FocusChange, KeyDown
+from demotrace.schema import KeyDown
 from demotrace.spool import DataKey, Spool
 
 FORM = r'''
@@ -74,15 +74,10 @@ def test_tk_password_and_masked_fields_dropped_name_kept(xvfb, dt_home: Path) ->
         wid = subprocess.run(["xdotool", "search", "--onlyvisible", "--name", "^labelform$"], env=env, capture_output=True,
                              text=True, check=True).stdout.split()[0]
         xdo("windowfocus", "--sync", wid)
+        from helpers_x11 import wait_focus_stored
+
         spool = Spool(paths.spool, DataKey.load(paths.key_file))
-        deadline = time.monotonic() + 20
-        focused = False
-        while not focused and time.monotonic() < deadline:
-            for sid in spool.session_ids():
-                with spool.open(sid) as r:
-                    focused = any(isinstance(e, FocusChange) and e.title == "labelform" for e in r.iter_events())
-            time.sleep(0.1)
-        assert focused, "the recorder did not store the focus change to the form"
+        wait_focus_stored(spool, "labelform")
         for label, text in (("Name", NAME), ("Password", PASSWORD), ("Phrase", PHRASE)):
             if label == "Password":
                 xdo("key", "Tab")  # reached by Tab: no click point, the echo locates the field
@@ -264,18 +259,15 @@ def _record(xvfb, dt_home: Path, drive) -> tuple[Paths, Spool, str]:  # type: ig
 
 
 def _events(spool: Spool) -> list:  # type: ignore[type-arg]
-    out = []
-    for sid in spool.session_ids():
-        with spool.open(sid) as r:
-            out.extend(r.iter_events())
-    return out
+    from helpers_x11 import spool_events
+
+    return spool_events(spool)
 
 
 def _wait_focus(spool: Spool, title: str) -> None:
-    from helpers_x11 import wait_for
+    from helpers_x11 import wait_focus_stored
 
-    wait_for(lambda: any(isinstance(e, FocusChange) and e.title == title for e in _events(spool)), timeout=20,
-             what=f"the recorder stored the focus change to {title!r}")
+    wait_focus_stored(spool, title)
 
 
 def _wait_frame_after_enter(spool: Spool, n_enter: int, settle_ns: int = 250_000_000) -> None:

@@ -21,14 +21,20 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers_x11 import killed_after, only_session, recording, search_window
+from helpers_x11 import (
+    killed_after,
+    only_session,
+    recording,
+    search_window,
+    wait_focus_stored,
+)
 from PIL import Image
 
 from demotrace.paths import Paths
 from demotrace.privacy.bundle import open_bundle
 from demotrace.privacy.policy import default_policy
 from demotrace.privacy.seal import seal_session
-from demotrace.schema import FocusChange, Frame
+from demotrace.schema import Frame
 from demotrace.spool import DataKey, Spool
 
 # Synthetic values: two Luhn-valid cards (checked by hand: 4929 7314 5028 2736 and
@@ -94,15 +100,7 @@ def test_two_typed_values_of_one_kind_both_unreadable_at_default_scale(xvfb, dt_
         wid = str(search_window(env, "typedvalues", timeout=15))
         with recording(env, dt_home, "--no-indicator"):  # default frame scale
             subprocess.run(["xdotool", "windowfocus", "--sync", wid], env=env, check=True, timeout=30)
-            deadline = time.monotonic() + 20
-            spool = Spool(paths.spool, DataKey.load(paths.key_file))
-            focused = False
-            while not focused and time.monotonic() < deadline:
-                for sid in spool.session_ids():
-                    with spool.open(sid) as r:
-                        focused = any(isinstance(e, FocusChange) and e.title == "typedvalues" for e in r.iter_events())
-                time.sleep(0.1)
-            assert focused, "the recorder did not store the focus change to the xterm"
+            wait_focus_stored(Spool(paths.spool, DataKey.load(paths.key_file)), "typedvalues")
             for line in (f"pay {CARD_A} to {MAIL_A}", f"pay {CARD_B} to {MAIL_B}"):
                 subprocess.run(["xdotool", "type", "--delay", "40", line + "\n"], env=env, check=True, timeout=60)
             time.sleep(1.0)  # the settle frame after typing (taken about 0.5 s after the last key)

@@ -9,7 +9,7 @@ from typing import Optional
 import typer
 from rich.markup import escape
 
-from .common import console, err_console, open_spool
+from .common import console, err_console, open_spool, writable_paths
 
 _HOME = typer.Option(None, "--home", help="demotrace home folder (default $DEMOTRACE_HOME).")
 _POLICY = typer.Option(None, "--policy", help="Policy TOML file (default <home>/policy.toml, else built-in).")
@@ -265,7 +265,7 @@ def register(app: typer.Typer) -> None:
         from ..privacy.review import list_sessions
         from ..privacy.uploads import uploaded_ids
 
-        paths, spool = open_spool(home)
+        paths, spool = open_spool(home, readonly=True)  # works on a read-only home (F18)
         uploaded = uploaded_ids(paths)
         rows: list[tuple[str, ...]] = []
         bad = []
@@ -320,7 +320,7 @@ def register(app: typer.Typer) -> None:
         """List the episodes of one raw session."""
         from ..privacy.review import episodes_of
 
-        _paths, spool = open_spool(home)
+        _paths, spool = open_spool(home, readonly=True)
         with spool.open(session_id) as r:
             eps = episodes_of(list(r.iter_events()))
         for e in eps:
@@ -373,7 +373,7 @@ def register(app: typer.Typer) -> None:
         """Exclude an app (also one never seen yet), a window title or a web site."""
         from ..privacy.scope import Exclusions
 
-        paths = Paths.from_env(home).ensure()
+        paths = writable_paths(home)
         ex = Exclusions.load(paths)
         e = ex.add(kind, value)
         ex.save()
@@ -393,7 +393,7 @@ def register(app: typer.Typer) -> None:
         from ..errors import ConfigError
         from ..privacy.scope import Exclusions
 
-        paths = Paths.from_env(home)
+        paths = writable_paths(home)
         ex = Exclusions.load(paths)
         if not ex.remove(kind, value):
             raise ConfigError(f"no exclusion {kind} {value!r}; see `demotrace exclusions list`")

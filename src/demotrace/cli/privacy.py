@@ -298,6 +298,13 @@ def register(app: typer.Typer) -> None:
             t.add_row(*r)
         console.print(t)
         for s in bad:
+            if s.cannot_open:  # database or manifest damaged: seal needs both (bug bash 5 E)
+                err_console.print(f"session {s.session_id} cannot be opened ({s.error}): its database or manifest"
+                                  " is damaged, so none of its data can be read or sealed."
+                                  " If the data key file was replaced, restore the original"
+                                  " (then it reads again). Otherwise the data is unreadable: delete it with"
+                                  f" `demotrace review delete {s.session_id}`", highlight=False, markup=False)
+                continue
             err_console.print(f"session {s.session_id} is unreadable ({s.error}); check it with `demotrace sessions"
                               f" show {s.session_id}`. If the data key file was replaced, restore the original:"
                               " nothing can be read without it. If only some batches are damaged,"
@@ -361,7 +368,12 @@ def register(app: typer.Typer) -> None:
                 f"a recorder is running for this home (session {st.get('session_id')}): stop it first with"
                 " `demotrace stop`, then run `demotrace review forget` again (nothing was deleted)")
         res = forget_last(paths, spool, parse_duration(last))
-        console.print(f"forgot {res.events} events and {res.blobs} frames in {len(res.removed)} session(s)", highlight=False)
+        # frames = frame events; an image an earlier, kept frame also shows is stored once and stays
+        kept_images = "" if res.blobs == res.frames else (
+            f"; {res.blobs} stored image(s) deleted (a forgotten frame whose screenshot is identical to an"
+            " earlier, kept frame's shares that one stored image, which stays)")
+        console.print(f"forgot {res.events} events and {res.frames} frames in {len(res.removed)} session(s)"
+                      f"{kept_images}", highlight=False)
 
     ex_app = typer.Typer(help="Your own exclusions: apps, window titles, web sites never captured.", no_args_is_help=True)
     app.add_typer(ex_app, name="exclusions")

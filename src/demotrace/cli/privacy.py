@@ -246,7 +246,8 @@ def register(app: typer.Typer) -> None:
             drops = ", ".join(f"{k} {v}" for k, v in c["dropped"].items()) or "none"
             console.print(
                 f"{rep.session_id}{' (crashed, recovered)' if rep.session_id in crashed else ''}: {rep.events_out}/{rep.events_in} events, {rep.frames_out}/{rep.frames_in} frames kept;"
-                f" redacted: {ents}; dropped: {drops}; private gaps {rep.private_gaps};"
+                f" redacted: {ents}; dropped: {drops}; private gaps {rep.recorder_gaps + rep.private_gaps}"
+                f" ({rep.recorder_gaps} marked while recording, {rep.private_gaps} at seal);"
                 f" frames with a typed-secret window blacked out {rep.typed_secret_masked},"
                 f" dropped (window unknown) {rep.typed_secret_dropped};"
                 f" secret-field keys dropped {sum(rep.secret_keys_dropped.values())}", highlight=False, markup=False)

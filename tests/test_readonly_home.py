@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from demotrace.paths import Paths
-from demotrace.schema import FocusChange, KeyDown, KeyUp, Marker, SessionManifest
+from demotrace.schema import FocusChange, Marker, SessionManifest
 from demotrace.spool import DataKey, Spool
 
 DEMOTRACE = str(Path(sys.executable).parent / "demotrace")

@@ -55,7 +55,7 @@ def _home(root: Path) -> tuple[Paths, Spool]:
 
 def test_forget_counts_frames_not_stored_images(tmp_path: Path) -> None:
     paths, spool = _home(tmp_path)
-    start = dt.datetime(2026, 11, 30, 9, 0, tzinfo=dt.timezone.utc)
+    start = dt.datetime(2026, 11, 30, 9, 0, tzinfo=dt.UTC)
     _session(spool, "s1", start)
     # the last 9.5 s of a 60 s session: cut at 50.5 s → the frame at 55 s (its own image) and the
     # move at 52 and 59 s; the frame at 50 s stays
@@ -72,15 +72,15 @@ def test_forget_counts_frames_not_stored_images(tmp_path: Path) -> None:
 
 def test_forget_of_a_whole_session_counts_its_frames(tmp_path: Path) -> None:
     paths, spool = _home(tmp_path)
-    start = dt.datetime(2026, 11, 30, 9, 0, tzinfo=dt.timezone.utc)
+    start = dt.datetime(2026, 11, 30, 9, 0, tzinfo=dt.UTC)
     _session(spool, "s1", start)
     res = forget_last(paths, spool, dt.timedelta(minutes=2), now=start + dt.timedelta(seconds=60))
     assert res.removed == {"s1": (7, 2)} and res.frames == 3 and spool.session_ids() == []
 
 
 def test_cli_forget_prints_the_frames_removed(dt_home: Path) -> None:
-    paths, spool = _home(dt_home)
-    start = dt.datetime.now(dt.timezone.utc).replace(microsecond=0) - dt.timedelta(seconds=60)
+    _paths, spool = _home(dt_home)
+    start = dt.datetime.now(dt.UTC).replace(microsecond=0) - dt.timedelta(seconds=60)
     _session(spool, "live", start)
     # cut between 30 s and ~35 s after the start (the time the command takes): frames at 50 and
     # 55 s go (2 frames, 4 events), but only the 55 s image is deleted (the 5 s frame shows the other)
@@ -101,7 +101,7 @@ def _flip(db: Path, table: str, where: str) -> None:
 
 def test_review_list_hint_for_a_damaged_manifest_says_delete_not_seal(dt_home: Path) -> None:
     paths, spool = _home(dt_home)
-    start = dt.datetime(2026, 11, 30, 9, 0, tzinfo=dt.timezone.utc)
+    start = dt.datetime(2026, 11, 30, 9, 0, tzinfo=dt.UTC)
     _session(spool, "manifest-bad", start)
     _session(spool, "batch-bad", start + dt.timedelta(hours=1))
     _flip(paths.spool / "manifest-bad" / "session.db", "meta", "k = 'manifest'")

@@ -5,13 +5,15 @@ What is really exercised: the tests run as root, and root ignores file modes (``
 would not stop a single write), so the home is a **read-only bind mount** of a normal folder
 (``mount --bind`` + ``mount -o remount,bind,ro``): the kernel refuses every write under it with
 EROFS, for root too — the same refusal a person meets on a read-only disk or a home shared
-read-only from a backup. A fixture that cannot mount fails the test (never skips). Not exercised:
+read-only from a backup. A fixture that cannot mount fails the test (never skips). ``build`` (reads sealed bundles,
+writes only ``--out``) works on it too. Not exercised:
 a folder without write permission for a non-root user (EACCES), which takes the same code paths
 (``os.access(W_OK)`` and the EACCES / EPERM branch of ``writable_paths``).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -22,7 +24,15 @@ from pathlib import Path
 import pytest
 
 from demotrace.paths import Paths
-from demotrace.schema import FocusChange, Marker, SessionManifest
+from demotrace.privacy.policy import default_policy
+from demotrace.privacy.seal import seal_session
+from demotrace.schema import (
+    FocusChange,
+    Marker,
+    PointerDown,
+    PointerUp,
+    SessionManifest,
+)
 from demotrace.spool import DataKey, Spool
 
 DEMOTRACE = str(Path(sys.executable).parent / "demotrace")
@@ -43,7 +53,7 @@ def _tree(root: Path) -> dict[str, int]:
 @pytest.fixture(scope="module")
 def homes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Path]]:
     """(the writable source home, the same home through a read-only bind mount). Sessions:
-    ENDED — 4 events over 3 s, closed; CRASHED — 3 events, its recorder killed before closing
+    ENDED — 7 events over 3 s (one task, one click), closed and sealed; CRASHED — 3 events, its recorder killed before closing
     (``session.db-wal`` / ``-shm`` left behind, the batch only in the WAL)."""
     tmp = tmp_path_factory.mktemp("rohome")
     src = tmp / "src" / "home"
@@ -52,8 +62,12 @@ def homes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Path
     w = spool.create(_manifest(ENDED, "2026-11-30T09:15:00.000Z"))
     w.append([Marker(seq=0, t_ns=0, name="session_start"), FocusChange(seq=1, t_ns=S, app_id="XTerm", title="bash"),
               Marker(seq=2, t_ns=2 * S, name="task_start", instruction="list files"),
-              Marker(seq=3, t_ns=3 * S, name="session_stop")])
+              PointerDown(seq=3, t_ns=2 * S + S // 2, x=10, y=20, button="left"),
+              PointerUp(seq=4, t_ns=2 * S + S // 2 + 50_000_000, x=10, y=20, button="left"),
+              Marker(seq=5, t_ns=2 * S + 8 * S // 10, name="task_end", status="success"),
+              Marker(seq=6, t_ns=3 * S, name="session_stop")])
     w.close(duration_ns=3 * S)
+    seal_session(paths, spool, ENDED, default_policy())
     crash = textwrap.dedent(f"""
         import os
         from pathlib import Path
@@ -94,8 +108,8 @@ def test_reading_commands_work_on_a_read_only_home(homes: tuple[Path, Path]) -> 
     res = _run(home, "review", "list")
     assert res.returncode == 0 and "Traceback" not in res.stderr, res.stderr
     rows = {line.split()[0]: line.split() for line in res.stdout.splitlines() if line.startswith("2026")}
-    # ENDED: 4 events, 3.0 s, 0 frames, 1 episode (its task); never sealed
-    assert rows[ENDED][3:8] == ["3.0", "4", "0", "1", "no"], res.stdout
+    # ENDED: 7 events, 3.0 s, 0 frames, 1 episode (its task); sealed
+    assert rows[ENDED][3:8] == ["3.0", "7", "0", "1", "yes"], res.stdout
     # CRASHED: its 3 events read from the WAL the killed recorder left
     assert rows[CRASHED][3:6] == ["2.0", "3", "0"], res.stdout
     show = _run(home, "review", "show", ENDED)
@@ -110,6 +124,16 @@ def test_reading_commands_work_on_a_read_only_home(homes: tuple[Path, Path]) -> 
     ps = _run(home, "policy", "show")
     assert ps.returncode == 0 and "Raw recordings are destroyed after 7 days." in ps.stdout, ps.stderr
     assert _tree(src) == before  # nothing created or changed (not even through the writable source)
+
+
+def test_build_reads_a_read_only_home(homes: tuple[Path, Path], tmp_path: Path) -> None:
+    src, home = homes
+    before = _tree(src)
+    res = _run(home, "build", "--out", str(tmp_path / "ds"))
+    assert res.returncode == 0, res.stderr
+    lines = (tmp_path / "ds" / "episodes.jsonl").read_text().splitlines()
+    assert [json.loads(line)["episode_id"] for line in lines] == [f"{ENDED}-0"]  # its one task
+    assert _tree(src) == before
 
 
 @pytest.mark.parametrize("argv", [("seal",), ("review", "forget", "--last", "10m"), ("review", "delete", ENDED),

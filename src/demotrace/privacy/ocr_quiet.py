@@ -20,6 +20,7 @@ whole process's stderr (which would hide demotrace's own messages too):
 
 from __future__ import annotations
 
+import atexit
 import ctypes
 import logging
 import threading
@@ -27,6 +28,9 @@ from typing import Any
 
 #: Logger that receives the OCR libraries' messages (DEBUG level).
 LOG = logging.getLogger("demotrace.ocr")
+
+#: Leptonica's ``L_SEVERITY_NONE`` (environ.h): no message is emitted.
+_L_SEVERITY_NONE = 6
 
 _lock = threading.Lock()
 _handler: Any = None  # the ctypes callback: kept referenced for the life of the process
@@ -73,6 +77,9 @@ def quiet_ocr_libraries() -> bool:
         setter.restype = None
         setter(ctypes.cast(callback, ctypes.c_void_p))
         _handler = callback
+        # at exit, before the interpreter is torn down (no Python callback may run after it),
+        # Leptonica stops emitting messages at all: severity L_SEVERITY_NONE (6)
+        atexit.register(lib.setMsgSeverity, _L_SEVERITY_NONE)
         return True
 
 

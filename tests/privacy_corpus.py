@@ -75,6 +75,23 @@ BENIGN: tuple[str, ...] = (
     "Version 3.11.7 of Python is installed.",
 )
 
+#: Benign shell commands typed into a terminal (bug bash 4 F13): their numbers are valid phone
+#: numbers somewhere (``3000 3300`` a Brazilian shared-cost number, ``330000`` a German one,
+#: ``250 2000000`` a Canadian one) but are not written like one; none may be flagged, or the
+#: typed-secret rule blacks out the terminal for the rest of the session.
+BENIGN_COMMANDS: tuple[str, ...] = (
+    "seq 3000 3300",
+    "seq 1 100",
+    "sleep 3600",
+    "head -n 2000 access.log",
+    "seq 1 330000 | tail -1",
+    "seq 250 2000000 | wc -l",
+    "seq 5432 100000",
+    "kill -9 12345",
+    "ulimit -n 65536",
+    "dd if=/dev/zero of=blob bs=4096 count=100000",
+)
+
 
 def manifest(sid: str, started_utc: str = "2026-11-30T01:00:00Z", ended: bool = True) -> SessionManifest:
     """A test manifest."""

@@ -15,7 +15,7 @@ from demotrace.privacy.pipeline import RedactionPipeline
 from demotrace.privacy.policy import Policy, default_policy
 from demotrace.privacy.redact_text import TextRedactor
 from demotrace.privacy.secret_detect import Finding, detect_secrets
-from privacy_corpus import BENIGN, PLANTED
+from privacy_corpus import BENIGN, BENIGN_COMMANDS, PLANTED
 
 
 @pytest.fixture(scope="module")
@@ -72,6 +72,29 @@ def test_luhn_invalid_card_is_not_a_card(redactor: TextRedactor) -> None:
 def test_benign_corpus_has_no_findings(redactor: TextRedactor) -> None:
     flagged = {b: redactor.find(b) for b in BENIGN}
     assert {b: f for b, f in flagged.items() if f} == {}
+
+
+@pytest.mark.parametrize("command", BENIGN_COMMANDS)
+def test_benign_command_numbers_are_no_phone_numbers(redactor: TextRedactor, command: str) -> None:
+    assert redactor.find(command) == []
+    assert redactor.find(command + "\n" + command) == []
+
+
+# Each is written like a phone number (module doc of redact_text, phone_written_as_phone) —
+# international prefix, parentheses, trunk prefix 0, 10 digits in one group, with "-" / ".",
+# or spaced as the national format — and must stay found whole.
+PHONES_WRITTEN = [
+    "+1 415-555-0132", "+44 20 7946 0123", "+49 30 901820", "0049 30 901820", "(415) 555-0132",
+    "020 7946 0123", "01 42 68 53 00", "03-1234567", "4155550132", "415-555-0132", "415.555.0132",
+    "415 555 0132", "1-415-555-0132", "98765 43210",
+]
+
+
+@pytest.mark.parametrize("phone", PHONES_WRITTEN)
+def test_phone_numbers_written_as_such_are_found(redactor: TextRedactor, phone: str) -> None:
+    text = f"call {phone} today"
+    found = [f for f in redactor.find(text) if f.entity == "PHONE_NUMBER"]
+    assert [(f.start, f.end) for f in found] == [(5, 5 + len(phone))]
 
 
 def test_analysis_never_touches_the_network() -> None:

@@ -10,7 +10,8 @@ builtin fits it is inherited too, so callers can catch either::
     ├── SpoolError                          the local spool
     │   ├── SessionNotFound (FileNotFoundError)
     │   ├── SpoolCorrupt                    a database / blob that fails its integrity check
-    │   └── DecryptionError                 wrong key or tampered ciphertext
+    │   ├── DecryptionError                 wrong key or tampered ciphertext
+    │   └── HomeNotWritable (PermissionError) a command that writes met a read-only home
     ├── KeyMissing (FileNotFoundError)      no data key where one is required
     │   └── KeyLost                         …while data encrypted with it exists (never replaced)
     ├── CaptureError                        a capture backend cannot start or died
@@ -53,6 +54,12 @@ class SpoolCorrupt(SpoolError):
 
 class DecryptionError(SpoolError):
     """Ciphertext could not be authenticated: wrong key, or the data was altered."""
+
+
+class HomeNotWritable(SpoolError, PermissionError):
+    """The demotrace home (or a folder in it) cannot be written — a read-only mount, or a folder
+    the user may not write — and the command needs to write there. The message names the path,
+    the command, and what still works (the reading commands). Nothing was changed."""
 
 
 class KeyMissing(DemotraceError, FileNotFoundError):

@@ -105,7 +105,7 @@ def build_cmd(
     from ..paths import Paths
 
     del sealed  # always sealed
-    paths = Paths.from_env(home).ensure()
+    paths = Paths.from_env(home)  # reads the home only: works on a read-only one (bug bash 4 F18)
     sources = _bundle_sources(paths, list(bundles or ()))
     config = CanonicalConfig(max_shard_bytes=max(1, int(max_shard_mb * 1e6)), overwrite=overwrite)
     settings = BuildSettings()

@@ -9,7 +9,7 @@ from typing import Optional
 import typer
 from rich.markup import escape
 
-from .common import console, err_console, open_spool
+from .common import console, err_console, open_spool, writable_paths
 
 _HOME = typer.Option(None, "--home", help="demotrace home folder (default $DEMOTRACE_HOME).")
 _POLICY = typer.Option(None, "--policy", help="Policy TOML file (default <home>/policy.toml, else built-in).")
@@ -246,7 +246,8 @@ def register(app: typer.Typer) -> None:
             drops = ", ".join(f"{k} {v}" for k, v in c["dropped"].items()) or "none"
             console.print(
                 f"{rep.session_id}{' (crashed, recovered)' if rep.session_id in crashed else ''}: {rep.events_out}/{rep.events_in} events, {rep.frames_out}/{rep.frames_in} frames kept;"
-                f" redacted: {ents}; dropped: {drops}; private gaps {rep.private_gaps};"
+                f" redacted: {ents}; dropped: {drops}; private gaps {rep.recorder_gaps + rep.private_gaps}"
+                f" ({rep.recorder_gaps} marked while recording, {rep.private_gaps} at seal);"
                 f" frames with a typed-secret window blacked out {rep.typed_secret_masked},"
                 f" dropped (window unknown) {rep.typed_secret_dropped};"
                 f" secret-field keys dropped {sum(rep.secret_keys_dropped.values())}", highlight=False, markup=False)
@@ -265,7 +266,7 @@ def register(app: typer.Typer) -> None:
         from ..privacy.review import list_sessions
         from ..privacy.uploads import uploaded_ids
 
-        paths, spool = open_spool(home)
+        paths, spool = open_spool(home, readonly=True)  # works on a read-only home (F18)
         uploaded = uploaded_ids(paths)
         rows: list[tuple[str, ...]] = []
         bad = []
@@ -298,6 +299,13 @@ def register(app: typer.Typer) -> None:
             t.add_row(*r)
         console.print(t)
         for s in bad:
+            if s.cannot_open:  # database or manifest damaged: seal needs both (bug bash 5 E)
+                err_console.print(f"session {s.session_id} cannot be opened ({s.error}): its database or manifest"
+                                  " is damaged, so none of its data can be read or sealed."
+                                  " If the data key file was replaced, restore the original"
+                                  " (then it reads again). Otherwise the data is unreadable: delete it with"
+                                  f" `demotrace review delete {s.session_id}`", highlight=False, markup=False)
+                continue
             err_console.print(f"session {s.session_id} is unreadable ({s.error}); check it with `demotrace sessions"
                               f" show {s.session_id}`. If the data key file was replaced, restore the original:"
                               " nothing can be read without it. If only some batches are damaged,"
@@ -320,7 +328,7 @@ def register(app: typer.Typer) -> None:
         """List the episodes of one raw session."""
         from ..privacy.review import episodes_of
 
-        _paths, spool = open_spool(home)
+        _paths, spool = open_spool(home, readonly=True)
         with spool.open(session_id) as r:
             eps = episodes_of(list(r.iter_events()))
         for e in eps:
@@ -361,7 +369,12 @@ def register(app: typer.Typer) -> None:
                 f"a recorder is running for this home (session {st.get('session_id')}): stop it first with"
                 " `demotrace stop`, then run `demotrace review forget` again (nothing was deleted)")
         res = forget_last(paths, spool, parse_duration(last))
-        console.print(f"forgot {res.events} events and {res.blobs} frames in {len(res.removed)} session(s)", highlight=False)
+        # frames = frame events; an image an earlier, kept frame also shows is stored once and stays
+        kept_images = "" if res.blobs == res.frames else (
+            f"; {res.blobs} stored image(s) deleted (a forgotten frame whose screenshot is identical to an"
+            " earlier, kept frame's shares that one stored image, which stays)")
+        console.print(f"forgot {res.events} events and {res.frames} frames in {len(res.removed)} session(s)"
+                      f"{kept_images}", highlight=False)
 
     ex_app = typer.Typer(help="Your own exclusions: apps, window titles, web sites never captured.", no_args_is_help=True)
     app.add_typer(ex_app, name="exclusions")
@@ -373,7 +386,7 @@ def register(app: typer.Typer) -> None:
         """Exclude an app (also one never seen yet), a window title or a web site."""
         from ..privacy.scope import Exclusions
 
-        paths = Paths.from_env(home).ensure()
+        paths = writable_paths(home)
         ex = Exclusions.load(paths)
         e = ex.add(kind, value)
         ex.save()
@@ -393,7 +406,7 @@ def register(app: typer.Typer) -> None:
         from ..errors import ConfigError
         from ..privacy.scope import Exclusions
 
-        paths = Paths.from_env(home)
+        paths = writable_paths(home)
         ex = Exclusions.load(paths)
         if not ex.remove(kind, value):
             raise ConfigError(f"no exclusion {kind} {value!r}; see `demotrace exclusions list`")

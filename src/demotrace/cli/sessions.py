@@ -120,7 +120,7 @@ def list_sessions(home: str | None = HomeOpt) -> None:
     from ..errors import KeyLost, KeyMissing
 
     try:
-        paths, spool = open_spool(home)
+        paths, spool = open_spool(home, readonly=True)  # works on a read-only home (F18)
     except KeyLost:
         raise
     except KeyMissing:
@@ -165,7 +165,7 @@ def show(session_id: str = typer.Argument(..., help="Session id (see `demotrace 
     """Describe one session: counts per kind, duration, apps seen, frames, size, tasks."""
     from rich.table import Table
 
-    _paths, spool = open_spool(home)
+    _paths, spool = open_spool(home, readonly=True)
     s = summarize(spool, session_id)
     console.print(f"[bold]session {s.session_id}[/]", highlight=False)
     console.print(f"started (UTC): {s.started_utc}", highlight=False)

@@ -229,6 +229,9 @@ class TesseractEngine:
             api = tesserocr.PyTessBaseAPI(path=path, lang="eng", psm=self.psm)
         except RuntimeError as exc:
             raise RedactionError(f"OCR could not start with data {path}: {exc}") from exc
+        from .ocr_quiet import quiet_engine
+
+        quiet_engine(api)  # its libraries' own stderr lines are not the person's business (F16)
         self.close()
         self._api, self._path = api, path
         return api

@@ -4,7 +4,8 @@ Presidio (``presidio-analyzer``) is configured **fully offline**:
 
 - the NLP engine is Presidio's :class:`NoOpNlpEngine` — no spaCy model is loaded or downloaded
   (context words in the text therefore do not raise scores; scores are the recognisers' own);
-- only pattern / rule recognisers are registered: e-mail, phone (``phonenumbers``), credit card
+- only pattern / rule recognisers are registered: e-mail, phone (``phonenumbers``; only spans
+  written like a phone number, :func:`phone_written_as_phone`), credit card
   (regex + Luhn checksum), IBAN (regex + ISO 13616 mod-97 check), US SSN, UK NINO, IP address,
   and a URL-credentials pattern (``scheme://user:password@`` — only the user-info is redacted);
 - the recognisers are exactly those of the policy's ``redaction.entities``; an empty list means
@@ -55,6 +56,46 @@ def _offline_tldextract() -> Any:
     return ext
 
 
+#: Digits a phone number written with no prefix cue needs (a NANP number without its country
+#: code has 10; shorter bare numbers are how command arguments look — bug bash 4 F13).
+PHONE_BARE_MIN_DIGITS = 10
+
+
+def phone_written_as_phone(raw: str, regions: Sequence[str]) -> bool:
+    """Whether ``raw``, a span the ``phonenumbers`` matcher (Presidio's PhoneRecognizer, leniency
+    VALID) took for a phone number, is *written* like one — the filter of our PHONE_NUMBER
+    recogniser. The matcher accepts any digit string that is a valid number in one of
+    ``regions`` however its digits are grouped, so typed command arguments were flagged:
+    ``seq 3000 3300`` is a valid Brazilian shared-cost number (3000-3300), ``seq 1 330000`` a
+    German one, ``250 2000000`` a Canadian one (bug bash 4 F13), and the typed-secret rule then
+    blacked out that terminal for the rest of the session.
+
+    Written like a phone number means one of: an international prefix (``+`` or ``00``); an area
+    code in parentheses; a national trunk prefix ``0`` (how GB, DE, FR, IL, IN and BR numbers
+    are written at home); or, with none of these cues, at least
+    :data:`PHONE_BARE_MIN_DIGITS` digits in one group (``4155550132``), or with a phone's
+    separators ``-`` / ``.`` (``415-555-0132``, also as OCR spaces it: ``415-555- 0132``), or
+    grouped by spaces exactly as the number's own national format (``415 555 0132``;
+    libphonenumber's EXACT_GROUPING leniency: ``250 2000000`` is no NANP grouping). Command
+    arguments are separated by spaces only.
+    """
+    import phonenumbers
+
+    s = raw.strip()
+    if s.startswith(("+", "0")) or "(" in s:  # "+" / "00" international, "0" trunk prefix
+        return True
+    digits = sum(c.isdigit() for c in s)
+    if digits < PHONE_BARE_MIN_DIGITS:
+        return False
+    if s.isdigit() or "-" in s or "." in s:  # one group, or a phone's separators (OCR may space them)
+        return True
+    for region in regions:
+        for m in phonenumbers.PhoneNumberMatcher(s, region, leniency=phonenumbers.Leniency.EXACT_GROUPING):
+            if m.start == 0 and m.end == len(s):
+                return True
+    return False
+
+
 @lru_cache(maxsize=8)
 def _analyzer(entities: tuple[str, ...]) -> Any:
     """Build (once per entity set) an offline AnalyzerEngine with pattern recognisers only:
@@ -85,6 +126,14 @@ def _analyzer(entities: tuple[str, ...]) -> Any:
         def validate_result(self, pattern_text: str) -> bool:
             return bool(_offline_tldextract()(pattern_text.split("@")[-1]).suffix)
 
+    class WrittenPhoneRecognizer(PhoneRecognizer):  # type: ignore[misc]
+        """Presidio's phone recogniser, keeping only spans written like a phone number
+        (:func:`phone_written_as_phone`; bug bash 4 F13)."""
+
+        def analyze(self, text: str, entities: list[str], nlp_artifacts: Any = None) -> list[Any]:
+            found = super().analyze(text, entities, nlp_artifacts)
+            return [r for r in found if phone_written_as_phone(text[r.start:r.end], self.supported_regions)]
+
     url_creds = PatternRecognizer(
         supported_entity="URL_CREDENTIALS",
         name="UrlCredentialsRecognizer",
@@ -94,7 +143,7 @@ def _analyzer(entities: tuple[str, ...]) -> Any:
     )
     available = {
         "EMAIL_ADDRESS": OfflineEmailRecognizer,
-        "PHONE_NUMBER": PhoneRecognizer,
+        "PHONE_NUMBER": WrittenPhoneRecognizer,
         "CREDIT_CARD": CreditCardRecognizer,
         "IBAN_CODE": IbanRecognizer,
         "US_SSN": UsSsnRecognizer,

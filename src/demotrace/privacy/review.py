@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ..build.episodes import segments_from_events
 from ..build.settings import BuildSettings
@@ -75,7 +75,10 @@ class Episode:
 @dataclass(frozen=True)
 class SessionSummary:
     """A raw session for ``review list``: id, start (UTC), duration (s), events, frames,
-    episodes, whether a sealed bundle exists."""
+    episodes, whether a sealed bundle exists. ``error``: why it cannot be read, or ``None``;
+    ``cannot_open``: the error came from opening it — its database or manifest is damaged (or
+    the data key is not the one it was written with) — so nothing of it can be read and ``seal``
+    cannot help; otherwise some batches are damaged and ``seal`` keeps the rest (bug bash 5 E)."""
 
     session_id: str
     started_utc: str
@@ -85,6 +88,7 @@ class SessionSummary:
     episodes: int
     sealed: bool
     error: str | None = None
+    cannot_open: bool = False
 
 
 def episodes_of(events: Iterable[Event], settings: BuildSettings | None = None) -> list[Episode]:
@@ -113,7 +117,12 @@ def list_sessions(paths: Paths, spool: Spool) -> list[SessionSummary]:
     for sid in spool.session_ids():
         sealed = (sealed_root(paths) / sid).is_dir()
         try:
-            with spool.open(sid) as r:
+            r = spool.open(sid)
+        except SpoolError as exc:  # database or manifest: nothing of it can be read
+            out.append(SessionSummary(sid, "?", 0.0, 0, 0, 0, sealed, error=str(exc), cannot_open=True))
+            continue
+        try:
+            with r:
                 evs = list(r.iter_events())
                 frames = sum(isinstance(e, Frame) for e in evs)
                 dur = max((e.t_ns for e in evs), default=0) / 1e9
@@ -138,9 +147,15 @@ def delete_session(paths: Paths, spool: Spool, session_id: str, *, sealed_too: b
 
 @dataclass(frozen=True)
 class ForgetResult:
-    """What ``forget`` destroyed: per session id, ``(events, blobs)`` removed."""
+    """What ``forget`` destroyed: per session id, ``(events, blobs)`` removed, and in
+    ``frame_events`` per session id the number of ``frame`` events among those events.
+
+    Frames and blobs differ: identical screenshots are stored once (content-addressed), so a
+    forgotten frame whose image an earlier, kept frame also shows removes no blob (bug bash 5
+    E: ``forget --last 4s`` said "0 frames" while one frame went — it printed blobs)."""
 
     removed: dict[str, tuple[int, int]]
+    frame_events: dict[str, int] = field(default_factory=dict)
 
     @property
     def events(self) -> int:
@@ -149,8 +164,13 @@ class ForgetResult:
 
     @property
     def blobs(self) -> int:
-        """Blobs (frames) removed in all sessions."""
+        """Stored images (blobs) deleted in all sessions."""
         return sum(b for _, b in self.removed.values())
+
+    @property
+    def frames(self) -> int:
+        """``frame`` events removed in all sessions."""
+        return sum(self.frame_events.values())
 
 
 def forget_last(paths: Paths, spool: Spool, window: dt.timedelta, now: dt.datetime | None = None) -> ForgetResult:
@@ -166,25 +186,26 @@ def forget_last(paths: Paths, spool: Spool, window: dt.timedelta, now: dt.dateti
     now = now or dt.datetime.now(dt.timezone.utc)
     cut_wall = now - window
     removed: dict[str, tuple[int, int]] = {}
+    frames: dict[str, int] = {}
     clean_stale_sealing(paths)  # partial bundles of killed seals (bug bash 5)
     for sid in spool.session_ids():
         with spool.open(sid) as r:
             start = session_start(r.manifest.started_utc)
             st = r.stats()
             t_last = st.t_last_ns
+            cut_ns = 0 if start >= cut_wall else max(0, int((cut_wall - start) / dt.timedelta(microseconds=1)) * 1000)
+            if t_last is not None and cut_ns <= t_last:  # the frames about to go, counted as events
+                frames[sid] = sum(isinstance(e, Frame) and e.t_ns >= cut_ns for e in r.iter_events())
         if start >= cut_wall:
             spool.delete(sid)
             delete_bundle(paths, sid)
             removed[sid] = (st.events, st.blobs)
             continue
-        if t_last is None:
-            continue
-        cut_ns = max(0, int((cut_wall - start) / dt.timedelta(microseconds=1)) * 1000)
-        if cut_ns > t_last:
+        if t_last is None or cut_ns > t_last:
             continue
         removed[sid] = spool.forget_after(sid, cut_ns)
         delete_bundle(paths, sid)
-    return ForgetResult(removed)
+    return ForgetResult(removed, frames)
 
 
 #: Manifest ``extra`` key the importers set: UTC time (ISO-8601, ``Z``) the data arrived here.

@@ -96,7 +96,10 @@ FRAME_BATCH = 16
 class SealReport:
     """Result of sealing one session: ``session_id``, ``bundle`` folder, ``policy_version``,
     ``sealed_utc``, ``events_in`` / ``events_out``, ``frames_in`` / ``frames_out``,
-    ``private_gaps`` (markers written), ``windows_masked`` (frames in which excluded windows
+    ``private_gaps`` (``private_gap`` markers written at seal time: stretches the policy
+    excludes that the recorder captured, e.g. under an exclusion added later), ``recorder_gaps``
+    (``private_gap`` markers the recorder already stored — contexts excluded while recording —
+    kept in the bundle; the two are counted apart, bug bash 5 E), ``windows_masked`` (frames in which excluded windows
     were painted), ``typed_secret_masked`` / ``typed_secret_dropped`` (frames in which the
     window that received flagged typed text was blacked out / frames dropped because that
     window's bounds were unknown — the fail-closed image rule), ``scope_dropped`` (reason → events dropped),
@@ -112,6 +115,7 @@ class SealReport:
     frames_in: int = 0
     frames_out: int = 0
     private_gaps: int = 0
+    recorder_gaps: int = 0
     windows_masked: int = 0
     typed_secret_masked: int = 0
     typed_secret_dropped: int = 0
@@ -554,6 +558,7 @@ def seal_session(
             s.unreadable.append((first, last))
         n_in = len(events) + sum(last - first + 1 for first, last, _ in reader.skipped)
         frames_in = sum(isinstance(e, Frame) for e in events)
+        recorder_gaps = sum(isinstance(e, Marker) and e.name == "private_gap" for e in events)  # kept by apply_scope
         events = s.apply_scope(events, start, tz)
 
         def load_frame(f: Frame) -> Image.Image | None:
@@ -675,7 +680,7 @@ def seal_session(
         rep = SealReport(
             session_id=session_id, bundle=str(final), policy_version=policy.version, sealed_utc=sealed_utc,
             events_in=n_in, events_out=seq, frames_in=frames_in, frames_out=frames_out,
-            private_gaps=s.gaps, windows_masked=windows_masked, typed_secret_masked=typed["masked"],
+            private_gaps=s.gaps, recorder_gaps=recorder_gaps, windows_masked=windows_masked, typed_secret_masked=typed["masked"],
             typed_secret_dropped=typed["dropped"], scope_dropped=dict(s.scope_dropped),
             secret_keys_dropped=dict(s.secrets.counts), counts=pipe.counts.to_dict(),
         )

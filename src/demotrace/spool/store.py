@@ -22,6 +22,7 @@ from __future__ import annotations
 import os
 import shutil
 import sqlite3
+import stat
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -64,6 +65,30 @@ def _connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
         con.execute("PRAGMA synchronous=NORMAL")
     con.execute("PRAGMA busy_timeout=5000")
     return con
+
+
+def _connect_reader(db: Path) -> sqlite3.Connection:
+    """A connection for :class:`SessionReader`: the usual one (:func:`_connect`) when the
+    session folder is writable; otherwise (a read-only mount, or a folder this user may not
+    write — bug bash 4 F18: ``review list`` failed on such a home) a read-only one that creates
+    nothing: ``mode=ro``, which reads a WAL database whose ``-wal`` / ``-shm`` files exist (a
+    crashed session), else ``immutable=1`` (a cleanly closed session: SQLite then takes no locks
+    and reads no WAL, which nothing can be writing on a folder that cannot be written)."""
+    if os.access(db.parent, os.W_OK):
+        return _connect(db)
+    from urllib.request import pathname2url
+
+    last: sqlite3.Error | None = None
+    for query in ("mode=ro", "mode=ro&immutable=1"):
+        con = sqlite3.connect(f"file:{pathname2url(str(db))}?{query}", uri=True, check_same_thread=False)
+        try:
+            con.execute("SELECT COUNT(*) FROM meta").fetchone()
+            return con
+        except sqlite3.Error as exc:
+            last = exc
+            con.close()
+    assert last is not None
+    raise last
 
 
 def _manifest_aad(session_id: str) -> bytes:
@@ -236,7 +261,7 @@ class SessionReader(_SessionBase):
         if not db.exists():
             raise SessionNotFound(f"no session {session_id!r} in {folder.parent}")
         try:
-            self._con = _connect(db)
+            self._con = _connect_reader(db)
             row = self._con.execute("SELECT v FROM meta WHERE k = 'manifest'").fetchone()
         except sqlite3.DatabaseError as exc:
             raise SpoolCorrupt(f"session {session_id}: database unreadable: {exc}") from exc
@@ -313,11 +338,19 @@ class SessionReader(_SessionBase):
 class Spool:
     """The set of sessions under one spool folder, all encrypted with one :class:`DataKey`."""
 
-    def __init__(self, root: Path, key: DataKey) -> None:
+    def __init__(self, root: Path, key: DataKey, *, readonly: bool = False) -> None:
+        """``readonly`` (keyword, added for bug bash 4 F18; default as before): create and
+        change nothing — ``root`` may be missing (no sessions) or on a read-only mount. Otherwise
+        ``root`` is created if missing and made 0700 (its mode is only changed when it differs,
+        so an existing private spool is not written to by opening it)."""
         self.root = root
         self.key = key
-        root.mkdir(parents=True, exist_ok=True)
-        os.chmod(root, 0o700)
+        if readonly:
+            return
+        if not root.is_dir():
+            root.mkdir(parents=True, exist_ok=True)
+        if stat.S_IMODE(root.stat().st_mode) != 0o700:
+            os.chmod(root, 0o700)
 
     def _folder(self, session_id: str) -> Path:
         if not session_id or "/" in session_id or session_id.startswith("."):

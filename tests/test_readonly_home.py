@@ -138,7 +138,7 @@ def test_build_reads_a_read_only_home(homes: tuple[Path, Path], tmp_path: Path) 
 
 @pytest.mark.parametrize("argv", [("seal",), ("review", "forget", "--last", "10m"), ("review", "delete", ENDED),
                                   ("review", "purge"), ("exclusions", "add", "app", "keepassxc"),
-                                  ("record", "--duration", "1")])
+                                  ("record", "--duration", "1"), ("enroll", "--yes")])
 def test_writing_commands_name_the_read_only_home(homes: tuple[Path, Path], argv: tuple[str, ...]) -> None:
     src, home = homes
     before = _tree(src)

@@ -47,15 +47,27 @@ def writable_paths(home: str | None = None) -> Paths:
     try:
         return paths.ensure()
     except OSError as exc:
-        if exc.errno not in (errno.EROFS, errno.EACCES, errno.EPERM):
-            raise
-        cmd = f"`{_command_words()}`" if _command_words() else "this command"
-        where = exc.filename or paths.home
-        raise HomeNotWritable(
-            f"{where} is not writable ({exc.strerror}): {cmd} has to write to the demotrace home"
-            f" {paths.home}. Nothing was changed. Make it writable, or point --home / DEMOTRACE_HOME"
-            f" at a writable copy; {READ_ONLY_COMMANDS} work on a read-only home."
-        ) from exc
+        raise_if_not_writable(exc, paths)
+        raise
+
+
+def raise_if_not_writable(exc: OSError, paths: Paths) -> None:
+    """Turn ``exc`` into :class:`HomeNotWritable` (naming the path, the running command and what
+    still works) when it says the home cannot be written (read-only file system, no
+    permission); return otherwise (the caller re-raises).
+
+    Raises:
+        HomeNotWritable: ``exc`` is EROFS, EACCES or EPERM.
+    """
+    if exc.errno not in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return
+    cmd = f"`{_command_words()}`" if _command_words() else "this command"
+    where = exc.filename or paths.home
+    raise HomeNotWritable(
+        f"{where} is not writable ({exc.strerror}): {cmd} has to write to the demotrace home"
+        f" {paths.home}. Nothing was changed. Make it writable, or point --home / DEMOTRACE_HOME"
+        f" at a writable copy; {READ_ONLY_COMMANDS} work on a read-only home."
+    ) from exc
 
 
 def open_spool(home: str | None = None, *, create_key: bool = False,

@@ -9,7 +9,7 @@ from typing import Optional
 import typer
 from rich.markup import escape
 
-from .common import console, err_console, open_spool, writable_paths
+from .common import console, err_console, open_spool, raise_if_not_writable, writable_paths
 
 _HOME = typer.Option(None, "--home", help="demotrace home folder (default $DEMOTRACE_HOME).")
 _POLICY = typer.Option(None, "--policy", help="Policy TOML file (default <home>/policy.toml, else built-in).")
@@ -149,7 +149,11 @@ def register(app: typer.Typer) -> None:
         if not yes and not typer.confirm("Do you accept recording under this notice?", default=False):
             err_console.print("Not enrolled. Nothing was recorded and nothing about this choice is kept.")
             raise typer.Exit(1)
-        rec = record_consent(paths, policy)  # creates the home (0700) now
+        try:
+            rec = record_consent(paths, policy)  # creates the home (0700) now
+        except OSError as exc:
+            raise_if_not_writable(exc, paths)
+            raise
         console.print(f"Consent recorded for policy version {rec.policy_version} at {rec.accepted_utc}.", highlight=False)
 
     policy_app = typer.Typer(help="The capture policy.", no_args_is_help=True)

@@ -519,8 +519,9 @@ def half_scale_options_bench(options: list[str]) -> dict:
     x2 or x4, block mode) reads a probe in the sealed frame. Benign cost: words painted on
     proportional benign screens (16/20/24 px, 20 lines each), on the monospaced
     :data:`MONO_BENIGN` screen and, apart, on :data:`PROMPTS`; the words are those a reference
-    OCR (tesseract at x4, block mode) reads on the raw half-scale frame. CPU: the seal's, this
-    process plus children, over all the option's frames."""
+    OCR (tesseract at x4, block mode) reads on the raw half-scale frame; and the words (boxes)
+    the seal flagged per entity on those benign screens. CPU: the seal's, this process plus
+    children, over all the option's frames."""
     pol = default_policy()
     pipe = RedactionPipeline(pol)
     pipe.find(" ")
@@ -547,15 +548,19 @@ def half_scale_options_bench(options: list[str]) -> dict:
         kw = HALF_OPTIONS[name]
         cpu = 0.0
 
-        def seal(im: Image.Image, kw: dict = kw) -> Image.Image:
+        ents: dict[str, int] = {}
+
+        def seal(im: Image.Image, kw: dict = kw, ents: dict[str, int] = ents) -> Image.Image:
             nonlocal cpu
             fr = FrameRedactor(pipe.find_unguarded, upscale=pol.redaction.ocr_upscale,
                                rescan_upscale=pol.redaction.ocr_rescan_upscale, **kw)
             c0 = cpu_now()
-            out = fr.redact_batch([im], scale=0.5)[0].image
+            r = fr.redact_batch([im], scale=0.5)[0]
             cpu += cpu_now() - c0
             fr.close()
-            return out
+            for e, n in r.entities.items():
+                ents[e] = ents.get(e, 0) + n
+            return r.image
 
         row: dict = {"mono_leaked": {}, "prop_leaked": {}}
         for key, frames in mono.items():
@@ -570,6 +575,7 @@ def half_scale_options_bench(options: list[str]) -> dict:
         for key, frames in prop.items():
             out = seal(frames[0])
             row["prop_leaked"][key] = sorted(_kinds_in(oracle(out, 2)) | _kinds_in(oracle(out, 4)))
+        ents.clear()  # from here on: benign screens only
         for label, ims in (("benign_prop", benign_prop), ("benign_mono", list(benign_mono.values())),
                            ("prompts", list(prompts.values()))):
             words = painted = 0
@@ -578,6 +584,7 @@ def half_scale_options_bench(options: list[str]) -> dict:
                 words += len(ws)
                 painted += painted_share(im, seal(im), ws)
             row[label] = {"words": words, "painted": painted, "share": round(painted / max(1, words), 4)}
+        row["benign_entities"] = dict(sorted(ents.items()))  # words flagged per entity on the benign screens
         row["cpu_s"] = round(cpu, 1)
         res[name] = row
         print(f"[half options] {name}: {json.dumps(row)}", file=sys.stderr)

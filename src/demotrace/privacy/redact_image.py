@@ -102,6 +102,14 @@ OCR_EMAIL_LENIENT = re.compile(
 #: as ``AKTAIOSFOONN7EXAMPLE`` / ``AXTAIOSFOONN7EXAMPLE`` (bench/privacy_leaks.py, half-scale
 #: part); 4 + 16 upper-case letters or digits as AWS documents the id.
 OCR_AWS_LENIENT = re.compile(r"\bA[KX][IT1lL|]A[A-Z0-9]{16}\b")
+#: Token prefixes whose underscore OCR dropped, for frames stored downscaled (with
+#: :data:`OCR_EMAIL_LENIENT`): a real xterm in DejaVu Sans Mono 12 pt at scale 0.5 read
+#: ``ghp_R2d2C3po…`` as ``ghp R2d2C3poX9k7L lmBNSb6…`` (underscores sit in the cell's bottom
+#: pixel row, which the 2x reduction greys out), and the GitHub token stayed readable
+#: (bench/privacy_leaks.py, half-scale part). A space in place of the prefix's underscore,
+#: then 4+ letters or digits; the key's other words are painted as its neighbours
+#: (:data:`TOKEN_ENTITIES`).
+OCR_TOKEN_LENIENT = re.compile(r"\b(?:gh[pousr]|github_pat|[sr]k[_ ](?:live|test))[_ ][A-Za-z0-9]{4,}")
 
 #: Entities whose neighbouring token-like words on the same row are painted too (OCR splits
 #: long keys into several words at glyph gaps as wide as a space).
@@ -319,8 +327,9 @@ def flag_words(words: Sequence[Word], find: Callable[[str], list[Finding]], *,
     (:func:`_email_span`).
 
     ``lenient_email``: also flag :data:`OCR_EMAIL_LENIENT` matches (an "@" misread as a letter)
-    as ``EMAIL_ADDRESS`` and :data:`OCR_AWS_LENIENT` ones as ``AWS_ACCESS_KEY`` — for OCR of
-    frames stored downscaled only."""
+    as ``EMAIL_ADDRESS``, :data:`OCR_AWS_LENIENT` ones as ``AWS_ACCESS_KEY`` and
+    :data:`OCR_TOKEN_LENIENT` ones as ``TOKEN_PREFIX`` — for OCR of frames stored downscaled
+    only."""
     # Rows by geometry, not by tesseract's block/line keys: sparse-text mode (psm 11) often
     # puts the two halves of one printed line into different blocks.
     rows: list[list[Word]] = []
@@ -360,7 +369,8 @@ def flag_words(words: Sequence[Word], find: Callable[[str], list[Finding]], *,
                 hits += found[mapped]
             rules = list(OCR_RULES.items())
             if lenient_email:
-                rules += [("EMAIL_ADDRESS", OCR_EMAIL_LENIENT), ("AWS_ACCESS_KEY", OCR_AWS_LENIENT)]
+                rules += [("EMAIL_ADDRESS", OCR_EMAIL_LENIENT), ("AWS_ACCESS_KEY", OCR_AWS_LENIENT),
+                          ("TOKEN_PREFIX", OCR_TOKEN_LENIENT)]
             for ent, rx in rules:
                 if loose and ent not in ("EMAIL_ADDRESS", "TOKEN_PREFIX"):
                     continue
@@ -741,7 +751,8 @@ class FrameRedactor:
         self.pad = pad
         self.timeout_s = timeout_s
         self.small_text_px = SMALL_TEXT_PX if small_text_px is None else small_text_px
-        #: frames stored downscaled: flag :data:`OCR_EMAIL_LENIENT` / :data:`OCR_AWS_LENIENT` matches too
+        #: frames stored downscaled: flag :data:`OCR_EMAIL_LENIENT`, :data:`OCR_AWS_LENIENT` and
+        #: :data:`OCR_TOKEN_LENIENT` matches too
         self.lenient_email = lenient_email
         #: frames stored downscaled: read every changed region a second time in block mode
         #: (:data:`BLOCK_PSM`) and flag what either read finds

@@ -4,6 +4,7 @@ One command::
 
     .venv/bin/pip install -e ".[bench]"   # presidio-image-redactor, for the baseline
     .venv/bin/python bench/privacy_leaks.py [--out out/privacy_leaks.json] [--quick]
+    .venv/bin/python bench/privacy_leaks.py --part half   # frames stored at scale 0.5 only (~5 min)
 
 What it does, in one run on this machine:
 
@@ -21,7 +22,11 @@ What it does, in one run on this machine:
    AnalyzerEngine (it then needs no spaCy model). Leaks: an independent tesseract pass at 4x
    over each redacted frame; a kind leaks at a size if any of its probes is read in any frame.
    Benign frames measure boxes painted over text that holds nothing personal.
-3. Throughput: frames per CPU-second (this process + its tesseract children; each tesseract
+3. Frames stored at the recorder's default scale 0.5 (``--part half`` runs this alone): the
+   planted lines in DejaVu Sans 16/20/24 px and xterm's bitmap font; then real xterms in DejaVu
+   Sans Mono 11-14 pt (bug bash 4, F1) with the fix options of :data:`HALF_OPTIONS` compared on
+   the same frames: kinds leaked, benign words painted (proportional, terminal, prompts), CPU.
+4. Throughput: frames per CPU-second (this process + its tesseract children; each tesseract
    limited to one thread with OMP_THREAD_LIMIT=1) = frames/s per core; wall time too.
 """
 

@@ -4,6 +4,7 @@ One command::
 
     .venv/bin/pip install -e ".[bench]"   # presidio-image-redactor, for the baseline
     .venv/bin/python bench/privacy_leaks.py [--out out/privacy_leaks.json] [--quick]
+    .venv/bin/python bench/privacy_leaks.py --part half   # frames stored at scale 0.5 only (~5 min)
 
 What it does, in one run on this machine:
 
@@ -21,7 +22,11 @@ What it does, in one run on this machine:
    AnalyzerEngine (it then needs no spaCy model). Leaks: an independent tesseract pass at 4x
    over each redacted frame; a kind leaks at a size if any of its probes is read in any frame.
    Benign frames measure boxes painted over text that holds nothing personal.
-3. Throughput: frames per CPU-second (this process + its tesseract children; each tesseract
+3. Frames stored at the recorder's default scale 0.5 (``--part half`` runs this alone): the
+   planted lines in DejaVu Sans 16/20/24 px and xterm's bitmap font; then real xterms in DejaVu
+   Sans Mono 11-14 pt (bug bash 4, F1) with the fix options of :data:`HALF_OPTIONS` compared on
+   the same frames: kinds leaked, benign words painted (proportional, terminal, prompts), CPU.
+4. Throughput: frames per CPU-second (this process + its tesseract children; each tesseract
    limited to one thread with OMP_THREAD_LIMIT=1) = frames/s per core; wall time too.
 """
 
@@ -372,6 +377,226 @@ def half_scale_bench() -> dict:
     return res
 
 
+#: A benign terminal screen: shell commands, code, paths, URLs without credentials. Shell
+#: prompts ``user@host:~$`` are benign too (a login name and a host name, not an address; no
+#: domain) but look like one, so they are counted apart (:data:`PROMPTS`).
+MONO_BENIGN = (
+    "$ ls -la /usr/share/doc/python3",
+    "drwxr-xr-x 2 root root 4096 Nov 28 10:12 examples",
+    "$ git log --oneline -3",
+    "c4cdc3f tidy: delete_bundle drops a bundle's rows",
+    "$ pip install -e '.[test]'",
+    "Successfully installed demotrace-0.4.1",
+    "def total(items): return sum(i.price for i in items)",
+    "see https://docs.python.org/3/library/re.html",
+    "$ grep -rn TODO src/ | wc -l",
+    "$ cat config.yaml logging.conf",
+    "image: registry.example.org/app:2.14.1",
+    "curl -sS https://api.example.com/v1/status",
+    "$ make test && make bench",
+    "ping -c 3 mirror.example.net",
+    "import numpy as np; a = np.zeros((8, 8))",
+    "tail -f /var/log/syslog | grep kernel",
+)
+PROMPTS = ("anna@build-07:~$ make test", "dev@ci-runner-3:/srv/app$ ls", "root@web-02:/etc/nginx# nginx -t",
+           "kim@laptop:~/src/demotrace$ git status")
+
+
+#: xterm -fs point sizes of the monospaced screens: 11 / 12 / 13 / 14 pt are 15.3 / 16.7 / 18.1 /
+#: 19.4 px glyphs at Xvfb's 100 dpi (19 / 20 / 22 / 24 px rows; 9.5-12 px at scale 0.5).
+MONO_PT = (11, 12, 13, 14)
+
+
+def xterm_screens(screens: list[list[str]], pt: int) -> list[Image.Image]:
+    """Each of ``screens`` as a real xterm draws it (``xterm -fa 'DejaVu Sans Mono' -fs PT``, 80
+    columns, at the top-left of a fresh 1280x800 Xvfb with no window manager, as the bug bash
+    recorded it; the lines ``cat``'d from a file), box-reduced 2x as the recorder stores frames
+    at its default scale 0.5. Synthetic renders of the same font (Pillow's FreeType, no hinting)
+    were read better by OCR than xterm's and leaked less, so the bench uses the real terminal."""
+    import mss
+    import numpy as np
+    from conftest import start_xvfb
+
+    srv = start_xvfb()
+    env = dict(os.environ, DISPLAY=srv.display)
+    out: list[Image.Image] = []
+    try:
+        with tempfile.TemporaryDirectory() as tmp, mss.MSS(display=srv.display) as grab:
+            for n, lines in enumerate(screens):
+                f = Path(tmp) / f"screen{n}.txt"
+                f.write_text("\n".join(lines) + "\n")
+                term = subprocess.Popen(["xterm", "-fa", "DejaVu Sans Mono", "-fs", str(pt), "-geometry",
+                                         f"80x{len(lines) + 1}+0+0", "-e", "sh", "-c", f"cat {f}; exec sleep 600"],
+                                        env=env)
+                try:
+                    prev = None
+                    deadline = time.monotonic() + 20
+                    while True:  # until two grabs 0.3 s apart agree and show dark glyphs on white
+                        time.sleep(0.3)
+                        shot = grab.grab({"left": 0, "top": 0, "width": 1280, "height": 800})
+                        img = Image.frombytes("RGB", shot.size, shot.bgra, "raw", "BGRX")
+                        a = np.asarray(img.convert("L"))
+                        if prev is not None and np.array_equal(a, prev) and (a > 200).sum() > 10000 and \
+                                ((a < 100) & (np.arange(a.shape[0])[:, None] < 40)).sum() > 50:
+                            break
+                        assert time.monotonic() < deadline, f"xterm at {pt} pt did not draw screen {n}"
+                        prev = a
+                finally:
+                    term.kill()
+                    term.wait()
+                out.append(img.reduce(2))
+    finally:
+        srv.proc.terminate()
+        srv.proc.wait(5)
+    return out
+
+
+def oracle(img: Image.Image, up: int) -> str:
+    """:func:`oracle_x2` at another upscale (the tests' check OCR at x2 and x4)."""
+    g = img.convert("L")
+    g = g.resize((g.width * up, g.height * up), Image.Resampling.LANCZOS)
+    with tempfile.NamedTemporaryFile(suffix=".png") as f:
+        g.save(f.name)
+        out = subprocess.run(["tesseract", f.name, "-", "--psm", "6"], capture_output=True, text=True, check=False).stdout
+    return "".join(out.split())
+
+
+def _kinds_in(text: str) -> set[str]:
+    t = text.lower()
+    return {k for k in FRAME_KINDS for p in PLANTED[k][1] if p.replace(" ", "").lower() in t}
+
+
+def mono_planted_screens() -> list[list[str]]:
+    """Terminal screens of the planted lines: each between two benign terminal lines (a screen
+    of planted lines alone gets painted by its neighbours' boxes), 7 planted lines a screen."""
+    out = []
+    for g in range(0, len(FRAME_KINDS), 7):
+        lines: list[str] = []
+        for j, k in enumerate(FRAME_KINDS[g:g + 7]):
+            lines += [MONO_BENIGN[(2 * j) % len(MONO_BENIGN)], f"{k} {PLANTED[k][0]}",
+                      MONO_BENIGN[(2 * j + 1) % len(MONO_BENIGN)]]
+        out.append(lines)
+    return out
+
+
+#: A terminal screen with e-mail addresses as the bug bash saw them (``cat`` of notes, ``git
+#: log --format=%ae``), and the probes of a leak: each address's local part (the check OCR reads
+#: the "@" as ``g``, so the whole address is never a probe).
+EMAIL_SCREEN = ("$ cat notes.txt", "Contact: jane.roe@example.net", "reply to omar.ng42@example.com before Friday",
+                "                                   kim.ito@example.org", "$ git log -1 --format=%ae",
+                "sam.doe7@example.org", "$ ls -la /usr/share/doc/python3")
+EMAIL_SCREEN_PROBES = ("jane.roe", "omar.ng42", "kim.ito", "sam.doe7")
+
+
+def painted_share(raw: Image.Image, sealed: Image.Image, words: list) -> int:
+    """How many of ``words`` (OCR'd on ``raw``) the seal painted: at least half of the word's
+    box turned solid black (0, 0, 0) where the raw frame was not."""
+    import numpy as np
+
+    a, b = np.asarray(raw.convert("RGB")), np.asarray(sealed.convert("RGB"))
+    painted = (b.max(axis=2) == 0) & (a.max(axis=2) != 0)
+    n = 0
+    for w in words:
+        x0, y0, x1, y1 = w.box
+        cut = painted[max(0, y0):y1, max(0, x0):x1]
+        n += int(cut.size > 0 and cut.mean() >= 0.5)
+    return n
+
+
+#: The fixes compared for bug bash 4's monospaced e-mail leak (docs/benchmarks.md): FrameRedactor
+#: settings. "main" = the code before the fix.
+HALF_OPTIONS: dict[str, dict] = {
+    "main": {"lenient_email": False, "block_read": False},
+    "a_lenient_email": {"lenient_email": True, "block_read": False},
+    "b_block_read": {"lenient_email": False, "block_read": True},
+    "a+b": {"lenient_email": True, "block_read": True},
+    "c_small_8": {"lenient_email": False, "block_read": False, "small_text_px": 8},
+    "c_small_9": {"lenient_email": False, "block_read": False, "small_text_px": 9},
+    "c_small_10": {"lenient_email": False, "block_read": False, "small_text_px": 10},
+}
+
+
+def half_scale_options_bench(options: list[str]) -> dict:
+    """Each option of :data:`HALF_OPTIONS` on frames stored at scale 0.5: kinds leaked in
+    real-xterm monospaced screens at :data:`MONO_PT` (:func:`mono_planted_screens`, plus
+    :data:`EMAIL_SCREEN` counted as ``email_screen:<local part>``) and in the proportional
+    planted lines (DejaVu Sans 16/20/24 px); a leak = the check OCR (tesseract command, LANCZOS
+    x2 or x4, block mode) reads a probe in the sealed frame. Benign cost: words painted on
+    proportional benign screens (16/20/24 px, 20 lines each), on the monospaced
+    :data:`MONO_BENIGN` screen and, apart, on :data:`PROMPTS`; the words are those a reference
+    OCR (tesseract at x4, block mode) reads on the raw half-scale frame; and the words (boxes)
+    the seal flagged per entity on those benign screens. CPU: the seal's, this process plus
+    children, over all the option's frames."""
+    pol = default_policy()
+    pipe = RedactionPipeline(pol)
+    pipe.find(" ")
+    screens = mono_planted_screens()
+    mono: dict[str, list[Image.Image]] = {}
+    email_screen: dict[str, Image.Image] = {}
+    benign_mono: dict[str, Image.Image] = {}
+    prompts: dict[str, Image.Image] = {}
+    for pt in MONO_PT:
+        frames = xterm_screens([*screens, list(EMAIL_SCREEN), list(MONO_BENIGN), list(PROMPTS)], pt)
+        key = f"xterm_{pt}pt"
+        mono[key], email_screen[key], benign_mono[key], prompts[key] = frames[:-3], frames[-3], frames[-2], frames[-1]
+        print(f"[half options] {key}: email screen raw readable "
+              f"{[p for p in EMAIL_SCREEN_PROBES if p in (oracle(frames[-3], 2) + oracle(frames[-3], 4)).lower()]}",
+              file=sys.stderr)
+    prop = {f"dejavu_{px}px": [render([(f"{k} {PLANTED[k][0]}", px) for k in FRAME_KINDS]).reduce(2)]
+            for px in (16, 20, 24)}
+    pool = gen_benign(80)
+    benign_prop = [render([(t, px) for t in pool[i * 20:(i + 1) * 20]]).reduce(2) for i, px in enumerate((16, 20, 24))]
+    ref_words = {id(im): ocr_words(im, upscale=4, psm=6)
+                 for im in [*benign_prop, *benign_mono.values(), *prompts.values()]}
+    res: dict = {}
+    for name in options:
+        kw = HALF_OPTIONS[name]
+        cpu = 0.0
+
+        ents: dict[str, int] = {}
+
+        def seal(im: Image.Image, kw: dict = kw, ents: dict[str, int] = ents) -> Image.Image:
+            nonlocal cpu
+            fr = FrameRedactor(pipe.find_unguarded, upscale=pol.redaction.ocr_upscale,
+                               rescan_upscale=pol.redaction.ocr_rescan_upscale, **kw)
+            c0 = cpu_now()
+            r = fr.redact_batch([im], scale=0.5)[0]
+            cpu += cpu_now() - c0
+            fr.close()
+            for e, n in r.entities.items():
+                ents[e] = ents.get(e, 0) + n
+            return r.image
+
+        row: dict = {"mono_leaked": {}, "prop_leaked": {}}
+        for key, frames in mono.items():
+            leaked: set[str] = set()
+            for im in frames:
+                out = seal(im)
+                leaked |= _kinds_in(oracle(out, 2)) | _kinds_in(oracle(out, 4))
+            out = seal(email_screen[key])
+            t = (oracle(out, 2) + "|" + oracle(out, 4)).lower()
+            leaked |= {f"email_screen:{p}" for p in EMAIL_SCREEN_PROBES if p in t}
+            row["mono_leaked"][key] = sorted(leaked)
+        for key, frames in prop.items():
+            out = seal(frames[0])
+            row["prop_leaked"][key] = sorted(_kinds_in(oracle(out, 2)) | _kinds_in(oracle(out, 4)))
+        ents.clear()  # from here on: benign screens only
+        for label, ims in (("benign_prop", benign_prop), ("benign_mono", list(benign_mono.values())),
+                           ("prompts", list(prompts.values()))):
+            words = painted = 0
+            for im in ims:
+                ws = ref_words[id(im)]
+                words += len(ws)
+                painted += painted_share(im, seal(im), ws)
+            row[label] = {"words": words, "painted": painted, "share": round(painted / max(1, words), 4)}
+        row["benign_entities"] = dict(sorted(ents.items()))  # words flagged per entity on the benign screens
+        row["cpu_s"] = round(cpu, 1)
+        res[name] = row
+        print(f"[half options] {name}: {json.dumps(row)}", file=sys.stderr)
+    pipe.close()
+    return res
+
+
 def benign_frames_bench() -> dict:
     """Boxes painted on benign frames: words boxed / words OCR'd (12 px)."""
     pol = default_policy()
@@ -402,7 +627,21 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", type=Path, default=ROOT / "out" / "privacy_leaks.json")
     ap.add_argument("--quick", action="store_true", help="only 10 and 16 px frames")
+    ap.add_argument("--part", choices=["all", "half"], default="all",
+                    help="half: only the frames stored at scale 0.5 (the half-scale cases and the fix options "
+                         "for monospaced rows, about a third of the run); its JSON goes to --out with -half")
+    ap.add_argument("--options", default=",".join(HALF_OPTIONS),
+                    help="comma-separated HALF_OPTIONS to compare in the half-scale part")
     args = ap.parse_args()
+    if args.part == "half":
+        result = {"machine": machine(), "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                  "half_scale": half_scale_bench(),
+                  "half_scale_options": half_scale_options_bench(args.options.split(","))}
+        out = args.out.with_name(args.out.stem + "-half" + args.out.suffix)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=1))
+        print(json.dumps(result, indent=1))
+        return
     try:
         import presidio_image_redactor  # noqa: F401
     except ImportError:
@@ -414,6 +653,7 @@ def main() -> None:
     result["benign_frames"] = benign_frames_bench()
     print(json.dumps(result["benign_frames"]), file=sys.stderr)
     result["half_scale"] = half_scale_bench()
+    result["half_scale_options"] = half_scale_options_bench(args.options.split(","))
     result["frames"] = frames_bench((10, 16) if args.quick else FONT_SIZES)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1))

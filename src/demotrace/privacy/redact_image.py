@@ -71,6 +71,46 @@ OCR_RULES: dict[str, re.Pattern[str]] = {
     "PASSWORD_LABEL": re.compile(r"(?i)\b(?:password|passwd|pwd)\s?[:;=]\s?(?P<v>\S+)"),
     "TOKEN_PREFIX": re.compile(r"(?:\bgh[pousr]_|\bgithub_pat_|\bxox[abposr]-|\b[sr]k_(?:live|test)_|\bAKIA|\bASIA|\bAIza|\beyJ)\S*"),
 }
+#: OCR-lenient e-mail shape for frames stored downscaled (``scale`` < 1; :func:`flag_words`
+#: with ``lenient_email``). Tesseract reads the "@" of 8-12 px monospaced rows (DejaVu Sans Mono
+#: 11-14 pt in an xterm at the recorder's default scale 0.5) as almost anything — ``g``, ``G``,
+#: ``p``, ``e``, ``f``, ``@G``, ``©``, ``¢``, or `` D`` after a space — puts a space after the
+#: local part's dot, reads its ``7`` as ``/`` or ``?`` and the domain's ``m`` as ``n`` (bug bash
+#: 4, issue #4: ``jane.roe@example.net`` read ``jane. roegexanple.net`` at every upscale
+#: x2..x6; ``ida.brandt7@example.org`` read ``ida.brandt? Dexanple.arg``). No glyph set tells the
+#: "@" apart, so the rule is the shape around it: words (local part, dots possibly followed by
+#: a space) running into a domain that ends in a dot (or a comma) and a TLD of
+#: :data:`LENIENT_TLDS` (with OCR's misreads ``con``, ``arg``, ``orq``; a space after that dot
+#: only before a TLD of three letters or more, so prose such as "done, in the" or "it. It" does
+#: not match). In effect every bare domain name (``mirror.example
+#: .net``) is boxed in such frames too — a host name and an address the "@" of which was misread
+#: look the same to OCR; host names right after ``//`` (URLs) or ``@`` do not match, nor do
+#: file names (``config.yaml``, ``logging.conf``, ``image.png``: not TLDs). Cost measured in
+#: bench/privacy_leaks.py (half-scale options; docs/benchmarks.md).
+LENIENT_TLDS = ("com", "con", "org", "orq", "arg", "net", "edu", "gov", "io", "co", "uk", "de", "fr",
+                "nl", "eu", "us", "ca", "au", "ch", "at", "it", "es", "se", "no", "dk", "fi", "pl", "jp",
+                "in", "br", "info", "biz", "dev", "me")
+_LOCAL0 = r"[\w%+\-?|!'’]"
+_LOCAL = r"[\w%+\-/?|!'’]"
+OCR_EMAIL_LENIENT = re.compile(
+    rf"(?<![\w/@:.\-])(?:{_LOCAL0}{_LOCAL}*[.,]\s?)*{_LOCAL0}{_LOCAL}*(?:\s?(?:[@©®¢DGQ]{{1,2}}|\(a\)))?"
+    r"[\w\-]*(?:[.,]\s?[\w\-]+)*(?:[.,](?:" + "|".join(LENIENT_TLDS) + r")|\.\s(?:"
+    + "|".join(t for t in LENIENT_TLDS if len(t) > 2) + r"))(?![A-Za-z0-9])")
+
+#: AWS access key id with its ``KI`` misread, for frames stored downscaled (with
+#: :data:`OCR_EMAIL_LENIENT`): DejaVu Sans Mono 17 px at scale 0.5 read ``AKIAIOSFODNN7EXAMPLE``
+#: as ``AKTAIOSFOONN7EXAMPLE`` / ``AXTAIOSFOONN7EXAMPLE`` (bench/privacy_leaks.py, half-scale
+#: part); 4 + 16 upper-case letters or digits as AWS documents the id.
+OCR_AWS_LENIENT = re.compile(r"\bA[KX][IT1lL|]A[A-Z0-9]{16}\b")
+#: Token prefixes whose underscore OCR dropped, for frames stored downscaled (with
+#: :data:`OCR_EMAIL_LENIENT`): a real xterm in DejaVu Sans Mono 12 pt at scale 0.5 read
+#: ``ghp_R2d2C3po…`` as ``ghp R2d2C3poX9k7L lmBNSb6…`` (underscores sit in the cell's bottom
+#: pixel row, which the 2x reduction greys out), and the GitHub token stayed readable
+#: (bench/privacy_leaks.py, half-scale part). A space in place of the prefix's underscore,
+#: then 4+ letters or digits; the key's other words are painted as its neighbours
+#: (:data:`TOKEN_ENTITIES`).
+OCR_TOKEN_LENIENT = re.compile(r"\b(?:gh[pousr]|github_pat|[sr]k[_ ](?:live|test))[_ ][A-Za-z0-9]{4,}")
+
 #: Entities whose neighbouring token-like words on the same row are painted too (OCR splits
 #: long keys into several words at glyph gaps as wide as a space).
 TOKEN_ENTITIES = frozenset({"GITHUB_TOKEN", "HIGH_ENTROPY_TOKEN", "AWS_ACCESS_KEY", "AWS_SECRET_KEY", "JWT",
@@ -274,7 +314,8 @@ def _to_digits(word: str) -> str:
 
 
 def flag_words(words: Sequence[Word], find: Callable[[str], list[Finding]], *,
-               small_px: int = 0, arr: np.ndarray | None = None) -> list[tuple[Word, str]]:
+               small_px: int = 0, arr: np.ndarray | None = None,
+               lenient_email: bool = False) -> list[tuple[Word, str]]:
     """Words to paint: those overlapped by a finding of ``find`` on their line's text (as read
     and with confusables mapped) or by an :data:`OCR_RULES` match. Returns ``(word, entity)``.
 
@@ -286,7 +327,12 @@ def flag_words(words: Sequence[Word], find: Callable[[str], list[Finding]], *,
 
     ``arr``: the frame the words were read from (``H×W×3`` uint8), if known: an e-mail flagged
     in part also gets one box over the whole address, across words and unread glyphs
-    (:func:`_email_span`)."""
+    (:func:`_email_span`).
+
+    ``lenient_email``: also flag :data:`OCR_EMAIL_LENIENT` matches (an "@" misread as a letter)
+    as ``EMAIL_ADDRESS``, :data:`OCR_AWS_LENIENT` ones as ``AWS_ACCESS_KEY`` and
+    :data:`OCR_TOKEN_LENIENT` ones as ``TOKEN_PREFIX`` — for OCR of frames stored downscaled
+    only."""
     # Rows by geometry, not by tesseract's block/line keys: sparse-text mode (psm 11) often
     # puts the two halves of one printed line into different blocks.
     rows: list[list[Word]] = []
@@ -324,7 +370,11 @@ def flag_words(words: Sequence[Word], find: Callable[[str], list[Finding]], *,
             hits: list[Finding] = [] if loose else list(found[text])
             if mapped != text and not loose:
                 hits += found[mapped]
-            for ent, rx in OCR_RULES.items():
+            rules = list(OCR_RULES.items())
+            if lenient_email:
+                rules += [("EMAIL_ADDRESS", OCR_EMAIL_LENIENT), ("AWS_ACCESS_KEY", OCR_AWS_LENIENT),
+                          ("TOKEN_PREFIX", OCR_TOKEN_LENIENT)]
+            for ent, rx in rules:
                 if loose and ent not in ("EMAIL_ADDRESS", "TOKEN_PREFIX"):
                     continue
                 for t in {text, mapped}:
@@ -551,6 +601,12 @@ class FrameResult:
 #: read "4111 1111 1111 1111" as "4211 1221 11221112" (docs/benchmarks.md, privacy section).
 #: At scale 1.0 this only touches text of about 7 px and less.
 SMALL_TEXT_PX = 6
+#: Tesseract page-segmentation mode of the second read of frames stored downscaled
+#: (:attr:`FrameRedactor.block_read`): 6 = one uniform block of text. Sparse-text mode (11, the
+#: first read) split DejaVu Sans Mono 11-12 pt xterm rows at scale 0.5 into fragments
+#: ("jan", "oes", "bexample.f"); block mode read them whole ("jane. roegexample.net") at every
+#: upscale x2..x4, BICUBIC or LANCZOS (docs/benchmarks.md, privacy section, bug bash 4).
+BLOCK_PSM = 6
 #: Blank rows (image pixels, before upscaling) between crops stacked into one OCR image.
 STACK_GAP = 24
 #: Row height (pixels after upscaling) that :func:`band_upscale` aims at, and the smallest
@@ -690,19 +746,28 @@ class FrameRedactor:
     """
 
     def __init__(self, find: Callable[[str], list[Finding]], *, upscale: int = 3, rescan_upscale: int = 2,
-                 pad: int = 16, timeout_s: float = 20.0, small_text_px: int | None = None) -> None:
+                 pad: int = 16, timeout_s: float = 20.0, small_text_px: int | None = None,
+                 lenient_email: bool = True, block_read: bool = True) -> None:
         self.find = find
         self.upscale = upscale
         self.rescan_upscale = rescan_upscale
         self.pad = pad
         self.timeout_s = timeout_s
         self.small_text_px = SMALL_TEXT_PX if small_text_px is None else small_text_px
+        #: frames stored downscaled: flag :data:`OCR_EMAIL_LENIENT`, :data:`OCR_AWS_LENIENT` and
+        #: :data:`OCR_TOKEN_LENIENT` matches too
+        self.lenient_email = lenient_email
+        #: frames stored downscaled: read every changed region a second time in block mode
+        #: (:data:`BLOCK_PSM`) and flag what either read finds
+        self.block_read = block_read
         self.engine = TesseractEngine()
+        self.block_engine = TesseractEngine(psm=BLOCK_PSM)
         self._prev: dict[object, tuple[np.ndarray, list[Box]]] = {}
 
     def close(self) -> None:
-        """Free the OCR model (loaded again on next use)."""
+        """Free the OCR models (loaded again on next use)."""
         self.engine.close()
+        self.block_engine.close()
 
     def forget(self, stream: object = 0) -> None:
         """Drop the remembered frame of ``stream`` (after a failure: next frame OCR'd whole)."""
@@ -732,8 +797,9 @@ class FrameRedactor:
             self._prev.pop(stream, None)
             raise
 
-    def _flag(self, words: Sequence[Word], small_px: int, arr: np.ndarray | None = None) -> list[tuple[Word, str]]:
-        return flag_words(words, self.find, small_px=small_px, arr=arr)
+    def _flag(self, words: Sequence[Word], small_px: int, arr: np.ndarray | None = None,
+              lenient: bool = False) -> list[tuple[Word, str]]:
+        return flag_words(words, self.find, small_px=small_px, arr=arr, lenient_email=lenient)
 
     def _redact_batch(self, images: Sequence[Image.Image], stream: object, scale: float) -> list[FrameResult]:
         up = math.ceil(self.upscale / scale - 1e-9)
@@ -766,6 +832,16 @@ class FrameRedactor:
         words_per_frame: list[list[Word]] = [[] for _ in rgbs]
         for k, ws in zip(owner, words_per_crop):
             words_per_frame[k] += ws
+        # frames stored downscaled: a second read in block mode (see BLOCK_PSM), flagged apart
+        # (its words overlap the first read's, so the two are not merged into one row text)
+        block_per_frame: list[list[Word]] = [[] for _ in rgbs]
+        if scale < 1 and self.block_read and crops:
+            for u in sorted(set(ups)):
+                idx = [i for i, v in enumerate(ups) if v == u]
+                for i, ws in zip(idx, ocr_stacked([crops[i] for i in idx], upscale=u, timeout_s=self.timeout_s,
+                                                  ocr=self.block_engine.words)):
+                    block_per_frame[owner[i]] += ws
+        lenient = scale < 1 and self.lenient_email
         results: list[FrameResult] = []
         new_boxes: list[list[Box]] = []
         prev_boxes = prev[1] if prev else []
@@ -777,7 +853,9 @@ class FrameRedactor:
                 tiles = changed_tiles(prev_arr, arr)
                 carried = [b for b in prev_boxes
                            if not tiles[b[1] // TILE:-(-b[3] // TILE), b[0] // TILE:-(-b[2] // TILE)].all()]
-            flagged = self._flag(words_per_frame[k], small, arr)
+            flagged = self._flag(words_per_frame[k], small, arr, lenient)
+            if block_per_frame[k]:
+                flagged += self._flag(block_per_frame[k], small, arr, lenient)
             for region in plans[k] if small else ():
                 flagged += [(Word(b, "", 0.0, (0, 0, 0, 0)), "SMALL_TEXT")
                             for b in small_text_boxes(arr, region, small)]
@@ -806,7 +884,7 @@ class FrameRedactor:
                     tiles = changed_tiles(arrs[k - 1], arrs[k]) if arrs[k - 1].shape == arrs[k].shape else None
                     extra = [] if tiles is None else [
                         b for b in extra if not tiles[b[1] // TILE:-(-b[3] // TILE), b[0] // TILE:-(-b[2] // TILE)].all()]
-                hits = self._flag(ws, small, arrs[k]) if ws else []
+                hits = self._flag(ws, small, arrs[k], lenient) if ws else []
                 r = results[k]
                 for _, ent in hits:
                     r.entities[ent] = r.entities.get(ent, 0) + 1

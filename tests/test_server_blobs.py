@@ -230,12 +230,15 @@ def test_a_killed_put_leaves_a_temporary_file_the_collector_removes_at_start_up(
     (left,) = list((root / "ab").glob(".tmp-*"))
     young = root / "cd" / f".tmp-{'cd' + '2' * 62}-abcdef"
     young.write_bytes(b"being written")
+    odd = root / "cd" / ".tmp-dir"  # not made by a put (bug bash 6: a folder stopped start-up)
+    odd.mkdir()
     old = os.stat(left).st_mtime - 601
     os.utime(left, (old, old))
+    os.utime(odd, (old, old))
     c = Collector(cfg)
     try:
         assert not left.exists()
-        assert young.exists()
+        assert young.exists() and odd.is_dir()
         assert c.blobs.get("cd" + "1" * 62) == b"a stored object"
         assert not c.blobs.exists("ab" + "0" * 62)
     finally:

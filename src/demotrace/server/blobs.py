@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import logging
 import os
 import re
 import secrets
@@ -45,6 +46,8 @@ def check_name(name: str) -> str:
         raise BlobStoreError(f"invalid blob name {name!r}: expected 16-128 lowercase hex digits")
     return name
 
+
+_log = logging.getLogger(__name__)
 
 #: Age in seconds after which a ``.tmp-*`` file of :class:`FileBlobStore` is a killed writer's
 #: leftover (10 minutes: a put of the largest allowed blob takes seconds; the start-up sweep of
@@ -211,7 +214,8 @@ class FileBlobStore(BlobStore):
         ``older_than_s`` seconds ago: a ``put`` killed (``kill -9``, power loss) between creating
         its temporary file and renaming it leaves one, holding a partial copy of the object
         (ciphertext); nothing refers to it. Returns how many were removed. Called at collector
-        start-up (:class:`~demotrace.server.service.Collector`)."""
+        start-up (:class:`~demotrace.server.service.Collector`). Folders are left alone; a file
+        that cannot be removed is logged (warning) and skipped."""
         cutoff = time.time() - older_than_s
         removed = 0
         with os.scandir(self._root_str) as shards:
@@ -223,11 +227,15 @@ class FileBlobStore(BlobStore):
                         if not f.name.startswith(".tmp-"):
                             continue
                         try:
+                            if f.is_dir(follow_symlinks=False):
+                                continue  # never made by a put: not ours to remove
                             if f.stat(follow_symlinks=False).st_mtime < cutoff:
                                 os.unlink(f.path)
                                 removed += 1
                         except FileNotFoundError:
                             pass
+                        except OSError as exc:  # a leftover must never stop the collector
+                            _log.warning("cannot remove partial blob file %s: %s", f.path, exc.strerror)
         return removed
 
     def _open_tmp(self, folder: str, name: str) -> tuple[int, str]:

@@ -124,7 +124,7 @@ class Collector:
             self.retry_pending_deletes()
             left = self.blobs.sweep_temporaries()
             if left:
-                log.info("removed %d partial blob files left by a killed writer", left)
+                log.warning("removed %d partial blob file(s) left by a killed writer (older than 10 min)", left)
 
     def close(self) -> None:
         """Release database connections."""

@@ -147,3 +147,63 @@ def test_line_model_follows_readline_bindings(tmp_path: Path) -> None:
     b2.type_text("\n")               # line ends
     b2.type_text("after")            # a new line without caret moves: not handed over
     assert _line(b2.events) == ["xQyz", "xQ"]
+
+
+def test_value_completed_on_a_line_recalled_from_history_is_removed(tmp_path: Path) -> None:
+    """Bug bash 6 H1: ``echo 4929 7314 x``, Enter, ArrowUp (the shell recalls the line),
+    Backspace, ``5028 2736``: the second command holds the card, half of whose keys were typed
+    for the first one."""
+    def build(b: Builder) -> None:
+        b.type_text("echo 4929 7314 x\n")
+        _key(b, "ArrowUp")
+        _key(b, "Backspace")
+        b.type_text("5028 2736\n")
+        _key(b, "ArrowUp")  # a benign recall, run again unchanged
+        b.type_text("\n")
+
+    text, frames = _sealed(tmp_path, build)
+    assert not any(ch.isdigit() for ch in text), text
+    assert text.startswith("echo "), text
+    assert int(frames[0][0:200, 0:400].max()) <= 12
+
+
+def test_select_all_then_retyping_in_a_gui_field_is_removed(tmp_path: Path) -> None:
+    """Bug bash 6 H2: in a Chromium field Control+A selects all, so ``qq``, Control+A,
+    ``@example.net``, Home, ``jon.insert`` leaves exactly ``jon.insert@example.net``."""
+    def build(b: Builder) -> None:
+        b.type_text("qq")
+        _key(b, "a", "Control")
+        b.type_text("@example.net")
+        _key(b, "Home")
+        b.type_text("jon.insert")
+        _key(b, "Tab")
+
+    text, _ = _sealed(tmp_path, build)
+    assert "jon" not in text and "example" not in text, text
+
+
+def test_shortcut_a_tk_entry_ignores_does_not_hide_the_value(tmp_path: Path) -> None:
+    """Bug bash 6 H3: Control+W deletes a word in a shell, nothing in a Tk entry, where
+    ``@example.net``, Control+W, Home, ``jon.insert`` leaves ``jon.insert@example.net``."""
+    def build(b: Builder) -> None:
+        b.type_text("@example.net")
+        _key(b, "w", "Control")
+        _key(b, "Home")
+        b.type_text("jon.insert")
+        _key(b, "Tab")
+
+    text, _ = _sealed(tmp_path, build)
+    assert "jon" not in text and "example" not in text, text
+
+
+def test_transposed_digits_that_make_a_card_are_removed(tmp_path: Path) -> None:
+    """Bug bash 6 M1: ``echo 4929 7314 5028 2763``, ArrowLeft, Control+T (readline swaps the
+    character before the caret with the one at it) gives the card ``4929 7314 5028 2736``."""
+    def build(b: Builder) -> None:
+        b.type_text("echo " + CARD[:-2] + CARD[-1] + CARD[-2])
+        _key(b, "ArrowLeft")
+        _key(b, "t", "Control")
+        b.type_text("\n")
+
+    text, _ = _sealed(tmp_path, build)
+    assert not any(ch.isdigit() for ch in text), text

@@ -20,10 +20,12 @@ a selection is read as an insertion: again more text joined, not less.
 
 A line ends — its text is handed over and a new, empty line starts — at ``Enter``, ``Tab``, a focus
 change, an accessibility ``Element`` event, a pointer press (the caret moves somewhere
-unknown), ``ArrowUp`` / ``ArrowDown`` / ``PageUp`` / ``PageDown`` (history or another line:
-unknown text), and any other shortcut (Control+C cancels a shell line, Control+V pastes
-unknown text). Only lines in which the caret moved are handed over: without a caret move the
-line is one typing run, already analysed alone.
+unknown), ``PageUp`` / ``PageDown``, ``ArrowUp`` / ``ArrowDown`` when no earlier line of the
+window can be recalled, and any other shortcut (Control+C cancels a shell line, Control+V pastes
+unknown text). Only lines in which the caret moved (or that were recalled from the history) are
+handed over: otherwise the line is one typing run, already analysed alone. A second model,
+``"gui"`` (:data:`PROFILES`), reads the same keys as a GUI text field does: Control+A selects
+all, Control / Alt letters other than that do not edit; the seal analyses both readings.
 
 Deleted text was typed too: besides the final text of each line, its text just before and just
 after each run of deletions is handed over, so a value assembled in pieces and deleted again, or
@@ -74,31 +76,57 @@ def _word_right(buf: Line, pos: int) -> int:
     return pos
 
 
-def edited_lines(events: Sequence[Event], chars: dict[int, str] | None = None) -> Iterator[Line]:
+#: Editing models :func:`edited_lines` knows: ``"readline"`` (GNU readline's Emacs bindings, also
+#: Tk's entry, where Control+A is "start of line") and ``"gui"`` (a GTK / Chromium / Qt text field:
+#: Control+A selects all, so the next key replaces the text; other Control / Alt letters do not
+#: edit; no history). Bug bash 6: Chromium's ``qq``, Control+A, ``@example.net``, Home,
+#: ``jon.insert`` and Tk's ``@example.net``, Control+W (unbound there), Home, ``jon.insert`` each
+#: hold an address no readline reading finds.
+PROFILES = ("readline", "gui")
+
+
+def edited_lines(events: Sequence[Event], chars: dict[int, str] | None = None,
+                 profile: str = "readline") -> Iterator[Line]:
     """Yield the text of every line in which the caret moved, as :data:`Line` lists: its text
     before and after each run of deletions, then its final text (consecutive equal states once).
 
     ``events``: a session's events in order. ``chars``: the text each typing event (index)
     inserts, if the caller has already decided it (the seal's ``Enter`` → ``"\\n"`` etc.);
-    default: ``TextInput.text`` and ``KeyDown.text``. Pure; raises nothing.
+    default: ``TextInput.text`` and ``KeyDown.text``. ``profile``: one of :data:`PROFILES`. With
+    ``"readline"``, ``ArrowUp`` / ``ArrowDown`` (Control+P / Control+N) recall the lines submitted
+    with ``Enter`` earlier in the same window, as a shell does (bug bash 6: ``echo 4929 7314 x``,
+    Enter, ArrowUp, Backspace, ``5028 2736`` spells a card across two lines), and Control+T
+    transposes the characters around the caret. Pure.
+
+    Raises:
+        ValueError: an unknown ``profile``.
     """
+    if profile not in PROFILES:
+        raise ValueError(f"unknown line-editing profile {profile!r}; known: {', '.join(PROFILES)}")
+    gui = profile == "gui"
     buf: Line = []
     pos = 0
     moved = False
     deleting = False
+    selected = False  # gui: everything selected (Control+A): the next edit replaces it
     states: list[Line] = []  # snapshots of this line so far
+    window: int | None = None
+    history: dict[int | None, list[Line]] = {}  # readline: submitted lines per window
+    recalled: int | None = None  # index into this window's history while browsing it
 
     def snap() -> None:
         if buf and (not states or states[-1] != buf):
             states.append(list(buf))
 
-    def end() -> Iterator[Line]:
-        nonlocal buf, pos, moved, deleting
+    def end(submit: bool = False) -> Iterator[Line]:
+        nonlocal buf, pos, moved, deleting, selected, recalled
         snap()
         if moved:
             yield from states
+        if submit and buf and not gui:
+            history.setdefault(window, []).append(list(buf))
         states.clear()
-        buf, pos, moved, deleting = [], 0, False, False
+        buf, pos, moved, deleting, selected, recalled = [], 0, False, False, False, None
 
     def edit(kind: str) -> None:
         """A deletion chain's first and last states are kept (a deletion can join two halves)."""
@@ -107,8 +135,21 @@ def edited_lines(events: Sequence[Event], chars: dict[int, str] | None = None) -
             snap()
         deleting = kind == "delete"
 
+    def unselect(replace: bool) -> None:
+        """gui: an edit while all is selected first removes all of it."""
+        nonlocal selected
+        if selected:
+            selected = False
+            if replace and buf:
+                edit("delete")
+                buf.clear()
+
     def delete(lo: int, hi: int) -> None:
         nonlocal pos
+        if selected:
+            unselect(True)
+            pos = 0
+            return
         lo, hi = max(0, lo), min(len(buf), hi)
         if lo >= hi:
             return
@@ -120,6 +161,9 @@ def edited_lines(events: Sequence[Event], chars: dict[int, str] | None = None) -
         nonlocal pos
         if not text:
             return
+        if selected:
+            unselect(True)
+            pos = 0
         edit("insert")
         for ch in text:
             buf.insert(pos, (ch, i))
@@ -127,12 +171,32 @@ def edited_lines(events: Sequence[Event], chars: dict[int, str] | None = None) -
 
     def move(to: int) -> None:
         nonlocal pos, moved
+        unselect(False)
         edit("move")
-        pos, moved = to, True
+        pos, moved = max(0, min(len(buf), to)), True
+
+    def recall(step: int) -> bool:
+        """readline: replace the line with an earlier (-1) / later (+1) submitted one."""
+        nonlocal buf, pos, moved, recalled
+        past = history.get(window, [])
+        if not past:
+            return False
+        at = (len(past) if recalled is None else recalled) + step
+        if at < 0:
+            at = 0
+        snap()
+        if at >= len(past):
+            buf, recalled = [], None
+        else:
+            buf, recalled = list(past[at]), at
+        pos, moved = len(buf), True
+        return True
 
     for i, ev in enumerate(events):
         if isinstance(ev, (FocusChange, Element, PointerDown)):
             yield from end()
+            if isinstance(ev, FocusChange):
+                window = ev.window_id
             continue
         if isinstance(ev, TextInput):
             insert(i, chars.get(i, ev.text) if chars is not None else ev.text)
@@ -142,34 +206,49 @@ def edited_lines(events: Sequence[Event], chars: dict[int, str] | None = None) -
         mods = set(ev.modifiers) & _SHORTCUT_MODS
         key = ev.key.lower() if len(ev.key) == 1 else ev.key
         ctrl, alt = mods == {"Control"}, mods == {"Alt"}
+        emacs = not gui  # Control / Alt letters edit (readline, Tk)
+        if not gui and (ev.key == "ArrowUp" and not mods or ctrl and key == "p") and recall(-1):
+            continue
+        if not gui and (ev.key == "ArrowDown" and not mods or ctrl and key == "n") and recall(+1):
+            continue
         if ev.key in LINE_BREAK_KEYS and not mods:
-            yield from end()
-        elif ev.key == "ArrowLeft" and not mods or ctrl and key == "b":
-            move(max(0, pos - 1))
-        elif ev.key == "ArrowRight" and not mods or ctrl and key == "f":
-            move(min(len(buf), pos + 1))
-        elif ev.key == "ArrowLeft" and (ctrl or alt) or alt and key == "b":
+            yield from end(submit=ev.key == "Enter")
+        elif ev.key == "ArrowLeft" and not mods or emacs and ctrl and key == "b":
+            move(0 if selected else pos - 1)
+        elif ev.key == "ArrowRight" and not mods or emacs and ctrl and key == "f":
+            move(len(buf) if selected else pos + 1)
+        elif ev.key == "ArrowLeft" and (ctrl or alt) or emacs and alt and key == "b":
             move(_word_left(buf, pos))
-        elif ev.key == "ArrowRight" and (ctrl or alt) or alt and key == "f":
+        elif ev.key == "ArrowRight" and (ctrl or alt) or emacs and alt and key == "f":
             move(_word_right(buf, pos))
-        elif ev.key == "Home" and not mods or ctrl and key == "a":
+        elif ev.key == "Home" and not mods or emacs and ctrl and key == "a":
             move(0)
-        elif ev.key == "End" and not mods or ctrl and key == "e":
+        elif ev.key == "End" and not mods or emacs and ctrl and key == "e":
             move(len(buf))
-        elif ev.key == "Backspace" and not mods or ctrl and key == "h":
+        elif gui and ctrl and key == "a":
+            selected, moved = bool(buf), True
+        elif ev.key == "Backspace" and not mods or emacs and ctrl and key == "h":
             delete(pos - 1, pos)
-        elif ev.key == "Delete" and not mods or ctrl and key == "d":
+        elif ev.key == "Delete" and not mods or emacs and ctrl and key == "d":
             delete(pos, pos + 1)
-        elif ctrl and key == "u":
+        elif emacs and ctrl and key == "u":
             delete(0, pos)
-        elif ctrl and key == "k":
+        elif emacs and ctrl and key == "k":
             delete(pos, len(buf))
-        elif ctrl and key == "w":
+        elif emacs and ctrl and key == "w":
             delete(_space_left(buf, pos), pos)
         elif ctrl and ev.key == "Backspace":
             delete(_word_left(buf, pos), pos)
-        elif mods:
+        elif emacs and ctrl and key == "t":
+            if pos > 0 and len(buf) >= 2:
+                at = pos if pos < len(buf) else pos - 1
+                edit("insert")
+                buf[at - 1], buf[at] = buf[at], buf[at - 1]
+                pos, moved = at + 1, True
+        elif mods and not gui:
             yield from end()
+        elif mods:
+            continue  # gui: other shortcuts do not edit the field's text
         else:
             insert(i, chars.get(i, ev.text) if chars is not None else ev.text)
     yield from end()

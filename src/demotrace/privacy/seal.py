@@ -71,7 +71,7 @@ from .bundle import MARKER, MARKER_TEXT, REPORT, bundle_key, clean_stale_sealing
 from .consent import read_consent
 from .errors import RedactionError
 from .field_labels import infer_secret_fields, tesseract_ocr
-from .line_edit import edited_lines
+from .line_edit import PROFILES, edited_lines
 from .pipeline import RedactionCounts, RedactionPipeline, _cause
 from .pipeline import _layer_of as _layer
 from .policy import Policy
@@ -349,8 +349,9 @@ class _Sealer:
 
     def _redact_edits(self, events: list[Event], runs: list[tuple[list[int], int | None]],
                       remove: set[int], insert: dict[int, Event]) -> None:
-        """Findings in the text a line editor holds once cursor keys moved its caret
-        (:func:`.line_edit.edited_lines`; bug bash 5: ``echo @example.net``, ArrowLeft ×12,
+        """Findings in the text a line editor holds once cursor keys moved its caret, read
+        with every editing model (:data:`.line_edit.PROFILES`: a shell's readline, with its
+        history; a GUI text field, where Control+A selects all) (:func:`.line_edit.edited_lines`; bug bash 5: ``echo @example.net``, ArrowLeft ×12,
         ``jon.insert`` spells an address no typing run and no time-ordered joint holds). A
         finding with any key not removed yet has all its keys removed (one placeholder at the
         earliest, Shift presses with it) and every window they were typed into flagged for the
@@ -359,7 +360,11 @@ class _Sealer:
         chars = {i: c for idx, _w in runs for i in idx if (c := self._char(events[i])) is not None}
         counts = self.pipe.counts
         done: set[frozenset[int]] = set()
-        for line in edited_lines(events, chars):
+        seen: set[tuple[tuple[str, int], ...]] = set()
+        for line in (ln for prof in PROFILES for ln in edited_lines(events, chars, prof)):
+            if (key := tuple(line)) in seen:
+                continue  # both editing models read the same text
+            seen.add(key)
             text = "".join(c for c, _ in line)
             try:
                 findings = merge_findings(self.pipe.find(text))

@@ -14,6 +14,7 @@ presses dropped as "secret_field_inferred").
 
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 import sys
@@ -30,7 +31,7 @@ from demotrace.privacy.bundle import open_bundle
 from demotrace.privacy.field_labels import label_matches, mask_glyphs
 from demotrace.privacy.policy import default_policy
 from demotrace.privacy.seal import seal_session
-from demotrace.schema import KeyDown
+from demotrace.schema import Frame, KeyDown
 from demotrace.spool import DataKey, Spool
 
 FORM = r'''
@@ -296,6 +297,7 @@ def test_tk_tab_reached_fields_labels_left_and_above(xvfb, dt_home: Path) -> Non
     exactly "Anna Lindqvist" + "meeting at noon"; dropped 6 + 4 + 28 = 38 key presses
     (lengths of the typed strings, counted by hand)."""
     app = subprocess.Popen([sys.executable, "-c", FORM2], env=xvfb.env, stdout=subprocess.PIPE, text=True)
+    where: list[tuple[int, int, int, int]] = []  # the form's geometry, desktop pixels
     try:
         cx, cy = json.loads(read_line(app, "READY ", timeout=15).split(" ", 1)[1])
 
@@ -303,6 +305,9 @@ def test_tk_tab_reached_fields_labels_left_and_above(xvfb, dt_home: Path) -> Non
             wid = subprocess.run(["xdotool", "search", "--onlyvisible", "--name", "^labelform2$"], env=xvfb.env, capture_output=True,
                                  text=True, check=True).stdout.split()[0]
             xdo("windowfocus", "--sync", wid)
+            from helpers_x11 import geometry
+
+            where.append(geometry(xvfb.env, int(wid)))
             _wait_focus(spool, "labelform2")
             xdo("mousemove", str(cx), str(cy), "click", "1")
             time.sleep(0.4)  # the click's frame is grabbed before the first key
@@ -324,9 +329,21 @@ def test_tk_tab_reached_fields_labels_left_and_above(xvfb, dt_home: Path) -> Non
     assert raw == "".join(t for _, t, _ in FORM2_TYPED)  # all of it in the raw spool
     rep = seal_session(paths, spool, sid, default_policy())
     with open_bundle(paths, sid) as b:
-        sealed = "".join(e.text or "" for e in b.iter_events() if isinstance(e, KeyDown))
+        events = list(b.iter_events())
+        frames = [(e, np.asarray(Image.open(io.BytesIO(b.read_blob(e.blob))).convert("L")))
+                  for e in events if isinstance(e, Frame)]
+    sealed = "".join(e.text or "" for e in events if isinstance(e, KeyDown))
     assert sealed == "Anna Lindqvist" + "meeting at noon", rep.secret_keys_dropped
     assert rep.secret_keys_dropped.get("secret_field_inferred") == 6 + 4 + 28
+    # bug bash 6 H6: these entries echo what is typed, so once a secret went into one the form
+    # is blacked out (the keys alone were dropped, the value stayed readable)
+    gx, gy, gw, gh = where[0]
+
+    def region(f: Frame, a: np.ndarray) -> np.ndarray:
+        sc = f.scale
+        return a[int(gy * sc) + 1:int((gy + gh) * sc) - 1, int(gx * sc) + 1:int((gx + gw) * sc) - 1]
+
+    assert int(region(*frames[-1]).max()) <= 12, "the form is not blacked out after a secret was typed"
 
 
 @pytest.mark.x11

@@ -373,9 +373,15 @@ def _frame_at(frames: list[tuple[int, Frame]], t_lo: int, t_hi: int) -> Frame | 
 
 
 def infer_secret_fields(events: Sequence[Event], policy: Policy, load: Callable[[Frame], Image.Image | None],
-                        ocr: OcrFn) -> dict[int, str]:
+                        ocr: OcrFn, shown: set[int] | None = None) -> dict[int, str]:
     """Indices of the key / text events of ``events`` to drop, with their reason
     (``"secret_field_inferred"`` or ``"strict_unverified_field"``) — module doc.
+
+    ``shown``: if given, receives the index of the first key of every stretch found secret by
+    the label beside or above its field — a field that may show what was typed (an API-key or
+    token entry echoes it; bug bash 6 H6: the keys went, the value stayed readable in the
+    frames). Stretches found by a terminal's prompt row (no echo) or by mask glyphs are not
+    added: nothing readable is on screen.
 
     ``load``: decodes a stored frame (None when it cannot be read); ``ocr(image, upscale)``:
     the text of an image crop (raises :class:`~.errors.RedactionError` when OCR is unavailable
@@ -473,6 +479,8 @@ def infer_secret_fields(events: Sequence[Event], policy: Policy, load: Callable[
                 if any(x1 - x0 >= 4 and b1 - b0 >= 4 and label_matches(policy, ocr(img_b.crop((x0, b0, x1, b1)), up))
                        for x0, b0, x1, b1 in bands):
                     verdict = "secret_field_inferred"
+                    if shown is not None:
+                        shown.add(s.keys[0])
                     break
             if verdict is None and typed is not None and arr_a is not None and _tall_char(s.text):
                 # identical glyphs on screen although a character with an ascender, descender

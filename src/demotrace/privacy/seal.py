@@ -209,12 +209,21 @@ class _Sealer:
         return out
 
     # 2. secret fields -----------------------------------------------------------------------
-    def apply_secrets(self, events: list[Event], inferred: dict[int, str] | None = None) -> list[Event]:
+    def apply_secrets(self, events: list[Event], inferred: dict[int, str] | None = None,
+                      shown: set[int] | None = None) -> list[Event]:
         """Drop secret-field keys: by the focus rules of :mod:`.secrets`, and the events at the
-        indices of ``inferred`` (index -> reason, from :func:`.field_labels.infer_secret_fields`)."""
+        indices of ``inferred`` (index -> reason, from :func:`.field_labels.infer_secret_fields`).
+        A stretch whose first key index is in ``shown`` (a field found by its label, which may
+        echo what was typed) also flags the focused window for the typed-secret image rule:
+        blacked out from then on, as for a value found in typed text (bug bash 6 H6)."""
         out: list[Event] = []
         down_dropped: Counter[str] = Counter()
+        win: int | None = None
         for i, ev in enumerate(events):
+            if isinstance(ev, FocusChange):
+                win = ev.window_id
+            if shown and i in shown:
+                self.flagged_typing.append((ev.t_ns, win))
             if isinstance(ev, KeyUp) and down_dropped[ev.code] > 0:
                 down_dropped[ev.code] -= 1  # the release of a dropped press goes too
                 self.secrets.counts["secret_field_release"] += 1
@@ -577,10 +586,11 @@ def seal_session(
         # secret fields of apps without accessibility, inferred from the stored frames (issue #4)
         ocr, ocr_close = tesseract_ocr(policy.redaction.layer_timeout_s)
         try:
-            inferred = infer_secret_fields(events, policy, load_frame, ocr)
+            shown: set[int] = set()
+            inferred = infer_secret_fields(events, policy, load_frame, ocr, shown)
         finally:
             ocr_close()
-        events = s.apply_secrets(events, inferred)
+        events = s.apply_secrets(events, inferred, shown)
         events = s.apply_typing(events)
         if tmp.exists():
             shutil.rmtree(tmp)

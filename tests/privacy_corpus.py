@@ -90,6 +90,11 @@ BENIGN_COMMANDS: tuple[str, ...] = (
     "kill -9 12345",
     "ulimit -n 65536",
     "dd if=/dev/zero of=blob bs=4096 count=100000",
+    # bug bash 6 M3: machine-local addresses and a code host's SSH remote are no one's data
+    "ping -c1 127.0.0.1",
+    "curl http://0.0.0.0:8000/health",
+    "ssh -6 ::1 uptime",
+    "git clone git@github.com:acme/tools.git",
 )
 
 

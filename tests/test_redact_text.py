@@ -74,6 +74,17 @@ def test_benign_corpus_has_no_findings(redactor: TextRedactor) -> None:
     assert {b: f for b, f in flagged.items() if f} == {}
 
 
+@pytest.mark.parametrize(("text", "value", "entity"), [
+    ("ssh 192.168.1.20", "192.168.1.20", "IP_ADDRESS"),  # private ranges stay: they can name a person's machine
+    ("connect 203.0.113.7 now", "203.0.113.7", "IP_ADDRESS"),
+    ("ssh ida.n@build.example.net:~/x", "ida.n@build.example.net", "EMAIL_ADDRESS"),  # a person's login
+    ("write to git@example.com today", "git@example.com", "EMAIL_ADDRESS"),  # no ':' after it
+])
+def test_addresses_next_to_the_benign_exceptions_are_still_found(redactor: TextRedactor, text: str, value: str,
+                                                                 entity: str) -> None:
+    assert [(text[f.start:f.end], f.entity) for f in redactor.find(text)] == [(value, entity)]
+
+
 @pytest.mark.parametrize("command", BENIGN_COMMANDS)
 def test_benign_command_numbers_are_no_phone_numbers(redactor: TextRedactor, command: str) -> None:
     assert redactor.find(command) == []

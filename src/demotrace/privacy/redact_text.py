@@ -26,6 +26,7 @@ presidio-anonymizer's default ``replace`` operator. Overlapping findings are mer
 
 from __future__ import annotations
 
+import ipaddress
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -59,6 +60,28 @@ def _offline_tldextract() -> Any:
 #: Digits a phone number written with no prefix cue needs (a NANP number without its country
 #: code has 10; shorter bare numbers are how command arguments look — bug bash 4 F13).
 PHONE_BARE_MIN_DIGITS = 10
+
+
+def machine_local_ip(raw: str) -> bool:
+    """Whether ``raw`` is a loopback (127.0.0.0/8, ::1) or unspecified (0.0.0.0, ::) address:
+    one every machine has, never a person's. Anything that does not parse is not."""
+    try:
+        ip = ipaddress.ip_address(raw.strip())
+    except ValueError:
+        return False
+    return ip.is_loopback or ip.is_unspecified
+
+
+#: Service accounts of source-code hosts' SSH remotes (``git@host:owner/repo.git``).
+SSH_REMOTE_USERS = frozenset({"git", "hg", "svn"})
+
+
+def ssh_remote(text: str, start: int, end: int) -> bool:
+    """Whether the e-mail-like span ``text[start:end]`` is an SSH remote of a code host
+    (``git@github.com:acme/tools.git``: a service account and a host, followed by ``:``), not
+    an address (bug bash 6: `git clone` of one blacked out the terminal)."""
+    user = text[start:end].split("@", 1)[0]
+    return user.lower() in SSH_REMOTE_USERS and text[end:end + 1] == ":"
 
 
 def phone_written_as_phone(raw: str, regions: Sequence[str]) -> bool:
@@ -126,6 +149,19 @@ def _analyzer(entities: tuple[str, ...]) -> Any:
         def validate_result(self, pattern_text: str) -> bool:
             return bool(_offline_tldextract()(pattern_text.split("@")[-1]).suffix)
 
+        def analyze(self, text: str, entities: list[str], nlp_artifacts: Any = None) -> list[Any]:
+            found = super().analyze(text, entities, nlp_artifacts)
+            return [r for r in found if not ssh_remote(text, r.start, r.end)]
+
+    class PersonalIpRecognizer(IpRecognizer):  # type: ignore[misc]
+        """Presidio's IP recogniser without loopback and unspecified addresses (bug bash 6:
+        ``ping 127.0.0.1`` blacked out its terminal for the rest of the session); private-range
+        addresses are kept (fail closed: they can name a person's machine on a network)."""
+
+        def analyze(self, text: str, entities: list[str], nlp_artifacts: Any = None) -> list[Any]:
+            found = super().analyze(text, entities, nlp_artifacts)
+            return [r for r in found if not machine_local_ip(text[r.start:r.end])]
+
     class WrittenPhoneRecognizer(PhoneRecognizer):  # type: ignore[misc]
         """Presidio's phone recogniser, keeping only spans written like a phone number
         (:func:`phone_written_as_phone`; bug bash 4 F13)."""
@@ -148,7 +184,7 @@ def _analyzer(entities: tuple[str, ...]) -> Any:
         "IBAN_CODE": IbanRecognizer,
         "US_SSN": UsSsnRecognizer,
         "UK_NINO": UkNinoRecognizer,
-        "IP_ADDRESS": IpRecognizer,
+        "IP_ADDRESS": PersonalIpRecognizer,
     }
     nlp = NoOpNlpEngine(models=[{"lang_code": "en", "model_name": "none"}])
     nlp.load()

@@ -414,9 +414,9 @@ def test_label_patterns_bug_bash_2(text: str, secret: bool) -> None:
     ("Kennwort", True), ("Mot de passe :", True), ("Senha:", True), ("Wachtwoord", True), ("Hasło:", True),
     ("Hasto:", True), ("Hasio:", True), ("Lösenord", True), ("Salasana", True), ("Пароль:", True),
     ("Naponp:", True), ("Napons:", True), ("パスワード", True), ("密码", True), ("Secret token:", True),
-    ("Seoret taken:", True), ("API key", True), ("Private key:", True),
+    ("Seoret taken:", True), ("API key", True), ("Private key:", True), ("Clave:", True), ("Jelszó:", True),
     ("Contrato", False), ("Hashtag", False), ("Token count", False), ("Keyboard", False), ("Senhor", False),
-    ("Has long options", False), ("Tokenizer settings", False), ("Monkey", False),
+    ("Has long options", False), ("Enclave", False), ("Tokenizer settings", False), ("Monkey", False),
 ])
 def test_label_patterns_other_languages(text: str, secret: bool) -> None:
     assert label_matches(default_policy(), text) is secret

@@ -29,9 +29,9 @@ def _png(shade: int) -> bytes:
     return buf.getvalue()
 
 
-def _session(spool: Spool, sid: str, start: dt.datetime) -> None:
+def _session(spool: Spool, sid: str, start: dt.datetime, split: bool = False) -> None:
     """7 events: frames at 5 s and 50 s show the SAME image (stored once), a frame at 55 s
-    another one; moves at 20, 52 and 59 s."""
+    another one; moves at 20, 52 and 59 s. One batch, or with ``split`` two: seq 0-2, 3-6."""
     same, other = _png(40), _png(200)
     ids = {d: spool.key.content_id(d) for d in (same, other)}
 
@@ -42,9 +42,11 @@ def _session(spool: Spool, sid: str, start: dt.datetime) -> None:
     w = spool.create(manifest(sid, start.strftime("%Y-%m-%dT%H:%M:%SZ")))
     for data, bid in ids.items():
         w.put_blob(bid, data, "png")
-    w.append([Marker(seq=0, t_ns=0, name="session_start"), frame(1, 5, same), PointerMove(seq=2, t_ns=20 * S, x=1, y=1),
-              frame(3, 50, same), PointerMove(seq=4, t_ns=52 * S, x=2, y=2), frame(5, 55, other),
-              PointerMove(seq=6, t_ns=59 * S, x=3, y=3)])
+    evs = [Marker(seq=0, t_ns=0, name="session_start"), frame(1, 5, same), PointerMove(seq=2, t_ns=20 * S, x=1, y=1),
+           frame(3, 50, same), PointerMove(seq=4, t_ns=52 * S, x=2, y=2), frame(5, 55, other),
+           PointerMove(seq=6, t_ns=59 * S, x=3, y=3)]
+    for part in ((evs[:3], evs[3:]) if split else (evs,)):
+        w.append(part)
     w.close(duration_ns=59 * S)
 
 
@@ -103,19 +105,25 @@ def test_review_list_hint_for_a_damaged_manifest_says_delete_not_seal(dt_home: P
     paths, spool = _home(dt_home)
     start = dt.datetime(2026, 11, 30, 9, 0, tzinfo=dt.UTC)
     _session(spool, "manifest-bad", start)
-    _session(spool, "batch-bad", start + dt.timedelta(hours=1))
+    _session(spool, "batch-bad", start + dt.timedelta(hours=1), split=True)
+    _session(spool, "all-bad", start + dt.timedelta(hours=2))
     _flip(paths.spool / "manifest-bad" / "session.db", "meta", "k = 'manifest'")
     _flip(paths.spool / "batch-bad" / "session.db", "batches", "first_seq = 0")
+    _flip(paths.spool / "all-bad" / "session.db", "batches", "first_seq = 0")
     summaries = {s.session_id: s for s in list_sessions(paths, spool)}
-    assert summaries["manifest-bad"].cannot_open and not summaries["batch-bad"].cannot_open
+    assert summaries["manifest-bad"].cannot_open and not summaries["all-bad"].cannot_open
+    # bug bash 6 L1: one damaged batch of two — listed with the other's counts, not as unreadable
+    bb = summaries["batch-bad"]
+    assert (bb.error, bb.events, bb.frames, bb.damaged) == (None, 4, 2, ((0, 2),))
     out = CliRunner().invoke(app, ["review", "list"])
     assert out.exit_code == 0, out.output
     text = " ".join(out.output.split())
-    # hints in session order: batch-bad, then manifest-bad
     hint = text[text.index("session manifest-bad cannot be opened"):]
     assert "none of its data can be read or sealed" in hint and "`demotrace seal`" not in hint
-    assert hint.endswith("the data is unreadable: delete it with `demotrace review delete manifest-bad`")
-    # a damaged batch: seal keeps the rest, so that hint still names it
-    assert "`demotrace seal` seals the rest" in text[text.index("session batch-bad is unreadable"):
-                                                      text.index("session manifest-bad cannot")]
-    assert set(spool.session_ids()) == {"manifest-bad", "batch-bad"}  # listing destroyed nothing
+    assert "the data is unreadable: delete it with `demotrace review delete manifest-bad`" in hint
+    assert ("session batch-bad: 1 damaged batch(es) (3 events, seq 0..2) cannot be read; the counts above are of"
+            " the rest, and `demotrace seal` seals the rest") in text
+    # no batch decrypts: seal refuses such a session, so its hint does not offer it
+    bad = text[text.index("session all-bad is unreadable"):]
+    assert "`demotrace seal`" not in bad and "`demotrace review delete all-bad`" in bad
+    assert set(spool.session_ids()) == {"manifest-bad", "batch-bad", "all-bad"}  # listing destroyed nothing

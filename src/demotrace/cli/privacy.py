@@ -275,7 +275,8 @@ def register(app: typer.Typer) -> None:
         rows: list[tuple[str, ...]] = []
         bad = []
         live = _recording_session(paths)
-        for s in list_sessions(paths, spool):
+        summaries = list_sessions(paths, spool)
+        for s in summaries:
             state = "uploaded" if s.session_id in uploaded else ("yes" if s.sealed else "no")
             if s.error is None and s.session_id not in uploaded:
                 with spool.open(s.session_id) as r:
@@ -302,6 +303,13 @@ def register(app: typer.Typer) -> None:
         for r in rows:
             t.add_row(*r)
         console.print(t)
+        for s in summaries:
+            if s.damaged:
+                n = sum(b - a + 1 for a, b in s.damaged)
+                err_console.print(f"session {s.session_id}: {len(s.damaged)} damaged batch(es) ({n} events,"
+                                  f" seq {', '.join(f'{a}..{b}' for a, b in s.damaged)}) cannot be read; the counts"
+                                  " above are of the rest, and `demotrace seal` seals the rest (counted as"
+                                  " events:batch_unreadable)", highlight=False, markup=False)
         for s in bad:
             if s.cannot_open:  # database or manifest damaged: seal needs both (bug bash 5 E)
                 err_console.print(f"session {s.session_id} cannot be opened ({s.error}): its database or manifest"
@@ -312,8 +320,7 @@ def register(app: typer.Typer) -> None:
                 continue
             err_console.print(f"session {s.session_id} is unreadable ({s.error}); check it with `demotrace sessions"
                               f" show {s.session_id}`. If the data key file was replaced, restore the original:"
-                              " nothing can be read without it. If only some batches are damaged,"
-                              " `demotrace seal` seals the rest (counted as events:batch_unreadable)."
+                              " nothing can be read without it."
                               f" To destroy it: `demotrace review delete {s.session_id}`",
                               highlight=False, markup=False)
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from ..build.episodes import segments_from_events
 from ..build.settings import BuildSettings
-from ..errors import ConfigError, SpoolError
+from ..errors import ConfigError, SpoolCorrupt, SpoolError
 from ..paths import Paths
 from ..schema.events import Event, Frame
 from ..schema.manifest import SessionManifest
@@ -78,7 +78,10 @@ class SessionSummary:
     episodes, whether a sealed bundle exists. ``error``: why it cannot be read, or ``None``;
     ``cannot_open``: the error came from opening it — its database or manifest is damaged (or
     the data key is not the one it was written with) — so nothing of it can be read and ``seal``
-    cannot help; otherwise some batches are damaged and ``seal`` keeps the rest (bug bash 5 E)."""
+    cannot help; otherwise no batch decrypts. ``damaged``: ``(first_seq, last_seq)`` of batches
+    that do not decrypt in a session whose other batches do — the counts are of the readable
+    ones, and ``seal`` keeps those (bug bash 6 L1: one damaged batch listed the whole session as
+    unreadable)."""
 
     session_id: str
     started_utc: str
@@ -89,6 +92,7 @@ class SessionSummary:
     sealed: bool
     error: str | None = None
     cannot_open: bool = False
+    damaged: tuple[tuple[int, int], ...] = ()
 
 
 def episodes_of(events: Iterable[Event], settings: BuildSettings | None = None) -> list[Episode]:
@@ -123,11 +127,14 @@ def list_sessions(paths: Paths, spool: Spool) -> list[SessionSummary]:
             continue
         try:
             with r:
-                evs = list(r.iter_events())
+                evs = list(r.iter_events(skip_corrupt=True))
+                damaged = tuple((a, b) for a, b, _ in r.skipped)
+                if damaged and not evs:  # no batch decrypts: a replaced key, not damage
+                    raise SpoolCorrupt(f"session {sid}: no batch can be read ({r.skipped[0][2]})")
                 frames = sum(isinstance(e, Frame) for e in evs)
                 dur = max((e.t_ns for e in evs), default=0) / 1e9
                 out.append(SessionSummary(sid, r.manifest.started_utc, dur, len(evs), frames, len(episodes_of(evs)),
-                                          sealed))
+                                          sealed, damaged=damaged))
         except SpoolError as exc:
             out.append(SessionSummary(sid, "?", 0.0, 0, 0, 0, sealed, error=str(exc)))
     return out

@@ -138,7 +138,7 @@ def test_build_reads_a_read_only_home(homes: tuple[Path, Path], tmp_path: Path) 
 
 @pytest.mark.parametrize("argv", [("seal",), ("review", "forget", "--last", "10m"), ("review", "delete", ENDED),
                                   ("review", "purge"), ("exclusions", "add", "app", "keepassxc"),
-                                  ("record", "--duration", "1"), ("enroll", "--yes")])
+                                  ("record", "--duration", "1"), ("enroll", "--yes"), ("upload",)])
 def test_writing_commands_name_the_read_only_home(homes: tuple[Path, Path], argv: tuple[str, ...]) -> None:
     src, home = homes
     before = _tree(src)
@@ -149,4 +149,5 @@ def test_writing_commands_name_the_read_only_home(homes: tuple[Path, Path], argv
     assert res.stderr.startswith(f"error: {home} is not writable (Read-only file system): `demotrace {cmd}` has"
                                  f" to write to the demotrace home {home}. Nothing was changed."), res.stderr
     assert "work on a read-only home" in res.stderr
+    assert res.stdout == "", res.stdout  # refused first: no notice shown for a consent it cannot keep
     assert _tree(src) == before

@@ -137,6 +137,7 @@ def register(app: typer.Typer) -> None:
 
         # nothing is created before the person accepts: declining leaves no folder behind
         paths = Paths.from_env(home)
+        _refuse_read_only(paths)  # before the notice: accepting could not be recorded (bug bash 6 L4)
         policy = load_policy(paths, policy_file)
         # as written: the notice is hard-wrapped by its author, re-wrapping it made ragged lines
         console.print(policy.notice, highlight=False, markup=False, soft_wrap=True)
@@ -155,6 +156,25 @@ def register(app: typer.Typer) -> None:
             raise_if_not_writable(exc, paths)
             raise
         console.print(f"Consent recorded for policy version {rec.policy_version} at {rec.accepted_utc}.", highlight=False)
+
+    def _refuse_read_only(paths: Paths) -> None:
+        """HomeNotWritable if the home (or, not created yet, its nearest existing parent) cannot
+        be written: checked with ``os.access``, which reports a read-only mount even to root."""
+        import errno
+        import os
+
+        p = paths.home
+        while not p.exists() and p != p.parent:
+            p = p.parent
+        if not os.access(p, os.W_OK):
+            raise_if_not_writable(OSError(errno.EROFS if _read_only_mount(p) else errno.EACCES,
+                                          os.strerror(errno.EROFS if _read_only_mount(p) else errno.EACCES), str(p)),
+                                  paths)
+
+    def _read_only_mount(p: Path) -> bool:
+        import os
+
+        return bool(os.statvfs(p).f_flag & os.ST_RDONLY)
 
     policy_app = typer.Typer(help="The capture policy.", no_args_is_help=True)
     app.add_typer(policy_app, name="policy")

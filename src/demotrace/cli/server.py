@@ -381,7 +381,9 @@ def upload(
     from ..paths import Paths
     from ..upload import Enrollment
 
-    paths = Paths.from_env(home)
+    from .common import writable_paths
+
+    paths = writable_paths(home)  # upload writes its lock, tombstones and deletes bundles (bug bash 6 L4)
     enr = Enrollment.load(paths.home)
     with _upload_lock(paths.home):
         _upload_all(paths, enr, bundles, keep, home)

@@ -141,8 +141,10 @@ def test_replay_out_errors_and_overwrite(work: Path, ro: Path) -> None:
 
 
 def test_enroll_read_only_home(work: Path, ro: Path) -> None:
-    assert _error(_run(work, "enroll", "--yes", home=ro / "home")) == \
-        f"error: cannot create folder {ro / 'home'}: Read-only file system; choose a writable folder"
+    res = _run(work, "enroll", "--yes", home=ro / "home")
+    assert _error(res).startswith(f"error: {ro} is not writable (Read-only file system): `demotrace enroll` has to"
+                                  f" write to the demotrace home {ro / 'home'}. Nothing was changed."), res.stderr
+    assert "We record" not in res.stdout and "notice" not in res.stdout.lower()  # refused before the notice
 
 
 def test_device_enroll_rejects_bad_server_url_at_once(tmp_path: Path) -> None:

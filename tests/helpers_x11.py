@@ -289,6 +289,23 @@ def wait_focus_stored(spool: Any, title: str, timeout: float = 20.0) -> None:
              timeout, what=f"the recorder stored the focus change to {title!r}")
 
 
+def seal_by_cli(env: dict[str, str], paths: Paths, session_id: str) -> list[tuple[Any, Any]]:
+    """Run ``demotrace seal`` (the console script, ``env``; must exit 0) and return the sealed
+    bundle's ``(Frame, RGB PIL image)`` pairs of ``session_id``, in bundle order."""
+    import io
+
+    from PIL import Image
+
+    from demotrace.privacy import open_bundle
+    from demotrace.schema import Frame
+
+    p = subprocess.run([*DEMOTRACE, "seal"], env=env, capture_output=True, text=True, timeout=600, check=False)
+    assert p.returncode == 0, p.stderr
+    with open_bundle(paths, session_id) as b:
+        return [(e, Image.open(io.BytesIO(b.read_blob(e.blob))).convert("RGB"))
+                for e in b.iter_events() if isinstance(e, Frame)]
+
+
 def only_session(home: Path) -> tuple[Paths, Any, str]:
     """``(paths, spool, session_id)`` of the one raw session in DEMOTRACE_HOME ``home`` (fails
     if there is not exactly one)."""

@@ -25,13 +25,16 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers_x11 import DEMOTRACE, start_recorder, stop_recorder
+from helpers_x11 import (
+    killed_after,
+    only_session,
+    recording,
+    seal_by_cli,
+    search_window,
+)
 from PIL import Image
 
-from demotrace.paths import Paths
-from demotrace.privacy import open_bundle
 from demotrace.schema.events import Frame
-from demotrace.spool import DataKey, Spool
 
 #: (point size, synthetic address under an RFC 2606 domain, probe = its local part, lower case);
 #: one terminal per size, each printing its address in a sentence and alone on a line (as
@@ -83,34 +86,22 @@ def test_displayed_monospaced_emails_do_not_survive_sealing(xvfb, dt_home: Path,
         terms.append(subprocess.Popen(["xterm", "-T", f"mono{pt}", "-fa", "DejaVu Sans Mono", "-fs", str(pt),
                                        "-geometry", f"40x6+0+{y}", "-e", "sh", "-c", show], env=env))
         y += 6 * 2 * pt + 40  # 6 rows of about 1.7 x pt px, plus a gap
-    rec = None
-    try:
+    with killed_after(*terms):
         for pt, _, _ in TERMS:  # every terminal mapped before recording starts
-            wait_for(lambda pt=pt: subprocess.run(["xdotool", "search", "--onlyvisible", "--name", f"^mono{pt}$"], env=env,
-                                            capture_output=True, text=True, check=False).stdout.strip(),
-                     15, f"xterm mono{pt} mapped")
-        rec = start_recorder(env, dt_home, "--no-indicator", enroll=True)
-        go.touch()  # the terminals now print the addresses; nothing is typed
+            search_window(env, f"mono{pt}", timeout=15)
+        with recording(env, dt_home, "--no-indicator"):
+            go.touch()  # the terminals now print the addresses; nothing is typed
 
-        def shown() -> bool:  # the check OCR reads every address on the screen
-            import mss
+            def shown() -> bool:  # the check OCR reads every address on the screen
+                import mss
 
-            with mss.MSS(display=xvfb.display) as s:
-                shot = s.grab({"left": 0, "top": 0, "width": 640, "height": y})
-            img = Image.frombytes("RGB", shot.size, shot.bgra, "raw", "BGRX").reduce(2)
-            return all(p in check_ocr(img) for _, _, p in TERMS)
-        wait_for(shown, 20, "the addresses printed")
-        stop_recorder(rec)
-    finally:
-        if rec is not None and rec.poll() is None:
-            rec.kill()
-        for t in terms:
-            t.kill()
-            t.wait()
+                with mss.MSS(display=xvfb.display) as s:
+                    shot = s.grab({"left": 0, "top": 0, "width": 640, "height": y})
+                img = Image.frombytes("RGB", shot.size, shot.bgra, "raw", "BGRX").reduce(2)
+                return all(p in check_ocr(img) for _, _, p in TERMS)
+            wait_for(shown, 20, "the addresses printed")
 
-    paths = Paths(dt_home)
-    spool = Spool(paths.spool, DataKey.load(paths.key_file))
-    (sid,) = spool.session_ids()
+    paths, spool, sid = only_session(dt_home)
     with spool.open(sid) as r:
         raw = [(e, Image.open(io.BytesIO(r.read_blob(e.blob))).convert("RGB")) for e in r.iter_events()
                if isinstance(e, Frame)]
@@ -119,11 +110,7 @@ def test_displayed_monospaced_emails_do_not_survive_sealing(xvfb, dt_home: Path,
     last = check_ocr(raw[-1][1])
     assert all(p in last for _, _, p in TERMS), last
 
-    p = subprocess.run([*DEMOTRACE, "seal"], env=env, capture_output=True, text=True, timeout=600, check=False)
-    assert p.returncode == 0, p.stderr
-    with open_bundle(paths, sid) as b:
-        sealed = [(e, Image.open(io.BytesIO(b.read_blob(e.blob))).convert("RGB"))
-                  for e in b.iter_events() if isinstance(e, Frame)]
+    sealed = seal_by_cli(env, paths, sid)
     # painted, not dropped: the same frames in order
     assert [(e.reason, e.captured_t_ns) for e, _ in sealed] == [(e.reason, e.captured_t_ns) for e, _ in raw]
     for (e, img), (_, raw_img) in zip(sealed, raw):

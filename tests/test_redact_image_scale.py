@@ -27,11 +27,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers_x11 import seal_by_cli
 from PIL import Image
 
 from demotrace.errors import ControlError
 from demotrace.paths import Paths
-from demotrace.privacy import open_bundle
 from demotrace.recorder.control import call
 from demotrace.schema.events import Frame
 from demotrace.spool import DataKey, Spool
@@ -167,11 +167,7 @@ def test_displayed_values_do_not_survive_sealing_at_default_scale(xvfb, dt_home:
     # the test's OCR reads every value in the raw frame of the 16 pt terminal (so it can fail)
     assert _found(_oracle(showing[-1][1].crop(big))) == set(PROBES), _oracle(showing[-1][1].crop(big))
 
-    p = subprocess.run([exe, "seal"], env=env, capture_output=True, text=True, timeout=600, check=False)
-    assert p.returncode == 0, p.stderr
-    with open_bundle(paths, sid) as b:
-        sealed = [(e, Image.open(io.BytesIO(b.read_blob(e.blob))).convert("RGB"))
-                  for e in b.iter_events() if isinstance(e, Frame)]
+    sealed = seal_by_cli(env, paths, sid)
     # nothing dropped (the image layer painted, it did not discard): the same frames in order
     assert [(e.reason, e.captured_t_ns) for e, _ in sealed] == [(e.reason, e.captured_t_ns) for e, _ in raw]
     for (e, img), (_, raw_img) in zip(sealed, raw):

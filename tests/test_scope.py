@@ -267,38 +267,26 @@ def test_an_exclusion_added_while_recording_applies_at_once(xvfb, dt_home: Path)
     import sys
     import time
 
-    from helpers_x11 import recorder_status, search_window, start_recorder, stop_recorder, wait_for
+    from helpers_x11 import killed_after, only_session, recorder_status, recording, search_window, spool_events, wait_for
 
     from demotrace.schema import KeyDown, Marker
-    from demotrace.spool import DataKey, Spool
 
     cli = str(Path(sys.executable).parent / "demotrace")
     env = dict(xvfb.env, COLUMNS="200", DEMOTRACE_HOME=str(dt_home))
     term = subprocess.Popen(["xterm", "-T", "liveexcl notes", "-geometry", "40x8+0+0", "-e", "cat"], env=xvfb.env)
-    rec = None
-    try:
+    with killed_after(term):
         w = search_window(xvfb.env, "liveexcl notes", timeout=15)
         subprocess.run(["xdotool", "windowfocus", "--sync", str(w)], env=xvfb.env, check=True, timeout=30)
-        rec = start_recorder(env, dt_home, "--no-indicator", enroll=True)
-        wait_for(lambda: not recorder_status(dt_home)["privacy_scope"]["excluded_now"], 10, "the allowed focus")
-        subprocess.run(["xdotool", "type", "--delay", "30", "plainword"], env=xvfb.env, check=True, timeout=30)
-        added = subprocess.run([cli, "exclusions", "add", "title", "liveexcl"], env=env, capture_output=True,
-                               text=True, timeout=60)
-        assert added.returncode == 0, added.stderr
-        time.sleep(1.2)
-        subprocess.run(["xdotool", "type", "--delay", "30", "kiwisecret"], env=xvfb.env, check=True, timeout=30)
-        wait_for(lambda: recorder_status(dt_home)["privacy_scope"]["excluded_now"], 10, "the exclusion in force")
-        stop_recorder(rec)
-    finally:
-        if rec is not None and rec.poll() is None:
-            rec.kill()
-        term.kill()
-        term.wait()
-    paths = Paths(dt_home)
-    spool = Spool(paths.spool, DataKey.load(paths.key_file))
-    (sid,) = spool.session_ids()
-    with spool.open(sid) as r:
-        evs = list(r.iter_events())
+        with recording(env, dt_home, "--no-indicator"):
+            wait_for(lambda: not recorder_status(dt_home)["privacy_scope"]["excluded_now"], 10, "the allowed focus")
+            subprocess.run(["xdotool", "type", "--delay", "30", "plainword"], env=xvfb.env, check=True, timeout=30)
+            added = subprocess.run([cli, "exclusions", "add", "title", "liveexcl"], env=env, capture_output=True,
+                                   text=True, timeout=60)
+            assert added.returncode == 0, added.stderr
+            time.sleep(1.2)
+            subprocess.run(["xdotool", "type", "--delay", "30", "kiwisecret"], env=xvfb.env, check=True, timeout=30)
+            wait_for(lambda: recorder_status(dt_home)["privacy_scope"]["excluded_now"], 10, "the exclusion in force")
+    evs = spool_events(only_session(dt_home)[1])
     typed = "".join(e.text or "" for e in evs if isinstance(e, KeyDown))
     assert "plainword" in typed and "kiwi" not in typed and "secret" not in typed, typed
     assert [e.reason for e in evs if isinstance(e, Marker) and e.name == "private_gap"] == ["exclusion:title"]

@@ -104,6 +104,7 @@ def edited_lines(events: Sequence[Event], chars: dict[int, str] | None = None,
     if profile not in PROFILES:
         raise ValueError(f"unknown line-editing profile {profile!r}; known: {', '.join(PROFILES)}")
     gui = profile == "gui"
+    given = chars or {}
     buf: Line = []
     pos = 0
     moved = False
@@ -199,7 +200,7 @@ def edited_lines(events: Sequence[Event], chars: dict[int, str] | None = None,
                 window = ev.window_id
             continue
         if isinstance(ev, TextInput):
-            insert(i, chars.get(i, ev.text) if chars is not None else ev.text)
+            insert(i, given.get(i, ev.text))
             continue
         if not isinstance(ev, KeyDown):
             continue
@@ -250,5 +251,5 @@ def edited_lines(events: Sequence[Event], chars: dict[int, str] | None = None,
         elif mods:
             continue  # gui: other shortcuts do not edit the field's text
         else:
-            insert(i, chars.get(i, ev.text) if chars is not None else ev.text)
+            insert(i, given.get(i, ev.text))
     yield from end()

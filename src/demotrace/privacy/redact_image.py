@@ -111,6 +111,11 @@ OCR_AWS_LENIENT = re.compile(r"\bA[KX][IT1lL|]A[A-Z0-9]{16}\b")
 #: (:data:`TOKEN_ENTITIES`).
 OCR_TOKEN_LENIENT = re.compile(r"\b(?:gh[pousr]|github_pat|[sr]k[_ ](?:live|test))[_ ][A-Za-z0-9]{4,}")
 
+#: The OCR-lenient rules :func:`flag_words` adds for frames stored downscaled, with the entity
+#: each match is flagged as.
+LENIENT_RULES: tuple[tuple[str, re.Pattern[str]], ...] = (
+    ("EMAIL_ADDRESS", OCR_EMAIL_LENIENT), ("AWS_ACCESS_KEY", OCR_AWS_LENIENT), ("TOKEN_PREFIX", OCR_TOKEN_LENIENT))
+
 #: Entities whose neighbouring token-like words on the same row are painted too (OCR splits
 #: long keys into several words at glyph gaps as wide as a space).
 TOKEN_ENTITIES = frozenset({"GITHUB_TOKEN", "HIGH_ENTROPY_TOKEN", "AWS_ACCESS_KEY", "AWS_SECRET_KEY", "JWT",
@@ -370,11 +375,7 @@ def flag_words(words: Sequence[Word], find: Callable[[str], list[Finding]], *,
             hits: list[Finding] = [] if loose else list(found[text])
             if mapped != text and not loose:
                 hits += found[mapped]
-            rules = list(OCR_RULES.items())
-            if lenient_email:
-                rules += [("EMAIL_ADDRESS", OCR_EMAIL_LENIENT), ("AWS_ACCESS_KEY", OCR_AWS_LENIENT),
-                          ("TOKEN_PREFIX", OCR_TOKEN_LENIENT)]
-            for ent, rx in rules:
+            for ent, rx in (*OCR_RULES.items(), *(LENIENT_RULES if lenient_email else ())):
                 if loose and ent not in ("EMAIL_ADDRESS", "TOKEN_PREFIX"):
                     continue
                 for t in {text, mapped}:
@@ -823,24 +824,24 @@ class FrameRedactor:
                 owner.append(k)
                 ups.append(band_upscale(text_height(arr, b), up))
             prev_arr = arr
-        # one stacked run per upscale factor
-        words_per_crop: list[list[Word]] = [[] for _ in crops]
-        for u in sorted(set(ups)):
-            idx = [i for i, v in enumerate(ups) if v == u]
-            for i, ws in zip(idx, ocr_stacked([crops[i] for i in idx], upscale=u, timeout_s=self.timeout_s, ocr=ocr)):
-                words_per_crop[i] = ws
-        words_per_frame: list[list[Word]] = [[] for _ in rgbs]
-        for k, ws in zip(owner, words_per_crop):
-            words_per_frame[k] += ws
-        # frames stored downscaled: a second read in block mode (see BLOCK_PSM), flagged apart
-        # (its words overlap the first read's, so the two are not merged into one row text)
-        block_per_frame: list[list[Word]] = [[] for _ in rgbs]
-        if scale < 1 and self.block_read and crops:
+        def read(engine_ocr: Callable[..., list[Word]]) -> list[list[Word]]:
+            """The words of every frame's crops (in crop order): one stacked run per upscale factor."""
+            per_crop: list[list[Word]] = [[] for _ in crops]
             for u in sorted(set(ups)):
                 idx = [i for i, v in enumerate(ups) if v == u]
                 for i, ws in zip(idx, ocr_stacked([crops[i] for i in idx], upscale=u, timeout_s=self.timeout_s,
-                                                  ocr=self.block_engine.words)):
-                    block_per_frame[owner[i]] += ws
+                                                  ocr=engine_ocr)):
+                    per_crop[i] = ws
+            per_frame: list[list[Word]] = [[] for _ in rgbs]
+            for k, ws in zip(owner, per_crop):
+                per_frame[k] += ws
+            return per_frame
+
+        words_per_frame = read(ocr)
+        # frames stored downscaled: a second read in block mode (see BLOCK_PSM), flagged apart
+        # (its words overlap the first read's, so the two are not merged into one row text)
+        block_per_frame = (read(self.block_engine.words) if scale < 1 and self.block_read and crops
+                           else [[] for _ in rgbs])
         lenient = scale < 1 and self.lenient_email
         results: list[FrameResult] = []
         new_boxes: list[list[Box]] = []

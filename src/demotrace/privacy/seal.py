@@ -348,13 +348,8 @@ class _Sealer:
                 if frozenset(srcs) in done:
                     continue
                 done.add(frozenset(srcs))
-                remove |= set(srcs) | self._case_keys(events, srcs[0], srcs[-1])
-                first = events[srcs[0]]
-                insert[srcs[0]] = TextInput(seq=0, t_ns=first.t_ns, text=f"<{f.entity}>")
-                counts.entities[f.entity] += 1
-                counts.items_out["typed_joint"] += 1
-                for r in sorted({r for _, _, r in part}):
-                    self.flagged_typing.append((first.t_ns, runs[r][1]))
+                self._remove_finding(events, srcs, f.entity, "typed_joint",
+                                     [runs[r][1] for r in sorted({r for _, _, r in part})], remove, insert)
 
     def _redact_edits(self, events: list[Event], runs: list[tuple[list[int], int | None]],
                       remove: set[int], insert: dict[int, Event]) -> None:
@@ -389,14 +384,22 @@ class _Sealer:
                 if frozenset(srcs) in done or set(srcs) <= remove:
                     continue
                 done.add(frozenset(srcs))
-                remove |= set(srcs) | self._case_keys(events, srcs[0], srcs[-1])
-                first = events[srcs[0]]
-                if srcs[0] not in insert:
-                    insert[srcs[0]] = TextInput(seq=0, t_ns=first.t_ns, text=f"<{f.entity}>")
-                counts.entities[f.entity] += 1
-                counts.items_out["typed_edit"] += 1
-                for w in dict.fromkeys(win.get(i) for i in srcs):
-                    self.flagged_typing.append((first.t_ns, w))
+                self._remove_finding(events, srcs, f.entity, "typed_edit",
+                                     list(dict.fromkeys(win.get(i) for i in srcs)), remove, insert)
+
+    def _remove_finding(self, events: list[Event], srcs: list[int], entity: str, item: str,
+                        windows: list[int | None], remove: set[int], insert: dict[int, Event]) -> None:
+        """Remove the keys ``srcs`` (event indices, ascending) that typed a finding across typing
+        runs, with the Shift presses held meanwhile; put one ``<ENTITY>`` placeholder at the
+        first (unless one is there); count it under ``item``; flag ``windows`` for the
+        typed-secret image rule from its first key on."""
+        remove |= set(srcs) | self._case_keys(events, srcs[0], srcs[-1])
+        first = events[srcs[0]]
+        if srcs[0] not in insert:
+            insert[srcs[0]] = TextInput(seq=0, t_ns=first.t_ns, text=f"<{entity}>")
+        self.pipe.counts.entities[entity] += 1
+        self.pipe.counts.items_out[item] += 1
+        self.flagged_typing += [(first.t_ns, w) for w in windows]
 
     @staticmethod
     def _char(ev: Event) -> str | None:

@@ -61,7 +61,8 @@ def raise_if_not_writable(exc: OSError, paths: Paths) -> None:
     """
     if exc.errno not in (errno.EROFS, errno.EACCES, errno.EPERM):
         return
-    cmd = f"`{_command_words()}`" if _command_words() else "this command"
+    words = _command_words()
+    cmd = f"`{words}`" if words else "this command"
     where = exc.filename or paths.home
     raise HomeNotWritable(
         f"{where} is not writable ({exc.strerror}): {cmd} has to write to the demotrace home"

@@ -299,11 +299,9 @@ def register(app: typer.Typer) -> None:
         for s in summaries:
             state = "uploaded" if s.session_id in uploaded else ("yes" if s.sealed else "no")
             if s.error is None and s.session_id not in uploaded:
-                with spool.open(s.session_id) as r:
-                    ended = r.manifest.ended
                 if s.session_id == live:
                     state = "no (recording)"
-                elif not ended:  # its recorder was killed: never ended, `seal` recovers it
+                elif not s.ended:  # its recorder was killed: never ended, `seal` recovers it
                     state = "crashed (recovered)" if s.sealed else "no (crashed; run `demotrace seal`)"
             if s.error is not None:
                 bad.append(s)

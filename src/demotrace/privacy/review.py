@@ -81,7 +81,8 @@ class SessionSummary:
     cannot help; otherwise no batch decrypts. ``damaged``: ``(first_seq, last_seq)`` of batches
     that do not decrypt in a session whose other batches do — the counts are of the readable
     ones, and ``seal`` keeps those (bug bash 6 L1: one damaged batch listed the whole session as
-    unreadable)."""
+    unreadable). ``ended``: its manifest says its recorder ended it (``False``: killed, or still
+    recording)."""
 
     session_id: str
     started_utc: str
@@ -93,6 +94,7 @@ class SessionSummary:
     error: str | None = None
     cannot_open: bool = False
     damaged: tuple[tuple[int, int], ...] = ()
+    ended: bool = True
 
 
 def episodes_of(events: Iterable[Event], settings: BuildSettings | None = None) -> list[Episode]:
@@ -134,7 +136,7 @@ def list_sessions(paths: Paths, spool: Spool) -> list[SessionSummary]:
                 frames = sum(isinstance(e, Frame) for e in evs)
                 dur = max((e.t_ns for e in evs), default=0) / 1e9
                 out.append(SessionSummary(sid, r.manifest.started_utc, dur, len(evs), frames, len(episodes_of(evs)),
-                                          sealed, damaged=damaged))
+                                          sealed, damaged=damaged, ended=r.manifest.ended))
         except SpoolError as exc:
             out.append(SessionSummary(sid, "?", 0.0, 0, 0, 0, sealed, error=str(exc)))
     return out
